@@ -1,0 +1,291 @@
+"""The ``isolde`` command line (SPEC §5.1).
+
+Exit codes: 0 success, 1 the instance failed, 2 invalid workflow, bad usage or
+configuration.  Stdout carries only results (the output JSON, a variable's
+bytes); logs and errors go to stderr, one line each, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .errors import IsoldeError, ValidationError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--data-dir and --config, accepted by every command that touches data."""
+    fn = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: $ISOLDE_CONFIG, ./isolde.toml, [tool.isolde] in ./pyproject.toml).")(fn)
+    fn = click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory (default: $ISOLDE_DATA_DIR, the config's data_dir, the user data dir).")(fn)
+    return fn
+
+
+def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn isolde's own errors into one stderr line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValidationError as exc:
+            for d in exc.diagnostics:
+                click.echo(str(d), err=True)
+            sys.exit(EXIT_USAGE)
+        except FileNotFoundError as exc:
+            click.echo(f"isolde: error: {exc.filename or exc}: no such file", err=True)
+            sys.exit(EXIT_USAGE)
+        except (IsoldeError, OSError) as exc:
+            click.echo(f"isolde: error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper
+
+
+def _engine(data_dir: str | None, config_path: str | None, **kw: Any) -> Any:
+    from .engine import Engine
+
+    return Engine(data_dir=data_dir, config=config_path, **kw)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="isolde", prog_name="isolde")
+def main() -> None:
+    """Run Direktiv-style YAML workflows with persistent data on one machine."""
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--input", "input_text", metavar="JSON", help="Instance input (JSON; other text is passed base64-encoded).")
+@click.option("--input-file", type=click.File("rb"), help="Read the instance input from a file ('-' for stdin).")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="Don't print the instance log to stderr.")
+@_common
+@_handled
+def run(file: str, input_text: str | None, input_file: Any, namespace: str, quiet: bool, data_dir: str | None, config_path: str | None) -> None:
+    """Run one instance of the workflow in FILE and print its output JSON."""
+    if input_text is not None and input_file is not None:
+        raise click.UsageError("give --input or --input-file, not both")
+    raw: bytes | None = None
+    if input_text is not None:
+        raw = input_text.encode()
+    elif input_file is not None:
+        raw = input_file.read()
+
+    def sink(instance: str, state: str, message: str) -> None:
+        click.echo(f"[{state}] {message}", err=True)
+
+    with _engine(data_dir, config_path, log=None if quiet else sink) as engine:
+        result = engine.run(file, input=raw, namespace=namespace)
+    if result.ok:
+        click.echo(json.dumps(result.output, ensure_ascii=False))
+        return
+    err = result.error
+    click.echo(f"isolde: instance {result.instance_id} failed in state '{err.state}': {err.code}: {err.message}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (for plugins and limits).")
+@_handled
+def validate(files: tuple[str, ...], config_path: str | None) -> None:
+    """Check workflow files; print every problem as FILE:LINE:COL: message."""
+    from .engine import Engine
+
+    bad = 0
+    with Engine(config=config_path) as engine:
+        for f in files:
+            try:
+                problems = engine.validate(f)
+            except FileNotFoundError:
+                click.echo(f"{f}: no such file", err=True)
+                bad += 1
+                continue
+            for d in problems:
+                click.echo(str(d), err=True)
+            bad += bool(problems)
+    if bad:
+        click.echo(f"{bad} of {len(files)} file(s) invalid", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(f"{len(files)} file(s) valid", err=True)
+
+
+# -- variables ---------------------------------------------------------------
+
+def _where(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--instance", "instance", metavar="ID", help="Instance scope (an instance id).")(func)
+    func = click.option("-w", "--workflow", help="Workflow scope (without it: namespace scope).")(func)
+    func = click.option("-n", "--namespace", default="default", show_default=True)(func)
+    return func
+
+
+def _scope(workflow: str | None, instance: str | None) -> dict[str, Any]:
+    if workflow and instance:
+        raise click.UsageError("give -w/--workflow or --instance, not both")
+    if instance:
+        return {"scope": "instance", "instance": instance}
+    if workflow:
+        return {"scope": "workflow", "workflow": workflow}
+    return {"scope": "namespace"}
+
+
+@main.group()
+def vars() -> None:
+    """List, read, write and delete variables."""
+
+
+@vars.command("list")
+@_where
+@_common
+@_handled
+def vars_list(namespace: str, workflow: str | None, instance: str | None, data_dir: str | None, config_path: str | None) -> None:
+    """List variables of one scope: KEY, SIZE, MIME TYPE, UPDATED."""
+    with _engine(data_dir, config_path) as engine:
+        rows = engine.variables.list(namespace=namespace, **_scope(workflow, instance))
+    for key, var in rows:
+        updated = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(var.updated))
+        click.echo(f"{key}\t{var.size}\t{var.mime}\t{updated}")
+
+
+@vars.command("get")
+@click.argument("key")
+@_where
+@_common
+@_handled
+def vars_get(key: str, namespace: str, workflow: str | None, instance: str | None, data_dir: str | None, config_path: str | None) -> None:
+    """Write a variable's raw bytes to stdout (exit 1 if it does not exist)."""
+    with _engine(data_dir, config_path) as engine:
+        var = engine.variables.get(key, namespace=namespace, **_scope(workflow, instance))
+    if var is None:
+        click.echo(f"isolde: variable '{key}' not found", err=True)
+        sys.exit(EXIT_FAILED)
+    out = click.get_binary_stream("stdout")
+    out.write(var.data)
+    if sys.stdout.isatty() and not var.data.endswith(b"\n"):
+        out.write(b"\n")
+    out.flush()
+
+
+@vars.command("set")
+@click.argument("key")
+@click.argument("value", required=False)
+@click.option("-f", "--file", "file", type=click.File("rb"), help="Read the value from a file ('-' for stdin).")
+@click.option("--mime", help="MIME type (default: application/json if the value parses as JSON, else text/plain, else application/octet-stream).")
+@_where
+@_common
+@_handled
+def vars_set(key: str, value: str | None, file: Any, mime: str | None, namespace: str, workflow: str | None, instance: str | None, data_dir: str | None, config_path: str | None) -> None:
+    """Store VALUE (or a file's bytes) as variable KEY."""
+    if (value is None) == (file is None):
+        raise click.UsageError("give a VALUE or -f FILE (exactly one)")
+    data = value.encode() if value is not None else file.read()
+    if mime is None:
+        mime = _guess_mime(data)
+    with _engine(data_dir, config_path) as engine:
+        engine.variables.set(key, data, mime=mime, namespace=namespace, **_scope(workflow, instance))
+
+
+def _guess_mime(data: bytes) -> str:
+    try:
+        json.loads(data)
+        return "application/json"
+    except ValueError:
+        pass
+    try:
+        data.decode("utf-8")
+        return "text/plain"
+    except UnicodeDecodeError:
+        return "application/octet-stream"
+
+
+@vars.command("delete")
+@click.argument("key")
+@_where
+@_common
+@_handled
+def vars_delete(key: str, namespace: str, workflow: str | None, instance: str | None, data_dir: str | None, config_path: str | None) -> None:
+    """Delete a variable."""
+    with _engine(data_dir, config_path) as engine:
+        engine.variables.delete(key, namespace=namespace, **_scope(workflow, instance))
+
+
+# -- workflows and namespaces --------------------------------------------------
+
+@main.group()
+def workflows() -> None:
+    """List workflows that hold variables; delete a workflow's variables."""
+
+
+@workflows.command("list")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@_common
+@_handled
+def workflows_list(namespace: str, data_dir: str | None, config_path: str | None) -> None:
+    with _engine(data_dir, config_path) as engine:
+        for name in engine.workflows(namespace):
+            click.echo(name)
+
+
+@workflows.command("delete")
+@click.argument("name")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@_common
+@_handled
+def workflows_delete(name: str, namespace: str, data_dir: str | None, config_path: str | None) -> None:
+    """Delete workflow NAME: its workflow variables are removed (exactly its own)."""
+    with _engine(data_dir, config_path) as engine:
+        count = engine.delete_workflow(name, namespace)
+    click.echo(f"deleted workflow '{name}' in namespace '{namespace}' ({count} variable(s))", err=True)
+
+
+@main.group()
+def namespaces() -> None:
+    """List namespaces; delete a namespace and all its variables."""
+
+
+@namespaces.command("list")
+@_common
+@_handled
+def namespaces_list(data_dir: str | None, config_path: str | None) -> None:
+    with _engine(data_dir, config_path) as engine:
+        for name in engine.namespaces():
+            click.echo(name)
+
+
+@namespaces.command("delete")
+@click.argument("name")
+@_common
+@_handled
+def namespaces_delete(name: str, data_dir: str | None, config_path: str | None) -> None:
+    """Delete namespace NAME and every variable in it (exactly that namespace)."""
+    with _engine(data_dir, config_path) as engine:
+        count = engine.delete_namespace(name)
+    click.echo(f"deleted namespace '{name}' ({count} variable(s))", err=True)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@_handled
+def plugins(config_path: str | None) -> None:
+    """List installed plugins, their versions and what they provide."""
+    from .engine import Engine
+
+    with Engine(config=config_path) as engine:
+        for info in engine.registry.plugins:
+            provides = ", ".join(f"state {s}" for s in info.state_types)
+            click.echo(f"{info.name}\t{info.version}\t{info.source}\t{provides}")
+        for name in engine.config.disabled_plugins:
+            click.echo(f"{name}\t-\tdisabled", err=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

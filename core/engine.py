@@ -1,0 +1,269 @@
+"""``isolde.Engine``: the embeddable interpreter (SPEC §5.2).
+
+An engine owns its plugin manager, jq runtime, store handle and workflow cache;
+nothing is shared between engines except what a process can only have once (an
+LMDB environment per data directory, which the store module shares by path).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import Config, config_from, resolve_data_dir
+from .errors import IsoldeError
+from .instance import LogSink, Result, run_instance
+from .jqexpr import JqRuntime
+from .loader import YamlError, load_document
+from .errors import ValidationError
+from .registry import Registry, load_plugins
+from .store import SCOPES, LmdbStore, Ref, Variable, check_key, check_scope
+from .validate import build_workflow
+from .variables import decode, encode
+from .workflow import Workflow
+
+WorkflowSource = Workflow | str | os.PathLike[str]
+
+
+class Engine:
+    """Loads, validates and runs workflows against one data directory.
+
+    Use it as a context manager (``with Engine(data_dir=...) as engine:``) so the
+    store, jq worker and any isolate processes are released at the end.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        config: Config | dict[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        log: LogSink | None = None,
+    ) -> None:
+        self.config = config_from(config)
+        self.data_dir = resolve_data_dir(data_dir, self.config)
+        self.registry: Registry = load_plugins(self.config)
+        self.jq = JqRuntime(
+            timeout=float(self.config.limit("jq_timeout")),
+            max_output=int(self.config.limit("jq_max_output")),
+        )
+        self.log_sink = log
+        self._store: LmdbStore | None = None
+        self._cache: dict[str, tuple[int, int, Workflow]] = {}
+        self.variables = Variables(self)
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.jq.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def store(self) -> LmdbStore:
+        """The variable store, opened on first use (``validate`` never opens it)."""
+        if self._store is None:
+            if self._closed:
+                raise IsoldeError("this Engine is closed")
+            store = self.registry.pm.hook.isolde_store(config=self.config, data_dir=str(self.data_dir))
+            if store is None:
+                store = LmdbStore(self.data_dir, durable=self.config.durable)
+                store.sweep_orphans()
+            self._store = store
+        return self._store
+
+    # -- workflows -------------------------------------------------------------
+    def load(self, workflow: WorkflowSource, *, workflow_id: str | None = None) -> Workflow:
+        """Validate a workflow given as a path, as YAML text, or already loaded.
+
+        Raises ``ValidationError`` (every problem, located) or ``FileNotFoundError``.
+        A path is cached by its modification time and size, so running the same file
+        again does not parse it again.
+        """
+        if isinstance(workflow, Workflow):
+            return workflow
+        if isinstance(workflow, str) and "\n" in workflow:
+            return self._build(workflow, "<string>", workflow_id or "workflow")
+        path = os.path.abspath(os.fspath(workflow))
+        st = os.stat(path)
+        hit = self._cache.get(path)
+        if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size and workflow_id is None:
+            return hit[2]
+        with open(path, "rb") as fh:
+            text = fh.read()
+        wf = self._build(text, os.fspath(workflow), workflow_id or Path(path).stem)
+        if workflow_id is None:
+            self._cache[path] = (st.st_mtime_ns, st.st_size, wf)
+        return wf
+
+    def _build(self, text: str | bytes, filename: str, default_id: str) -> Workflow:
+        try:
+            doc = load_document(
+                text,
+                filename,
+                max_bytes=int(self.config.limit("max_yaml_bytes")),
+                max_nodes=int(self.config.limit("max_yaml_nodes")),
+            )
+        except YamlError as exc:
+            raise ValidationError([exc.diagnostic]) from None
+        return build_workflow(
+            doc,
+            schema=self.registry.schema,
+            state_types=self.registry.state_types,
+            jq=self.jq,
+            default_id=default_id,
+        )
+
+    def validate(self, workflow: WorkflowSource) -> list[Any]:
+        """Every diagnostic for a workflow (empty when it is valid)."""
+        try:
+            self.load(workflow)
+        except ValidationError as exc:
+            return list(exc.diagnostics)
+        return []
+
+    def run(
+        self,
+        workflow: WorkflowSource,
+        input: Any = None,
+        namespace: str = "default",
+        *,
+        workflow_id: str | None = None,
+        instance_id: str | None = None,
+    ) -> Result:
+        """Run one instance to its end and return its ``Result``.
+
+        ``input`` is a JSON value (a dict is used as is, anything else becomes
+        ``{"input": value}``), or ``bytes`` as the CLI reads them: JSON when they
+        parse, otherwise ``{"input": "<base64>"}``.  ``None`` is ``{}``.
+        """
+        wf = self.load(workflow, workflow_id=workflow_id)
+        check_name(namespace, "namespace")
+        data = self.instance_input(input)
+        iid = instance_id or str(uuid.uuid4())
+        return run_instance(self, wf, data, namespace=namespace, instance_id=iid, sink=self.log_sink)
+
+    def instance_input(self, value: Any) -> dict[str, Any]:
+        """SPEC §2.2: instance data is always an object."""
+        if value is None:
+            return {}
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+            limit = int(self.config.limit("max_input_bytes"))
+            if len(raw) > limit:
+                raise IsoldeError(
+                    f"input is {len(raw)} bytes, over the {limit}-byte limit (raise [limits] max_input_bytes in isolde.toml)"
+                )
+            if not raw.strip():
+                return {}
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                return {"input": base64.b64encode(raw).decode("ascii")}
+        if isinstance(value, dict):
+            return value
+        return {"input": value}
+
+    # -- namespaces and workflows as holders of variables ---------------------
+    def namespaces(self) -> list[str]:
+        return self.store.namespaces()
+
+    def workflows(self, namespace: str = "default") -> list[str]:
+        return self.store.workflows(namespace)
+
+    def delete_workflow(self, workflow: str, namespace: str = "default") -> int:
+        """Delete a workflow's variables (exactly that workflow's); returns how many."""
+        return self.store.delete_workflow(namespace, workflow)
+
+    def delete_namespace(self, namespace: str) -> int:
+        """Delete every variable of a namespace (exactly that namespace's); returns how many."""
+        return self.store.delete_namespace(namespace)
+
+    def _report_internal(self, exc: BaseException) -> None:
+        if os.environ.get("ISOLDE_DEBUG"):
+            traceback.print_exception(exc, file=sys.stderr)
+
+
+def check_name(value: str, what: str) -> None:
+    if not value or "\x00" in value or "/" in value or len(value.encode()) > 255:
+        raise IsoldeError(f"invalid {what} name {value!r}: 1-255 bytes, no '/' or NUL")
+
+
+class Variables:
+    """``engine.variables``: read and write variables by scope from Python.
+
+    ``scope`` is ``namespace`` (default), ``workflow`` (needs ``workflow=``) or
+    ``instance`` (needs ``instance=``).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _ref(self, key: str, scope: str, namespace: str, workflow: str | None, instance: str | None) -> Ref:
+        check_scope(scope)
+        check_key(key)
+        owner = ""
+        if scope == "workflow":
+            if not workflow:
+                raise IsoldeError("workflow scope needs a workflow name")
+            owner = workflow
+        elif scope == "instance":
+            if not instance:
+                raise IsoldeError("instance scope needs an instance id")
+            owner = instance
+        return Ref(namespace, scope, owner, key)
+
+    def get(self, key: str, *, scope: str = "namespace", namespace: str = "default",
+            workflow: str | None = None, instance: str | None = None) -> Variable | None:
+        """The stored variable (bytes, mime type, size, times) or None."""
+        return self._engine.store.get(self._ref(key, scope, namespace, workflow, instance))
+
+    def value(self, key: str, **where: Any) -> Any:
+        """The variable decoded as a getter would see it (None when missing)."""
+        var = self.get(key, **where)
+        return None if var is None else decode(var.data)
+
+    def set(self, key: str, value: Any, *, mime: str | None = None, scope: str = "namespace",
+            namespace: str = "default", workflow: str | None = None, instance: str | None = None) -> None:
+        """Store a value as a setter would (``bytes`` are stored as they are; None deletes)."""
+        ref = self._ref(key, scope, namespace, workflow, instance)
+        from .store import Put
+
+        if value is None:
+            self._engine.store.write([Put(ref, None)])
+            return
+        if isinstance(value, (bytes, bytearray)):
+            data, mime = bytes(value), mime or "application/octet-stream"
+        else:
+            data, mime = encode(value, mime)
+        self._engine.store.write([Put(ref, data, mime)])
+
+    def delete(self, key: str, **where: Any) -> None:
+        self.set(key, None, **where)
+
+    def list(self, *, scope: str = "namespace", namespace: str = "default",
+             workflow: str | None = None, instance: str | None = None) -> list[tuple[str, Variable]]:
+        check_scope(scope)
+        owner = workflow if scope == "workflow" else instance if scope == "instance" else ""
+        return self._engine.store.list(namespace, scope, owner or "")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(k for k, _ in self.list())
+
+
+__all__ = ["Engine", "Variables", "SCOPES"]

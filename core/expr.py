@@ -1,0 +1,204 @@
+"""Values that are evaluated against instance data: raw jq programs and ``jq(...)`` templates.
+
+A workflow field typed ``jx`` in the schema language is compiled once, at load,
+into one of the ``Expr`` classes below; running it is then only the compiled jq
+program(s) plus a little glue.  Two document modes exist (SPEC §2.1):
+
+* raw-jq mode: a string *is* a jq program; other values are literals.
+* structured (JX) mode: a string that is wholly ``jq(...)`` becomes the query's
+  result (any JSON type); ``jq(...)`` inside a longer string is replaced by the
+  result's text; everything else is literal, recursively through mappings and lists.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from .jqexpr import JqError, JqRuntime, Program, find_templates
+
+BAD_COMMAND = "direktiv.jq.badCommand"
+
+
+def clone(value: Any) -> Any:
+    """A fresh copy of a literal, so no instance can mutate what the workflow holds."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    return value
+
+
+def to_text(value: Any) -> str:
+    """How a value is spliced into a string or written to a log: strings as is, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Expr:
+    """Something evaluated against the state data."""
+
+    __slots__ = ("source",)
+    literal = False
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def eval(self, data: Any) -> Any:
+        """Exactly one value."""
+        raise NotImplementedError
+
+    def eval_all(self, data: Any) -> list[Any]:
+        """Every value a query yields (one for anything that is not a bare query)."""
+        return [self.eval(data)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r})"
+
+
+class Literal(Expr):
+    __slots__ = ("value", "_copy")
+    literal = True
+
+    def __init__(self, value: Any) -> None:
+        super().__init__(value)
+        self.value = value
+        self._copy = isinstance(value, (dict, list))
+
+    def eval(self, data: Any) -> Any:
+        return clone(self.value) if self._copy else self.value
+
+
+class Query(Expr):
+    """A whole jq program; ``eval`` insists on exactly one result."""
+
+    __slots__ = ("program",)
+
+    def __init__(self, source: str, program: Program) -> None:
+        super().__init__(source)
+        self.program = program
+
+    def eval(self, data: Any) -> Any:
+        out = self.program.run(data)
+        if len(out) != 1:
+            raise JqError(
+                BAD_COMMAND,
+                f"jq program {self.program.source!r} produced {len(out)} results; exactly one is needed here",
+            )
+        return out[0]
+
+    def eval_all(self, data: Any) -> list[Any]:
+        return self.program.run(data)
+
+
+class Interpolation(Expr):
+    """A string with ``jq(...)`` parts spliced in as text."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, source: str, parts: list[str | Program]) -> None:
+        super().__init__(source)
+        self.parts = parts
+
+    def eval(self, data: Any) -> Any:
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            values = part.run(data)
+            if len(values) != 1:
+                raise JqError(
+                    BAD_COMMAND,
+                    f"jq program {part.source!r} produced {len(values)} results; exactly one is needed here",
+                )
+            out.append(to_text(values[0]))
+        return "".join(out)
+
+
+class Mapping(Expr):
+    __slots__ = ("items",)
+
+    def __init__(self, source: Any, items: list[tuple[str, Expr]]) -> None:
+        super().__init__(source)
+        self.items = items
+
+    def eval(self, data: Any) -> Any:
+        return {k: e.eval(data) for k, e in self.items}
+
+
+class Sequence(Expr):
+    __slots__ = ("items",)
+
+    def __init__(self, source: Any, items: list[Expr]) -> None:
+        super().__init__(source)
+        self.items = items
+
+    def eval(self, data: Any) -> Any:
+        return [e.eval(data) for e in self.items]
+
+
+OnError = Callable[[Any, JqError, int | None], None]
+"""Called with (path, error, offset within the string) for each program that does not compile."""
+
+
+def compile_expr(value: Any, *, raw: bool, jq: JqRuntime, path: tuple[Any, ...], on_error: OnError) -> Expr:
+    """Compile a YAML value into an ``Expr``; report every bad program through ``on_error``."""
+    if isinstance(value, str):
+        if raw:
+            try:
+                return Query(value, jq.compile(value))
+            except JqError as exc:
+                on_error(path, exc, exc.offset)
+                return Literal(value)
+        try:
+            spans = find_templates(value)
+        except JqError as exc:
+            on_error(path, exc, exc.offset)
+            return Literal(value)
+        if not spans:
+            return Literal(value)
+        programs: list[str | Program] = []
+        last = 0
+        ok = True
+        for start, end, inner in spans:
+            if start > last:
+                programs.append(value[last:start])
+            try:
+                programs.append(jq.compile(inner))
+            except JqError as exc:
+                ok = False
+                on_error(path, exc, None if exc.offset is None else start + 3 + exc.offset)
+            last = end
+        if last < len(value):
+            programs.append(value[last:])
+        if not ok:
+            return Literal(value)
+        if len(programs) == 1 and not isinstance(programs[0], str):
+            return Query(value, programs[0])
+        return Interpolation(value, programs)
+    if raw:
+        return Literal(value)
+    if isinstance(value, dict):
+        items = [(k, compile_expr(v, raw=raw, jq=jq, path=path + (k,), on_error=on_error)) for k, v in value.items()]
+        if all(e.literal for _, e in items):
+            return Literal(value)
+        return Mapping(value, items)
+    if isinstance(value, list):
+        seq = [compile_expr(v, raw=raw, jq=jq, path=path + (i,), on_error=on_error) for i, v in enumerate(value)]
+        if all(e.literal for e in seq):
+            return Literal(value)
+        return Sequence(value, seq)
+    return Literal(value)
+
+
+def truthy(value: Any) -> bool:
+    """Direktiv's truthiness: null, false, 0, "", [] and {} are false."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value != 0
+    if isinstance(value, (str, list, dict)):
+        return len(value) > 0
+    return True

@@ -1,0 +1,232 @@
+"""The instance loop: runs one instance of a workflow from its start state to its end.
+
+This is the hot path (PERFORMANCE.md: a transition must cost little more than
+its compiled jq).  Everything here is precomputed at load time; per state the loop
+only evaluates the state's log, calls its ``run``, applies its transform and, when
+the state staged variable writes, commits them in one transaction.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import InstanceFailure, WorkflowError
+from .expr import Expr, to_text
+from .jqexpr import JqError
+from .store import Put, Ref, StoreError, Variable
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .states import StateSpec
+    from .workflow import Workflow
+
+NOT_OBJECT = "direktiv.jq.notObject"
+_DEFAULT: Any = object()
+
+LogSink = Callable[[str, str, str], None]
+"""Receives (instance id, state id, message) for each instance log line."""
+
+
+@dataclass(slots=True)
+class ErrorInfo:
+    code: str
+    message: str
+    state: str | None = None
+
+    def __str__(self) -> str:
+        where = f" (state '{self.state}')" if self.state else ""
+        return f"{self.code}: {self.message}{where}"
+
+
+@dataclass(slots=True)
+class Result:
+    """What ``Engine.run`` returns."""
+
+    instance_id: str
+    status: str  # "complete" or "failed"
+    output: Any = None  # the final state data (None when failed)
+    error: ErrorInfo | None = None
+    log: list[str] = field(default_factory=list)
+    workflow: str = ""
+    namespace: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "complete"
+
+
+def apply_transform(expr: Expr, data: Any) -> dict[str, Any]:
+    """Evaluate a transform; it must give exactly one object (``direktiv.jq.notObject`` otherwise)."""
+    out = expr.eval(data)
+    if type(out) is not dict:
+        raise WorkflowError(NOT_OBJECT, f"transform must produce an object, got {_kind(out)}")
+    return out
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+
+
+class StateContext:
+    """What a state's ``run`` may use: variables of its instance's scopes, logging, transitions."""
+
+    __slots__ = (
+        "engine", "store", "namespace", "workflow", "instance_id", "state", "_pending",
+        "_registered", "_next", "log_lines", "_sink", "error_at_end", "max_variable_bytes",
+    )
+
+    def __init__(self, engine: Engine, workflow: Workflow, namespace: str, instance_id: str, sink: LogSink | None):
+        self.engine = engine
+        self.store = engine.store
+        self.namespace = namespace
+        self.workflow = workflow
+        self.instance_id = instance_id
+        self.state: StateSpec | None = None
+        self._pending: list[Put] = []
+        self._registered = False
+        self._next: Any = _DEFAULT
+        self.log_lines: list[str] = []
+        self._sink = sink
+        self.error_at_end: tuple[str, str] | None = None
+        self.max_variable_bytes = int(engine.config.limit("max_variable_bytes"))
+
+    # -- variables ---------------------------------------------------------
+    def ref(self, scope: str, key: str) -> Ref:
+        if scope == "workflow":
+            owner = self.workflow.id
+        elif scope == "instance":
+            owner = self.instance_id
+        else:
+            owner = ""
+        return Ref(self.namespace, scope, owner, key)
+
+    def get_many(self, items: list[tuple[str, str]]) -> list[Variable | None]:
+        """Read several variables of this instance's scopes in one read transaction."""
+        try:
+            return self.store.get_many([self.ref(s, k) for s, k in items])
+        except StoreError as exc:
+            raise _store_error(exc) from None
+
+    def set(self, scope: str, key: str, data: bytes | None, mime: str = "application/json") -> None:
+        """Stage a write (``None`` deletes); the engine commits all of a state's writes at once."""
+        if data is not None and len(data) > self.max_variable_bytes:
+            raise WorkflowError(
+                "direktiv.limits.variable",
+                f"variable '{key}' would be {len(data)} bytes, over the {self.max_variable_bytes}-byte limit "
+                "(raise [limits] max_variable_bytes in isolde.toml)",
+            )
+        self._pending.append(Put(self.ref(scope, key), data, mime))
+
+    def commit(self) -> None:
+        pending = self._pending
+        register = None
+        if not self._registered and any(p.ref.scope == "instance" for p in pending):
+            register = (self.namespace, self.instance_id)
+        try:
+            self.store.write(pending, register_instance=register)
+        except StoreError as exc:
+            raise _store_error(exc) from None
+        finally:
+            self._pending = []
+        if register:
+            self._registered = True
+
+    # -- flow --------------------------------------------------------------
+    def transition(self, state_id: str | None) -> None:
+        """Go to ``state_id`` next (None ends the instance), instead of the declared transition."""
+        self._next = state_id
+
+    def fail_at_end(self, code: str, message: str) -> None:
+        """Record an error that fails the instance when it ends (the ``error`` state's rule)."""
+        self.error_at_end = (code, message)
+
+    def log(self, message: str) -> None:
+        self.log_lines.append(message)
+        if self._sink is not None:
+            self._sink(self.instance_id, self.state.id if self.state else "", message)
+
+    transform = staticmethod(apply_transform)
+
+
+def _store_error(exc: StoreError) -> WorkflowError:
+    code = getattr(exc, "code", None) or "isolde.store"
+    return WorkflowError(code, str(exc))
+
+
+def run_instance(
+    engine: Engine,
+    wf: Workflow,
+    data: dict[str, Any],
+    *,
+    namespace: str,
+    instance_id: str,
+    sink: LogSink | None = None,
+) -> Result:
+    ctx = StateContext(engine, wf, namespace, instance_id, sink)
+    states = wf.states
+    max_steps = int(engine.config.limit("max_steps"))
+    state = wf.start
+    steps = 0
+    result = Result(instance_id, "complete", log=ctx.log_lines, workflow=wf.id, namespace=namespace)
+    try:
+        while True:
+            steps += 1
+            if steps > max_steps:
+                raise InstanceFailure(
+                    f"more than {max_steps} state transitions (raise [limits] max_steps in isolde.toml)",
+                    code="direktiv.limits.steps",
+                )
+            ctx.state = state
+            ctx._next = _DEFAULT
+            try:
+                if state.log is not None:
+                    ctx.log(to_text(state.log.eval(data)))
+                out = state.impl.run(state, data, ctx)
+                if state.transform is not None:
+                    out = apply_transform(state.transform, out)
+                if ctx._pending:
+                    ctx.commit()
+                nxt = state.transition if ctx._next is _DEFAULT else ctx._next
+                data = out
+            except (WorkflowError, JqError) as exc:
+                ctx._pending = []
+                if isinstance(exc, JqError):
+                    exc = WorkflowError(exc.code, exc.msg)
+                if not exc.catchable:
+                    raise exc from None
+                for pattern, target in state.catch:
+                    if fnmatch.fnmatchcase(exc.code, pattern):
+                        data = {**data, "error": {"code": exc.code, "msg": exc.msg}}
+                        nxt = target
+                        break
+                else:
+                    raise exc from None
+            if nxt is None:
+                break
+            state = states[nxt]
+        if ctx.error_at_end is not None:
+            code, message = ctx.error_at_end
+            result.status = "failed"
+            result.error = ErrorInfo(code, message, state.id)
+        else:
+            result.output = data
+    except WorkflowError as exc:
+        result.status = "failed"
+        result.error = ErrorInfo(exc.code, exc.msg, state.id)
+    except Exception as exc:  # a bug in a state type: fail this instance, keep the engine alive
+        result.status = "failed"
+        result.error = ErrorInfo("isolde.internal", f"{type(exc).__name__}: {exc} (a bug in state type '{state.type}')", state.id)
+        engine._report_internal(exc)
+    finally:
+        if ctx._registered:
+            engine.store.end_instance(namespace, instance_id)
+    return result
+
+
+def now() -> float:
+    return time.time()

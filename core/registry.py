@@ -1,0 +1,112 @@
+"""The plugin manager: built-ins and entry-point plugins registered through one path.
+
+As in pytest, the built-in plugins are just module names in a tuple; they are
+loaded with the same ``_register`` call as plugins found through the ``isolde``
+entry-point group, and any of them can be disabled by name (``[plugins]
+disable = [...]``).  Each ``Engine`` builds its own manager: no module globals.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import pluggy
+
+from . import hookspecs
+from .config import Config
+from .errors import ConfigError
+from .schema import Schema, SchemaError, parse_declarations
+from .states import StateType
+
+ENTRY_POINT_GROUP = "isolde"
+BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error")
+"""Modules of ``isolde.plugins`` registered at every start, under these names."""
+
+hookimpl = pluggy.HookimplMarker("isolde")
+
+
+@dataclass(slots=True)
+class PluginInfo:
+    name: str
+    version: str
+    source: str  # "builtin" or the distribution name
+    state_types: list[str] = field(default_factory=list)
+    declarations: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Registry:
+    """What the plugins of one engine provide."""
+
+    pm: pluggy.PluginManager
+    schema: Schema
+    state_types: dict[str, StateType]
+    plugins: list[PluginInfo]
+
+
+def _register(pm: pluggy.PluginManager, name: str, load: Callable[[], Any], info: list[PluginInfo], version: str, source: str) -> None:
+    """Register one plugin, built-in or third-party alike, unless it is disabled."""
+    if pm.is_blocked(name) or pm.has_plugin(name):
+        return
+    plugin = load()
+    pm.register(plugin, name=name)
+    info.append(PluginInfo(name, version, source))
+
+
+def load_plugins(config: Config) -> Registry:
+    from . import __version__
+    from .validate import STATE_BASE
+
+    pm = pluggy.PluginManager("isolde")
+    pm.add_hookspecs(hookspecs)
+    for name in config.disabled_plugins:
+        pm.set_blocked(name)
+    info: list[PluginInfo] = []
+    for name in BUILTIN_PLUGINS:
+        _register(pm, name, lambda n=name: importlib.import_module(f"isolde.plugins.{n}"), info, __version__, "builtin")
+    known = set(BUILTIN_PLUGINS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        known.add(ep.name)
+        dist = getattr(ep, "dist", None)
+        _register(pm, ep.name, ep.load, info, dist.version if dist else "?", dist.name if dist else "?")
+    for name in config.disabled_plugins:
+        if name not in known:
+            hint = difflib.get_close_matches(name, sorted(known), n=1)
+            raise ConfigError(
+                f"[plugins] disable names unknown plugin '{name}'"
+                + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + f"; installed: {', '.join(sorted(known))}"
+            )
+    pm.check_pending()
+
+    schema = Schema()
+    schema.add(parse_declarations(STATE_BASE, "isolde core"))
+    by_name = {i.name: i for i in info}
+    state_types: dict[str, StateType] = {}
+    for impl in pm.hook.isolde_declarations.get_hookimpls():
+        text = impl.function()
+        if text:
+            schema.add(parse_declarations(text, f"plugin '{impl.plugin_name}'"))
+            by_name[impl.plugin_name].declarations.append(text)
+    for impl in pm.hook.isolde_state_types.get_hookimpls():
+        for cls in impl.function() or []:
+            origin = f"plugin '{impl.plugin_name}'"
+            if not (isinstance(cls, type) and issubclass(cls, StateType)):
+                raise SchemaError(f"{origin}: isolde_state_types returned {cls!r}, not a StateType subclass")
+            decls = parse_declarations(cls.schema, origin)
+            if not any(d.kind == "state" and d.name == cls.name for d in decls):
+                raise SchemaError(f"{origin}: schema of {cls.__name__} does not declare `state {cls.name} {{...}}`")
+            if cls.name in state_types:
+                raise SchemaError(f"state type '{cls.name}' is provided twice ({origin} and another plugin)")
+            schema.add(decls)
+            state_types[cls.name] = cls()
+            by_name[impl.plugin_name].state_types.append(cls.name)
+    from .validate import Validator
+
+    schema.check(set(Validator.BUILTIN_TYPES))
+    pm.hook.isolde_configure(config=config)
+    return Registry(pm, schema, state_types, info)

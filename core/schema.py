@@ -1,0 +1,248 @@
+"""The schema language: declarations of state types, function types and helper structs.
+
+Declarations are text in the language defined by ``grammar/schema.lark``.  Plugins
+hand them to the core through ``isolde_state_types`` (and friends); the core turns
+them into the small dataclasses below, and the validator (``validate.py``), the
+language reference and the JSON Schema generator all read those.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListOf:
+    item: "Type"
+
+
+@dataclass(frozen=True, slots=True)
+class MapOf:
+    item: "Type"
+
+
+@dataclass(frozen=True, slots=True)
+class Lit:
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Union:
+    alts: tuple["Type", ...]
+
+
+Type = Named | ListOf | MapOf | Lit | Union
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    type: Type
+    required: bool = False
+    default: Any = MISSING
+    doc: str = ""
+
+
+@dataclass(slots=True)
+class Decl:
+    """One ``state`` / ``function`` / ``struct`` declaration."""
+
+    kind: str
+    name: str
+    fields: dict[str, Field]
+    doc: str = ""
+    origin: str = ""  # which plugin declared it, for error messages and `isolde plugins`
+
+
+class SchemaError(Exception):
+    """A plugin's declarations are malformed (a bug in the plugin, reported with its origin)."""
+
+
+def type_str(t: Type) -> str:
+    """Render a type the way it is written in the schema language (used in messages and docs)."""
+    if isinstance(t, Named):
+        return t.name
+    if isinstance(t, ListOf):
+        return f"[{type_str(t.item)}]"
+    if isinstance(t, MapOf):
+        return f"{{{type_str(t.item)}}}"
+    if isinstance(t, Lit):
+        return _json_str(t.value)
+    return " | ".join(type_str(a) for a in t.alts)
+
+
+def _json_str(v: Any) -> str:
+    import json
+
+    return json.dumps(v)
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Any:
+    """The lark parser for the schema language (immutable, so one per process is fine)."""
+    from lark import Lark
+
+    grammar = resources.files("isolde.grammar").joinpath("schema.lark").read_text(encoding="utf-8")
+    cache_dir = _cache_dir()
+    cache: Any = False
+    if cache_dir is not None:
+        digest = hashlib.sha256(grammar.encode()).hexdigest()[:16]
+        cache = os.path.join(cache_dir, f"schema-{digest}.lark.cache")
+    return Lark(grammar, parser="lalr", propagate_positions=True, cache=cache)
+
+
+def _cache_dir() -> str | None:
+    try:
+        import platformdirs
+
+        path = platformdirs.user_cache_dir("isolde")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str) -> tuple[tuple[str, str, str, tuple[Field, ...]], ...]:
+    from lark import Token, Tree
+    from lark.exceptions import LarkError, UnexpectedInput
+
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as exc:
+        raise SchemaError(f"line {exc.line}, column {exc.column}: {exc.__class__.__name__}\n{exc.get_context(text)}") from None
+    except LarkError as exc:
+        raise SchemaError(str(exc)) from None
+
+    def unquote(tok: Token) -> str:
+        import json
+
+        return json.loads(str(tok))
+
+    def to_type(node: Tree | Token) -> Type:
+        assert isinstance(node, Tree)
+        if node.data == "union":
+            alts = tuple(to_type(c) for c in node.children)
+            return alts[0] if len(alts) == 1 else Union(alts)
+        if node.data == "list":
+            return ListOf(to_type(node.children[0]))
+        if node.data == "map":
+            return MapOf(to_type(node.children[0]))
+        if node.data == "named":
+            return Named(str(node.children[0]))
+        if node.data == "literal_type":
+            return Lit(unquote(node.children[0]))  # type: ignore[arg-type]
+        raise SchemaError(f"unknown type node {node.data}")  # pragma: no cover
+
+    def to_literal(node: Tree) -> Any:
+        import json
+
+        kind = node.data
+        if kind == "string":
+            return unquote(node.children[0])  # type: ignore[arg-type]
+        if kind == "number":
+            return json.loads(str(node.children[0]))
+        return {"true": True, "false": False, "null": None}[str(kind)]
+
+    decls = []
+    for decl in tree.children:
+        kind, name, *rest = decl.children
+        doc = ""
+        fields: list[Field] = []
+        for part in rest:
+            if part.data == "doc":
+                doc = unquote(part.children[0])
+                continue
+            fname, *fparts = part.children
+            required = False
+            ftype: Type | None = None
+            default: Any = MISSING
+            fdoc = ""
+            for fp in fparts:
+                if isinstance(fp, Token) and fp.type == "REQUIRED":
+                    required = True
+                elif fp.data == "default":
+                    default = to_literal(fp.children[0])
+                elif fp.data == "doc":
+                    fdoc = unquote(fp.children[0])
+                else:
+                    ftype = to_type(fp)
+            assert ftype is not None
+            fields.append(Field(str(fname), ftype, required, default, fdoc))
+        decls.append((str(kind), str(name), doc, tuple(fields)))
+    return tuple(decls)
+
+
+def parse_declarations(text: str, origin: str = "") -> list[Decl]:
+    """Parse declarations written in the schema language."""
+    try:
+        parsed = _parse_cached(text)
+    except SchemaError as exc:
+        raise SchemaError(f"{origin or '<declarations>'}: {exc}") from None
+    out = []
+    for kind, name, doc, fields in parsed:
+        table: dict[str, Field] = {}
+        for f in fields:
+            if f.name in table:
+                raise SchemaError(f"{origin}: {kind} {name}: field '{f.name}' declared twice")
+            table[f.name] = f
+        out.append(Decl(kind, name, table, doc, origin))
+    return out
+
+
+@dataclass(slots=True)
+class Schema:
+    """Every declaration known to one engine, by kind and name."""
+
+    structs: dict[str, Decl] = field(default_factory=dict)
+    states: dict[str, Decl] = field(default_factory=dict)
+    functions: dict[str, Decl] = field(default_factory=dict)
+
+    def add(self, decls: list[Decl]) -> None:
+        for d in decls:
+            table = {"struct": self.structs, "state": self.states, "function": self.functions}[d.kind]
+            prev = table.get(d.name)
+            if prev is not None and prev.origin != d.origin:
+                raise SchemaError(f"{d.kind} '{d.name}' is declared by both {prev.origin} and {d.origin}")
+            table[d.name] = d
+
+    def check(self, builtin_types: set[str]) -> None:
+        """Every named type must be a builtin or a declared struct (a plugin typo fails loudly)."""
+        for table in (self.structs, self.states, self.functions):
+            for d in table.values():
+                for f in d.fields.values():
+                    for n in _names(f.type):
+                        if n not in builtin_types and n not in self.structs:
+                            raise SchemaError(
+                                f"{d.origin}: {d.kind} {d.name}: field '{f.name}' uses unknown type '{n}'"
+                            )
+
+
+def _names(t: Type) -> list[str]:
+    if isinstance(t, Named):
+        return [t.name]
+    if isinstance(t, (ListOf, MapOf)):
+        return _names(t.item)
+    if isinstance(t, Union):
+        return [n for a in t.alts for n in _names(a)]
+    return []

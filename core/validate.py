@@ -1,0 +1,501 @@
+"""Validation: a YAML ``Document`` checked against the declared schema becomes a ``Workflow``.
+
+Every problem is collected (not just the first) and located at its YAML node,
+with did-you-mean suggestions for misspelled fields and types.  ``jx`` fields are
+compiled here, so a workflow that validates never meets a jq syntax error at run time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Callable
+
+from . import store as _store
+from .errors import Diagnostic, ValidationError
+from .expr import Expr, Literal, compile_expr
+from .jqexpr import JqError, JqRuntime, uses_js
+from .loader import Document, Path
+from .schema import MISSING, Decl, Field, ListOf, Lit, MapOf, Named, Schema, Type, Union, type_str
+from .states import StateSpec, StateType
+from .workflow import Workflow
+
+INVALID: Any = object()
+
+# Fields every state has; the engine implements them, so no plugin repeats them.
+STATE_BASE = """
+struct catch "Where to go when an error whose code matches `error` (a glob) is raised." {
+    error!: string        "Glob on the error code, e.g. `direktiv.jq.*` or `*`."
+    transition: stateid   "The state to go to; without it the instance ends with the error at .error."
+}
+struct state_base {
+    id!: name             "Unique id of the state."
+    type!: name           "The state type."
+    transform: jx         "Applied to the state data after the state's own work; must yield one object."
+    transition: stateid   "The next state; without it the instance ends here."
+    log: jx               "Written to the instance log when the state starts."
+    catch: [catch]        "Error handlers, tried in order."
+    timeout: duration     "ISO-8601 duration the state may take."
+    metadata: any         "Free-form data; ignored by the engine."
+}
+struct function_base {
+    id!: name             "Unique id of the function, used by actions."
+    type: name            "The function type (without one: isolated)."
+}
+struct workflow "A workflow document." {
+    direktiv_api: "workflow/v1"  "Marks the 2023+ document format."
+    id: name              "The workflow's id; defaults to the file's stem."
+    description: string   "Free text."
+    url: string           "Free text."
+    version: string       "Free text."
+    functions: [function] "Functions (isolates, subflows) that action states call."
+    states!: [state]      "The states; the first one starts unless `start.state` says otherwise."
+    start: start          "How instances start."
+    timeouts: timeouts    "Workflow-wide time limits."
+    singular: bool        "At most one instance at a time."
+}
+struct start {
+    type: "default" | "scheduled" | "event" | "eventsXor" | "eventsAnd" = "default"
+    state: stateid        "The first state."
+    cron: cron            "Schedule, for type scheduled."
+    event: any            "Event filter, for type event."
+    events: [any]         "Event filters, for eventsXor / eventsAnd."
+    lifespan: duration
+    correlate: [string]
+}
+struct timeouts {
+    interrupt: duration
+    kill: duration
+}
+"""
+
+_ISO_DURATION = re.compile(
+    r"^P(?!$)(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
+    r"(?:T(?=\d)(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$"
+)
+_DURATION_SECONDS = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)
+
+
+def parse_duration(text: str) -> float | None:
+    """ISO-8601 duration in seconds (years and months approximated), or None if malformed."""
+    m = _ISO_DURATION.match(text)
+    if not m:
+        return None
+    return sum(float(g) * s for g, s in zip(m.groups(), _DURATION_SECONDS) if g)
+
+
+class Report:
+    """Collects diagnostics for one document, naming the state each one belongs to."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, path: Path, message: str, *, key: bool = False, offset: int | None = None) -> None:
+        line, col = self.doc.where(path, key=key)
+        if offset is not None and not key:
+            line, col = self._inside(path, line, col, offset)
+        self.diagnostics.append(Diagnostic(self.doc.filename, line, col, message, self.state_of(path)))
+
+    def state_of(self, path: Path) -> str | None:
+        if len(path) >= 2 and path[0] == "states" and isinstance(path[1], int):
+            states = self.doc.value.get("states") if isinstance(self.doc.value, dict) else None
+            if isinstance(states, list) and path[1] < len(states) and isinstance(states[path[1]], dict):
+                sid = states[path[1]].get("id")
+                return str(sid) if sid is not None else f"#{path[1] + 1}"
+        return None
+
+    def _inside(self, path: Path, line: int, col: int, offset: int) -> tuple[int, int]:
+        """Position of character ``offset`` of a string scalar, for one-line plain/quoted scalars."""
+        style = self.doc.styles.get(path)
+        if style in ("", "'", '"'):
+            return line, col + offset + (1 if style else 0)
+        return line, col
+
+
+class Validator:
+    BUILTIN_TYPES = (
+        "any", "string", "int", "number", "bool", "object", "jx", "name", "stateid", "funcid",
+        "varkey", "scope", "duration", "cron", "mime", "relpath", "state", "function",
+    )
+
+    def __init__(self, doc: Document, schema: Schema, state_types: dict[str, StateType], jq: JqRuntime, raw: bool):
+        self.doc = doc
+        self.schema = schema
+        self.state_types = state_types
+        self.jq = jq
+        self.raw = raw
+        self.report = Report(doc)
+        self.state_refs: list[tuple[Path, str]] = []
+        self.func_refs: list[tuple[Path, str]] = []
+        self.builtins: dict[str, Callable[[Any, Path], Any]] = {
+            "any": self._any,
+            "string": self._string,
+            "int": self._int,
+            "number": self._number,
+            "bool": self._bool,
+            "object": self._object,
+            "jx": self._jx,
+            "name": self._name,
+            "stateid": self._stateid,
+            "funcid": self._funcid,
+            "varkey": self._varkey,
+            "scope": self._scope,
+            "duration": self._duration,
+            "cron": self._cron,
+            "mime": self._mime,
+            "relpath": self._relpath,
+            "state": self._state,
+            "function": self._function,
+        }
+
+    # -- generic machinery -------------------------------------------------
+    def error(self, path: Path, message: str, **kw: Any) -> Any:
+        self.report.error(path, message, **kw)
+        return INVALID
+
+    def check(self, value: Any, t: Type, path: Path) -> Any:
+        if isinstance(t, Named):
+            fn = self.builtins.get(t.name)
+            if fn is not None:
+                return fn(value, path)
+            return self.struct(value, self.schema.structs[t.name], path)
+        if isinstance(t, ListOf):
+            if not isinstance(value, list):
+                return self.error(path, f"expected a list of {type_str(t.item)}, got {_kind(value)}")
+            return [self.check(v, t.item, path + (i,)) for i, v in enumerate(value)]
+        if isinstance(t, MapOf):
+            if not isinstance(value, dict):
+                return self.error(path, f"expected a mapping of {type_str(t.item)}, got {_kind(value)}")
+            return {k: self.check(v, t.item, path + (k,)) for k, v in value.items()}
+        if isinstance(t, Lit):
+            if value != t.value:
+                return self.error(path, f"expected {type_str(t)}, got {_show(value)}")
+            return value
+        return self.union(value, t, path)
+
+    def union(self, value: Any, t: Union, path: Path) -> Any:
+        lits = [a.value for a in t.alts if isinstance(a, Lit)]
+        if value in lits:
+            return value
+        others = [a for a in t.alts if not isinstance(a, Lit)]
+        for alt in others:
+            saved = self.report.diagnostics
+            self.report.diagnostics = []
+            out = self.check(value, alt, path)
+            ok = not self.report.diagnostics
+            self.report.diagnostics = saved
+            if ok:
+                return out
+        if not others and isinstance(value, str):
+            hint = _did_you_mean(value, [str(x) for x in lits])
+            return self.error(path, f"{_show(value)} is not one of {', '.join(_show(x) for x in lits)}{hint}")
+        if len(others) == 1 and not lits:
+            return self.check(value, others[0], path)
+        return self.error(path, f"expected {type_str(t)}, got {_show(value)}")
+
+    def struct(self, value: Any, decl: Decl, path: Path, fields: dict[str, Field] | None = None) -> Any:
+        if not isinstance(value, dict):
+            return self.error(path, f"expected a mapping ({decl.name}), got {_kind(value)}")
+        fields = fields if fields is not None else decl.fields
+        out: dict[str, Any] = {}
+        bad = False
+        for key, v in value.items():
+            f = fields.get(key)
+            if f is None:
+                hint = _did_you_mean(key, list(fields))
+                self.error(path + (key,), f"unknown field '{key}' in {_what(decl)}{hint}", key=True)
+                bad = True
+                continue
+            out[key] = self.check(v, f.type, path + (key,))
+        for f in fields.values():
+            if f.name not in value:
+                if f.required:
+                    self.error(path, f"missing required field '{f.name}' in {_what(decl)}")
+                    bad = True
+                elif f.default is not MISSING:
+                    out[f.name] = f.default
+        return INVALID if bad else out
+
+    # -- builtin types -----------------------------------------------------
+    def _any(self, value: Any, path: Path) -> Any:
+        return value
+
+    def _string(self, value: Any, path: Path) -> Any:
+        if isinstance(value, str):
+            return value
+        return self.error(path, f"expected a string, got {_show(value)}")
+
+    def _int(self, value: Any, path: Path) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return self.error(path, f"expected a whole number, got {_show(value)}")
+
+    def _number(self, value: Any, path: Path) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+        return self.error(path, f"expected a number, got {_show(value)}")
+
+    def _bool(self, value: Any, path: Path) -> Any:
+        if isinstance(value, bool):
+            return value
+        return self.error(path, f"expected true or false, got {_show(value)}")
+
+    def _object(self, value: Any, path: Path) -> Any:
+        if isinstance(value, dict):
+            return value
+        return self.error(path, f"expected a mapping, got {_kind(value)}")
+
+    def _jx(self, value: Any, path: Path) -> Any:
+        if not self.raw:
+            js = _find_js(value, path)
+            if js is not None:
+                return self.error(
+                    js[0],
+                    "js(...) (JavaScript expressions) is not supported by isolde; rewrite it with jq(...)",
+                    offset=js[1],
+                )
+        failed = False
+
+        def on_error(p: Path, exc: JqError, offset: int | None) -> None:
+            nonlocal failed
+            failed = True
+            self.error(p, f"invalid jq: {exc.msg}", offset=offset)
+
+        expr = compile_expr(value, raw=self.raw, jq=self.jq, path=path, on_error=on_error)
+        return INVALID if failed else expr
+
+    def _name(self, value: Any, path: Path) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            return self.error(path, f"expected a non-empty name, got {_show(value)}")
+        if "\x00" in value or len(value.encode()) > 255:
+            return self.error(path, "names must be at most 255 bytes with no NUL character")
+        return value
+
+    def _stateid(self, value: Any, path: Path) -> Any:
+        value = self._name(value, path)
+        if value is not INVALID:
+            self.state_refs.append((path, value))
+        return value
+
+    def _funcid(self, value: Any, path: Path) -> Any:
+        value = self._name(value, path)
+        if value is not INVALID:
+            self.func_refs.append((path, value))
+        return value
+
+    def _varkey(self, value: Any, path: Path) -> Any:
+        if isinstance(value, str) and not self.raw and "jq(" in value:
+            return self._jx(value, path)  # a key computed at run time (checked then)
+        if not isinstance(value, str):
+            return self.error(path, f"expected a variable key, got {_show(value)}")
+        try:
+            _store.check_key(value)
+        except _store.StoreError as exc:
+            return self.error(path, str(exc))
+        return value
+
+    def _scope(self, value: Any, path: Path) -> Any:
+        if value in _store.SCOPES:
+            return value
+        hint = _did_you_mean(str(value), list(_store.SCOPES))
+        return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(_store.SCOPES)}{hint}")
+
+    def _duration(self, value: Any, path: Path) -> Any:
+        if isinstance(value, str):
+            seconds = parse_duration(value)
+            if seconds is not None:
+                return seconds
+        return self.error(path, f"invalid ISO-8601 duration {_show(value)} (e.g. PT30S, PT5M, P1D)")
+
+    def _cron(self, value: Any, path: Path) -> Any:
+        if not isinstance(value, str):
+            return self.error(path, f"expected a cron expression, got {_show(value)}")
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            return self.error(path, f"invalid cron expression {_show(value)} (five fields: minute hour day month weekday)")
+        return value
+
+    def _mime(self, value: Any, path: Path) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"[\w.+-]+/[\w.+-]+(\s*;.*)?", value):
+            return value
+        return self.error(path, f"invalid MIME type {_show(value)} (e.g. application/json, text/plain)")
+
+    def _relpath(self, value: Any, path: Path) -> Any:
+        if not isinstance(value, str) or not value:
+            return self.error(path, f"expected a relative path, got {_show(value)}")
+        parts = value.replace("\\", "/").split("/")
+        if value.startswith("/") or ".." in parts or "\x00" in value or any(p in ("",) for p in parts[:-1]):
+            return self.error(path, f"unsafe path {_show(value)}: it must stay inside the action folder (no '..', no leading '/')")
+        return value
+
+    def _dispatch(self, value: Any, path: Path, kind: str, table: dict[str, Decl], base: dict[str, Field]) -> Any:
+        if not isinstance(value, dict):
+            return self.error(path, f"expected a {kind} (a mapping), got {_kind(value)}")
+        tname = value.get("type")
+        if tname is None and kind == "function":
+            tname = "isolated"  # Direktiv v0.1-v0.3 functions carry no type: an image run per call
+        if not isinstance(tname, str):
+            return self.error(path, f"missing required field 'type' in {kind}")
+        decl = table.get(tname)
+        if decl is None:
+            hint = _did_you_mean(tname, list(table))
+            known = ", ".join(sorted(n for n in table if n)) or "none installed"
+            what = f"unknown {kind} type '{tname}'" if tname else f"{kind} without a type"
+            return self.error(path + ("type",), f"{what}{hint}; available: {known} (see `isolde plugins`)")
+        return tname, decl, self.struct(value, decl, path, {**base, **decl.fields})
+
+    def _state(self, value: Any, path: Path) -> Any:
+        base = self.schema.structs["state_base"].fields
+        got = self._dispatch(value, path, "state", self.schema.states, base)
+        if got is INVALID:
+            return INVALID
+        tname, decl, fields = got
+        if fields is INVALID:
+            return INVALID
+        spec = StateSpec(
+            id=fields.pop("id"),
+            type=tname,
+            impl=self.state_types[tname],
+            fields=fields,
+            path=path,
+            transform=fields.pop("transform", None),
+            transition=fields.pop("transition", None),
+            log=fields.pop("log", None),
+            catch=tuple((c["error"], c.get("transition")) for c in fields.pop("catch", ()) if c is not INVALID),
+        )
+        fields.pop("type", None)
+        if isinstance(spec.transform, Literal) and not isinstance(spec.transform.value, dict):
+            self.error(path + ("transform",), f"transform must produce an object, got {_show(spec.transform.value)}"
+                       + (" (in this document jq programs are written as jq(...))" if not self.raw else ""))
+        return spec
+
+    def _function(self, value: Any, path: Path) -> Any:
+        base = self.schema.structs["function_base"].fields
+        got = self._dispatch(value, path, "function", self.schema.functions, base)
+        if got is INVALID:
+            return INVALID
+        tname, _decl, fields = got
+        if fields is INVALID:
+            return INVALID
+        fields["type"] = tname
+        return fields
+
+
+def build_workflow(
+    doc: Document,
+    *,
+    schema: Schema,
+    state_types: dict[str, StateType],
+    jq: JqRuntime,
+    default_id: str,
+) -> Workflow:
+    """Validate ``doc`` and build its ``Workflow``; raise ``ValidationError`` listing every problem."""
+    value = doc.value
+    report_only = Report(doc)
+    if not isinstance(value, dict):
+        report_only.error((), f"a workflow must be a YAML mapping with a 'states' list, got {_kind(value)}")
+        raise ValidationError(report_only.diagnostics)
+    raw = not (doc.has_templates or "direktiv_api" in value or "id" not in value)
+    v = Validator(doc, schema, state_types, jq, raw)
+    top = v.struct(value, schema.structs["workflow"], ())
+    states: dict[str, StateSpec] = {}
+    specs = top.get("states") if isinstance(top, dict) else (
+        v.check(value.get("states"), ListOf(Named("state")), ("states",)) if "states" in value else []
+    )
+    if isinstance(specs, list):
+        if not specs and "states" in value:
+            v.error(("states",), "a workflow needs at least one state")
+        for spec in specs:
+            if not isinstance(spec, StateSpec):
+                continue
+            if spec.id in states:
+                v.error(spec.path + ("id",), f"duplicate state id '{spec.id}' (ids must be unique)")
+                continue
+            states[spec.id] = spec
+    functions: dict[str, dict[str, Any]] = {}
+    fn_list = top.get("functions") if isinstance(top, dict) else None
+    for i, fn in enumerate(fn_list or []):
+        if not isinstance(fn, dict):
+            continue
+        if fn["id"] in functions:
+            v.error(("functions", i, "id"), f"duplicate function id '{fn['id']}'")
+        functions[fn["id"]] = fn
+    all_ids = [s.get("id") for s in value.get("states") or [] if isinstance(s, dict)]
+    for path, ref in v.state_refs:
+        if ref not in all_ids:
+            hint = _did_you_mean(ref, [str(i) for i in all_ids])
+            v.error(path, f"transition to unknown state '{ref}'{hint}")
+    fn_ids = [f.get("id") for f in value.get("functions") or [] if isinstance(f, dict)]
+    for path, ref in v.func_refs:
+        if ref not in fn_ids:
+            hint = _did_you_mean(ref, [str(i) for i in fn_ids])
+            declared = ", ".join(str(i) for i in fn_ids) or "none"
+            v.error(path, f"function '{ref}' is not declared in 'functions' (declared: {declared}){hint}")
+    wf_fields = {k: val for k, val in (top.items() if isinstance(top, dict) else ()) if k not in ("states", "functions")}
+    wid = wf_fields.get("id") or default_id
+    wf = Workflow(
+        id=wid,
+        document=doc,
+        raw=raw,
+        fields=wf_fields,
+        states=states,
+        functions=functions,
+    )
+    if not v.report.diagnostics:
+        for spec in states.values():
+            spec.impl.check(spec, wf, v.report)
+    if v.report.diagnostics:
+        raise ValidationError(sorted(v.report.diagnostics, key=lambda d: (d.line, d.col)))
+    start = wf_fields.get("start") or {}
+    wf.start = states[start.get("state") or next(iter(states))]
+    return wf
+
+
+def _find_js(value: Any, path: Path) -> tuple[Path, int] | None:
+    if isinstance(value, str):
+        off = uses_js(value)
+        return None if off is None else (path, off)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            hit = _find_js(v, path + (k,))
+            if hit:
+                return hit
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            hit = _find_js(v, path + (i,))
+            if hit:
+                return hit
+    return None
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+
+
+def _show(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _what(decl: Decl) -> str:
+    if decl.kind == "state":
+        return f"state type '{decl.name}'"
+    if decl.kind == "function":
+        return f"function type '{decl.name}'" if decl.name else "function"
+    return decl.name
+
+
+__all__ = ["STATE_BASE", "Report", "Validator", "build_workflow", "parse_duration", "Expr"]

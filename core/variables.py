@@ -1,0 +1,62 @@
+"""How workflow values become variable bytes and back (SPEC §3), in one place.
+
+Used by the setter and getter states, the CLI and the Python API, so every path
+encodes and decodes the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from .errors import WorkflowError
+
+JSON = "application/json"
+TEXT = "text/plain"
+OCTETS = "application/octet-stream"
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, as Direktiv stores it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode(value: Any, mime: str | None) -> tuple[bytes, str]:
+    """Bytes and mime type for a value a workflow sets.
+
+    ``application/json`` (default) stores JSON; ``text/plain`` stores a string
+    without quotes; ``application/octet-stream`` base64-decodes a string.  Any
+    other type stores a string as its UTF-8 text and anything else as JSON.
+    """
+    mime = mime or JSON
+    if mime == JSON:
+        return dumps(value).encode(), mime
+    if mime == OCTETS:
+        if not isinstance(value, str):
+            raise WorkflowError(
+                "direktiv.var.invalidValue",
+                f"mimeType {OCTETS} needs a base64 string value, got {type(value).__name__}",
+            )
+        try:
+            return base64.b64decode(value, validate=True), mime
+        except (binascii.Error, ValueError):
+            raise WorkflowError("direktiv.var.invalidValue", f"mimeType {OCTETS}: value is not valid base64") from None
+    if isinstance(value, str):
+        return value.encode(), mime
+    return dumps(value).encode(), mime
+
+
+def decode(data: bytes) -> Any:
+    """The getter's rule: JSON when it parses, else text, else base64 of the bytes."""
+    if not data:
+        return ""
+    try:
+        return json.loads(data)
+    except ValueError:
+        pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii")

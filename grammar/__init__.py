@@ -1,0 +1,1 @@
+"""The .lark grammars of isolde, shipped as package data (``isolde.grammar``)."""

@@ -1,0 +1,41 @@
+"""The ``error`` state: raise an error that fails the instance when it ends.
+
+As in Direktiv, the error is not thrown at once: the state's transform and
+transition still run (for clean-up states), and when the instance ends it fails
+with this code, which a parent workflow's ``catch`` can match.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from isolde import StateContext, StateSpec, StateType, hookimpl
+from isolde.expr import to_text
+
+_VERB = re.compile(r"%[vsdqf%]")
+
+
+class Error(StateType):
+    name = "error"
+    schema = """
+    state error "Fails the instance with an error code when it ends." {
+        error!: string    "The error code, e.g. myapp.notFound (a catch glob can match it)."
+        message!: jx      "The message; %s / %v are replaced by the args in order."
+        args: [jx]        "Values for the message's placeholders, evaluated against the state data."
+    }
+    """
+
+    def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
+        message = to_text(state.fields["message"].eval(data))
+        args = [to_text(a.eval(data)) for a in state.fields.get("args") or ()]
+        if args:
+            it = iter(args)
+            message = _VERB.sub(lambda m: "%" if m.group() == "%%" else next(it, m.group()), message)
+        ctx.fail_at_end(state.fields["error"], message)
+        return data
+
+
+@hookimpl
+def isolde_state_types() -> list[type[StateType]]:
+    return [Error]

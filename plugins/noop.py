@@ -1,0 +1,23 @@
+"""The ``noop`` state: nothing of its own; useful for its transform, log and transition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from isolde import StateContext, StateSpec, StateType, hookimpl
+
+
+class Noop(StateType):
+    name = "noop"
+    schema = """
+    state noop "Does nothing itself: a place for a transform, a log line or a transition." {
+    }
+    """
+
+    def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
+        return data
+
+
+@hookimpl
+def isolde_state_types() -> list[type[StateType]]:
+    return [Noop]
