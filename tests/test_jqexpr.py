@@ -1,0 +1,425 @@
+"""Tests for isolde.jqexpr through its public API.
+
+Why these matter: jq is where workflow authors' code meets untrusted data.  The tests pin the
+safety promises of SPEC §7 (no environment or file access; a runaway program is cut off and the
+engine keeps working) and the contract other modules are written against (error codes,
+offsets into the program for validation messages, jq(...) template spans).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from isolde.jqexpr import JqError, JqRuntime, find_templates, uses_js
+
+BAD = "direktiv.jq.badCommand"
+LIMIT = "direktiv.limits.jq"
+
+
+def _worker_pids() -> list[int]:
+    """PIDs of this process's children that are jq workers (read from /proc)."""
+    me = os.getpid()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        state = stat.rsplit(")", 1)[1].split()[0]
+        if ppid == me and b"_jqworker" in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def rt() -> Iterator[JqRuntime]:
+    runtime = JqRuntime(timeout=0.5)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+    assert _worker_pids() == []
+
+
+# -- compiling and running ------------------------------------------------------------------
+
+
+def test_compile_cache_identity(rt: JqRuntime) -> None:
+    p = rt.compile(".a + 1")
+    assert rt.compile(".a + 1") is p
+    assert rt.compile(".a+1") is not p
+    other = JqRuntime()
+    try:
+        assert other.compile(".a + 1") is not p
+    finally:
+        other.close()
+    assert p.source == ".a + 1"
+
+
+def test_outputs(rt: JqRuntime) -> None:
+    assert rt.compile(".a + 1").run({"a": 1}) == [2]
+    assert rt.compile(".a + 1").first({"a": 41}) == 42
+    assert rt.compile(".[]").run([1, "x", None]) == [1, "x", None]
+    assert rt.compile(".[]").first([7, 8]) == 7
+    assert rt.compile("empty").run({}) == []
+    assert rt.compile(".var.x += 1").first({"var": {"x": 1}}) == {"var": {"x": 2}}
+    assert rt.compile("$__loc__").first(None) == {"file": "<top-level>", "line": 1}
+
+
+def test_first_without_output(rt: JqRuntime) -> None:
+    with pytest.raises(JqError) as ei:
+        rt.compile("empty").first({})
+    assert ei.value.code == BAD
+    assert ei.value.msg == "jq produced no output"
+    with pytest.raises(JqError) as ei:
+        rt.compile("range(0)").first({})  # the guarded path
+    assert (ei.value.code, ei.value.msg) == (BAD, "jq produced no output")
+
+
+def test_runtime_error(rt: JqRuntime) -> None:
+    with pytest.raises(JqError) as ei:
+        rt.compile(".a.b").run({"a": 1})
+    assert ei.value.code == BAD
+    assert "Cannot index number" in ei.value.msg
+    assert ei.value.offset is None
+    with pytest.raises(JqError) as ei:
+        rt.compile('error("boom")').first({})
+    assert (ei.value.code, ei.value.msg) == (BAD, "boom")
+    with pytest.raises(JqError) as ei:  # same failure through the worker
+        rt.compile('[range(2)] | error("boom")').first({})
+    assert (ei.value.code, ei.value.msg) == (BAD, "boom")
+
+
+def test_input_not_json(rt: JqRuntime) -> None:
+    with pytest.raises(JqError) as ei:
+        rt.compile(".").first(object())
+    assert ei.value.code == BAD
+    with pytest.raises(JqError) as ei:
+        rt.compile("[range(1)]").first(object())
+    assert ei.value.code == BAD
+
+
+def test_jqerror_fields() -> None:
+    e = JqError(BAD, "nope", 3)
+    assert (e.code, e.msg, e.offset) == (BAD, "nope", 3)
+    assert "nope" in str(e) and BAD in str(e)
+    assert JqError(LIMIT, "x").offset is None
+
+
+# -- compile errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "offset"),
+    [
+        (".a |||", 4),  # the second '|' is the unexpected token
+        ("\n\n  .a ||| .b", 8),
+        ('"é" |||', 5),  # jq counts bytes; offsets are characters
+        (".a | foo(1)", 5),  # undefined function: points at its name
+        ('.a | "abc', 5),  # unterminated string: its opening quote
+        ('"x\\(1 + "', 2),  # unterminated interpolation: its "\("
+    ],
+)
+def test_compile_error_offsets(rt: JqRuntime, source: str, offset: int) -> None:
+    with pytest.raises(JqError) as ei:
+        rt.compile(source)
+    assert ei.value.code == BAD
+    assert ei.value.offset == offset
+    assert "jq: error" not in ei.value.msg
+    assert "compile error" not in ei.value.msg
+
+
+def test_compile_error_message_is_clean(rt: JqRuntime) -> None:
+    with pytest.raises(JqError) as ei:
+        rt.compile(".a |||")
+    assert ei.value.msg == "syntax error, unexpected '|'"
+
+
+@pytest.mark.parametrize("source", ["é", ".a | ²", "1 + `x`", "{", ")"])
+def test_garbage_is_a_compile_error(rt: JqRuntime, source: str) -> None:
+    with pytest.raises(JqError) as ei:
+        rt.compile(source)
+    assert ei.value.code == BAD
+    assert ei.value.offset is not None and 0 <= ei.value.offset <= len(source)
+
+
+def test_empty_program(rt: JqRuntime) -> None:
+    for src in ("", "  # only a comment"):
+        with pytest.raises(JqError) as ei:
+            rt.compile(src)
+        assert ei.value.code == BAD
+
+
+# -- forbidden and allowed identifiers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "offset", "name"),
+    [
+        (".a | env", 5, "env"),
+        ("env.PATH", 0, "env"),
+        ("$ENV.HOME", 0, "$ENV"),
+        ("{$ENV}", 1, "$ENV"),
+        ("{a: env}", 4, "env"),
+        ("{(env | keys[0]): 1}", 2, "env"),
+        ('"x\\(env)"', 4, "env"),
+        ('@base64 "\\(env.HOME)"', 11, "env"),
+        ("input", 0, "input"),
+        ("[inputs]", 1, "inputs"),
+        ("first(inputs)", 6, "inputs"),
+        ("input_filename", 0, "input_filename"),
+        ("input_line_number", 0, "input_line_number"),
+        ("debug", 0, "debug"),
+        ('debug("x")', 0, "debug"),
+        ("stderr", 0, "stderr"),
+        ("halt", 0, "halt"),
+        ("halt_error", 0, "halt_error"),
+        ('"bye" | halt_error(1)', 8, "halt_error"),
+        ('import "a" as a; .', 0, "import"),
+        ('include "a"; .', 0, "include"),
+        ('"a" | modulemeta', 6, "modulemeta"),
+        ("get_search_list", 0, "get_search_list"),
+        ("$__prog_args", 0, "$__prog_args"),
+        ("get_prog_origin", 0, "get_prog_origin"),
+        ("get_jq_origin", 0, "get_jq_origin"),
+        ("def env: 1; env", 4, "env"),
+        ("# env\n.a | input", 11, "input"),
+        ("# comment \\\\\nenv", 13, "env"),  # "\\" escapes itself: the comment ends
+    ],
+)
+def test_forbidden(rt: JqRuntime, source: str, offset: int, name: str) -> None:
+    with pytest.raises(JqError) as ei:
+        rt.compile(source)
+    assert ei.value.code == BAD
+    assert ei.value.offset == offset
+    assert f"'{name}'" in ei.value.msg
+    assert "not allowed" in ei.value.msg
+
+
+@pytest.mark.parametrize(
+    ("source", "data", "expected"),
+    [
+        ("{env: 1}", {}, {"env": 1}),
+        ("{a: 1, input: 2}", {}, {"a": 1, "input": 2}),
+        ("{env}", {"env": 3}, {"env": 3}),
+        (".env", {"env": 4}, 4),
+        ('."input"', {"input": 5}, 5),
+        (".a.halt", {"a": {"halt": 6}}, 6),
+        ('"env"', {}, "env"),
+        ('"\\(.a) env input"', {"a": 1}, "1 env input"),
+        (". as $env_x | $env_x.a", {"a": 7}, 7),
+        (". as $env | $env.a", {"a": 8}, 8),
+        (". as {env: $e} | $e", {"env": 9}, 9),
+        ('{"debug": 1}', {}, {"debug": 1}),
+        ("# env and input in a comment\n.a", {"a": 10}, 10),
+        ("$__loc__.line", {}, 1),
+        ("# backslash continues a comment \\\nenv\n.a", {"a": 11}, 11),
+    ],
+)
+def test_not_a_use(rt: JqRuntime, source: str, data: object, expected: object) -> None:
+    assert rt.compile(source).first(data) == expected
+
+
+# -- guarded classification ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "guarded"),
+    [
+        ("def f: f; f", True),
+        (".a + 1", False),
+        ("[range(3)]", True),
+        ("repeat(1)", True),
+        ("[limit(3; repeat(1))]", True),
+        ("[.[] | while(. < 3; . + 1)]", True),
+        ("until(. > 3; . + 1)", True),
+        ("recurse(.a)", True),
+        ("recurse(.a; . != null)", True),
+        ("recurse", False),
+        ("[..]", False),
+        ("[paths]", False),
+        ('walk(if type == "number" then . + 1 else . end)', False),
+        ("[.[] | combinations]", True),
+        ('test("a+")', True),
+        ('[match("a"; "g")]', True),
+        ('capture("(?<x>a)")', True),
+        ('[scan("a")]', True),
+        ('sub("a"; "b")', True),
+        ('gsub("a"; "b")', True),
+        ('[splits(",")]', True),
+        ('split(",")', False),
+        ('split(","; "g")', True),
+        ("ascii_downcase", False),
+        ("reduce .[] as $x (0; . + $x)", False),
+        ("[foreach .[] as $x (0; . + $x)]", False),
+        ("[limit(2; .[])]", False),
+        ('getpath(["a"])', False),
+        ("{range: 1, test: 2, def: 3}", False),
+        (".range", False),
+        (".var.x += 1", False),
+        (".a[0] = 1", False),
+        ('.a["k"] |= 1', False),
+        (".a[.i] = 1", True),
+        ("setpath([0]; 1)", True),
+        ('"x" * 1e9', True),
+        ("if . then [.a] else 1 end", False),
+    ],
+)
+def test_guarded_classification(rt: JqRuntime, source: str, guarded: bool) -> None:
+    assert rt.compile(source).guarded is guarded
+
+
+def test_guarded_results_match_fast_path(rt: JqRuntime) -> None:
+    assert rt.compile("[range(3)]").first({}) == [0, 1, 2]
+    assert rt.compile("range(3)").run({}) == [0, 1, 2]
+    assert rt.compile("def inc: . + 1; inc").first(41) == 42
+    assert rt.compile('[.[] | test("^a")]').first(["ab", "ba", "é"]) == [True, False, False]
+    assert rt.compile("first(repeat(1))").first(None) == 1  # first() stops early
+    data = {"s": "é\n\u0000", "n": [1.5, -2, None, True], "o": {"k": {}}}
+    assert rt.compile("def id: .; id").first(data) == data
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["def f: f; f", "repeat(1)", "[range(1e12)] | length"])
+def test_runaway_is_cut_off(rt: JqRuntime, source: str) -> None:
+    assert rt.compile("[range(1)]").first({}) == [0]  # worker start-up is not what we time
+    t0 = time.monotonic()
+    with pytest.raises(JqError) as ei:
+        rt.compile(source).run({})
+    elapsed = time.monotonic() - t0
+    assert ei.value.code == LIMIT
+    assert "0.5 s limit" in ei.value.msg
+    assert "jq_timeout" in ei.value.msg
+    assert elapsed < 0.5 + 1.0
+    # The engine keeps working: fast path and a fresh worker.
+    assert rt.compile(".a").first({"a": 1}) == 1
+    assert rt.compile("[range(2)]").first({}) == [0, 1]
+
+
+def test_output_limit() -> None:
+    runtime = JqRuntime(timeout=5.0, max_output=1000)
+    try:
+        with pytest.raises(JqError) as ei:
+            runtime.compile("[range(10000)]").run({})
+        assert ei.value.code == LIMIT
+        assert "1000 bytes" in ei.value.msg
+        assert runtime.compile("[range(3)]").first({}) == [0, 1, 2]
+    finally:
+        runtime.close()
+
+
+def test_memory_bomb_kills_only_the_worker(rt: JqRuntime) -> None:
+    prog = rt.compile(".[536870911] = 1 | length")  # aborts a jq process that runs out
+    assert prog.guarded
+    with pytest.raises(JqError) as ei:
+        prog.run([])
+    assert ei.value.code == LIMIT
+    assert rt.compile("[range(2)]").first({}) == [0, 1]
+
+
+# -- worker lifecycle ----------------------------------------------------------------------------
+
+
+def test_close_stops_worker() -> None:
+    runtime = JqRuntime(timeout=2.0)
+    try:
+        assert runtime.compile(".a").first({"a": 1}) == 1
+        assert _worker_pids() == []  # the fast path never starts a worker
+        assert runtime.compile("[range(1)]").first({}) == [0]
+        assert len(_worker_pids()) == 1
+        runtime.close()
+        assert _worker_pids() == []
+        runtime.close()  # idempotent
+        assert runtime.compile("[range(1)]").first({}) == [0]  # restarts lazily
+        assert len(_worker_pids()) == 1
+    finally:
+        runtime.close()
+    assert _worker_pids() == []
+
+
+def test_worker_env_is_minimal(rt: JqRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISOLDE_TEST_SECRET", "hunter2")
+    assert rt.compile("[range(1)]").first({}) == [0]
+    (pid,) = _worker_pids()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    names = {e.split(b"=", 1)[0] for e in environ if e}
+    assert b"ISOLDE_TEST_SECRET" not in names
+    assert names <= {b"PATH", b"PYTHONPATH", b"PYTHONHOME", b"TZ", b"LC_CTYPE"}
+
+
+def test_threads_share_runtime(rt: JqRuntime) -> None:
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(20):
+                assert rt.compile(f"[range({i})] | length + {j}").first({}) == i + j
+                assert rt.compile(".x * 2").first({"x": i + j}) == 2 * (i + j)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+# -- jq(...) templates ---------------------------------------------------------------------------
+
+
+def _spans(text: str) -> list[str] | None:
+    found = find_templates(text)
+    if found is None:
+        return None
+    for start, end, inner in found:
+        assert text[start:end] == "jq(" + inner + ")"
+    return [inner for _, _, inner in found]
+
+
+def test_find_templates() -> None:
+    assert find_templates("plain text") is None
+    assert find_templates("jq(.a)") == [(0, 6, ".a")]
+    assert find_templates("x jq(.a) y jq(.b)") == [(2, 8, ".a"), (11, 17, ".b")]
+    assert _spans('jq((.a|tostring) + ")")') == ['(.a|tostring) + ")"']
+    assert _spans('a jq("(" + .x + "((") b') == ['"(" + .x + "(("']
+    assert _spans('jq("\\(.a | tostring))")') == ['"\\(.a | tostring))"']
+    assert _spans('jq("a\\"b)" + .c) tail "quote') == ['"a\\"b)" + .c']
+    assert _spans("jq(.a # note )\n)") == [".a # note )\n"]
+    assert _spans("jq()") == [""]
+    assert _spans("é jq(é) ²") == ["é"]
+
+
+def test_find_templates_unterminated() -> None:
+    for text, offset in [
+        ("jq(.a", 0),
+        ("ok jq(.a | (.b)", 3),
+        ('x jq(")"', 2),
+        ('jq(")', 0),
+        ("jq(.a) jq(", 7),
+    ]:
+        with pytest.raises(JqError) as ei:
+            find_templates(text)
+        assert ei.value.code == BAD
+        assert ei.value.offset == offset
+        assert "unbalanced jq(...)" in ei.value.msg
+
+
+def test_uses_js() -> None:
+    assert uses_js("plain") is None
+    assert uses_js("jq(.a)") is None
+    assert uses_js("js(1 + 1)") == 0
+    assert uses_js("a jq(.b) js(x)") == 9
+    assert uses_js('jq("js(")') is None
