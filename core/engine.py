@@ -11,10 +11,11 @@ import base64
 import json
 import os
 import sys
+import threading
 import traceback
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from .config import Config, config_from, resolve_data_dir
 from .errors import IsoldeError
@@ -29,6 +30,7 @@ from .variables import decode, encode
 from .workflow import Workflow
 
 WorkflowSource = Workflow | str | os.PathLike[str]
+T = TypeVar("T")
 
 
 class Engine:
@@ -57,6 +59,8 @@ class Engine:
         self._cache: dict[str, tuple[int, int, Workflow]] = {}
         self.variables = Variables(self)
         self._closed = False
+        self._resources: dict[str, Any] = {}
+        self._resource_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------
     def __enter__(self) -> Engine:
@@ -69,10 +73,36 @@ class Engine:
         if self._closed:
             return
         self._closed = True
+        with self._resource_lock:
+            resources = list(self._resources.values())
+            self._resources.clear()
+        for res in reversed(resources):  # last started, first stopped
+            close = getattr(res, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # keep closing the rest
+                    self._report_internal(exc)
         self.jq.close()
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def resource(self, key: str, factory: Callable[[], T]) -> T:
+        """A per-engine object (sidecar, isolate processes, ...) made on first use.
+
+        Whatever has a ``close()`` is closed when the engine closes, in reverse
+        order of creation.  Plugins use this instead of module globals, so several
+        engines in one process never share state.
+        """
+        with self._resource_lock:
+            if self._closed:
+                raise IsoldeError("this Engine is closed")
+            res = self._resources.get(key)
+            if res is None:
+                res = factory()
+                self._resources[key] = res
+            return res
 
     @property
     def store(self) -> LmdbStore:
