@@ -55,6 +55,10 @@ class Engine:
             max_output=int(self.config.limit("jq_max_output")),
         )
         self.log_sink = log
+        # read once: consulted by every instance
+        self.max_steps = int(self.config.limit("max_steps"))
+        self.max_variable_bytes = int(self.config.limit("max_variable_bytes"))
+        self._good_namespaces: set[str] = set()
         self._store: LmdbStore | None = None
         self._cache: dict[str, tuple[int, int, Workflow]] = {}
         self.variables = Variables(self)
@@ -183,7 +187,10 @@ class Engine:
         parse, otherwise ``{"input": "<base64>"}``.  ``None`` is ``{}``.
         """
         wf = self.load(workflow, workflow_id=workflow_id)
-        check_name(namespace, "namespace")
+        if namespace not in self._good_namespaces:
+            check_name(namespace, "namespace")
+            if len(self._good_namespaces) < 1024:
+                self._good_namespaces.add(namespace)
         data = self.instance_input(input)
         iid = instance_id or str(uuid.uuid4())
         return run_instance(self, wf, data, namespace=namespace, instance_id=iid, sink=self.log_sink)

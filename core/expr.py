@@ -33,7 +33,10 @@ def to_text(value: Any) -> str:
     """How a value is spliced into a string or written to a log: strings as is, the rest as JSON."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _compact(value)
+
+
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class Expr:

@@ -93,7 +93,7 @@ class StateContext:
         self.log_lines: list[str] = []
         self._sink = sink
         self.error_at_end: tuple[str, str] | None = None
-        self.max_variable_bytes = int(engine.config.limit("max_variable_bytes"))
+        self.max_variable_bytes = engine.max_variable_bytes
 
     # -- variables ---------------------------------------------------------
     def ref(self, scope: str, key: str) -> Ref:
@@ -169,7 +169,7 @@ def run_instance(
 ) -> Result:
     ctx = StateContext(engine, wf, namespace, instance_id, sink)
     states = wf.states
-    max_steps = int(engine.config.limit("max_steps"))
+    max_steps = engine.max_steps
     state = wf.start
     steps = 0
     result = Result(instance_id, "complete", log=ctx.log_lines, workflow=wf.id, namespace=namespace)

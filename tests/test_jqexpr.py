@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def test_runtime_error(rt: JqRuntime) -> None:
 
 def test_input_not_json(rt: JqRuntime) -> None:
     with pytest.raises(JqError) as ei:
-        rt.compile(".").first(object())
+        rt.compile("{a: .}").first(object())
     assert ei.value.code == BAD
     with pytest.raises(JqError) as ei:
         rt.compile("[range(1)]").first(object())
@@ -423,3 +424,34 @@ def test_uses_js() -> None:
     assert uses_js("js(1 + 1)") == 0
     assert uses_js("a jq(.b) js(x)") == 9
     assert uses_js('jq("js(")') is None
+
+
+@pytest.mark.parametrize(
+    "source, data",
+    [
+        (".", {"a": 1}),
+        (".a", {"a": {"b": 2}}),
+        (".a.b", {"a": {"b": 2}}),
+        (".a.b", {"a": None}),
+        (".missing", {}),
+        (" .var.x ", {"var": {"x": 3}}),
+        (".a.b", {"a": 5}),
+        (".a", [1]),
+        (".a", "text"),
+        (".a.b", {"a": True}),
+    ],
+)
+def test_field_paths_evaluated_in_python_match_jq(source: str, data: Any) -> None:
+    """Pure paths skip the binding; their results and errors must be jq's own."""
+    import jq as raw_jq
+
+    with JqRuntime() as rt:
+        try:
+            expected: Any = raw_jq.compile(source).input_value(data).all()
+        except ValueError as exc:
+            expected = ("error", str(exc))
+        try:
+            got: Any = rt.compile(source).run(data)
+        except JqError as exc:
+            got = ("error", exc.msg)
+        assert got == expected
