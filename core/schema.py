@@ -98,11 +98,16 @@ def _json_str(v: Any) -> str:
 
 
 @functools.lru_cache(maxsize=1)
+def _grammar() -> str:
+    return resources.files("isolde.grammar").joinpath("schema.lark").read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
 def _parser() -> Any:
     """The lark parser for the schema language (immutable, so one per process is fine)."""
     from lark import Lark
 
-    grammar = resources.files("isolde.grammar").joinpath("schema.lark").read_text(encoding="utf-8")
+    grammar = _grammar()
     cache_dir = _cache_dir()
     cache: Any = False
     if cache_dir is not None:
@@ -122,8 +127,89 @@ def _cache_dir() -> str | None:
         return None
 
 
+ParsedDecls = tuple[tuple[str, str, str, tuple[Field, ...]], ...]
+
+
 @functools.lru_cache(maxsize=256)
-def _parse_cached(text: str) -> tuple[tuple[str, str, str, tuple[Field, ...]], ...]:
+def _parse_cached(text: str) -> ParsedDecls:
+    """Parse declarations, through an on-disk cache keyed by the grammar and the text.
+
+    Every engine start parses the same declarations; reading them back as JSON keeps
+    lark (and building its parser) off the start-up path of the CLI entirely.
+    """
+    import json
+
+    cache_dir = _cache_dir()
+    path = None
+    if cache_dir is not None:
+        digest = hashlib.sha256(_grammar().encode() + b"\0" + text.encode()).hexdigest()[:32]
+        path = os.path.join(cache_dir, f"decls-{digest}.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return _decls_from_json(json.load(fh))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    parsed = _parse_text(text)
+    if path is not None:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(_decls_to_json(parsed), fh)
+            os.replace(tmp, path)
+        except (OSError, TypeError, ValueError):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return parsed
+
+
+def _type_to_json(t: Type) -> Any:
+    if isinstance(t, Named):
+        return ["n", t.name]
+    if isinstance(t, ListOf):
+        return ["l", _type_to_json(t.item)]
+    if isinstance(t, MapOf):
+        return ["m", _type_to_json(t.item)]
+    if isinstance(t, Lit):
+        return ["v", t.value]
+    return ["u", [_type_to_json(a) for a in t.alts]]
+
+
+def _type_from_json(j: Any) -> Type:
+    tag, arg = j
+    if tag == "n":
+        return Named(arg)
+    if tag == "l":
+        return ListOf(_type_from_json(arg))
+    if tag == "m":
+        return MapOf(_type_from_json(arg))
+    if tag == "v":
+        return Lit(arg)
+    if tag == "u":
+        return Union(tuple(_type_from_json(a) for a in arg))
+    raise ValueError(tag)
+
+
+def _decls_to_json(parsed: ParsedDecls) -> Any:
+    return [
+        [kind, name, doc, [[f.name, _type_to_json(f.type), f.required, f.default is not MISSING,
+                            None if f.default is MISSING else f.default, f.doc] for f in fields]]
+        for kind, name, doc, fields in parsed
+    ]
+
+
+def _decls_from_json(j: Any) -> ParsedDecls:
+    return tuple(
+        (kind, name, doc, tuple(
+            Field(fname, _type_from_json(ftype), bool(req), default if has_default else MISSING, fdoc)
+            for fname, ftype, req, has_default, default, fdoc in fields
+        ))
+        for kind, name, doc, fields in j
+    )
+
+
+def _parse_text(text: str) -> ParsedDecls:
     from lark import Token, Tree
     from lark.exceptions import LarkError, UnexpectedInput
 
