@@ -46,6 +46,15 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (IsoldeError, OSError) as exc:
             click.echo(f"isolde: error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
+        except Exception as exc:
+            # The store's errors (bad key or scope, ...) are user errors too; imported
+            # here, not at the top, to keep the store out of `isolde --help`'s start-up.
+            from .store import StoreError
+
+            if not isinstance(exc, StoreError):
+                raise
+            click.echo(f"isolde: error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
 
     return wrapper
 
