@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from .errors import IsoldeError
+
 
 class _Missing:
     __slots__ = ()
@@ -74,8 +76,11 @@ class Decl:
     origin: str = ""  # which plugin declared it, for error messages and `isolde plugins`
 
 
-class SchemaError(Exception):
-    """A plugin's declarations are malformed (a bug in the plugin, reported with its origin)."""
+class SchemaError(IsoldeError):
+    """A plugin's declarations are malformed (a bug in the plugin, reported with its origin).
+
+    An ``IsoldeError`` so the CLI prints it as one line naming the plugin, not a traceback.
+    """
 
 
 def type_str(t: Type) -> str:
