@@ -74,6 +74,10 @@ class Config:
                 raise ConfigError(f"{self._where()}: unknown limit '{key}' (known: {', '.join(sorted(DEFAULT_LIMITS))})")
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{self._where()}: [limits] {key} must be a positive number")
+        disable = self.data.get("plugins", {}).get("disable", [])
+        if not isinstance(disable, list) or not all(isinstance(n, str) for n in disable):
+            # a bare string would otherwise be read letter by letter
+            raise ConfigError(f'{self._where()}: [plugins] disable must be a list of plugin names, e.g. disable = ["checksum"]')
         self.durable  # noqa: B018 - validates the value
 
 
