@@ -29,6 +29,7 @@ DEFAULT_LIMITS: dict[str, float | int] = {
     "max_variable_bytes": 64 << 20,  # one variable value
     "max_yaml_bytes": 1 << 20,  # one workflow document
     "max_yaml_nodes": 100_000,  # YAML nodes after alias expansion
+    "lock_wait": 30.0,  # seconds an instance waits for a locked variable (lock: true)
 }
 
 _KNOWN_TOP = {"data_dir", "store", "limits", "plugins", "images", "sidecar", "secrets", "actions", "daemon"}

@@ -22,6 +22,7 @@ from .errors import IsoldeError
 from .instance import LogSink, Result, run_instance
 from .jqexpr import JqRuntime
 from .loader import YamlError, load_document
+from .locks import LockTable, lock_table
 from .errors import ValidationError
 from .registry import Registry, load_plugins
 from .store import SCOPES, LmdbStore, Ref, Variable, check_key, check_scope
@@ -58,6 +59,8 @@ class Engine:
         # read once: consulted by every instance
         self.max_steps = int(self.config.limit("max_steps"))
         self.max_variable_bytes = int(self.config.limit("max_variable_bytes"))
+        self.lock_wait = float(self.config.limit("lock_wait"))
+        self._locks: LockTable | None = None
         self._good_namespaces: set[str] = set()
         self._store: LmdbStore | None = None
         self._cache: dict[str, tuple[int, int, Workflow]] = {}
@@ -107,6 +110,13 @@ class Engine:
                 res = factory()
                 self._resources[key] = res
             return res
+
+    @property
+    def locks(self) -> LockTable:
+        """Variable locks of this data directory (``lock: true``), shared within the process."""
+        if self._locks is None:
+            self._locks = lock_table(str(self.data_dir))
+        return self._locks
 
     @property
     def store(self) -> LmdbStore:

@@ -78,6 +78,7 @@ class StateContext:
     __slots__ = (
         "engine", "store", "namespace", "workflow", "instance_id", "state", "_pending",
         "_registered", "_next", "log_lines", "_sink", "error_at_end", "max_variable_bytes",
+        "_locked", "lock_owner",
     )
 
     def __init__(self, engine: Engine, workflow: Workflow, namespace: str, instance_id: str, sink: LogSink | None):
@@ -94,6 +95,8 @@ class StateContext:
         self._sink = sink
         self.error_at_end: tuple[str, str] | None = None
         self.max_variable_bytes = engine.max_variable_bytes
+        self._locked: set[bytes] = set()
+        self.lock_owner = instance_id  # whose locks these are (a subflow may run under its parent's)
 
     # -- variables ---------------------------------------------------------
     def ref(self, scope: str, key: str) -> Ref:
@@ -122,6 +125,21 @@ class StateContext:
             )
         self._pending.append(Put(self.ref(scope, key), data, mime))
 
+    def lock(self, items: list[tuple[str, str]]) -> None:
+        """Lock variables for this instance (``lock: true`` on a getter); see ``isolde.locks``.
+
+        Held until this instance's setter has durably written the variable, or until
+        the instance ends, whatever the outcome."""
+        names = {_lock_key(self.ref(s, k)): f"'{k}' ({s} scope)" for s, k in items}
+        keys = list(names)
+        self.engine.locks.acquire(self.lock_owner, keys, self.engine.lock_wait, names)
+        self._locked.update(keys)
+
+    def release_locks(self) -> None:
+        if self._locked:
+            self.engine.locks.release(self.lock_owner, list(self._locked))
+            self._locked.clear()
+
     def commit(self) -> None:
         pending = self._pending
         register = None
@@ -135,6 +153,11 @@ class StateContext:
             self._pending = []
         if register:
             self._registered = True
+        if self._locked:  # the new value is durable: hand written variables to the next instance
+            done = [k for k in (_lock_key(p.ref) for p in pending) if k in self._locked]
+            if done:
+                self.engine.locks.release(self.lock_owner, done)
+                self._locked.difference_update(done)
 
     # -- flow --------------------------------------------------------------
     def transition(self, state_id: str | None) -> None:
@@ -151,6 +174,10 @@ class StateContext:
             self._sink(self.instance_id, self.state.id if self.state else "", message)
 
     transform = staticmethod(apply_transform)
+
+
+def _lock_key(ref: Ref) -> bytes:
+    return f"{ref.namespace}\x00{ref.scope}\x00{ref.owner}\x00{ref.key}".encode()
 
 
 def _store_error(exc: StoreError) -> WorkflowError:
@@ -223,6 +250,8 @@ def run_instance(
         result.error = ErrorInfo("isolde.internal", f"{type(exc).__name__}: {exc} (a bug in state type '{state.type}')", state.id)
         engine._report_internal(exc)
     finally:
+        if ctx._locked:
+            ctx.release_locks()
         if ctx._registered:
             engine.store.end_instance(namespace, instance_id)
     return result

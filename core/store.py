@@ -344,6 +344,20 @@ def _alive(pid: int, start: int) -> bool:
 # --------------------------------------------------------------------------- shared environment
 
 
+class _Pending:
+    """One queued write of the group commit."""
+
+    __slots__ = ("fn", "arg", "buffers", "result", "error", "done")
+
+    def __init__(self, fn: Callable[[lmdb.Transaction, Any], tuple[bool, Any]], arg: Any, buffers: bool) -> None:
+        self.fn = fn
+        self.arg = arg
+        self.buffers = buffers
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
 class _Env:
     """One open LMDB environment plus the in-process gate that keeps
     ``set_mapsize`` away from open transactions.  Shared by every LmdbStore of
@@ -352,6 +366,7 @@ class _Env:
     __slots__ = (
         "env", "vars", "inst", "lock", "cond", "active", "excl", "gen",
         "refs", "pid", "durable", "readonly", "max_map", "registered", "ident",
+        "gc", "gc_queue", "gc_busy",
     )
 
     def __init__(
@@ -373,6 +388,9 @@ class _Env:
         self.max_map = max_map
         self.registered: set[tuple[str, str]] = set()
         self.ident = ident
+        self.gc = threading.Condition(threading.Lock())  # group commit: queue + leader flag
+        self.gc_queue: list[_Pending] = []
+        self.gc_busy = False
 
     def wait_shared(self) -> None:
         """Slow path of entering the gate while a remap is pending; called
@@ -668,46 +686,130 @@ class LmdbStore:
         self, fn: Callable[[lmdb.Transaction, Any], tuple[bool, Any]], arg: Any,
         buffers: bool = True,
     ) -> Any:
-        """Run ``fn(txn, arg)`` in one write transaction, retried as a whole
-        after map growth.  ``fn`` returns (commit?, result); not committing
-        skips the fsync when nothing changed."""
+        """Run ``fn(txn, arg)`` in a write transaction, retried as a whole after map
+        growth.  ``fn`` returns (commit?, result); not committing skips the fsync
+        when nothing changed.
+
+        With the durable store, writes of concurrent threads are *group-committed*:
+        a writer that finds another commit in flight queues its work; the next
+        leader runs every queued item in one transaction (each in a nested
+        transaction of its own, so one item's failure undoes only that item) and
+        pays one fsync for all of them.  No writer returns before the commit that
+        holds its item is durable, so nothing is acknowledged early; throughput
+        grows with the number of writers instead of being one fsync per write.
+        """
         if self._readonly:
             raise StoreError(f"variable store {self.path!r} is open read-only")
-        for _ in range(_RETRY_LIMIT):
-            sh = self._sh
-            if sh is None:
-                raise StoreError(f"variable store {self.path!r} is closed")
-            gen = sh.gen
-            with sh.lock:
-                if sh.excl:
-                    sh.wait_shared()
-                sh.active += 1
-            try:
-                env = sh.env
-                if env is None:
-                    raise StoreError(f"variable store {self.path!r} is closed")
-                txn = env.begin(write=True, buffers=buffers)
+        sh = self._sh
+        if sh is None:
+            raise StoreError(f"variable store {self.path!r} is closed")
+        item = _Pending(fn, arg, buffers)
+        if not sh.durable:  # no fsync to share: run it directly
+            self._run_batch(sh, [item])
+        else:
+            batch: list[_Pending] | None = None
+            with sh.gc:
+                sh.gc_queue.append(item)
+                while not item.done:
+                    if not sh.gc_busy:
+                        sh.gc_busy = True
+                        batch, sh.gc_queue = sh.gc_queue, []
+                        break
+                    sh.gc.wait()
+            if batch is not None:
                 try:
-                    commit, result = fn(txn, arg)
-                    if commit:
-                        txn.commit()
-                    else:
-                        txn.abort()
-                except BaseException:
-                    _abort_quietly(txn)
-                    raise
-                return result
-            except lmdb.MapFullError:
-                grow = True
-            except lmdb.MapResizedError:
-                grow = False
-            finally:
+                    self._run_batch(sh, batch)
+                finally:
+                    with sh.gc:
+                        sh.gc_busy = False
+                        sh.gc.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def _run_batch(self, sh: _Env, batch: list[_Pending]) -> None:
+        """Apply queued writes in one transaction; every item ends done (result or error)."""
+        try:
+            for _ in range(_RETRY_LIMIT):
+                gen = sh.gen
                 with sh.lock:
-                    sh.active -= 1
-                    if sh.excl and not sh.active:
-                        sh.cond.notify_all()
-            self._remap(sh, gen, grow)
-        raise StoreError("variable store: map kept being resized, giving up")
+                    if sh.excl:
+                        sh.wait_shared()
+                    sh.active += 1
+                try:
+                    env = sh.env
+                    if env is None:
+                        raise StoreError(f"variable store {self.path!r} is closed")
+                    for it in batch:
+                        it.result = it.error = None
+                    if len(batch) == 1:
+                        self._run_single(env, batch[0])
+                    else:
+                        self._run_nested(env, batch)
+                    return
+                except lmdb.MapFullError:
+                    grow = True
+                except lmdb.MapResizedError:
+                    grow = False
+                finally:
+                    with sh.lock:
+                        sh.active -= 1
+                        if sh.excl and not sh.active:
+                            sh.cond.notify_all()
+                self._remap(sh, gen, grow)
+            raise StoreError("variable store: map kept being resized, giving up")
+        except BaseException as exc:  # the commit itself failed: every item shares the failure
+            for it in batch:
+                if it.error is None:
+                    it.error = exc
+        finally:
+            for it in batch:
+                it.done = True
+
+    @staticmethod
+    def _run_single(env: lmdb.Environment, it: _Pending) -> None:
+        txn = env.begin(write=True, buffers=it.buffers)
+        try:
+            commit, it.result = it.fn(txn, it.arg)
+            if commit:
+                txn.commit()
+            else:
+                txn.abort()
+        except (lmdb.MapFullError, lmdb.MapResizedError):
+            _abort_quietly(txn)
+            raise
+        except BaseException as exc:
+            _abort_quietly(txn)
+            it.error = exc
+
+    @staticmethod
+    def _run_nested(env: lmdb.Environment, batch: list[_Pending]) -> None:
+        txn = env.begin(write=True)
+        try:
+            changed = False
+            for it in batch:
+                child = env.begin(write=True, parent=txn, buffers=it.buffers)
+                try:
+                    commit, it.result = it.fn(child, it.arg)
+                except (lmdb.MapFullError, lmdb.MapResizedError):
+                    _abort_quietly(child)
+                    raise
+                except BaseException as exc:
+                    _abort_quietly(child)
+                    it.error = exc
+                    continue
+                if commit:
+                    child.commit()
+                    changed = True
+                else:
+                    child.abort()
+            if changed:
+                txn.commit()
+            else:
+                txn.abort()
+        except BaseException:
+            _abort_quietly(txn)
+            raise
 
     # ----------------------------------------------------------------- reads
 

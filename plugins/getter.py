@@ -21,20 +21,24 @@ class Getter(StateType):
         key!: varkey          "The variable's key; in structured documents it may be computed with jq(...)."
         scope!: scope         "instance, workflow or namespace."
         as: name              "Name under .var (default: the key)."
+        lock: bool = false    "Lock the variable for this instance until its setter writes it (or the instance ends): makes read-modify-write race-free."
     }
     """
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
-        # (scope, key or Expr, name under .var)
-        state.extra["items"] = [(v["scope"], v["key"], v.get("as")) for v in state.fields["variables"]]
+        # (scope, key or Expr, name under .var, lock?)
+        state.extra["items"] = [(v["scope"], v["key"], v.get("as"), v["lock"]) for v in state.fields["variables"]]
+        state.extra["locks"] = any(v["lock"] for v in state.fields["variables"])
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
         items = state.extra["items"]
-        keys = [(scope, resolve_key(key, data)) for scope, key, _ in items]
+        keys = [(scope, resolve_key(key, data)) for scope, key, _, _ in items]
+        if state.extra["locks"]:
+            ctx.lock([k for k, item in zip(keys, items) if item[3]])
         values = ctx.get_many(keys)
         current = data.get("var")
         var = dict(current) if isinstance(current, dict) else {}
-        for (_, key, name), (_, resolved), value in zip(items, keys, values):
+        for (_, key, name, _), (_, resolved), value in zip(items, keys, values):
             var[name or resolved] = None if value is None else decode(value.data)
         return {**data, "var": var}
 

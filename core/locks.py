@@ -1,0 +1,182 @@
+"""Variable locks: what makes a read-modify-write race-free across instances and processes.
+
+A getter variable marked ``lock: true`` takes an exclusive lock on that variable
+for its instance before reading it.  The lock is released right after the
+instance's setter has durably written the variable, or when the instance ends,
+whatever the outcome.  Everything else keeps Direktiv's behaviour (no locks, lost
+updates possible).
+
+Mechanism
+---------
+One lock file per data directory (``<data_dir>/locks``) and Linux
+open-file-description (OFD) byte-range locks on it, one byte per variable at an
+offset taken from a 56-bit hash of the variable's full name.  OFD locks belong to
+an open file description, so they exclude threads of one process as well as other
+processes; the kernel drops them the moment their holder's descriptor closes,
+which includes ``kill -9`` of the holder.  Taking a lock costs an ``open`` and a
+``fcntl``: no store transaction, no fsync.
+
+Inside one process, waiters for the same variable queue in arrival order (FIFO)
+and are woken as soon as a lock is released; across processes a waiter polls with
+a short back-off (1 ms doubling to ``POLL_MAX``), so after a holder in another
+process releases or dies, a waiter takes over within ``POLL_MAX``.  Waits are
+bounded: past the deadline the waiter fails with ``isolde.lock.timeout``.
+Deadlocks between instances of one process (A holds x and waits for y while B
+holds y and waits for x) are detected from the wait-for graph and fail the
+instance that would close the cycle with ``isolde.lock.deadlock`` at once; a
+cycle that spans processes is broken by the timeout.
+
+Hash collisions between two different variables (2^-56 per pair) would only make
+them share a lock: never incorrect, at worst slower.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import hashlib
+import os
+import struct
+import threading
+import time
+from typing import Final
+
+from .errors import WorkflowError
+
+TIMEOUT_CODE: Final = "isolde.lock.timeout"
+DEADLOCK_CODE: Final = "isolde.lock.deadlock"
+POLL_MAX: Final = 0.02  # seconds between two cross-process attempts, at most
+
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (l_type, l_whence, l_start, l_len, l_pid)
+
+
+def _offset(key: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(key, digest_size=7).digest(), "big")
+
+
+def _try_lock(fd: int, offset: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+        return True
+    except OSError:
+        return False
+
+
+class LockTable:
+    """The locks of one data directory, shared by every engine of this process on it."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = os.path.join(data_dir, "locks")
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        self._cond = threading.Condition()
+        self._held: dict[str, dict[bytes, int]] = {}  # owner -> key -> descriptor
+        self._holder: dict[bytes, str] = {}  # key -> owner, for holders in this process
+        self._waiting: dict[str, bytes] = {}  # owner -> key it waits for
+        self._queues: dict[bytes, collections.deque[str]] = {}
+
+    def acquire(self, owner: str, keys: list[bytes], timeout: float, names: dict[bytes, str] | None = None) -> None:
+        """Lock every key for ``owner`` (already held ones count), in a fixed order so that
+        two owners locking the same set never deadlock; raise a catchable WorkflowError
+        on timeout or deadlock, keeping the locks taken before the failure (they are
+        released when the owner ends)."""
+        deadline = time.monotonic() + timeout
+        for key in sorted(set(keys)):
+            with self._cond:
+                if key in self._held.get(owner, ()):
+                    continue
+            self._acquire_one(owner, key, deadline, timeout, (names or {}).get(key, key.decode(errors="replace")))
+
+    def _acquire_one(self, owner: str, key: bytes, deadline: float, timeout: float, name: str) -> None:
+        offset = _offset(key)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        delay = 0.001
+        with self._cond:
+            queue = self._queues.setdefault(key, collections.deque())
+            queue.append(owner)
+            try:
+                while True:
+                    if queue[0] == owner and _try_lock(fd, offset):
+                        queue.popleft()
+                        self._holder[key] = owner
+                        self._held.setdefault(owner, {})[key] = fd
+                        self._waiting.pop(owner, None)
+                        fd = -1
+                        return
+                    holder = self._holder.get(key)
+                    if holder is not None and self._closes_cycle(owner, holder):
+                        raise WorkflowError(
+                            DEADLOCK_CODE,
+                            f"locking variable {name} would deadlock: its holder waits for a lock this "
+                            "instance holds (lock variables in the same order, or in one getter)",
+                        )
+                    self._waiting[owner] = key
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise WorkflowError(
+                            TIMEOUT_CODE,
+                            f"variable {name} stayed locked by another instance for {timeout:g} s "
+                            "(raise [limits] lock_wait in isolde.toml, or catch isolde.lock.timeout)",
+                        )
+                    self._cond.wait(min(delay, remaining))
+                    delay = min(delay * 2, POLL_MAX)
+            finally:
+                if fd >= 0:  # failed: leave the queue, give the next waiter its turn
+                    os.close(fd)
+                    self._waiting.pop(owner, None)
+                    try:
+                        queue.remove(owner)
+                    except ValueError:
+                        pass
+                    if not queue:
+                        self._queues.pop(key, None)
+                    self._cond.notify_all()
+                elif not queue:
+                    self._queues.pop(key, None)
+
+    def _closes_cycle(self, owner: str, holder: str) -> bool:
+        """Would ``owner`` waiting on ``holder`` close a cycle in the wait-for graph?"""
+        seen = set()
+        cur: str | None = holder
+        while cur is not None and cur not in seen:
+            if cur == owner:
+                return True
+            seen.add(cur)
+            waits_for = self._waiting.get(cur)
+            cur = None if waits_for is None else self._holder.get(waits_for)
+        return False
+
+    def holds(self, owner: str, key: bytes) -> bool:
+        with self._cond:
+            return key in self._held.get(owner, ())
+
+    def release(self, owner: str, keys: list[bytes] | None = None) -> None:
+        """Release some (or all) of ``owner``'s locks and wake this process's waiters."""
+        with self._cond:
+            held = self._held.get(owner)
+            if not held:
+                return
+            for key in list(held) if keys is None else keys:
+                fd = held.pop(key, None)
+                if fd is None:
+                    continue
+                self._holder.pop(key, None)
+                os.close(fd)  # closing the descriptor drops the OFD lock
+            if not held:
+                del self._held[owner]
+            self._cond.notify_all()
+
+
+_tables: dict[tuple[int, int], LockTable] = {}
+_tables_lock = threading.Lock()
+
+
+def lock_table(data_dir: str) -> LockTable:
+    """The process-wide table for a data directory (deadlock detection must see every engine)."""
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    st = os.stat(data_dir)
+    ident = (st.st_dev, st.st_ino)
+    with _tables_lock:
+        table = _tables.get(ident)
+        if table is None:
+            table = _tables[ident] = LockTable(data_dir)
+        return table
