@@ -30,6 +30,7 @@ DEFAULT_LIMITS: dict[str, float | int] = {
     "max_yaml_bytes": 1 << 20,  # one workflow document
     "max_yaml_nodes": 100_000,  # YAML nodes after alias expansion
     "lock_wait": 30.0,  # seconds an instance waits for a locked variable (lock: true)
+    "max_subflow_depth": 10,  # subflows nested in subflows (direktiv.limits.depth)
 }
 
 _KNOWN_TOP = {"data_dir", "store", "limits", "plugins", "images", "sidecar", "secrets", "actions", "daemon"}
