@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import InstanceFailure, WorkflowError
 from .expr import Expr, to_text
@@ -28,6 +28,12 @@ _DEFAULT: Any = object()
 
 LogSink = Callable[[str, str, str], None]
 """Receives (instance id, state id, message) for each instance log line."""
+
+StepHook = Callable[["StateContext", "StateSpec", "str | None", "dict[str, Any]", "Sequence[Put]"], "Sequence[Put]"]
+"""Called after each state (its transform done, or its error caught) with (context, the
+state, the next state id or None, the new data, the writes it staged).  It returns extra
+writes committed in the same transaction as the state's own, which is how the daemon keeps
+a record of where each instance stands; raising ``InstanceFailure`` stops the instance."""
 
 
 @dataclass(slots=True)
@@ -140,13 +146,13 @@ class StateContext:
             self.engine.locks.release(self.lock_owner, list(self._locked))
             self._locked.clear()
 
-    def commit(self) -> None:
+    def commit(self, extra: Sequence[Put] = ()) -> None:
         pending = self._pending
         register = None
         if not self._registered and any(p.ref.scope == "instance" for p in pending):
             register = (self.namespace, self.instance_id)
         try:
-            self.store.write(pending, register_instance=register)
+            self.store.write([*pending, *extra] if extra else pending, register_instance=register)
         except StoreError as exc:
             raise _store_error(exc) from None
         finally:
@@ -193,11 +199,14 @@ def run_instance(
     namespace: str,
     instance_id: str,
     sink: LogSink | None = None,
+    start: str | None = None,
+    on_step: StepHook | None = None,
 ) -> Result:
+    """Run ``wf`` from its start state (or from state ``start``, to resume) to its end."""
     ctx = StateContext(engine, wf, namespace, instance_id, sink)
     states = wf.states
     max_steps = engine.max_steps
-    state = wf.start
+    state = wf.start if start is None else states[start]
     steps = 0
     result = Result(instance_id, "complete", log=ctx.log_lines, workflow=wf.id, namespace=namespace)
     try:
@@ -216,9 +225,10 @@ def run_instance(
                 out = state.impl.run(state, data, ctx)
                 if state.transform is not None:
                     out = apply_transform(state.transform, out)
-                if ctx._pending:
-                    ctx.commit()
                 nxt = state.transition if ctx._next is _DEFAULT else ctx._next
+                extra = () if on_step is None else on_step(ctx, state, nxt, out, ctx._pending)
+                if ctx._pending or extra:
+                    ctx.commit(extra)
                 data = out
             except (WorkflowError, JqError) as exc:
                 ctx._pending = []
@@ -233,6 +243,10 @@ def run_instance(
                         break
                 else:
                     raise exc from None
+                if on_step is not None:
+                    extra = on_step(ctx, state, nxt, data, ())
+                    if extra:
+                        ctx.commit(extra)
             if nxt is None:
                 break
             state = states[nxt]

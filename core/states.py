@@ -43,6 +43,13 @@ class StateType:
     schema: ClassVar[str]
     """Declarations in the schema language: one ``state <name> {...}`` plus any helper ``struct``."""
 
+    resumable: ClassVar[bool] = False
+    """True when running this state again from the same input is harmless: its only
+    effects are the writes it stages with ``ctx.set`` (committed atomically, or not at
+    all) and reads.  The daemon resumes an instance interrupted by a crash at such a
+    state; at any other state (an action already called an isolate) it marks the
+    instance failed with code ``interrupted`` instead of repeating the effect."""
+
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         """Extra validation beyond the declared fields; report problems with ``report.error``."""
 

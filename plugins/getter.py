@@ -13,6 +13,7 @@ from isolde.variables import decode
 
 class Getter(StateType):
     name = "getter"
+    resumable = True
     schema = """
     state getter "Reads variables and places each at .var.<as or key>; a missing variable reads as null." {
         variables!: [getvar]  "The variables to read."

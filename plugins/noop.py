@@ -9,6 +9,7 @@ from isolde import StateContext, StateSpec, StateType, hookimpl
 
 class Noop(StateType):
     name = "noop"
+    resumable = True
     schema = """
     state noop "Does nothing itself: a place for a transform, a log line or a transition." {
     }

@@ -12,6 +12,7 @@ from isolde.variables import JSON, encode
 
 class Setter(StateType):
     name = "setter"
+    resumable = True
     schema = """
     state setter "Writes variables; null deletes one. Every variable of one setter commits atomically." {
         variables!: [setvar]  "The variables to write."

@@ -10,6 +10,7 @@ from isolde.expr import truthy
 
 class Switch(StateType):
     name = "switch"
+    resumable = True
     schema = """
     state switch "Goes to the transition of the first condition that is true (null, false, 0, \\"\\", [] and {} are false)." {
         conditions!: [condition]  "Tried in order."
