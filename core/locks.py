@@ -41,7 +41,7 @@ import threading
 import time
 from typing import Final
 
-from .errors import WorkflowError
+from .errors import InstanceFailure, WorkflowError
 
 TIMEOUT_CODE: Final = "isolde.lock.timeout"
 DEADLOCK_CODE: Final = "isolde.lock.deadlock"
@@ -88,7 +88,10 @@ class LockTable:
 
     def _acquire_one(self, owner: str, key: bytes, deadline: float, timeout: float, name: str) -> None:
         offset = _offset(key)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise InstanceFailure(f"cannot open the lock file {self.path}: {exc.strerror}", code="isolde.lock.unavailable") from None
         delay = 0.001
         with self._cond:
             queue = self._queues.setdefault(key, collections.deque())
@@ -166,7 +169,7 @@ class LockTable:
             self._cond.notify_all()
 
 
-_tables: dict[tuple[int, int], LockTable] = {}
+_tables: dict[tuple[str, int, int], LockTable] = {}
 _tables_lock = threading.Lock()
 
 
@@ -174,7 +177,8 @@ def lock_table(data_dir: str) -> LockTable:
     """The process-wide table for a data directory (deadlock detection must see every engine)."""
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     st = os.stat(data_dir)
-    ident = (st.st_dev, st.st_ino)
+    # the path too: a deleted directory's inode number can come back for a new one
+    ident = (os.path.realpath(data_dir), st.st_dev, st.st_ino)
     with _tables_lock:
         table = _tables.get(ident)
         if table is None:
