@@ -31,6 +31,9 @@ DEFAULT_LIMITS: dict[str, float | int] = {
     "max_yaml_nodes": 100_000,  # YAML nodes after alias expansion
     "lock_wait": 30.0,  # seconds an instance waits for a locked variable (lock: true)
     "max_subflow_depth": 10,  # subflows nested in subflows (direktiv.limits.depth)
+    "archive_max_members": 10_000,  # entries of one tar / tar.gz (files: and out/ directories)
+    "archive_max_member_bytes": 1 << 30,  # one file inside an archive
+    "archive_max_total_bytes": 4 << 30,  # all files of one archive, unpacked
 }
 
 _KNOWN_TOP = {"data_dir", "store", "limits", "plugins", "images", "sidecar", "secrets", "actions", "daemon"}
