@@ -296,5 +296,44 @@ def plugins(config_path: str | None) -> None:
             click.echo(f"{name}\t-\tdisabled", err=False)
 
 
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (plugins enabled or disabled there count).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@_handled
+def schema(config_path: str | None, output: str | None) -> None:
+    """Print a JSON Schema of workflow documents, for editors (YAML language server, VS Code).
+
+    It is generated from the declarations of every installed state type, so
+    plugin-provided types appear in it too.
+    """
+    from .engine import Engine
+    from .schemagen import json_schema
+
+    with Engine(config=config_path) as engine:
+        text = json.dumps(json_schema(engine.registry), indent=2) + "\n"
+    _emit(text, output)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (plugins enabled or disabled there count).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@_handled
+def reference(config_path: str | None, output: str | None) -> None:
+    """Print the language reference (Markdown) generated from the installed state types."""
+    from .engine import Engine
+    from .schemagen import reference as make_reference
+
+    with Engine(config=config_path) as engine:
+        text = make_reference(engine.registry)
+    _emit(text, output)
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -43,6 +43,9 @@ class StateType:
     schema: ClassVar[str]
     """Declarations in the schema language: one ``state <name> {...}`` plus any helper ``struct``."""
 
+    example: ClassVar[str] = ""
+    """A short YAML example of the state, shown in the generated language reference."""
+
     resumable: ClassVar[bool] = False
     """True when running this state again from the same input is harmless: its only
     effects are the writes it stages with ``ctx.set`` (committed atomically, or not at
