@@ -332,7 +332,11 @@ class Validator:
             return self.error(path, f"unsafe path {_show(value)}: it must stay inside the action folder (no '..', no leading '/')")
         return value
 
-    def _dispatch(self, value: Any, path: Path, kind: str, table: dict[str, Decl], base: dict[str, Field]) -> Any:
+    def _dispatch(self, value: Any, path: Path, kind: str) -> Any:
+        """Validate a ``state`` or ``function`` against the declaration its ``type`` names,
+        merged with the fields every one of that kind has; (type name, fields) or INVALID."""
+        table = self.schema.states if kind == "state" else self.schema.functions
+        base = self.schema.structs[f"{kind}_base"].fields
         if not isinstance(value, dict):
             return self.error(path, f"expected a {kind} (a mapping), got {_kind(value)}")
         tname = value.get("type")
@@ -344,18 +348,15 @@ class Validator:
         if decl is None:
             hint = _did_you_mean(tname, list(table))
             known = ", ".join(sorted(n for n in table if n)) or "none installed"
-            what = f"unknown {kind} type '{tname}'" if tname else f"{kind} without a type"
-            return self.error(path + ("type",), f"{what}{hint}; available: {known} (see `isolde plugins`)")
-        return tname, decl, self.struct(value, decl, path, {**base, **decl.fields})
+            return self.error(path + ("type",), f"unknown {kind} type '{tname}'{hint}; available: {known} (see `isolde plugins`)")
+        fields = self.struct(value, decl, path, {**base, **decl.fields})
+        return INVALID if fields is INVALID else (tname, fields)
 
     def _state(self, value: Any, path: Path) -> Any:
-        base = self.schema.structs["state_base"].fields
-        got = self._dispatch(value, path, "state", self.schema.states, base)
+        got = self._dispatch(value, path, "state")
         if got is INVALID:
             return INVALID
-        tname, decl, fields = got
-        if fields is INVALID:
-            return INVALID
+        tname, fields = got
         spec = StateSpec(
             id=fields.pop("id"),
             type=tname,
@@ -374,13 +375,10 @@ class Validator:
         return spec
 
     def _function(self, value: Any, path: Path) -> Any:
-        base = self.schema.structs["function_base"].fields
-        got = self._dispatch(value, path, "function", self.schema.functions, base)
+        got = self._dispatch(value, path, "function")
         if got is INVALID:
             return INVALID
-        tname, _decl, fields = got
-        if fields is INVALID:
-            return INVALID
+        tname, fields = got
         fields["type"] = tname
         return fields
 
