@@ -99,7 +99,7 @@ class StateContext:
         self._next: Any = _DEFAULT
         self.log_lines: list[str] = []
         self._sink = sink
-        self.error_at_end: tuple[str, str] | None = None
+        self.error_at_end: tuple[str, str, str | None] | None = None
         self.max_variable_bytes = engine.max_variable_bytes
         self._locked: set[bytes] = set()
         self.lock_owner = instance_id  # whose locks these are (a subflow may run under its parent's)
@@ -171,8 +171,12 @@ class StateContext:
         self._next = state_id
 
     def fail_at_end(self, code: str, message: str) -> None:
-        """Record an error that fails the instance when it ends (the ``error`` state's rule)."""
-        self.error_at_end = (code, message)
+        """Record an error that fails the instance when it ends (the ``error`` state's rule).
+
+        The error is reported against the state that raised it, not the clean-up
+        state the instance happened to end in.
+        """
+        self.error_at_end = (code, message, self.state.id if self.state is not None else None)
 
     def log(self, message: str) -> None:
         self.log_lines.append(message)
@@ -251,9 +255,9 @@ def run_instance(
                 break
             state = states[nxt]
         if ctx.error_at_end is not None:
-            code, message = ctx.error_at_end
+            code, message, raised_in = ctx.error_at_end
             result.status = "failed"
-            result.error = ErrorInfo(code, message, state.id)
+            result.error = ErrorInfo(code, message, raised_in or state.id)
         else:
             result.output = data
     except WorkflowError as exc:
