@@ -36,12 +36,18 @@ class Checksum(StateType):
     name = "checksum"
     schema = """
     state checksum "Computes a digest of a value and places it at .<as> (strings are hashed as UTF-8, other values as compact JSON with sorted keys)." {
-        value!: jx                                       "The value to hash, evaluated against the state data."
-        algorithm: "sha256" | "sha1" | "md5" | "blake2b" = "sha256"  "The hash function."
-        encoding: "hex" | "base64" = "hex"               "How the digest is written: lowercase hex or standard base64."
-        as: string = "checksum"                           "The top-level key of the state data that receives the digest."
+        value!: jx
+            "The value to hash, evaluated against the state data."
+        algorithm: "sha256" | "sha1" | "md5" | "blake2b" = "sha256"
+            "The hash function."
+        encoding: "hex" | "base64" = "hex"
+            "How the digest is written: lowercase hex or standard base64."
+        as: string = "checksum"
+            "The top-level key of the state data that receives the digest."
     }
     """
+
+    resumable = True  # pure: running it again from the same input gives the same data
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         """Refuse an empty ``as`` at load time and precompute what ``run`` needs."""
