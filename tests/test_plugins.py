@@ -247,6 +247,54 @@ def test_hook_isolde_store(install: Install, tmp_path: Path) -> None:
         assert engine.variables.value("x", scope="workflow", workflow="counter") == 2
 
 
+RUNNER_PLUGIN = '''
+    """A function type `upper` served by an in-process runner."""
+    from isolde import hookimpl
+    from isolde.isolates import Response, Runner
+
+
+    class Upper(Runner):
+        types = ("upper",)
+        uses_folder = False  # no action folder, no sidecar: it runs in-process
+
+        def call(self, request):
+            return Response.of({"up": request.input["text"].upper()})
+
+
+    @hookimpl
+    def isolde_declarations():
+        return 'function upper "Upper-cases .text of the input." { }'
+
+
+    @hookimpl
+    def isolde_isolate_runners():
+        return [Upper]
+'''
+
+RUNNER_WF = """\
+functions:
+- id: up
+  type: upper
+states:
+- id: call
+  type: action
+  action:
+    function: up
+    input: 'jq({text: .name})'
+  transform: 'jq({up: .return.up})'
+"""
+
+
+@pytest.mark.skipif("isolde_isolate_runners" not in HOOKS, reason="no isolate runner hook in this version")
+def test_hook_isolde_isolate_runners(install: Install, tmp_path: Path, cli: Cli) -> None:
+    site = install("upper", RUNNER_PLUGIN)
+    with make_engine(tmp_path) as engine:
+        result = engine.run(RUNNER_WF, input={"name": "Ada"})
+        assert result.ok, result.error
+        assert result.output == {"up": "ADA"}
+    assert "upper" in plugin_lines(cli_with(cli, site)("plugins").stdout)
+
+
 # -- `isolde plugins`, disabling ---------------------------------------------------------------------
 
 def plugin_lines(stdout: str) -> dict[str, list[str]]:
