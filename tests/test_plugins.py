@@ -176,6 +176,17 @@ def test_builtin_state_types_are_documented(engine: isolde.Engine) -> None:
             assert hits, f"state type '{state}' (fields {sorted(fields)}) is not documented in docs/*.md"
 
 
+def test_every_limit_is_documented() -> None:
+    """docs/configuration.md documents every [limits] key with its default."""
+    from isolde.config import DEFAULT_LIMITS
+
+    text = (REPO / "docs" / "configuration.md").read_text()
+    for key, default in DEFAULT_LIMITS.items():
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{key}` |")), None)
+        assert row is not None, f"[limits] {key} is not documented in docs/configuration.md"
+        assert f"`{default}`" in row or f"`{default:g}`" in row or f"`{float(default)}`" in row, (key, row)
+
+
 # -- each hook ---------------------------------------------------------------------------------------
 
 def test_hook_isolde_state_types(install: Install, tmp_path: Path) -> None:
