@@ -29,6 +29,9 @@ DEFAULT_LIMITS: dict[str, float | int] = {
     "max_variable_bytes": 64 << 20,  # one variable value
     "max_yaml_bytes": 1 << 20,  # one workflow document
     "max_yaml_nodes": 100_000,  # YAML nodes after alias expansion
+    "max_event_bytes": 1 << 20,  # one CloudEvent, as JSON
+    "event_retain_count": 100,  # events kept per namespace while no instance waits for them
+    "event_retain_seconds": 60,  # how long such an event is kept
     "lock_wait": 30.0,  # seconds an instance waits for a locked variable (lock: true)
     "max_subflow_depth": 10,  # subflows nested in subflows (direktiv.limits.depth)
     "archive_max_members": 10_000,  # entries of one tar / tar.gz (files: and out/ directories)
@@ -70,6 +73,9 @@ class Config:
         return str(self.path) if self.path else "config"
 
     def validate(self) -> None:
+        for table in ("store", "limits", "plugins", "images", "sidecar", "secrets", "actions", "daemon"):
+            if table in self.data and not isinstance(self.data[table], dict):
+                raise ConfigError(f"{self._where()}: '{table}' must be a table ([{table}]), got {type(self.data[table]).__name__}")
         for key in self.data:
             if key not in _KNOWN_TOP:
                 raise ConfigError(f"{self._where()}: unknown setting '{key}' (known: {', '.join(sorted(_KNOWN_TOP))})")

@@ -81,6 +81,8 @@ from typing import Any, Final
 
 import lmdb
 
+from .errors import IsoldeError
+
 __all__ = [
     "SCOPES",
     "KEY_RE",
@@ -124,7 +126,7 @@ _RETRY_LIMIT: Final[int] = 64
 # --------------------------------------------------------------------------- errors
 
 
-class StoreError(Exception):
+class StoreError(IsoldeError):
     """Any failure of the variable store that a workflow can be told about."""
 
     code: str = "isolde.store.error"

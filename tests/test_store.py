@@ -32,17 +32,12 @@ from isolde.store import (
     check_scope,
 )
 
-STORE_FILE = store_mod.__file__
 
-# Children load store.py by file path so they do not depend on how the package
-# is installed (or on the rest of the package importing cleanly).
+# Children import the store the way the engine does.
 PRELUDE = textwrap.dedent(
-    f"""
-    import importlib.util, os, sys
-    _spec = importlib.util.spec_from_file_location("_isolde_store", {STORE_FILE!r})
-    st = importlib.util.module_from_spec(_spec)
-    sys.modules["_isolde_store"] = st
-    _spec.loader.exec_module(st)
+    """
+    import os, sys
+    import isolde.store as st
     """
 )
 
