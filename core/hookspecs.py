@@ -14,6 +14,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .config import Config
+    from .isolates import Runner
     from .states import StateType
 
 hookspec = pluggy.HookspecMarker("isolde")
@@ -54,4 +55,20 @@ def isolde_store(config: Config, data_dir: str) -> Any:
 
     The first non-None result wins; the built-in LMDB store answers last.  A
     store implements the interface of ``isolde.store.LmdbStore``.
+    """
+
+
+@hookspec
+def isolde_isolate_runners() -> list[type[Runner]]:
+    """Return the isolate runners this plugin provides.
+
+    Each is a subclass of ``isolde.isolates.Runner`` whose ``types`` lists the
+    function ``type`` values it serves (``process``, ``http``, ...) and whose
+    ``call(request)`` performs one call of the isolate and returns its reply
+    (``isolde.isolates.Response``); ``isolde.isolates.HttpIsolate`` already
+    speaks Direktiv's HTTP protocol.  The fields of a new function type are
+    declared separately, as ``function <type> {...}`` from
+    ``isolde_declarations``.  A runner from an installed package may replace a
+    built-in one (e.g. a container runner serving ``image:`` functions); two
+    installed packages serving one type is an error at engine start.
     """

@@ -23,7 +23,7 @@ from .schema import Schema, SchemaError, parse_declarations
 from .states import StateType
 
 ENTRY_POINT_GROUP = "isolde"
-BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error")
+BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error", "action", "runners")
 """Modules of ``isolde.plugins`` registered at every start, under these names."""
 
 hookimpl = pluggy.HookimplMarker("isolde")
@@ -36,6 +36,7 @@ class PluginInfo:
     source: str  # "builtin" or the distribution name
     state_types: list[str] = field(default_factory=list)
     declarations: list[str] = field(default_factory=list)
+    runners: list[str] = field(default_factory=list)  # function types served by its isolate runners
 
 
 @dataclass(slots=True)
@@ -46,6 +47,7 @@ class Registry:
     schema: Schema
     state_types: dict[str, StateType]
     plugins: list[PluginInfo]
+    runners: dict[str, Any] = field(default_factory=dict)  # function type -> isolde.isolates.Runner subclass
 
 
 def _register(pm: pluggy.PluginManager, name: str, load: Callable[[], Any], info: list[PluginInfo], version: str, source: str) -> None:
@@ -108,5 +110,30 @@ def load_plugins(config: Config) -> Registry:
     from .validate import Validator
 
     schema.check(set(Validator.BUILTIN_TYPES))
+    runners = _collect_runners(pm, by_name)
     pm.hook.isolde_configure(config=config)
-    return Registry(pm, schema, state_types, info)
+    return Registry(pm, schema, state_types, info, runners)
+
+
+def _collect_runners(pm: pluggy.PluginManager, by_name: dict[str, PluginInfo]) -> dict[str, Any]:
+    """Function type -> runner class.  A third-party runner may replace a built-in
+    one (a container runner taking over ``image:`` functions); two third-party
+    runners for one type are an error."""
+    from .isolates import Runner
+
+    runners: dict[str, Any] = {}
+    origin_of: dict[str, str] = {}
+    for impl in pm.hook.isolde_isolate_runners.get_hookimpls():  # registration order: built-ins first
+        origin = f"plugin '{impl.plugin_name}'"
+        builtin = by_name[impl.plugin_name].source == "builtin"
+        for cls in impl.function() or []:
+            if not (isinstance(cls, type) and issubclass(cls, Runner) and cls.types):
+                raise SchemaError(f"{origin}: isolde_isolate_runners returned {cls!r}, not a Runner subclass with `types`")
+            for ftype in cls.types:
+                prev = origin_of.get(ftype)
+                if prev is not None and not (prev.endswith("(builtin)") and not builtin):
+                    raise SchemaError(f"function type '{ftype}' is served by two isolate runners ({prev} and {origin})")
+                runners[ftype] = cls
+                origin_of[ftype] = origin + (" (builtin)" if builtin else "")
+                by_name[impl.plugin_name].runners.append(ftype)
+    return runners

@@ -1,0 +1,529 @@
+"""The ``action`` state and the function types it calls (SPEC §4).
+
+One action, start to end (:func:`perform`):
+
+1. the input is evaluated against the state data (plus ``.secrets`` when the
+   action names secrets; without ``input`` the whole data is sent, as Direktiv);
+2. the function is resolved to an isolate runner (``isolde.isolates``);
+3. for an isolate: a fresh action folder gets the ``files`` (function-level
+   ones of the v0.3 era, then action-level ones), the sidecar grants an action
+   id (starting the sidecar on first use), the ``out/`` watcher starts;
+4. the isolate is called (SPEC §4.2); a matching catchable error is retried
+   (``retries``: delay x multiplier^n, then ``direktiv.retries.exceeded``);
+5. after a result ``out/<scope>/`` is collected and staged with the state, so it
+   commits atomically with the state's other effects; after a catchable error
+   it is committed at once (one transaction) before the error goes to
+   ``catch``; after a timeout or an uncatchable failure nothing is committed;
+6. the action id is revoked and the folder removed, whatever happened.
+
+``perform`` is public so other state types that call functions (``foreach``,
+``parallel``) run actions exactly the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets as _secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from isolde import StateContext, StateSpec, StateType, Workflow, hookimpl
+from isolde.errors import InstanceFailure, IsoldeError, WorkflowError
+from isolde.expr import Expr
+from isolde.isolates import ActionRequest, ActionSettings, ActionTimeout, Runner, interpret, isolates_for
+from isolde.store import SCOPES, InvalidKey, Variable, check_key
+from isolde.validate import Report
+
+if TYPE_CHECKING:
+    from isolde.config import Config
+
+Stage = Callable[[str, str, Any, str], None]
+"""Where collected ``out/`` variables go: ``(scope, key, data, mime)``; ``ctx.set`` by default."""
+
+RETRY_DEFAULT_DELAY = 5.0
+"""Seconds before a retry when ``retries`` gives no ``delay`` (Direktiv's default)."""
+
+FILE_SCOPES = ("instance", "workflow", "namespace", "thread", "file")
+
+SCHEMA = """
+state action "Calls a function (an isolate, a subflow, ...) and places its result at .return." {
+    action!: action        "What to call, with which input."
+    async: bool = false    "Start the call and go on at once, without its result (fire and forget; meant for subflows)."
+}
+struct action "One call of a function." {
+    function!: funcid      "The id of a function declared in `functions`."
+    input: jx              "The input sent to the function, evaluated against the state data (default: the whole state data)."
+    secrets: [string]      "Secrets placed at .secrets.NAME while `input` is evaluated (from [secrets] in isolde.toml or $ISOLDE_SECRET_NAME)."
+    retries: retries       "Call again when the call fails with a matching error code."
+    files: [file]          "Variables written into the action folder before the call (Knative era; added to the function's files)."
+}
+struct retries "Retry policy of an action." {
+    max_attempts!: int     "How many times to call again after the first failure; then direktiv.retries.exceeded."
+    delay: duration        "Wait before the first retry (default PT5S)."
+    multiplier: number     "Each further retry waits this many times longer than the one before (default 1)."
+    codes!: [string]       "Error codes to retry: regular expressions searched in the code (\\"*\\" or \\".*\\" match any)."
+}
+struct file "A variable written into the action folder before the call." {
+    key!: varkey | string  "The variable's key (for scope file: a path relative to the workflow's directory)."
+    scope: "instance" | "workflow" | "namespace" | "thread" | "file" = "instance"  "Where the variable lives; thread means instance; file is a file beside the workflow."
+    as: relpath            "The file or directory name in the action folder (default: the key)."
+    type: "plain" | "base64" | "tar" | "tar.gz" = "plain"  "plain: the bytes; base64: decoded; tar / tar.gz: unpacked into a directory."
+    permissions: string    "Octal mode of the written file, e.g. \\"0755\\"."
+}
+"""
+
+FUNCTIONS = """
+struct envvar "An environment variable of an isolate." {
+    name!: string
+    value: string | number | bool
+}
+function isolated "A container image (Direktiv v0.3-v0.6 isolated function); isolde runs it as [images.\\"NAME\\"] in isolde.toml maps it." {
+    image!: string         "The image; map it in isolde.toml: [images.\\"NAME\\"] with command = [...] or url = \\"...\\"."
+    cmd: string            "Direktiv's command override (isolde runs what the mapping says)."
+    size: "small" | "medium" | "large"  "Direktiv's resource size (ignored by isolde)."
+    scale: int             "Direktiv's minimum scale (ignored by isolde)."
+    files: [file]          "Variables written into the action folder before each call (v0.3 era)."
+    envs: [envvar]         "Environment variables for the isolate's process."
+}
+function reusable "A container image kept running between calls (Direktiv v0.3-v0.6); mapped like isolated." {
+    image!: string         "The image; map it in isolde.toml: [images.\\"NAME\\"]."
+    cmd: string            "Direktiv's command override (ignored)."
+    size: "small" | "medium" | "large"  "Direktiv's resource size (ignored)."
+    scale: int             "Direktiv's minimum scale (ignored)."
+    files: [file]          "Variables written into the action folder before each call."
+    envs: [envvar]         "Environment variables for the isolate's process."
+}
+function knative-workflow "A container image of this workflow (Direktiv v0.6+); mapped like isolated." {
+    image!: string         "The image; map it in isolde.toml: [images.\\"NAME\\"]."
+    cmd: string            "Direktiv's command override (ignored)."
+    size: "small" | "medium" | "large"  "Direktiv's resource size (ignored)."
+    envs: [envvar]         "Environment variables for the isolate's process."
+    patches: any           "Direktiv's Knative service patches (ignored)."
+    files: [file]          "Variables written into the action folder before each call."
+}
+function knative-namespace "A service of the namespace (Direktiv v0.4+); map its name in isolde.toml [images.\\"NAME\\"]." {
+    service!: string       "The service's name or path."
+    files: [file]          "Variables written into the action folder before each call."
+}
+function knative-global "A service shared by all namespaces (Direktiv v0.4+); map its name in isolde.toml [images.\\"NAME\\"]." {
+    service!: string       "The service's name."
+    files: [file]          "Variables written into the action folder before each call."
+}
+function subflow "Another workflow of the namespace, run as a child instance." {
+    workflow!: string      "Its file, relative to this workflow's directory (a leading / means that directory; .yaml may be left out)."
+}
+function process "A program isolde starts and calls over HTTP (it listens on $PORT)." {
+    command!: [string] | string  "The program and its arguments, run in the workflow's directory."
+    port: int              "A fixed port instead of a free one."
+    env: {string}          "Extra environment variables."
+    files: [file]          "Variables written into the action folder before each call."
+}
+function http "An isolate already listening at a URL (e.g. a container you started)." {
+    url!: string           "Where to POST, e.g. http://127.0.0.1:8080/."
+    files: [file]          "Variables written into the action folder before each call."
+}
+function python "A Python callable run in-process, function(input, request) (for embedding)." {
+    call!: string          "module:function; the module must be importable."
+    files: [file]          "Variables written into the action folder before each call."
+}
+"""
+
+
+# --------------------------------------------------------------------------- compiled actions
+
+
+@dataclass(slots=True)
+class FileItem:
+    """One ``files:`` entry, ready to resolve against the state data."""
+
+    key: str | Expr
+    scope: str
+    as_: str | None
+    type: str
+    permissions: int | None
+
+
+@dataclass(slots=True)
+class ActionSpec:
+    """An action definition compiled at load time (precomputed once per workflow)."""
+
+    function_id: str
+    function: Mapping[str, Any]
+    input: Expr | None
+    secrets: tuple[str, ...]
+    files: tuple[FileItem, ...]
+    retry_max: int = 0
+    retry_delay: float = RETRY_DEFAULT_DELAY
+    retry_multiplier: float = 1.0
+    retry_codes: tuple[re.Pattern[str], ...] = ()
+    base_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, action: Mapping[str, Any], workflow: Workflow, report: Report | None = None, path: tuple[Any, ...] = ()
+    ) -> ActionSpec:
+        """Compile the validated fields of an ``action`` mapping (report bad retry patterns at ``path``)."""
+        fid = action["function"]
+        function = workflow.functions[fid]
+        files = [_file_item(f) for f in function.get("files") or ()]
+        files += [_file_item(f) for f in action.get("files") or ()]
+        spec = cls(
+            function_id=fid,
+            function=function,
+            input=action.get("input"),
+            secrets=tuple(action.get("secrets") or ()),
+            files=tuple(files),
+            base_dir=_base_dir(workflow),
+        )
+        retries = action.get("retries")
+        if retries:
+            spec.retry_max = int(retries["max_attempts"])
+            spec.retry_delay = float(retries.get("delay", RETRY_DEFAULT_DELAY))
+            spec.retry_multiplier = float(retries.get("multiplier") or 1.0)
+            codes = []
+            for i, pattern in enumerate(retries["codes"]):
+                text = ".*" if pattern == "*" else pattern
+                try:
+                    codes.append(re.compile(text))
+                except re.error as exc:
+                    if report is not None:
+                        report.error(path + ("retries", "codes", i), f"invalid regular expression {pattern!r}: {exc}")
+            spec.retry_codes = tuple(codes)
+            if spec.retry_max < 0 and report is not None:
+                report.error(path + ("retries", "max_attempts"), "max_attempts must be 0 or more")
+        return spec
+
+
+def _file_item(f: Mapping[str, Any]) -> FileItem:
+    perms = f.get("permissions")
+    mode: int | None = None
+    if perms is not None:
+        try:
+            mode = int(str(perms), 8)
+        except ValueError:
+            mode = -1  # reported when the action runs (validation stays lenient, as Direktiv's)
+    return FileItem(f["key"], f.get("scope") or "instance", f.get("as"), f.get("type") or "plain", mode)
+
+
+def _base_dir(workflow: Workflow) -> Path | None:
+    name = workflow.filename
+    if not name or name.startswith("<"):
+        return None  # loaded from a string: relative paths resolve in the current directory
+    return Path(os.path.abspath(name)).parent
+
+
+# --------------------------------------------------------------------------- the state
+
+
+class Action(StateType):
+    name = "action"
+    schema = SCHEMA
+
+    def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
+        state.extra["spec"] = ActionSpec.build(state.fields["action"], workflow, report, state.path + ("action",))
+
+    def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
+        spec: ActionSpec = state.extra["spec"]
+        timeout = state.fields.get("timeout")
+        if state.fields.get("async"):
+            start_async(ctx, spec, data, timeout=timeout)
+            return data
+        result = perform(ctx, spec, data, timeout=timeout)
+        return {**data, "return": result}
+
+
+# --------------------------------------------------------------------------- performing an action
+
+
+def perform(
+    ctx: StateContext,
+    spec: ActionSpec,
+    data: dict[str, Any],
+    *,
+    timeout: float | None = None,
+    iterator: int | None = None,
+    stage: Stage | None = None,
+    flush: Callable[[], None] | None = None,
+) -> Any:
+    """Run one action (with its retries) and return its result (``.return``).
+
+    ``timeout`` is the state's (seconds); without it ``[actions] timeout``.
+    ``iterator`` is sent as ``Direktiv-Iterator`` (foreach / parallel).
+    Collected ``out/`` variables go to ``stage`` (default ``ctx.set``: they
+    commit with the state); after a catchable error they are staged and then
+    ``flush`` is called (default ``ctx.commit``), because a failing state
+    commits nothing itself.  Raises ``WorkflowError`` / ``InstanceFailure``.
+    """
+    hub = isolates_for(ctx.engine)
+    settings = hub.settings
+    source = _with_secrets(ctx, spec, data) if spec.secrets else data
+    value = source if spec.input is None else spec.input.eval(source)
+    body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    runner = hub.runner(spec.function, spec.base_dir or Path.cwd())
+    limit = timeout if timeout else settings.timeout
+    attempt = 0
+    while True:
+        try:
+            return _call_once(
+                ctx, spec, runner, value, body, limit, iterator, stage or ctx.set, flush or ctx.commit, source
+            )
+        except WorkflowError as exc:
+            if not (spec.retry_codes and exc.catchable and any(p.search(exc.code) for p in spec.retry_codes)):
+                raise
+            if attempt >= spec.retry_max:
+                raise WorkflowError(
+                    "direktiv.retries.exceeded",
+                    f"maximum retries exceeded ({spec.retry_max}) calling function '{spec.function_id}'; "
+                    f"last error {exc.code}: {exc.msg}",
+                ) from None
+            pause = spec.retry_delay * spec.retry_multiplier**attempt
+            attempt += 1
+            ctx.log(f"action '{spec.function_id}' failed with {exc.code}; retry {attempt} of {spec.retry_max} in {pause:g}s")
+            time.sleep(pause)
+
+
+def _call_once(
+    ctx: StateContext,
+    spec: ActionSpec,
+    runner: Runner,
+    value: Any,
+    body: bytes,
+    timeout: float,
+    iterator: int | None,
+    stage: Stage,
+    flush: Callable[[], None],
+    source: dict[str, Any],
+) -> Any:
+    wf = ctx.workflow
+    step = int(getattr(ctx, "step", 0) or 0)
+    if not runner.uses_folder:
+        request = ActionRequest(
+            body=body, input=value, action_id=_secrets.token_urlsafe(16), namespace=ctx.namespace,
+            workflow=wf.id, instance_id=ctx.instance_id, step=step, timeout=timeout, function=spec.function,
+            iterator=iterator, ctx=ctx,
+        )
+        return interpret(runner.call(request), runner.describe())
+
+    from isolde.actionfolder import ActionFolder
+    from isolde.archive import ArchiveLimits
+    from isolde.sidecar import SidecarError
+
+    hub = isolates_for(ctx.engine)
+    settings: ActionSettings = hub.settings
+    folder = ActionFolder(
+        base=settings.temp_dir,
+        limits=ArchiveLimits.from_config(ctx.engine.config),
+        max_variable_bytes=ctx.max_variable_bytes,
+        keep=settings.keep_folders,
+    )
+    aid: str | None = None
+    try:
+        files = _file_specs(ctx, spec, source)
+        folder.write_files(files, _reader(ctx, spec), read_into=_streamer(ctx, spec))
+        _chmod(folder.path, spec, files)
+        try:
+            aid = hub.sidecar.grant(ctx.namespace, wf.id, ctx.instance_id, ctx.log)
+            sidecar = hub.sidecar.address
+        except SidecarError as exc:
+            raise WorkflowError("isolde.sidecar.unavailable", str(exc)) from None
+        folder.start_watch(hub.watcher)
+        request = ActionRequest(
+            body=body, input=value, action_id=aid, namespace=ctx.namespace, workflow=wf.id,
+            instance_id=ctx.instance_id, step=step, timeout=timeout, function=spec.function,
+            temp_dir=str(folder.path), sidecar=sidecar, iterator=iterator, ctx=ctx,
+        )
+        try:
+            result = interpret(runner.call(request), runner.describe())
+        except ActionTimeout:
+            raise
+        except WorkflowError as exc:
+            if exc.catchable:
+                _flush_outputs(ctx, folder, exc, stage, flush)
+            raise
+        except IsoldeError as exc:  # e.g. the engine closed under a background action
+            raise InstanceFailure(str(exc), code="isolde.isolate.failed") from None
+        for out in folder.collect_outputs():
+            stage(out.scope, out.key, out.view(), out.mime)  # big values stay mapped, never copied
+        return result
+    finally:
+        if aid is not None:
+            hub.sidecar.revoke(aid)
+            _note_instance_vars(ctx)
+        folder.close()
+
+
+def _flush_outputs(ctx: StateContext, folder: Any, error: WorkflowError, stage: Stage, flush: Callable[[], None]) -> None:
+    """After a catchable error, what the isolate left in ``out/`` is committed at once
+    (one transaction, SPEC §4.3), since the failing state commits nothing itself."""
+    try:
+        outputs = folder.collect_outputs()
+    except WorkflowError as exc:
+        ctx.log(f"out/ not stored after error {error.code}: {exc.code}: {exc.msg}")
+        return
+    if outputs:
+        for out in outputs:
+            stage(out.scope, out.key, out.view(), out.mime)
+        flush()
+
+
+def _note_instance_vars(ctx: StateContext) -> None:
+    """Instance variables the isolate wrote through the sidecar must end with the
+    instance: make sure the instance loop ends it (a read when nothing is there)."""
+    if not ctx._registered and ctx.store.list(ctx.namespace, "instance", ctx.instance_id):
+        ctx._registered = True
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _file_specs(ctx: StateContext, spec: ActionSpec, data: dict[str, Any]) -> list[Any]:
+    from isolde.actionfolder import FileSpec
+
+    out = []
+    for i, item in enumerate(spec.files):
+        key = item.key
+        if isinstance(key, Expr):
+            key = key.eval(data)
+            if not isinstance(key, str):
+                raise WorkflowError("direktiv.var.invalidKey", f"files[{i}]: computed key must be a string, got {key!r}")
+        scope = "instance" if item.scope == "thread" else item.scope
+        if scope != "file":
+            try:
+                check_key(key)
+            except InvalidKey as exc:
+                raise WorkflowError("direktiv.var.invalidKey", f"files[{i}] of function '{spec.function_id}': {exc}") from None
+        elif not key or "\x00" in key:
+            raise WorkflowError("direktiv.var.invalidKey", f"files[{i}]: scope file needs a path as key")
+        if item.permissions == -1:
+            raise WorkflowError("direktiv.var.invalidPermissions", f"files[{i}]: permissions must be octal digits like \"0755\"")
+        name = item.as_ or (key.lstrip("/") if scope == "file" else key)
+        out.append(FileSpec(key, scope=scope, as_=name, type=item.type))
+    return out
+
+
+def _file_path(ctx: StateContext, spec: ActionSpec, key: str) -> Path:
+    """A ``scope: file`` key: a file beside the workflow (``/x`` means that directory too);
+    it must stay inside that directory."""
+    base = (spec.base_dir or Path.cwd()).resolve()
+    target = (base / key.lstrip("/")).resolve()
+    if target != base and base not in target.parents:
+        raise WorkflowError("isolde.archive.unsafe", f"file {key!r} is outside the workflow's directory {base}")
+    return target
+
+
+def _reader(ctx: StateContext, spec: ActionSpec) -> Callable[[str, str], Variable | None]:
+    def read(scope: str, key: str) -> Variable | None:
+        if scope == "file":
+            path = _file_path(ctx, spec, key)
+            try:
+                st = path.stat()
+                if st.st_size > ctx.max_variable_bytes:
+                    raise WorkflowError(
+                        "direktiv.limits.variable",
+                        f"file {key!r} is {st.st_size} bytes, over the {ctx.max_variable_bytes}-byte limit "
+                        "(raise [limits] max_variable_bytes in isolde.toml)",
+                    )
+                blob = path.read_bytes()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return None
+            return Variable(blob, "application/octet-stream", len(blob), st.st_mtime, st.st_mtime, 0)
+        return ctx.get_many([(scope, key)])[0]
+
+    return read
+
+
+def _streamer(ctx: StateContext, spec: ActionSpec) -> Callable[..., Variable | None]:
+    def read_into(scope: str, key: str, write: Callable[[memoryview], object]) -> Variable | None:
+        if scope == "file":
+            var = _reader(ctx, spec)(scope, key)
+            if var is not None:
+                write(memoryview(var.data))
+            return var
+        return ctx.store.read_into(ctx.ref(scope, key), write)
+
+    return read_into
+
+
+def _chmod(root: Path, spec: ActionSpec, files: list[Any]) -> None:
+    for item, fs in zip(spec.files, files):
+        if item.permissions is not None and item.permissions >= 0:
+            target = Path(root) / (fs.as_ or fs.key)
+            try:
+                if target.is_file() and not target.is_symlink():
+                    os.chmod(target, item.permissions & 0o777)
+            except OSError as exc:
+                raise WorkflowError("direktiv.var.invalidPermissions", f"cannot set permissions of {fs.as_}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- secrets and async
+
+
+def _with_secrets(ctx: StateContext, spec: ActionSpec, data: dict[str, Any]) -> dict[str, Any]:
+    """``.secrets.NAME`` for the input: ``[secrets] NAME`` in isolde.toml, else ``$ISOLDE_SECRET_NAME``."""
+    table = ctx.engine.config.data.get("secrets", {}) or {}
+    found: dict[str, Any] = {}
+    for name in spec.secrets:
+        if name in table:
+            found[name] = table[name]
+            continue
+        env = os.environ.get("ISOLDE_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper())
+        if env is None:
+            raise WorkflowError(
+                "direktiv.secrets.notFound",
+                f"secret '{name}' is not set: add {name} = \"...\" under [secrets] in isolde.toml "
+                f"or set $ISOLDE_SECRET_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}",
+            )
+        found[name] = env
+    return {**data, "secrets": found}
+
+
+def start_async(ctx: StateContext, spec: ActionSpec, data: dict[str, Any], *, timeout: float | None) -> None:
+    """``async: true``: start the call in the background and go on.  Its result and
+    ``out/`` files are dropped; errors go to the instance log.  The engine waits
+    for background actions when it closes."""
+    hub = isolates_for(ctx.engine)
+    source = _with_secrets(ctx, spec, data) if spec.secrets else data
+    snapshot = json.loads(json.dumps(source))  # the state goes on with its data; the call keeps its own
+
+    def drop(scope: str, key: str, blob: Any, mime: str) -> None:
+        pass
+
+    def nothing() -> None:
+        pass
+
+    def background() -> None:
+        try:
+            perform(ctx, spec, snapshot, timeout=timeout, stage=drop, flush=nothing)
+        except WorkflowError as exc:
+            ctx.log(f"async action '{spec.function_id}' failed: {exc.code}: {exc.msg}")
+        except Exception as exc:  # never lose a background failure silently
+            ctx.log(f"async action '{spec.function_id}' failed: {type(exc).__name__}: {exc}")
+
+    hub.submit(background)
+    ctx.log(f"action '{spec.function_id}' started in the background (async)")
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+@hookimpl
+def isolde_state_types() -> list[type[StateType]]:
+    return [Action]
+
+
+@hookimpl
+def isolde_declarations() -> str:
+    return FUNCTIONS
+
+
+@hookimpl
+def isolde_configure(config: Config) -> None:
+    ActionSettings.from_config(config)
+
+
+__all__ = ["Action", "ActionSpec", "FileItem", "perform", "start_async", "SCOPES", "FILE_SCOPES"]
