@@ -1,0 +1,480 @@
+"""The action folder (core/actionfolder.py): files: in, out/<scope>/ back, with a real LMDB store."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from isolde import WorkflowError
+from isolde.actionfolder import DIR_MIME, FILE_MIME, INLINE_MAX, ActionFolder, FileSpec, OutWatcher
+from isolde.archive import LIMIT_CODE, UNSAFE_CODE, ArchiveLimits
+from isolde.store import LmdbStore, Put, Ref, Variable
+
+NS, WF, IID = "ns", "wf", "inst-1"
+
+
+def ref(scope: str, key: str) -> Ref:
+    return Ref(NS, scope, {"instance": IID, "workflow": WF, "namespace": ""}[scope], key)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LmdbStore]:
+    with LmdbStore(str(tmp_path / "db"), durable=False) as s:
+        yield s
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[ActionFolder]:
+    base = tmp_path / "actions"
+    base.mkdir()
+    with ActionFolder(base=str(base)) as f:
+        yield f
+
+
+Readers = tuple[Callable[[str, str], Variable | None], Callable[[str, str, Callable[[Any], Any]], Variable | None] | None]
+
+
+@pytest.fixture(params=["whole", "streamed"])
+def readers(request: pytest.FixtureRequest, store: LmdbStore) -> Readers:
+    """Both ways the engine can hand values over: whole (read) and chunked (read_into)."""
+
+    def read(scope: str, key: str) -> Variable | None:
+        return store.get(ref(scope, key))
+
+    def read_into(scope: str, key: str, write: Callable[[Any], Any]) -> Variable | None:
+        return store.read_into(ref(scope, key), write, chunk_size=4096)  # small chunks: many hand-overs
+
+    return (read, read_into if request.param == "streamed" else None)
+
+
+def put(store: LmdbStore, scope: str, key: str, data: bytes, mime: str = "application/octet-stream") -> None:
+    store.write([Put(ref(scope, key), data, mime)])
+
+
+def make_tar(files: dict[str, bytes], *, gz: bool = True) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def listing(root: Path) -> dict[str, bytes | None]:
+    out: dict[str, bytes | None] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = None
+        for f in files:
+            out[os.path.relpath(os.path.join(dirpath, f), root)] = Path(dirpath, f).read_bytes()
+    return out
+
+
+def write(folder: ActionFolder, readers: Readers, *specs: FileSpec) -> None:
+    folder.write_files(list(specs), *readers)
+
+
+# --------------------------------------------------------------------------- the folder itself
+
+
+def test_folder_layout_mode_and_removal(tmp_path: Path) -> None:
+    base = tmp_path / "b"
+    base.mkdir()
+    f = ActionFolder(base=str(base))
+    path = f.path
+    assert path.parent == base and path.name.startswith("isolde-action-")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert sorted(os.listdir(path / "out")) == ["instance", "namespace", "workflow"]
+    f.close()
+    f.close()  # idempotent
+    assert not path.exists()
+    assert os.listdir(base) == []
+    with pytest.raises(RuntimeError):
+        f.collect()
+
+
+def test_keep_leaves_the_folder(tmp_path: Path) -> None:
+    with ActionFolder(base=str(tmp_path), keep=True) as f:
+        (f.path / "out" / "instance" / "x").write_bytes(b"1")
+        assert [o[1] for o in f.collect()] == ["x"]
+    assert (f.path / "out" / "instance" / "x").read_bytes() == b"1"
+    assert [p for p in os.listdir(tmp_path) if p.startswith("isolde-stage-")] == []
+
+
+def test_close_removes_what_an_isolate_made_read_only(tmp_path: Path) -> None:
+    with ActionFolder(base=str(tmp_path)) as f:
+        ro = f.path / "out" / "instance" / "ro"
+        ro.mkdir()
+        (ro / "file").write_bytes(b"x")
+        ro.chmod(0o500)
+        path = f.path
+    assert not path.exists()
+
+
+def test_forgotten_folder_is_removed_when_collected(tmp_path: Path) -> None:
+    f = ActionFolder(base=str(tmp_path))
+    path = f.path
+    del f
+    assert not path.exists()
+
+
+# --------------------------------------------------------------------------- files: in
+
+
+def test_plain_with_and_without_as(folder: ActionFolder, store: LmdbStore, readers: Readers) -> None:
+    payload = os.urandom(20_000)
+    put(store, "instance", "data", payload)
+    put(store, "workflow", "cfg", b'{"a":1}', "application/json")
+    write(folder, readers, FileSpec("data"), FileSpec("cfg", "workflow", "conf/settings.json"))
+    assert (folder.path / "data").read_bytes() == payload
+    assert (folder.path / "conf" / "settings.json").read_bytes() == b'{"a":1}'
+
+
+def test_missing_variable_gives_empty_file(folder: ActionFolder, readers: Readers) -> None:
+    write(folder, readers, FileSpec("nothing", "namespace"), FileSpec("nothing", "namespace", as_="other"))
+    assert (folder.path / "nothing").read_bytes() == b""
+    assert (folder.path / "other").read_bytes() == b""
+
+
+def test_base64_with_and_without_as(folder: ActionFolder, store: LmdbStore, readers: Readers) -> None:
+    import base64
+
+    raw = os.urandom(10_001)
+    enc = base64.b64encode(raw)
+    put(store, "instance", "b", enc)
+    put(store, "instance", "wrapped", b"\n".join(enc[i : i + 76] for i in range(0, len(enc), 76)) + b"\n")
+    # what a setter stores by default for a string value: a JSON string
+    put(store, "instance", "quoted", b'"' + base64.b64encode(b"hello") + b'"', "application/json")
+    write(folder, readers, FileSpec("b", type="base64"), FileSpec("wrapped", type="base64", as_="w.bin"), FileSpec("quoted", type="base64", as_="q"))
+    assert (folder.path / "b").read_bytes() == raw
+    assert (folder.path / "w.bin").read_bytes() == raw
+    assert (folder.path / "q").read_bytes() == b"hello"
+
+
+@pytest.mark.parametrize("bad", [b"not*base64", b"YWJj\x00", b'"unterminated', b"YQ", b"[1,2]"])
+def test_bad_base64_is_an_error(folder: ActionFolder, store: LmdbStore, readers: Readers, bad: bytes) -> None:
+    put(store, "instance", "b", bad)
+    with pytest.raises(WorkflowError) as info:
+        write(folder, readers, FileSpec("b", type="base64"))
+    assert info.value.code == "isolde.files.badBase64"
+    assert "'b'" in info.value.msg
+
+
+@pytest.mark.parametrize("kind", ["tar", "tar.gz"])
+def test_tar_types_with_and_without_as(folder: ActionFolder, store: LmdbStore, readers: Readers, kind: str) -> None:
+    files = {"main.go": b"package main\n", "pkg/util.go": b"package pkg\n", "big.bin": os.urandom(300_000)}
+    put(store, "instance", "src", make_tar(files, gz=kind == "tar.gz"))
+    write(folder, readers, FileSpec("src", type=kind), FileSpec("src", type=kind, as_="build/src"))
+    expected = {"main.go": files["main.go"], "pkg": None, "pkg/util.go": files["pkg/util.go"], "big.bin": files["big.bin"]}
+    assert listing(folder.path / "src") == expected
+    assert listing(folder.path / "build" / "src") == expected
+
+
+@pytest.mark.parametrize("kind", ["tar", "tar.gz"])
+def test_missing_archive_gives_empty_directory(folder: ActionFolder, readers: Readers, kind: str) -> None:
+    write(folder, readers, FileSpec("gone", type=kind), FileSpec("gone", type=kind, as_="d/e"))
+    assert (folder.path / "gone").is_dir() and os.listdir(folder.path / "gone") == []
+    assert (folder.path / "d" / "e").is_dir()
+
+
+def test_directory_round_trip_through_a_variable(folder: ActionFolder, store: LmdbStore, readers: Readers, tmp_path: Path) -> None:
+    """A directory an action left in out/ is a tar.gz a later action unpacks."""
+    tree = folder.path / "out" / "workflow" / "site"
+    (tree / "css").mkdir(parents=True)
+    (tree / "index.html").write_bytes(b"<h1>hi</h1>")
+    (tree / "css" / "a.css").write_bytes(b"body{}")
+    [(scope, key, data, mime)] = folder.collect()
+    assert (scope, key, mime) == ("workflow", "site", DIR_MIME)
+    put(store, scope, key, data, mime)
+    with ActionFolder(base=str(tmp_path)) as second:
+        second.write_files([FileSpec("site", "workflow", type="tar.gz")], *readers)
+        assert listing(second.path / "site") == {"index.html": b"<h1>hi</h1>", "css": None, "css/a.css": b"body{}"}
+
+
+def test_bad_archive_member_fails_and_extracts_nothing(folder: ActionFolder, store: LmdbStore, readers: Readers) -> None:
+    put(store, "instance", "evil", make_tar({"ok.txt": b"fine", "../escape": b"evil"}))
+    with pytest.raises(WorkflowError) as info:
+        write(folder, readers, FileSpec("evil", type="tar.gz"))
+    assert info.value.code == UNSAFE_CODE and "'../escape'" in info.value.msg and "'evil'" in info.value.msg
+    assert sorted(os.listdir(folder.path)) == ["out"]
+    assert not (folder.path.parent / "escape").exists()
+
+
+def test_archive_cap_from_folder_limits(tmp_path: Path, store: LmdbStore, readers: Readers) -> None:
+    put(store, "instance", "big", make_tar({"zeros": bytes(2 << 20)}))
+    with ActionFolder(base=str(tmp_path), limits=ArchiveLimits(max_member_bytes=1 << 20)) as f:
+        with pytest.raises(WorkflowError) as info:
+            f.write_files([FileSpec("big", type="tar.gz")], *readers)
+        assert info.value.code == LIMIT_CODE
+        assert sorted(os.listdir(f.path)) == ["out"]
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/../../x", "..", "/", "."])
+def test_as_must_stay_inside(folder: ActionFolder, readers: Readers, bad: str) -> None:
+    with pytest.raises(WorkflowError) as info:
+        write(folder, readers, FileSpec("k", as_=bad))
+    assert info.value.code == "isolde.files.unsafePath"
+    assert repr(bad) in info.value.msg
+    assert not (folder.path.parent / "x").exists()
+
+
+def test_leading_slash_in_as_or_key_lands_inside(folder: ActionFolder, store: LmdbStore, readers: Readers) -> None:
+    put(store, "instance", "k", b"v")
+    write(folder, readers, FileSpec("k", as_="/etc/passwd"))
+    assert (folder.path / "etc" / "passwd").read_bytes() == b"v"
+
+
+def test_conflicting_targets(folder: ActionFolder, store: LmdbStore, readers: Readers) -> None:
+    put(store, "instance", "k", b"v")
+    write(folder, readers, FileSpec("k", as_="f"))
+    with pytest.raises(WorkflowError) as info:
+        write(folder, readers, FileSpec("k", as_="f/below"))
+    assert info.value.code == "isolde.files.conflict" and "'f'" in info.value.msg
+    with pytest.raises(WorkflowError) as info:
+        write(folder, readers, FileSpec("k", as_="out"))
+    assert info.value.code == "isolde.files.conflict"
+
+
+def test_unknown_type(folder: ActionFolder, readers: Readers) -> None:
+    with pytest.raises(WorkflowError) as info:
+        write(folder, readers, FileSpec("k", type="zip"))
+    assert info.value.code == "isolde.files.badType" and "tar.gz" in info.value.msg
+
+
+def test_filespec_from_mapping() -> None:
+    assert FileSpec.from_mapping({"key": "a"}) == FileSpec("a", "instance", None, "plain")
+    assert FileSpec.from_mapping({"key": "a", "scope": "workflow", "as": "x/y", "type": "tar"}) == FileSpec("a", "workflow", "x/y", "tar")
+
+
+# --------------------------------------------------------------------------- out/<scope>/
+
+
+def test_collect_files_of_every_scope(folder: ActionFolder) -> None:
+    out = folder.path / "out"
+    (out / "namespace" / "a").write_bytes(b"5")
+    (out / "workflow" / "b").write_bytes(b"7")
+    (out / "instance" / "d").write_bytes(b"13")
+    (out / "instance" / "c").write_bytes(b"\x00\xff")
+    assert folder.collect() == [
+        ("instance", "c", b"\x00\xff", FILE_MIME),
+        ("instance", "d", b"13", FILE_MIME),
+        ("workflow", "b", b"7", FILE_MIME),
+        ("namespace", "a", b"5", FILE_MIME),
+    ]
+
+
+def test_collect_nothing(folder: ActionFolder) -> None:
+    assert folder.collect() == []
+
+
+def test_collect_directory_as_tar_gz(folder: ActionFolder) -> None:
+    d = folder.path / "out" / "instance" / "result"
+    (d / "z" / "deep").mkdir(parents=True)
+    (d / "b.txt").write_bytes(b"b")
+    (d / "a.txt").write_bytes(b"a")
+    (d / "z" / "deep" / "c.txt").write_bytes(b"c")
+    [(scope, key, data, mime)] = folder.collect()
+    assert (scope, key, mime) == ("instance", "result", DIR_MIME)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
+        names = tf.getnames()
+        assert tf.extractfile("z/deep/c.txt").read() == b"c"  # type: ignore[union-attr]
+    assert names == ["a.txt", "b.txt", "z", "z/deep", "z/deep/c.txt"]
+
+
+def test_invalid_name_fails_and_returns_nothing(folder: ActionFolder) -> None:
+    out = folder.path / "out"
+    (out / "instance" / "good").write_bytes(b"1")
+    (out / "workflow" / "bad name!").write_bytes(b"2")
+    with pytest.raises(WorkflowError) as info:
+        folder.collect()
+    assert info.value.code == "direktiv.var.invalidKey"
+    assert "out/workflow/bad name!" in info.value.msg
+
+
+def test_hidden_file_is_an_invalid_name(folder: ActionFolder) -> None:
+    (folder.path / "out" / "namespace" / ".tmp123").write_bytes(b"x")
+    with pytest.raises(WorkflowError) as info:
+        folder.collect_outputs()
+    assert info.value.code == "direktiv.var.invalidKey" and ".tmp123" in info.value.msg
+
+
+def test_symlink_in_out_is_not_followed(folder: ActionFolder, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOPSECRET")
+    (folder.path / "out" / "instance" / "ok").write_bytes(b"fine")
+    (folder.path / "out" / "instance" / "leak").symlink_to(secret)
+    with pytest.raises(WorkflowError) as info:
+        folder.collect()
+    assert info.value.code == "isolde.files.unsafe"
+    assert "out/instance/leak" in info.value.msg and "symbolic link" in info.value.msg
+    assert "TOPSECRET" not in str(info.value)
+
+
+def test_symlink_inside_an_out_directory_is_refused(folder: ActionFolder, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOPSECRET")
+    d = folder.path / "out" / "namespace" / "bundle"
+    d.mkdir()
+    (d / "leak").symlink_to(secret)
+    with pytest.raises(WorkflowError) as info:
+        folder.collect()
+    assert info.value.code == UNSAFE_CODE
+    assert "out/namespace/bundle" in info.value.msg and "'leak'" in info.value.msg
+
+
+def test_scope_directory_replaced_by_symlink(folder: ActionFolder, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "stolen").write_bytes(b"TOPSECRET")
+    scope_dir = folder.path / "out" / "workflow"
+    scope_dir.rmdir()
+    scope_dir.symlink_to(elsewhere)
+    with pytest.raises(WorkflowError) as info:
+        folder.collect()
+    assert info.value.code == "isolde.files.unsafe" and "out/workflow" in info.value.msg
+
+
+def test_removed_scope_directory_is_empty(folder: ActionFolder) -> None:
+    (folder.path / "out" / "instance").rmdir()
+    (folder.path / "out" / "namespace" / "n").write_bytes(b"1")
+    assert folder.collect() == [("namespace", "n", b"1", FILE_MIME)]
+
+
+def test_fifo_in_out_is_refused_without_blocking(folder: ActionFolder) -> None:
+    os.mkfifo(folder.path / "out" / "instance" / "pipe")
+    result: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            folder.collect()
+            result.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            result.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "collect() blocked on a FIFO"
+    [err] = result
+    assert isinstance(err, WorkflowError) and err.code == "isolde.files.unsafe"
+    assert "out/instance/pipe" in err.msg and "FIFO" in err.msg
+
+
+def test_variable_size_cap(tmp_path: Path) -> None:
+    with ActionFolder(base=str(tmp_path), max_variable_bytes=1000) as f:
+        (f.path / "out" / "instance" / "big").write_bytes(b"x" * 1001)
+        with pytest.raises(WorkflowError) as info:
+            f.collect()
+        assert info.value.code == "direktiv.limits.variable" and "out/instance/big" in info.value.msg
+        os.unlink(f.path / "out" / "instance" / "big")
+        d = f.path / "out" / "instance" / "dir"
+        d.mkdir()
+        (d / "noise").write_bytes(os.urandom(5000))  # its tar.gz is bigger than 1000 bytes
+        with pytest.raises(WorkflowError) as info:
+            f.collect()
+        assert info.value.code == "direktiv.limits.variable" and "out/instance/dir" in info.value.msg
+
+
+def test_large_outputs_are_staged_and_mapped(folder: ActionFolder) -> None:
+    big = os.urandom(INLINE_MAX + 12345)
+    (folder.path / "out" / "instance" / "big").write_bytes(big)
+    (folder.path / "out" / "instance" / "small").write_bytes(b"s")
+    outs = folder.collect_outputs()
+    assert [(o.key, o.size) for o in outs] == [("big", len(big)), ("small", 1)]
+    view = outs[0].view()
+    assert view.readonly and bytes(view) == big
+    with outs[0].open() as fh:
+        assert fh.read(10) == big[:10]
+    assert outs[1].view() == b"s" and outs[1].read_bytes() == b"s"
+    folder.close()
+    assert bytes(view[:100]) == big[:100]  # the mapping outlives the staged file
+    view.release()
+
+
+@pytest.fixture(params=["private", "shared"])
+def watcher(request: pytest.FixtureRequest) -> Iterator[OutWatcher | None]:
+    """A folder's own observer, or one shared like an engine shares it."""
+    if request.param == "private":
+        yield None
+        return
+    w = OutWatcher()
+    yield w
+    w.close()
+
+
+def wait_staged(folder: ActionFolder, scope: str, name: str) -> str:
+    """The watcher's staged copy (an internal: the only way to see the cache work)."""
+    deadline = time.monotonic() + 10
+    while (scope, name) not in folder._state.staged:
+        assert time.monotonic() < deadline, f"the watcher never staged {scope}/{name}"
+        time.sleep(0.01)
+    return folder._state.staged[(scope, name)][1]
+
+
+def test_watcher_stages_closed_files_and_collect_stays_authoritative(folder: ActionFolder, watcher: OutWatcher | None) -> None:
+    folder.start_watch(watcher)
+    target = folder.path / "out" / "namespace" / "report"
+    first = os.urandom(INLINE_MAX + 1)
+    target.write_bytes(first)
+    wait_staged(folder, "namespace", "report")
+    # same size, rewritten in place after staging: collect must see the new bytes
+    second = bytes(b ^ 0xFF for b in first[:100]) + first[100:]
+    with open(target, "r+b") as fh:
+        fh.write(second[:100])
+    (folder.path / "out" / "namespace" / "late").write_bytes(b"after")
+    outs = folder.collect_outputs()
+    assert [(o.key, o.read_bytes() == second) for o in outs] == [("late", False), ("report", True)]
+
+
+def test_watcher_copy_is_used_when_unchanged(folder: ActionFolder, watcher: OutWatcher | None) -> None:
+    folder.start_watch(watcher)
+    tmp = folder.path / "out" / "instance" / "partial"
+    data = os.urandom(INLINE_MAX + 1)
+    tmp.write_bytes(data)
+    os.rename(tmp, folder.path / "out" / "instance" / "final")  # moved in
+    staged_path = wait_staged(folder, "instance", "final")
+    [out] = folder.collect_outputs()
+    assert out._path == staged_path and out.read_bytes() == data
+
+
+def test_watcher_threads_end_with_the_folder(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    with ActionFolder(base=str(tmp_path)) as f:
+        f.start_watch()
+        f.start_watch()  # once is enough
+        (f.path / "out" / "instance" / "big").write_bytes(bytes(INLINE_MAX + 1))
+        wait_staged(f, "instance", "big")
+    assert set(threading.enumerate()) - before == set()
+
+
+def test_shared_watcher_serves_many_folders(tmp_path: Path) -> None:
+    w = OutWatcher()
+    try:
+        folders = [ActionFolder(base=str(tmp_path)) for _ in range(3)]
+        for i, f in enumerate(folders):
+            f.start_watch(w)
+            (f.path / "out" / "workflow" / "data").write_bytes(bytes([i]) * (INLINE_MAX + 1))
+        for i, f in enumerate(folders):
+            wait_staged(f, "workflow", "data")
+            [out] = f.collect_outputs()
+            assert out.read_bytes()[:1] == bytes([i])
+            f.close()
+        # the observer outlives the folders, ready for the next action
+        with ActionFolder(base=str(tmp_path)) as f:
+            f.start_watch(w)
+            (f.path / "out" / "instance" / "x").write_bytes(b"1")
+            assert f.collect() == [("instance", "x", b"1", FILE_MIME)]
+    finally:
+        w.close()
+    with pytest.raises(RuntimeError):
+        OutWatcher.schedule(w, None, [])
