@@ -75,7 +75,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from .archive import ArchiveLimits, extract, pack_dir, safe_relpath
+from .archive import ArchiveLimits, extract, file_kind, pack_dir, safe_relpath
 from .errors import WorkflowError
 from .store import SCOPES, InvalidKey, Variable, check_key
 
@@ -202,18 +202,6 @@ def _write_all(fd: int, data: Any) -> None:
 
 def _identity(st: os.stat_result) -> Identity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "special file"
 
 
 def _var_limit(where: str, size: int | str, cap: int) -> WorkflowError:
@@ -542,7 +530,7 @@ class _State:
     def unsafe_dir(self, rel: str, exc: OSError) -> WorkflowError:
         try:
             st = os.stat(rel, dir_fd=self.root_fd, follow_symlinks=False)
-            what = "a regular file" if stat.S_ISREG(st.st_mode) else f"a {_kind(st.st_mode)}"
+            what = "a regular file" if stat.S_ISREG(st.st_mode) else f"a {file_kind(st.st_mode)}"
         except OSError:
             what = f"unreadable ({exc.strerror})"
         return WorkflowError("isolde.files.unsafe", f"{rel} in the action folder is {what}, not a directory; it is never followed")
@@ -964,7 +952,7 @@ class ActionFolder:
     def _unsafe(where: str, mode: int) -> WorkflowError:
         return WorkflowError(
             "isolde.files.unsafe",
-            f"{where} is a {_kind(mode)}; only regular files and directories are collected and links are never followed",
+            f"{where} is a {file_kind(mode)}; only regular files and directories are collected and links are never followed",
         )
 
     def _collect_file(self, scope: str, name: str, sfd: int) -> Output:

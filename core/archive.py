@@ -76,6 +76,7 @@ __all__ = [
     "MAX_META_CHAIN",
     "MAX_DEPTH",
     "extract",
+    "file_kind",
     "pack_dir",
     "safe_relpath",
 ]
@@ -151,8 +152,8 @@ def safe_relpath(name: str) -> str:
     return "/".join(parts)
 
 
-def _kind(mode: int) -> str:
-    """What a non-regular file is, for messages."""
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages (also used by actionfolder)."""
     if stat.S_ISLNK(mode):
         return "symbolic link"
     if stat.S_ISFIFO(mode):
@@ -502,7 +503,7 @@ class _Packer:
             elif stat.S_ISREG(mode):
                 self.file(tf, dir_fd, name, rel)
             else:
-                raise self.unsafe(rel, f"is a {_kind(mode)}")
+                raise self.unsafe(rel, f"is a {file_kind(mode)}")
 
     def file(self, tf: tarfile.TarFile, dir_fd: int, name: str, rel: str) -> None:
         self.count()
@@ -513,7 +514,7 @@ class _Packer:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise self.unsafe(rel, f"is a {_kind(st.st_mode)}")
+                raise self.unsafe(rel, f"is a {file_kind(st.st_mode)}")
             size = st.st_size
             if size > self.limits.max_member_bytes:
                 raise self.limit(
@@ -562,7 +563,7 @@ def pack_dir(
             st = os.stat(src_dir, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
             raise WorkflowError(INVALID_CODE, f"{what}: cannot open ({exc.strerror})") from None
-        raise WorkflowError(UNSAFE_CODE, f"{what} is a {_kind(st.st_mode)}, not a directory; it is never followed") from None
+        raise WorkflowError(UNSAFE_CODE, f"{what} is a {file_kind(st.st_mode)}, not a directory; it is never followed") from None
     sink = _Sink(out)
     try:
         packer = _Packer(limits, what)
