@@ -66,7 +66,9 @@ __all__ = [
     "IsolateProcess",
     "Isolates",
     "Response",
+    "Reaper",
     "Runner",
+    "Scheduler",
     "decode_result",
     "interpret",
     "isolates_for",
@@ -656,6 +658,121 @@ def stderr_line(line: str) -> None:
         stream.flush()
 
 
+# --------------------------------------------------------------------------- delayed work
+
+
+class Scheduler:
+    """One thread that runs callbacks after a delay; scheduling costs a heap push.
+
+    Used to start an action's ``out/`` watcher only when its call is still
+    running after a moment: adding and removing inotify watches costs more than
+    a whole fast call, and for a call that returns at once the sweep after it
+    finds everything anyway.  A callback that is no longer wanted is simply
+    left to run as a no-op (it checks its own flag).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        import heapq
+
+        with self._cond:
+            if self._closed:
+                return
+            self._seq += 1
+            heapq.heappush(self._heap, (time.monotonic() + delay, self._seq, fn))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="isolde-later", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is fn:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        import heapq
+
+        while True:
+            with self._cond:
+                while not self._closed:
+                    if self._heap:
+                        wait = self._heap[0][0] - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+                if self._closed:
+                    return
+                _, _, fn = heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception:  # a callback failing must not stop the others
+                pass
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(2.0)
+
+
+class Reaper:
+    """Runs clean-up work (removing action folders) on one background thread.
+
+    Removing a directory tree is filesystem metadata work that can take
+    milliseconds on a busy disk; the instance need not wait for it.  ``close``
+    finishes everything queued, so nothing is left behind by a closed engine.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._jobs: collections.deque[Callable[[], None]] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def put(self, job: Callable[[], None]) -> None:
+        with self._cond:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._jobs.append(job)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="isolde-reaper", daemon=True)
+                    self._thread.start()
+                self._cond.notify()
+        if closed:
+            job()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closed:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+            try:
+                job()
+            except Exception:  # one failed removal must not stop the others
+                pass
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+
 # --------------------------------------------------------------------------- the per-engine hub
 
 
@@ -674,6 +791,10 @@ class Isolates:
         self.sidecar = sidecar
         self.watcher = watcher
         """The engine's shared ``out/`` watcher (``isolde.actionfolder.OutWatcher``)."""
+        self.later = Scheduler()
+        """Delayed work: starting the ``out/`` watcher of calls that take a while."""
+        self.reaper = Reaper()
+        """Background clean-up: removing action folders after their action."""
         self.settings = ActionSettings.from_config(engine.config)
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
@@ -739,6 +860,8 @@ class Isolates:
             self._closed = True
             runners = list(self._runners.values())
             self._runners.clear()
+        self.later.close()
+        self.reaper.close()
         errors: list[BaseException] = []
         for runner in reversed(runners):
             try:

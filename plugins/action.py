@@ -7,14 +7,16 @@ One action, start to end (:func:`perform`):
 2. the function is resolved to an isolate runner (``isolde.isolates``);
 3. for an isolate: a fresh action folder gets the ``files`` (function-level
    ones of the v0.3 era, then action-level ones), the sidecar grants an action
-   id (starting the sidecar on first use), the ``out/`` watcher starts;
+   id (starting the sidecar on first use), and the ``out/`` watcher starts if
+   the call is still running after ``WATCH_AFTER`` (a fast call is only swept);
 4. the isolate is called (SPEC §4.2); a matching catchable error is retried
    (``retries``: delay x multiplier^n, then ``direktiv.retries.exceeded``);
 5. after a result ``out/<scope>/`` is collected and staged with the state, so it
    commits atomically with the state's other effects; after a catchable error
    it is committed at once (one transaction) before the error goes to
    ``catch``; after a timeout or an uncatchable failure nothing is committed;
-6. the action id is revoked and the folder removed, whatever happened.
+6. the action id is revoked and the folder removed (by a background thread),
+   whatever happened.
 
 ``perform`` is public so other state types that call functions (``foreach``,
 ``parallel``) run actions exactly the same way.
@@ -26,6 +28,7 @@ import json
 import os
 import re
 import secrets as _secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,9 @@ if TYPE_CHECKING:
 
 Stage = Callable[[str, str, Any, str], None]
 """Where collected ``out/`` variables go: ``(scope, key, data, mime)``; ``ctx.set`` by default."""
+
+WATCH_AFTER = 0.05
+"""Seconds a call runs before its ``out/`` watcher starts (a faster call is swept only)."""
 
 RETRY_DEFAULT_DELAY = 5.0
 """Seconds before a retry when ``retries`` gives no ``delay`` (Direktiv's default)."""
@@ -322,6 +328,7 @@ def _call_once(
         keep=settings.keep_folders,
     )
     aid: str | None = None
+    watch: _DeferredWatch | None = None
     try:
         files = _file_specs(ctx, spec, source)
         folder.write_files(files, _reader(ctx, spec), read_into=_streamer(ctx, spec))
@@ -331,14 +338,19 @@ def _call_once(
             sidecar = hub.sidecar.address
         except SidecarError as exc:
             raise WorkflowError("isolde.sidecar.unavailable", str(exc)) from None
-        folder.start_watch(hub.watcher)
+        watch = _DeferredWatch(folder, hub.watcher)
+        hub.later.call_later(WATCH_AFTER, watch.start)
         request = ActionRequest(
             body=body, input=value, action_id=aid, namespace=ctx.namespace, workflow=wf.id,
             instance_id=ctx.instance_id, step=step, timeout=timeout, function=spec.function,
             temp_dir=str(folder.path), sidecar=sidecar, iterator=iterator, ctx=ctx,
         )
         try:
-            result = interpret(runner.call(request), runner.describe())
+            try:
+                response = runner.call(request)
+            finally:
+                watch.finish()
+            result = interpret(response, runner.describe())
         except ActionTimeout:
             raise
         except WorkflowError as exc:
@@ -351,10 +363,37 @@ def _call_once(
             stage(out.scope, out.key, out.view(), out.mime)  # big values stay mapped, never copied
         return result
     finally:
+        if watch is not None:
+            watch.finish()
         if aid is not None:
             hub.sidecar.revoke(aid)
             _note_instance_vars(ctx)
-        folder.close()
+        hub.reaper.put(folder.close)  # removing the tree is disk work the instance need not wait for
+
+
+class _DeferredWatch:
+    """Starts the folder's ``out/`` watcher if the call is still running after
+    ``WATCH_AFTER`` seconds, never after the call returned (see ``Scheduler``)."""
+
+    __slots__ = ("folder", "watcher", "lock", "done")
+
+    def __init__(self, folder: Any, watcher: Any) -> None:
+        self.folder = folder
+        self.watcher = watcher
+        self.lock = threading.Lock()
+        self.done = False
+
+    def start(self) -> None:
+        with self.lock:
+            if not self.done:
+                try:
+                    self.folder.start_watch(self.watcher)
+                except Exception:  # only an optimisation: the sweep after the call is authoritative
+                    pass
+
+    def finish(self) -> None:
+        with self.lock:  # waits for a start under way, so collect stops what it started
+            self.done = True
 
 
 def _flush_outputs(ctx: StateContext, folder: Any, error: WorkflowError, stage: Stage, flush: Callable[[], None]) -> None:

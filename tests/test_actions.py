@@ -130,7 +130,12 @@ def test_call_sends_direktivs_headers_and_returns_json(eng: isolde.Engine, recor
     assert h["Direktiv-InstanceID"] == res.instance_id
     assert h["Direktiv-Namespace"] == "default"
     assert len(h["Direktiv-ActionID"]) >= 32
-    assert h["Direktiv-TempDir"].startswith("/") and not Path(h["Direktiv-TempDir"]).exists()  # removed after
+    folder = Path(h["Direktiv-TempDir"])
+    assert folder.name.startswith("isolde-action-")
+    deadline = time.monotonic() + 5
+    while folder.exists() and time.monotonic() < deadline:  # removed after the action, in the background
+        time.sleep(0.01)
+    assert not folder.exists()
     assert h["Direktiv-Sidecar"].startswith("127.0.0.1:")
     assert h["Direktiv-Step"].isdigit() and h["Direktiv-Iterator"] == "0"
     assert time.strptime(h["Direktiv-Deadline"], "%Y-%m-%dT%H:%M:%SZ")
