@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 import isolde
-import isolde.store
 from conftest import Cli
 
 RAW = "v03-raw-jq"
@@ -79,7 +78,9 @@ CORE_FILES = sorted(f for f, needs in NEEDS.items() if needs and needs <= {
 def installed(engine: isolde.Engine) -> set[str]:
     have = {f"state:{t}" for t in engine.registry.state_types}
     have |= {f"function:{t}" for t in engine.registry.schema.functions}
-    if "file" in isolde.store.SCOPES:
+    # Feature detection by behaviour: does a getter accept `scope: file` with a path key?
+    probe = "states:\n- id: a\n  type: getter\n  variables:\n  - key: /e.yaml\n    scope: file\n    as: e\n"
+    if not engine.validate(probe):
         have.add("feature:scope-file")
     return have
 
