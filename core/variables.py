@@ -31,7 +31,10 @@ def encode(value: Any, mime: str | None) -> tuple[bytes, str]:
     """
     mime = mime or JSON
     if mime == JSON:
-        return dumps(value).encode(), mime
+        try:
+            return dumps(value).encode(), mime
+        except (TypeError, ValueError) as exc:  # only reachable from Python callers' non-JSON data
+            raise WorkflowError("direktiv.var.invalidValue", f"value is not JSON: {exc}") from None
     if mime == OCTETS:
         if not isinstance(value, str):
             raise WorkflowError(
