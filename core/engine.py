@@ -262,6 +262,7 @@ class Variables:
         self._engine = engine
 
     def _ref(self, key: str, scope: str, namespace: str, workflow: str | None, instance: str | None) -> Ref:
+        check_name(namespace, "namespace")  # the same rule as run(): no namespace a workflow cannot use
         check_scope(scope)
         check_key(key)
         owner = ""
@@ -305,6 +306,7 @@ class Variables:
 
     def list(self, *, scope: str = "namespace", namespace: str = "default",
              workflow: str | None = None, instance: str | None = None) -> list[tuple[str, Variable]]:
+        check_name(namespace, "namespace")
         check_scope(scope)
         owner = workflow if scope == "workflow" else instance if scope == "instance" else ""
         return self._engine.store.list(namespace, scope, owner or "")
