@@ -351,3 +351,20 @@ def test_config_as_path(tmp_path: Path) -> None:
         assert engine.data_dir == tmp_path / "explicit"
     with pytest.raises(isolde.ConfigError):
         isolde.Engine(data_dir=tmp_path, config={"limits": {"max_step": 1}})
+
+
+@pytest.mark.parametrize("namespace", ["", "a/b", "x" * 256])
+def test_variables_refuse_namespaces_run_refuses(engine: isolde.Engine, namespace: str) -> None:
+    with pytest.raises(isolde.IsoldeError, match="namespace"):
+        engine.variables.set("k", 1, namespace=namespace)
+    with pytest.raises(isolde.IsoldeError, match="namespace"):
+        engine.variables.list(namespace=namespace)
+    assert engine.namespaces() == []
+
+
+def test_non_json_python_input_reaching_a_setter(engine: isolde.Engine) -> None:
+    text = "id: x\nstates:\n- id: a\n  type: setter\n  variables:\n  - key: k\n    scope: workflow\n    value: '.a'\n"
+    res = engine.run(text, input={"a": {1, 2}})
+    assert res.error.code == "direktiv.var.invalidValue"
+    assert "not JSON" in res.error.message
+    assert engine.namespaces() == []
