@@ -15,7 +15,7 @@ import threading
 import traceback
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from .config import Config, config_from, resolve_data_dir
 from .errors import IsoldeError
@@ -29,6 +29,9 @@ from .store import SCOPES, LmdbStore, Ref, Variable, check_key, check_scope
 from .validate import build_workflow
 from .variables import decode, encode
 from .workflow import Workflow
+
+if TYPE_CHECKING:
+    from .events import EventBus
 
 WorkflowSource = Workflow | str | os.PathLike[str]
 T = TypeVar("T")
@@ -117,6 +120,17 @@ class Engine:
         if self._locks is None:
             self._locks = lock_table(str(self.data_dir))
         return self._locks
+
+    @property
+    def events(self) -> EventBus:
+        """The engine's in-process CloudEvents bus (``isolde.events``), made on first use.
+
+        Closing the engine closes it, which wakes every instance waiting in a
+        ``delay`` or an event state (they fail with ``isolde.cancelled``).
+        """
+        from .events import EventBus
+
+        return self.resource("events", lambda: EventBus.from_config(self.config, self._report_internal))
 
     @property
     def store(self) -> LmdbStore:
