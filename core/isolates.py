@@ -497,6 +497,7 @@ class IsolateProcess:
         self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL)
         self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._ready = False
         self._closed = False
 
     @property
@@ -507,18 +508,20 @@ class IsolateProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def ensure(self, sidecar: str) -> bool:
-        """Start the program unless it runs; True when it was (re)started."""
-        if self.alive():
+        """Start the program unless it runs and listens; True when it was (re)started."""
+        if self._ready and self.alive():
             return False
-        with self._lock:
+        with self._lock:  # a concurrent caller waits here until the program listens
             if self._closed:
                 raise IsoldeError(f"isolate {self.name}: the engine is closed")
-            if self.alive():
+            if self._ready and self.alive():
                 return False
+            self._ready = False
             if self._proc is not None:  # it died since the last call: say so, start again
                 self._note(f"exited with code {self._proc.returncode}; starting it again")
                 self._reap()
             self._start(sidecar)
+            self._ready = True
             return True
 
     def _start(self, sidecar: str) -> None:
@@ -619,6 +622,7 @@ class IsolateProcess:
 
     def stop(self) -> None:
         """Terminate the program (its process group), kill it if it lingers; idempotent."""
+        self._ready = False
         proc = self._proc
         if proc is None:
             return

@@ -117,8 +117,10 @@ class ProcessRunner(HttpIsolate):
         return f"isolate '{self.process.name}' ({' '.join(self.process.command)})"
 
     def prepare(self, request: ActionRequest) -> None:
-        if self.process.ensure(request.sidecar):
-            self.set_url(f"http://127.0.0.1:{self.process.port}/")
+        self.process.ensure(request.sidecar)
+        port = self.process.port
+        if port != self._port:  # (re)started, maybe by a concurrent call: follow its port
+            self.set_url(f"http://127.0.0.1:{port}/")
 
     def close(self) -> None:
         super().close()

@@ -406,6 +406,17 @@ def test_process_isolate_is_reused_and_stopped_at_engine_close(data_dir: Path, r
     assert not alive(pid)
 
 
+def test_concurrent_instances_share_one_process(eng: isolde.Engine, record: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    wf = eng.load(workflow(probe_function(record), [action("a", {"op": "echo", "n": "jq(.n)"})]))
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda n: eng.run(wf, input={"n": n}), range(40)))
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert [r.output["return"]["input"]["n"] for r in results] == list(range(40))
+    assert len({r.output["return"]["pid"] for r in results}) == 1
+
+
 def test_a_process_that_exits_or_never_listens_is_a_clear_error(data_dir: Path, tmp_path: Path) -> None:
     quits = "- " + json.dumps({"id": "q", "type": "process", "command": [sys.executable, "-c", "print('bad config'); raise SystemExit(3)"]})
     mute = "- " + json.dumps({"id": "m", "type": "process", "command": [sys.executable, "-c", "import time; time.sleep(30)"]})
