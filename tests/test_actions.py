@@ -552,3 +552,28 @@ def test_examples_run_as_documented(cli: Any) -> None:
         assert out.code == 0, out.stderr
         assert out.json["var"]["visits"] == n
         assert f"visit {n}: Ada" in out.stderr  # the isolate's /log line is in the instance log on stderr
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"images": {"x": {"command": ["a"], "url": "http://127.0.0.1:1/"}}}, "exactly one of command"),
+        ({"images": {"x": {"comand": ["a"]}}}, "unknown setting 'comand'"),
+        ({"images": {"x": {"url": "ftp://host/"}}}, "http://127.0.0.1:8080/"),
+        ({"actions": {"timout": 5}}, "unknown setting [actions] 'timout'"),
+        ({"actions": {"timeout": "soon"}}, "ISO-8601"),
+    ],
+)
+def test_bad_isolate_settings_fail_at_engine_start(data_dir: Path, config: dict[str, Any], needle: str) -> None:
+    with pytest.raises(isolde.ConfigError) as err:
+        isolde.Engine(data_dir=data_dir, config=config)
+    assert needle in str(err.value)
+
+
+def test_actions_timeout_setting_is_the_default_deadline(data_dir: Path, record: Path) -> None:
+    with make_engine(data_dir, actions={"timeout": "PT0.3S"}) as engine:
+        res = engine.run(workflow(probe_function(record), [action("a", {"op": "hang", "seconds": 10})]))
+        assert res.error.code == "direktiv.cancels.timeout.soft" and "0.3s" in res.error.message
