@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .events import EventBus
 
 WorkflowSource = Workflow | str | os.PathLike[str]
+CLOSE_GRACE = 5.0  # seconds close() waits for running instances to wind down
 T = TypeVar("T")
 
 
@@ -71,6 +72,8 @@ class Engine:
         self._closed = False
         self._resources: dict[str, Any] = {}
         self._resource_lock = threading.Lock()
+        self._active = 0  # instances running now
+        self._active_cond = threading.Condition()
 
     # -- lifecycle -----------------------------------------------------------
     def __enter__(self) -> Engine:
@@ -86,6 +89,13 @@ class Engine:
         with self._resource_lock:
             resources = list(self._resources.values())
             self._resources.clear()
+        # Wake instances waiting in delay or for events first, and let every running
+        # instance finish its own cleanup (lock release, instance variables) while the
+        # store is still open; then stop isolates, the sidecar and the rest.
+        bus = next((r for r in resources if getattr(r, "close_first", False)), None)
+        if bus is not None:
+            resources.remove(bus)
+            resources.append(bus)  # closed first below
         for res in reversed(resources):  # last started, first stopped
             close = getattr(res, "close", None)
             if close is not None:
@@ -93,16 +103,25 @@ class Engine:
                     close()
                 except Exception as exc:  # keep closing the rest
                     self._report_internal(exc)
+            if res is bus:
+                self._drain(CLOSE_GRACE)
+        self._drain(CLOSE_GRACE)
         self.jq.close()
         if self._store is not None:
             self._store.close()
             self._store = None
 
+    def _drain(self, seconds: float) -> None:
+        """Wait (bounded) until no instance of this engine is running."""
+        with self._active_cond:
+            self._active_cond.wait_for(lambda: self._active == 0, timeout=seconds)
+
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         """A per-engine object (sidecar, isolate processes, ...) made on first use.
 
         Whatever has a ``close()`` is closed when the engine closes, in reverse
-        order of creation.  Plugins use this instead of module globals, so several
+        order of creation; one with ``close_first = True`` (the event bus, which
+        wakes waiting instances) before all others.  Plugins use this instead of module globals, so several
         engines in one process never share state.
         """
         with self._resource_lock:
@@ -217,7 +236,16 @@ class Engine:
                 self._good_namespaces.add(namespace)
         data = self.instance_input(input)
         iid = instance_id or str(uuid.uuid4())
-        return run_instance(self, wf, data, namespace=namespace, instance_id=iid, sink=self.log_sink)
+        with self._active_cond:
+            if self._closed:
+                raise IsoldeError("this Engine is closed")
+            self._active += 1
+        try:
+            return run_instance(self, wf, data, namespace=namespace, instance_id=iid, sink=self.log_sink)
+        finally:
+            with self._active_cond:
+                self._active -= 1
+                self._active_cond.notify_all()
 
     def instance_input(self, value: Any) -> dict[str, Any]:
         """SPEC §2.2: instance data is always an object."""

@@ -268,6 +268,8 @@ class _Kept:
 class EventBus:
     """Thread-safe publish / wait / subscribe for one engine (see the module docstring)."""
 
+    close_first = True  # Engine.close() wakes waiting instances before stopping anything else
+
     def __init__(
         self,
         *,

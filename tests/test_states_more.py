@@ -287,3 +287,33 @@ def test_corpus_greeting_validate_state(engine: isolde.Engine, corpus: Path) -> 
     result = engine.run(wf, input={"name": 7})
     assert result.error.code == "direktiv.schema.failed"
     assert "$.name: 7 is not of type 'string'" in result.error.message
+
+
+def test_closing_the_engine_ends_a_waiting_instance_with_a_result(data_dir: Any) -> None:
+    """close() wakes a delay, lets the instance clean up its variables, then closes the store."""
+    import threading
+
+    wf = """
+states:
+- id: a
+  type: setter
+  variables:
+  - key: v
+    scope: instance
+    value: 1
+  transition: b
+- id: b
+  type: delay
+  duration: PT30S
+"""
+    engine = isolde.Engine(data_dir=data_dir, config={})
+    out: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", engine.run(wf)))
+    t.start()
+    time.sleep(0.3)
+    engine.close()
+    t.join(5)
+    result = out["r"]
+    assert result.error is not None and result.error.code == "isolde.cancelled"
+    with isolde.Engine(data_dir=data_dir, config={}) as again:
+        assert again.variables.list(scope="instance", instance=result.instance_id) == []
