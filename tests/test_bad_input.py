@@ -401,7 +401,7 @@ def test_runaway_jq_through_the_cli_with_jq_timeout(cli: Cli, tmp_path: Path) ->
     (tmp_path / "r.yaml").write_text("id: r\nstates:\n- id: a\n  type: noop\n  transform: 'def f: f; f'\n")
     start = time.monotonic()
     res = cli("run", str(tmp_path / "r.yaml"))
-    assert time.monotonic() - start < 10  # far below the default 5 s limit plus start-up
+    assert time.monotonic() - start < 10  # (the message below shows the 0.5 s limit applied)
     assert res.code == 1
     assert "direktiv.limits.jq" in res.stderr and "0.5 s" in res.stderr
 
@@ -444,7 +444,7 @@ def alias_bomb(levels: int = 9) -> str:
 def test_alias_bomb_is_refused_fast(engine: isolde.Engine) -> None:
     start = time.monotonic()
     [d] = engine.validate(alias_bomb())
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 3.0
     assert "max_yaml_nodes" in d.message
     assert (d.line, d.col) > (1, 1)
 
