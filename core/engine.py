@@ -15,7 +15,7 @@ import threading
 import traceback
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from .config import Config, config_from, resolve_data_dir
 from .errors import IsoldeError
@@ -51,10 +51,11 @@ class Engine:
         config: Config | dict[str, Any] | str | os.PathLike[str] | None = None,
         *,
         log: LogSink | None = None,
+        plugins: Sequence[Any] = (),
     ) -> None:
         self.config = config_from(config)
         self.data_dir = resolve_data_dir(data_dir, self.config)
-        self.registry: Registry = load_plugins(self.config)
+        self.registry: Registry = load_plugins(self.config, plugins)
         self.jq = JqRuntime(
             timeout=float(self.config.limit("jq_timeout")),
             max_output=int(self.config.limit("jq_max_output")),

@@ -12,7 +12,7 @@ import difflib
 import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pluggy
 
@@ -51,15 +51,32 @@ class Registry:
 
 
 def _register(pm: pluggy.PluginManager, name: str, load: Callable[[], Any], info: list[PluginInfo], version: str, source: str) -> None:
-    """Register one plugin, built-in or third-party alike, unless it is disabled."""
+    """Register one plugin, built-in or third-party alike, unless it is disabled.
+
+    A plugin that fails to import or implements a hook wrongly is one clear error
+    naming it (and how to switch it off), not a traceback."""
     if pm.is_blocked(name) or pm.has_plugin(name):
         return
-    plugin = load()
-    pm.register(plugin, name=name)
+    try:
+        plugin = load()
+    except Exception as exc:
+        raise ConfigError(
+            f"plugin '{name}' ({source}) failed to load: {type(exc).__name__}: {exc} "
+            f"(fix or uninstall it, or add \"{name}\" to [plugins] disable)"
+        ) from exc
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"plugin '{name}' ({source}) is invalid: {exc}") from exc
     info.append(PluginInfo(name, version, source))
 
 
-def load_plugins(config: Config) -> Registry:
+def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
+    """Build one engine's plugin manager: built-ins, entry points, then ``extra`` objects.
+
+    ``extra`` is how an embedding program adds plugins without packaging them
+    (``Engine(plugins=[module_or_object])``); they register under their
+    ``__name__`` (or class name) through the same path as the others."""
     from . import __version__
     from .validate import STATE_BASE
 
@@ -75,6 +92,10 @@ def load_plugins(config: Config) -> Registry:
         known.add(ep.name)
         dist = getattr(ep, "dist", None)
         _register(pm, ep.name, ep.load, info, dist.version if dist else "?", dist.name if dist else "?")
+    for obj in extra:
+        name = getattr(obj, "__name__", None) or type(obj).__name__
+        known.add(name)
+        _register(pm, name, lambda o=obj: o, info, getattr(obj, "__version__", "-"), "embedded")
     for name in config.disabled_plugins:
         if name not in known:
             hint = difflib.get_close_matches(name, sorted(known), n=1)
@@ -83,7 +104,10 @@ def load_plugins(config: Config) -> Registry:
                 + (f" (did you mean '{hint[0]}'?)" if hint else "")
                 + f"; installed: {', '.join(sorted(known))}"
             )
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"{exc} (hooks are listed in docs/plugins.md; every name starts with isolde_)") from exc
 
     schema = Schema()
     schema.add(parse_declarations(STATE_BASE, "isolde core"))

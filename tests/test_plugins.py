@@ -501,3 +501,50 @@ def test_checksum_example(cli: Cli) -> None:
     assert cli("run", example, "--input", '{"order": 42}').json == {"digest": digest, "changed": False}
     assert cli("run", example, "--input", '{"order": 43}').json["changed"] is True
     assert json.loads(cli("vars", "get", "lastDigest", "-w", "checksum").stdout) != digest
+
+
+class _Shout(isolde.StateType):
+    name = "shout"
+    schema = """
+    state shout "Upper-cases a string." {
+        text!: jx  "What to shout."
+    }
+    """
+
+    def run(self, state: Any, data: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return {**data, "shout": str(state.fields["text"].eval(data)).upper()}
+
+
+class _EmbeddedPlugin:
+    """An embedder's plugin object, registered with Engine(plugins=[...])."""
+
+    __name__ = "shouting"
+
+    @isolde.hookimpl
+    def isolde_state_types(self) -> list[type[isolde.StateType]]:
+        return [_Shout]
+
+
+def test_engine_plugins_argument_registers_embedded_plugins(tmp_path: Path) -> None:
+    with isolde.Engine(data_dir=tmp_path / "d", config={}, plugins=[_EmbeddedPlugin()]) as engine:
+        assert "shout" in engine.registry.state_types
+        assert any(p.name == "shouting" and p.source == "embedded" for p in engine.registry.plugins)
+        result = engine.run("states:\n- id: a\n  type: shout\n  text: jq(.who)\n", {"who": "ada"})
+        assert result.output == {"who": "ada", "shout": "ADA"}
+    with isolde.Engine(data_dir=tmp_path / "d", config={"plugins": {"disable": ["shouting"]}}, plugins=[_EmbeddedPlugin()]) as engine:
+        assert "shout" not in engine.registry.state_types
+    with isolde.Engine(data_dir=tmp_path / "d", config={}) as engine:  # no leak between engines
+        assert "shout" not in engine.registry.state_types
+
+
+class _MisspeltHook:
+    __name__ = "misspelt"
+
+    @isolde.hookimpl
+    def isolde_stat_types(self) -> list[Any]:
+        return []
+
+
+def test_a_misspelt_hook_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(isolde.ConfigError, match="isolde_stat_types"):
+        isolde.Engine(data_dir=tmp_path / "d", config={}, plugins=[_MisspeltHook()])
