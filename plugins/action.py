@@ -38,7 +38,7 @@ from isolde import StateContext, StateSpec, StateType, Workflow, hookimpl
 from isolde.errors import InstanceFailure, IsoldeError, WorkflowError
 from isolde.expr import Expr
 from isolde.isolates import ActionRequest, ActionSettings, ActionTimeout, Runner, interpret, isolates_for
-from isolde.store import SCOPES, InvalidKey, Variable, check_key
+from isolde.store import InvalidKey, Variable, check_key
 from isolde.validate import Report
 
 if TYPE_CHECKING:
@@ -565,4 +565,4 @@ def isolde_configure(config: Config) -> None:
     ActionSettings.from_config(config)
 
 
-__all__ = ["Action", "ActionSpec", "FileItem", "perform", "start_async", "SCOPES", "FILE_SCOPES"]
+__all__ = ["Action", "ActionSpec", "FileItem", "FILE_SCOPES", "perform", "start_async"]

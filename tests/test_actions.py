@@ -8,7 +8,6 @@ its input's ``op`` says and records every request it gets in a JSON-lines file
 from __future__ import annotations
 
 import base64
-import gzip
 import http.client
 import io
 import json
