@@ -155,6 +155,8 @@ def _where(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _scope(workflow: str | None, instance: str | None) -> dict[str, Any]:
+    if workflow == "" or instance == "":
+        raise click.UsageError("-w/--workflow and --instance need a non-empty name")
     if workflow and instance:
         raise click.UsageError("give -w/--workflow or --instance, not both")
     if instance:

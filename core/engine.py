@@ -169,13 +169,16 @@ class Engine:
     def load(self, workflow: WorkflowSource, *, workflow_id: str | None = None) -> Workflow:
         """Validate a workflow given as a path, as YAML text, or already loaded.
 
+        A ``str`` is YAML text when it has a newline, or a ``:`` and names no existing
+        file; otherwise it is a path (``os.PathLike`` is always a path).
+
         Raises ``ValidationError`` (every problem, located) or ``FileNotFoundError``.
         A path is cached by its modification time and size, so running the same file
         again does not parse it again.
         """
         if isinstance(workflow, Workflow):
             return workflow
-        if isinstance(workflow, str) and "\n" in workflow:
+        if isinstance(workflow, str) and ("\n" in workflow or (":" in workflow and not os.path.exists(workflow))):
             return self._build(workflow, "<string>", workflow_id or "workflow")
         path = os.path.abspath(os.fspath(workflow))
         st = os.stat(path)

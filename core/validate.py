@@ -426,7 +426,10 @@ def build_workflow(
     for path, ref in v.state_refs:
         if ref not in all_ids:
             hint = _did_you_mean(ref, [str(i) for i in all_ids])
-            v.error(path, f"transition to unknown state '{ref}'{hint}")
+            if path[-2:] == ("start", "state"):
+                v.error(path, f"start state '{ref}' does not exist{hint}")
+            else:
+                v.error(path, f"transition to unknown state '{ref}'{hint}")
     fn_ids = [f.get("id") for f in value.get("functions") or [] if isinstance(f, dict)]
     for path, ref in v.func_refs:
         if ref not in fn_ids:

@@ -128,7 +128,7 @@ def test_dangling_switch_and_catch_transitions(engine: isolde.Engine) -> None:
 
 def test_unknown_start_state(engine: isolde.Engine) -> None:
     line = one(engine, "id: d\nstart:\n  state: zz\nstates:\n- id: a\n  type: noop\n")
-    assert line.startswith("<string>:3:10: ") and "unknown state 'zz'" in line
+    assert line.startswith("<string>:3:10: ") and "start state 'zz' does not exist" in line
 
 
 def test_duplicate_state_ids(engine: isolde.Engine) -> None:
