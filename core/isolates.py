@@ -124,6 +124,8 @@ class ActionRequest:
     iterator: int | None = None
     ctx: StateContext | None = None
     """The calling state's context, for runners that act inside the engine (subflow)."""
+    background: bool = False
+    """True for an ``async`` action: nothing waits for the result."""
     deadline: float = field(init=False)
     _expires: float = field(init=False, repr=False)
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)

@@ -255,6 +255,7 @@ def perform(
     iterator: int | None = None,
     stage: Stage | None = None,
     flush: Callable[[], None] | None = None,
+    background: bool = False,
 ) -> Any:
     """Run one action (with its retries) and return its result (``.return``).
 
@@ -276,7 +277,7 @@ def perform(
     while True:
         try:
             return _call_once(
-                ctx, spec, runner, value, body, limit, iterator, stage or ctx.set, flush or ctx.commit, source
+                ctx, spec, runner, value, body, limit, iterator, stage or ctx.set, flush or ctx.commit, source, background
             )
         except WorkflowError as exc:
             if not (spec.retry_codes and exc.catchable and any(p.search(exc.code) for p in spec.retry_codes)):
@@ -304,6 +305,7 @@ def _call_once(
     stage: Stage,
     flush: Callable[[], None],
     source: dict[str, Any],
+    background: bool,
 ) -> Any:
     wf = ctx.workflow
     step = int(getattr(ctx, "step", 0) or 0)
@@ -311,7 +313,7 @@ def _call_once(
         request = ActionRequest(
             body=body, input=value, action_id=_secrets.token_urlsafe(16), namespace=ctx.namespace,
             workflow=wf.id, instance_id=ctx.instance_id, step=step, timeout=timeout, function=spec.function,
-            iterator=iterator, ctx=ctx,
+            iterator=iterator, ctx=ctx, background=background,
         )
         return interpret(runner.call(request), runner.describe())
 
@@ -343,7 +345,7 @@ def _call_once(
         request = ActionRequest(
             body=body, input=value, action_id=aid, namespace=ctx.namespace, workflow=wf.id,
             instance_id=ctx.instance_id, step=step, timeout=timeout, function=spec.function,
-            temp_dir=str(folder.path), sidecar=sidecar, iterator=iterator, ctx=ctx,
+            temp_dir=str(folder.path), sidecar=sidecar, iterator=iterator, ctx=ctx, background=background,
         )
         try:
             try:
@@ -537,7 +539,7 @@ def start_async(ctx: StateContext, spec: ActionSpec, data: dict[str, Any], *, ti
 
     def background() -> None:
         try:
-            perform(ctx, spec, snapshot, timeout=timeout, stage=drop, flush=nothing)
+            perform(ctx, spec, snapshot, timeout=timeout, stage=drop, flush=nothing, background=True)
         except WorkflowError as exc:
             ctx.log(f"async action '{spec.function_id}' failed: {exc.code}: {exc.msg}")
         except Exception as exc:  # never lose a background failure silently

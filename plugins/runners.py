@@ -305,7 +305,16 @@ class SubflowRunner(Runner):
         child = str(uuid.uuid4())
         hub.depth[child] = depth
         try:
-            result = engine.run(workflow, input=request.input, namespace=ctx.namespace, instance_id=child)
+            if request.background:
+                # Fire and forget: the parent may have ended and its engine begun to close,
+                # which makes engine.run refuse new instances; a child started before that
+                # still runs to its end (the isolates hub waits for it before the store closes).
+                from isolde.instance import run_instance
+
+                data = engine.instance_input(request.input)
+                result = run_instance(engine, workflow, data, namespace=ctx.namespace, instance_id=child, sink=engine.log_sink)
+            else:
+                result = engine.run(workflow, input=request.input, namespace=ctx.namespace, instance_id=child)
         finally:
             hub.depth.pop(child, None)
         if not result.ok:
