@@ -354,5 +354,22 @@ def _emit(text: str, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--api", "api", metavar="HOST:PORT", help="Address of the HTTP API (default: [daemon] api, else 127.0.0.1:8890; port 0 picks a free port).")
+@click.option("--no-api", is_flag=True, help="Serve no HTTP API (watch, schedule and run only).")
+@click.option("--token", envvar="ISOLDE_API_TOKEN", help="Require 'Authorization: Bearer TOKEN' on the API (needed to bind beyond loopback; default: $ISOLDE_API_TOKEN, [daemon] token).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs: each instance, each API request.")
+@_common
+@_handled
+def serve(directory: str, api: str | None, no_api: bool, token: str | None, verbose: bool, data_dir: str | None, config_path: str | None) -> None:
+    """Serve the workflows of DIRECTORY (DIR/<namespace>/**/*.yaml) until SIGTERM: watch, schedule, HTTP API."""
+    from .daemon import serve as run_daemon
+
+    with _engine(data_dir, config_path) as engine:
+        code = run_daemon(directory, engine=engine, api=api, token=token, verbose=verbose, no_api=no_api)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -170,6 +170,11 @@ class StateContext:
         """Go to ``state_id`` next (None ends the instance), instead of the declared transition."""
         self._next = state_id
 
+    def detach(self) -> None:
+        """Leave this instance's variables in place when it ends: the daemon, stopping
+        mid-instance, hands it to its next start, which resumes it or ends it."""
+        self._registered = False
+
     def fail_at_end(self, code: str, message: str) -> None:
         """Record an error that fails the instance when it ends (the ``error`` state's rule).
 

@@ -1,0 +1,809 @@
+"""``isolde serve DIR`` as a real process: the watched folder, drop folders, starts, restarts.
+
+Every test starts the daemon with ``python -m isolde.cli serve`` on a temp folder,
+its own data directory and a free API port (``--api 127.0.0.1:0``; the address is
+read from the "daemon ready" log line), and stops it at the end.  Behaviour is
+observed through the HTTP API, the ``isolde`` CLI on the same data directory and
+the daemon's logfmt lines on stderr.  A tiny entry-point plugin (installed as a
+real distribution on ``PYTHONPATH``) provides ``nap``, a resumable state that
+sleeps, and ``poke``, the same but not resumable (as an action is not).
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from urllib.parse import urlsplit
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import Cli
+
+T = TypeVar("T")
+
+READY_TIMEOUT = 30.0
+
+NAP_PLUGIN = '''
+"""Test plugin: states that sit still for a while, one resumable and one not."""
+from __future__ import annotations
+
+from isolde import StateType, hookimpl
+
+
+class Nap(StateType):
+    name = "nap"
+    resumable = True
+    schema = """
+    state nap "Sleeps; running it again is harmless." {
+        seconds!: number "How long."
+    }
+    """
+
+    def run(self, state, data, ctx):
+        ctx.engine.events.sleep(state.fields["seconds"], owner=ctx.instance_id, namespace=ctx.namespace)
+        return {**data, "naps": data.get("naps", 0) + 1}
+
+
+class Poke(Nap):
+    name = "poke"
+    resumable = False
+    schema = """
+    state poke "Sleeps, standing for an action: not safe to run twice." {
+        seconds!: number "How long."
+    }
+    """
+
+
+@hookimpl
+def isolde_state_types():
+    return [Nap, Poke]
+'''
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Served:
+    """One ``isolde serve`` process, its stderr collected line by line."""
+
+    def __init__(self, root: Path, data_dir: Path, args: tuple[str, ...], env: dict[str, str], cwd: Path) -> None:
+        cmd = [sys.executable, "-m", "isolde.cli", "serve", str(root), "--data-dir", str(data_dir)]
+        if not any(a.startswith("--api") or a == "--no-api" for a in args):
+            cmd += ["--api", "127.0.0.1:0"]
+        self.proc = subprocess.Popen(
+            [*cmd, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd
+        )
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = ""
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            with self._cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def ready(self) -> Served:
+        line = self.wait_log("daemon ready", timeout=READY_TIMEOUT)
+        for part in line.split():
+            if part.startswith("api="):
+                self.url = part[4:]
+        return self
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 0
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def wait_log(self, text: str, *, timeout: float = 10.0, since: int = 0) -> str:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[since:]:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no log line with {text!r}; stderr:\n" + "\n".join(self.lines[-40:]))
+                self._cond.wait(min(left, 0.2))
+
+    def log_text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def request(self, method: str, path: str, body: bytes | str | None = None,
+                headers: dict[str, str] | None = None, timeout: float = 30.0) -> Response:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = body.encode() if isinstance(body, str) else body
+            conn.request(method, path, body=data, headers=headers or {})
+            resp = conn.getresponse()
+            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
+    def get(self, path: str, **kw: Any) -> Response:
+        return self.request("GET", path, **kw)
+
+    def start(self, ns: str, wf: str, body: Any = None, *, wait: bool = True) -> Response:
+        data = None if body is None else json.dumps(body)
+        return self.request("POST", f"/api/namespaces/{ns}/workflows/{wf}/instances" + ("?wait=true" if wait else ""), data)
+
+    def workflows(self, ns: str) -> dict[str, dict[str, Any]]:
+        r = self.get(f"/api/namespaces/{ns}/workflows")
+        if r.status == 404:
+            return {}
+        return {w["path"]: w for w in r.json["workflows"]}
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("the daemon did not stop within %.0f s of SIGTERM" % timeout) from None
+            finally:
+                self._close()
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def eventually(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
+    """Call ``fn`` until it returns something truthy without failing an assert or a lookup."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = fn()
+            if value:
+                return value
+            err: BaseException | None = None
+        except (AssertionError, LookupError) as exc:  # not there yet: a 404 body has no "output"
+            err = exc
+        if time.monotonic() > deadline:
+            if err is not None:
+                raise err
+            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+        time.sleep(interval)
+
+
+def write(path: Path, text: str) -> Path:
+    """Write a file the way a careful tool does: content, then close (one close-write event)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+NOOP = """
+direktiv_api: workflow/v1
+states:
+- id: a
+  type: noop
+  transform:
+    says: {word}
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """The ``nap`` / ``poke`` test plugin installed as a distribution."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "isolde_test_nap.py").write_text(NAP_PLUGIN)
+    info = site / "isolde_test_nap-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: isolde_test_nap\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[isolde]\nnap = isolde_test_nap\n")
+    return site
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    d = tmp_path / "flows"
+    (d / "ns1").mkdir(parents=True)
+    return d
+
+
+@pytest.fixture
+def serve(tmp_path: Path, data_dir: Path, site: Path) -> Iterator[Callable[..., Served]]:
+    """``serve(root, *args, config=None)`` starts a daemon and waits until it is ready."""
+    started: list[Served] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISOLDE_")}
+    env["PYTHONPATH"] = str(site)
+
+    def _serve(root: Path, *args: str, config: str | None = None, ready: bool = True) -> Served:
+        extra = list(args)
+        if config is not None:
+            cfg = tmp_path / f"isolde-{len(started)}.toml"
+            cfg.write_text(textwrap.dedent(config))
+            extra += ["--config", str(cfg)]
+        s = Served(root, data_dir, tuple(extra), env, tmp_path)
+        started.append(s)
+        return s.ready() if ready else s
+
+    yield _serve
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def plugin_cli(cli: Cli, site: Path) -> Cli:
+    cli.env["PYTHONPATH"] = str(site)
+    return cli
+
+
+# --------------------------------------------------------------------------- 1. watched workflows
+
+
+def test_initial_scan_registers_what_is_there(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+    write(root / "ns1" / "hello.yaml", NOOP.format(word="hello"))
+    write(root / "ns1" / "sub" / "deep" / "wf.yml", NOOP.format(word="deep"))
+    write(root / "ns1" / "broken.yaml", "states:\n- id: a\n  type: nope\n")
+    write(root / "ns1" / ".hidden.yaml", NOOP.format(word="hidden"))
+    write(root / "ns1" / "hello.yaml~", NOOP.format(word="backup"))
+    write(root / "ns1" / ".hidden" / "x.yaml", NOOP.format(word="x"))
+    write(root / "top.yaml", NOOP.format(word="top"))  # directly in DIR: not in a namespace
+    (root / "ns2").mkdir()
+    d = serve(root)
+    wfs = d.workflows("ns1")
+    assert sorted(wfs) == ["broken", "hello", "sub/deep/wf"]
+    assert wfs["hello"]["valid"] and wfs["hello"]["serving"]
+    assert not wfs["broken"]["valid"] and not wfs["broken"]["serving"]
+    assert "broken.yaml:3:9" in wfs["broken"]["errors"][0], wfs["broken"]["errors"]
+    assert [n["name"] for n in d.get("/api/namespaces").json["namespaces"]] == ["ns1", "ns2"]
+    assert d.start("ns1", "sub/deep/wf").json["output"] == {"says": "deep"}
+    # Direktiv-style references name the same workflow
+    assert d.start("ns1", "sub/deep/wf.yml").json["output"] == {"says": "deep"}
+    assert "broken.yaml:3:9: state 'a'" in d.log_text()
+
+
+def test_create_change_invalid_change_delete(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+    d = serve(root)
+    f = write(root / "ns1" / "flow.yaml", NOOP.format(word="one"))
+    eventually(lambda: d.workflows("ns1").get("flow"))
+    assert d.start("ns1", "flow").json["output"] == {"says": "one"}
+
+    write(f, NOOP.format(word="two"))
+    eventually(lambda: d.start("ns1", "flow").json["output"] == {"says": "two"})
+
+    mark = d.mark()
+    write(f, NOOP.format(word="three").replace("type: noop", "type: noop\n  transition: nowhere"))
+    line = d.wait_log("flow.yaml:", since=mark)
+    assert "nowhere" in line and ":5:" in line, line  # FILE:LINE:COL of the bad transition
+    assert "previous version keeps serving" in d.log_text()
+    info = d.workflows("ns1")["flow"]
+    assert info["serving"] and not info["valid"] and info["errors"]
+    assert d.start("ns1", "flow").json["output"] == {"says": "two"}  # the last good version
+
+    assert cli("vars", "set", "kept", "1", "-n", "ns1", "-w", "flow").code == 0
+    f.unlink()
+    eventually(lambda: "flow" not in d.workflows("ns1"))
+    assert cli("vars", "list", "-n", "ns1", "-w", "flow").stdout == ""  # its variables went with it
+    assert d.start("ns1", "flow").status == 404
+
+
+def test_rename_and_move_keep_variables(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+    write(root / "ns1" / "a.yaml", NOOP.format(word="a"))
+    (root / "ns2").mkdir()
+    d = serve(root)
+    assert cli("vars", "set", "n", "7", "-n", "ns1", "-w", "a").code == 0
+
+    (root / "ns1" / "a.yaml").rename(root / "ns1" / "b.yaml")
+    eventually(lambda: sorted(d.workflows("ns1")) == ["b"])
+    assert cli("vars", "get", "n", "-n", "ns1", "-w", "b").stdout == "7"
+    assert cli("vars", "list", "-n", "ns1", "-w", "a").stdout == ""
+
+    (root / "ns1" / "sub").mkdir()
+    (root / "ns1" / "b.yaml").rename(root / "ns1" / "sub" / "c.yaml")
+    eventually(lambda: sorted(d.workflows("ns1")) == ["sub/c"])
+    assert cli("vars", "get", "n", "-n", "ns1", "-w", "sub/c").stdout == "7"
+
+    (root / "ns1" / "sub").rename(root / "ns1" / "folder")  # a whole folder renamed
+    eventually(lambda: sorted(d.workflows("ns1")) == ["folder/c"])
+    assert cli("vars", "get", "n", "-n", "ns1", "-w", "folder/c").stdout == "7"
+
+    (root / "ns1" / "folder" / "c.yaml").rename(root / "ns2" / "c.yaml")  # to another namespace
+    eventually(lambda: sorted(d.workflows("ns2")) == ["c"] and not d.workflows("ns1"))
+    assert cli("vars", "get", "n", "-n", "ns2", "-w", "c").stdout == "7"
+    assert cli("workflows", "list", "-n", "ns1").stdout == ""
+
+
+def test_editor_save_by_rename_keeps_variables(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+    """vim's default save: the file is renamed to a backup, a new one written, the backup removed."""
+    f = write(root / "ns1" / "flow.yaml", NOOP.format(word="old"))
+    d = serve(root)
+    assert cli("vars", "set", "n", "1", "-n", "ns1", "-w", "flow").code == 0
+    backup = root / "ns1" / "flow.yaml~"
+    f.rename(backup)
+    (root / "ns1" / "4913").write_text("")  # vim's probe file
+    (root / "ns1" / "4913").unlink()
+    swap = root / "ns1" / ".flow.yaml.swp"
+    swap.write_bytes(b"\x00" * 100)
+    write(f, NOOP.format(word="new"))
+    backup.unlink()
+    swap.unlink()
+    eventually(lambda: d.start("ns1", "flow").json["output"] == {"says": "new"})
+    time.sleep(0.5)  # past the delete grace: nothing may have been deleted
+    assert cli("vars", "get", "n", "-n", "ns1", "-w", "flow").stdout == "1"
+    assert sorted(d.workflows("ns1")) == ["flow"]
+    assert "workflow deleted" not in d.log_text()
+
+
+def test_half_written_workflow_never_registers(root: Path, serve: Callable[..., Served]) -> None:
+    d = serve(root)
+    text = textwrap.dedent(NOOP.format(word="whole")).lstrip("\n").encode()
+    path = root / "ns1" / "slow.yaml"
+    with open(path, "wb") as fh:
+        fh.write(text[:40])  # "direktiv_api: ...\nstates:\n- id: a" -- would even parse
+        fh.flush()
+        time.sleep(0.6)
+        assert "slow" not in d.workflows("ns1")
+        fh.write(text[40:])
+    eventually(lambda: d.start("ns1", "slow").json["output"] == {"says": "whole"})
+
+
+def test_namespace_folder_removed_and_renamed(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+    write(root / "ns1" / "a.yaml", NOOP.format(word="a"))
+    write(root / "ns1" / ".vars" / "shared", "42")
+    write(root / "gone" / "b.yaml", NOOP.format(word="b"))
+    d = serve(root)
+    assert cli("vars", "set", "w", "1", "-n", "gone", "-w", "b").code == 0
+    assert cli("vars", "set", "x", "2", "-n", "gone").code == 0
+
+    shutil.rmtree(root / "gone")
+    eventually(lambda: [n["name"] for n in d.get("/api/namespaces").json["namespaces"]] == ["ns1"])
+    assert "gone" not in cli("namespaces", "list").stdout.split()
+    assert cli("vars", "list", "-n", "gone").stdout == ""
+
+    (root / "ns1").rename(root / "renamed")
+    eventually(lambda: [n["name"] for n in d.get("/api/namespaces").json["namespaces"]] == ["renamed"])
+    eventually(lambda: sorted(d.workflows("renamed")) == ["a"])
+    assert cli("vars", "get", "shared", "-n", "renamed").stdout == "42"
+    assert cli("vars", "list", "-n", "ns1").stdout == ""
+
+
+def test_changes_while_down_are_applied_at_start(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+    write(root / "ns1" / "a.yaml", NOOP.format(word="a"))
+    write(root / "ns1" / "b.yaml", NOOP.format(word="b"))
+    write(root / "old" / "c.yaml", NOOP.format(word="c"))
+    d = serve(root)
+    for ns, wf in (("ns1", "a"), ("ns1", "b"), ("old", "c")):
+        assert cli("vars", "set", "v", "1", "-n", ns, "-w", wf).code == 0
+    assert cli("vars", "set", "mine", "1", "-n", "ns1", "-w", "cli-run").code == 0  # not the daemon's
+    assert d.stop() == 0
+    (root / "ns1" / "a.yaml").rename(root / "ns1" / "renamed.yaml")  # same content: a rename
+    (root / "ns1" / "b.yaml").unlink()
+    shutil.rmtree(root / "old")
+    d = serve(root)
+    assert sorted(d.workflows("ns1")) == ["renamed"]
+    assert cli("vars", "get", "v", "-n", "ns1", "-w", "renamed").stdout == "1"
+    assert cli("vars", "list", "-n", "ns1", "-w", "b").stdout == ""
+    assert cli("vars", "list", "-n", "old").stdout == "" and "old" not in cli("namespaces", "list").stdout.split()
+    assert cli("vars", "get", "mine", "-n", "ns1", "-w", "cli-run").stdout == "1"
+
+
+# --------------------------------------------------------------------------- 2. drop folders
+
+
+def test_drop_files_become_variables(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+    write(root / "ns1" / "flow.yaml", NOOP.format(word="x"))
+    write(root / "ns1" / "flow.yaml.before", "early")
+    d = serve(root)
+    assert cli("vars", "get", "before", "-n", "ns1", "-w", "flow").stdout == "early"
+
+    write(root / "ns1" / ".vars" / "config.json", '{"a": 1}')
+    write(root / "ns1" / "flow.yaml.count", "5")
+    write(root / "ns1" / ".vars" / "notes.txt", "hello")
+    r = eventually(lambda: (x := d.get("/api/namespaces/ns1/variables/config.json")).status == 200 and x)
+    assert json.loads(r.body) == {"a": 1} and r.headers["content-type"] == "application/json"
+    assert eventually(lambda: d.get("/api/namespaces/ns1/workflows/flow/variables/count").body == b"5")
+    assert eventually(lambda: d.get("/api/namespaces/ns1/variables/notes.txt").headers.get("content-type") == "text/plain")
+
+    write(root / "ns1" / "flow.yaml.count", "6")  # a change is stored again
+    assert eventually(lambda: d.get("/api/namespaces/ns1/workflows/flow/variables/count").body == b"6")
+
+    # deleting the file leaves the variable (the default)
+    (root / "ns1" / ".vars" / "notes.txt").unlink()
+    time.sleep(0.6)
+    assert d.get("/api/namespaces/ns1/variables/notes.txt").status == 200
+
+    # a file whose name is no valid key is refused with a log line
+    write(root / "ns1" / ".vars" / "bad name", "x")
+    d.wait_log("not a valid variable key")
+
+
+def test_drop_directory_is_stored_as_tar_gz(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+    write(root / "ns1" / "flow.yaml", NOOP.format(word="x"))
+    write(root / "ns1" / ".vars" / "site" / "index.html", "<h1>hi</h1>")
+    d = serve(root)
+
+    def members(path: str) -> dict[str, bytes]:
+        r = d.get(path)
+        assert r.status == 200, r.body
+        assert r.headers["content-type"] == "application/gzip"
+        with tarfile.open(fileobj=io.BytesIO(r.body), mode="r:gz") as tf:
+            return {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+    assert members("/api/namespaces/ns1/variables/site") == {"index.html": b"<h1>hi</h1>"}
+    write(root / "ns1" / ".vars" / "site" / "css" / "a.css", "b{}")
+    eventually(lambda: members("/api/namespaces/ns1/variables/site") == {"index.html": b"<h1>hi</h1>", "css/a.css": b"b{}"})
+    write(root / "ns1" / "flow.yaml.assets" / "x.txt", "x")  # a workflow variable directory
+    eventually(lambda: members("/api/namespaces/ns1/workflows/flow/variables/assets") == {"x.txt": b"x"})
+
+
+def test_half_written_drop_file_is_not_read(root: Path, serve: Callable[..., Served]) -> None:
+    d = serve(root)
+    path = root / "ns1" / ".vars" / "big"
+    path.parent.mkdir()
+    with open(path, "wb") as fh:
+        fh.write(b"first half, ")
+        fh.flush()
+        time.sleep(0.6)
+        assert d.get("/api/namespaces/ns1/variables/big").status == 404
+        fh.write(b"second half")
+    assert eventually(lambda: d.get("/api/namespaces/ns1/variables/big").body == b"first half, second half")
+
+
+def test_delete_vars_with_files_option(root: Path, serve: Callable[..., Served]) -> None:
+    write(root / "ns1" / ".vars" / "temp", "1")
+    d = serve(root, config="[daemon]\ndelete_vars_with_files = true\n")
+    assert d.get("/api/namespaces/ns1/variables/temp").status == 200
+    (root / "ns1" / ".vars" / "temp").unlink()
+    eventually(lambda: d.get("/api/namespaces/ns1/variables/temp").status == 404)
+
+
+def test_drop_file_latency(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+    """Time from a file closing in .vars/ to the variable being readable (docs/daemon.md)."""
+    (root / "ns1" / ".vars").mkdir()
+    d = serve(root)
+    import isolde
+    from isolde.store import LmdbStore, Ref
+
+    store = LmdbStore(cli.data_dir)
+    try:
+        times = []
+        for i in range(15):
+            path = root / "ns1" / ".vars" / f"k{i}"
+            want = f"value {i}".encode()
+            t0 = time.perf_counter()
+            path.write_bytes(want)
+            while True:
+                var = store.get(Ref("ns1", "namespace", "", f"k{i}"))
+                if var is not None and var.data == want:
+                    break
+                if time.perf_counter() - t0 > 5:
+                    raise AssertionError(f"k{i} not stored within 5 s")
+                time.sleep(0.001)
+            times.append(time.perf_counter() - t0)
+    finally:
+        store.close()
+    times.sort()
+    median = times[len(times) // 2]
+    print(f"drop-folder latency: median {median * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms (isolde {isolde.__version__})")
+    assert median < 1.0  # the target is 100 ms; this only catches a broken path on a busy machine
+
+
+# --------------------------------------------------------------------------- 3. starts
+
+
+def test_cron_start_fires(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+    write(root / "ns1" / "tick.yaml", """
+        direktiv_api: workflow/v1
+        start:
+          type: scheduled
+          cron: "* * * * * *"
+        states:
+        - id: a
+          type: noop
+    """)
+    d = serve(root)
+    assert d.workflows("ns1")["tick"]["cron"] == "* * * * * *"
+    assert d.workflows("ns1")["tick"]["next_run"] > time.time() - 1
+    runs = eventually(lambda: [i for i in d.get("/api/namespaces/ns1/instances").json["instances"]
+                               if i["trigger"] == "cron" and i["status"] == "complete"][1:], timeout=6)
+    assert all(r["workflow"] == "tick" for r in runs)
+    (root / "ns1" / "tick.yaml").unlink()
+    eventually(lambda: "tick" not in d.workflows("ns1"))
+    count = len(d.get("/api/namespaces/ns1/instances").json["instances"])
+    time.sleep(1.2)
+    assert len(d.get("/api/namespaces/ns1/instances").json["instances"]) == count  # unscheduled
+
+
+def test_event_starts(root: Path, serve: Callable[..., Served]) -> None:
+    write(root / "ns1" / "on-greet.yaml", """
+        direktiv_api: workflow/v1
+        start:
+          type: event
+          event:
+            type: greet
+            context:
+              source: "tests*"
+        states:
+        - id: a
+          type: noop
+          transform:
+            name: jq(.greet.data.name)
+            hello: jq(.greet.hello)
+    """)
+    write(root / "ns1" / "either.yaml", """
+        direktiv_api: workflow/v1
+        start:
+          type: eventsXor
+          events:
+          - type: one
+          - type: two
+        states:
+        - id: a
+          type: noop
+          transform:
+            got: jq(keys)
+    """)
+    write(root / "ns1" / "both.yaml", """
+        direktiv_api: workflow/v1
+        start:
+          type: eventsAnd
+          correlate: [order]
+          events:
+          - type: paid
+          - type: shipped
+        states:
+        - id: a
+          type: noop
+          transform:
+            paid: jq(.paid.data)
+            shipped: jq(.shipped.data)
+    """)
+    d = serve(root)
+
+    def post(event: dict[str, Any]) -> list[str]:
+        r = d.request("POST", "/api/namespaces/ns1/events", json.dumps(event))
+        assert r.status == 202, r.body
+        return r.json["instances"]
+
+    def output(iid: str) -> Any:
+        return eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] == "complete" and x)["output"]
+
+    [iid] = post({"type": "greet", "source": "tests/a", "hello": "world", "data": {"name": "Ada"}})
+    assert output(iid) == {"name": "Ada", "hello": "world"}
+    assert post({"type": "greet", "source": "elsewhere", "data": {}}) == []  # context does not match
+
+    [a] = post({"type": "one", "source": "t"})
+    [b] = post({"type": "two", "source": "t"})
+    assert output(a) == {"got": ["one"]} and output(b) == {"got": ["two"]}
+
+    assert post({"type": "paid", "source": "t", "order": "1", "data": "p1"}) == []
+    assert post({"type": "paid", "source": "t", "order": "2", "data": "p2"}) == []
+    [c] = post({"type": "shipped", "source": "t", "order": "2", "data": "s2"})
+    assert output(c) == {"paid": "p2", "shipped": "s2"}  # correlated on `order`
+
+
+def test_singular_refuses_a_second_instance(root: Path, serve: Callable[..., Served]) -> None:
+    write(root / "ns1" / "one.yaml", """
+        direktiv_api: workflow/v1
+        singular: true
+        states:
+        - id: a
+          type: nap
+          seconds: 0.8
+    """)
+    d = serve(root)
+    first = d.start("ns1", "one", wait=False)
+    assert first.status == 202
+    second = d.start("ns1", "one", wait=False)
+    assert second.status == 409
+    assert second.json["error"]["code"] == "direktiv.mutex" and first.json["id"] in second.json["error"]["message"]
+    eventually(lambda: d.get(f"/api/namespaces/ns1/instances/{first.json['id']}").json["status"] == "complete")
+    assert d.start("ns1", "one").status == 200
+
+
+def test_queue_beyond_max_running(root: Path, serve: Callable[..., Served]) -> None:
+    write(root / "ns1" / "nap.yaml", """
+        direktiv_api: workflow/v1
+        states:
+        - id: a
+          type: nap
+          seconds: 0.4
+    """)
+    d = serve(root, config="[daemon]\nmax_running = 1\nmax_queue = 1\n")
+    first, second = (d.start("ns1", "nap", wait=False).json["id"] for _ in range(2))
+    assert d.get(f"/api/namespaces/ns1/instances/{second}").json["status"] == "pending"
+    third = d.start("ns1", "nap", wait=False)
+    assert third.status == 503 and third.json["error"]["code"] == "isolde.daemon.busy"
+    for iid in (first, second):
+        eventually(lambda: d.get(f"/api/namespaces/ns1/instances/{iid}").json["status"] == "complete")
+    assert d.get("/api/status").json["complete"] == 2
+
+
+# --------------------------------------------------------------------------- 5. restarts
+
+SITTING = """
+direktiv_api: workflow/v1
+states:
+- id: set
+  type: setter
+  variables:
+  - key: scratch
+    scope: instance
+    value: jq(.n)
+  - key: committed
+    scope: workflow
+    value: jq(.n)
+  transition: sit
+- id: sit
+  type: {kind}
+  seconds: {seconds}
+  transition: read
+- id: read
+  type: getter
+  variables:
+  - key: scratch
+    scope: instance
+"""
+
+
+def _sitting(d: Served, wf: str) -> str:
+    r = d.start("ns1", wf, {"n": 5}, wait=False)
+    assert r.status == 202, r.body
+    iid: str = r.json["id"]
+    eventually(lambda: d.get(f"/api/namespaces/ns1/instances/{iid}").json["state"] == "sit")
+    return iid
+
+
+def test_kill9_in_a_resumable_state_resumes(root: Path, serve: Callable[..., Served], plugin_cli: Cli) -> None:
+    write(root / "ns1" / "sit.yaml", SITTING.format(kind="nap", seconds=30))
+    d = serve(root)
+    iid = _sitting(d, "sit")
+    d.kill9()
+    write(root / "ns1" / "sit.yaml", SITTING.format(kind="nap", seconds=0.2))  # a shorter nap this time
+    d = serve(root)
+    d.wait_log("resuming instance")
+    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x)
+    assert done["status"] == "complete", done
+    assert done["resumed"] is True
+    assert done["output"]["var"] == {"scratch": 5}  # its instance variable survived the crash
+    assert plugin_cli("vars", "list", "-n", "ns1", "--instance", iid).stdout == ""  # ... and is gone now
+    assert plugin_cli("vars", "get", "committed", "-n", "ns1", "-w", "sit").stdout == "5"
+
+
+def test_kill9_in_an_unsafe_state_fails_interrupted(root: Path, serve: Callable[..., Served], plugin_cli: Cli) -> None:
+    write(root / "ns1" / "sit.yaml", SITTING.format(kind="poke", seconds=30))
+    d = serve(root)
+    iid = _sitting(d, "sit")
+    d.kill9()
+    d = serve(root)
+    info = d.get(f"/api/namespaces/ns1/instances/{iid}").json
+    assert info["status"] == "failed" and info["error"]["code"] == "interrupted", info
+    assert "poke" in info["error"]["message"]
+    assert plugin_cli("vars", "list", "-n", "ns1", "--instance", iid).stdout == ""
+    assert plugin_cli("vars", "get", "committed", "-n", "ns1", "-w", "sit").stdout == "5"  # nothing committed is lost
+    assert d.get(f"/api/namespaces/ns1/instances/{iid}/logs").status == 200
+
+
+def test_kill9_in_a_delay_state(root: Path, serve: Callable[..., Served], plugin_cli: Cli) -> None:
+    """The built-in ``delay``: resumed when its type says it is safe, else interrupted."""
+    write(root / "ns1" / "wait.yaml", SITTING.format(kind="delay", seconds=0).replace("seconds: 0", "duration: PT2S"))
+    d = serve(root)
+    if not d.workflows("ns1")["wait"]["serving"]:
+        pytest.skip("no delay state type installed")
+    iid = _sitting(d, "wait")
+    d.kill9()
+    d = serve(root)
+    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x, timeout=15)
+    assert done["status"] == "complete" or done["error"]["code"] == "interrupted", done
+    assert plugin_cli("vars", "list", "-n", "ns1", "--instance", iid).stdout == ""
+    assert plugin_cli("vars", "get", "committed", "-n", "ns1", "-w", "wait").stdout == "5"
+
+
+def test_sigterm_stops_gracefully_and_the_next_start_resumes(root: Path, serve: Callable[..., Served], plugin_cli: Cli) -> None:
+    write(root / "ns1" / "sit.yaml", SITTING.format(kind="nap", seconds=30))
+    write(root / "ns1" / "quick.yaml", NOOP.format(word="quick"))
+    d = serve(root, config="[daemon]\nstop_grace = 0.3\n")
+    iid = _sitting(d, "sit")
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 10
+    assert "instances still running at stop" in d.log_text()
+    write(root / "ns1" / "sit.yaml", SITTING.format(kind="nap", seconds=0.1))
+    d = serve(root)
+    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x)
+    assert done["status"] == "complete", done
+    assert plugin_cli("vars", "list", "-n", "ns1", "--instance", iid).stdout == ""
+
+
+# --------------------------------------------------------------------------- 6. operations
+
+
+def test_cli_works_beside_the_daemon(root: Path, serve: Callable[..., Served], cli: Cli, tmp_path: Path) -> None:
+    write(root / "ns1" / "count.yaml", """
+        direktiv_api: workflow/v1
+        states:
+        - id: get
+          type: getter
+          variables:
+          - key: n
+            scope: namespace
+          transition: set
+        - id: set
+          type: setter
+          variables:
+          - key: n
+            scope: namespace
+            value: jq((.var.n // 0) + 1)
+    """)
+    d = serve(root)
+    assert cli("vars", "set", "n", "10", "-n", "ns1").code == 0
+    assert d.start("ns1", "count").status == 200
+    assert d.get("/api/namespaces/ns1/variables/n").body == b"11"
+    r = cli("run", str(root / "ns1" / "count.yaml"), "-n", "ns1")
+    assert r.code == 0, r.stderr
+    assert cli("vars", "get", "n", "-n", "ns1").stdout == "12"
+    assert d.start("ns1", "count").status == 200
+    assert d.get("/api/namespaces/ns1/variables/n").body == b"13"
+
+
+def test_logs_are_structured_and_verbose_adds_debug(root: Path, serve: Callable[..., Served]) -> None:
+    write(root / "ns1" / "flow.yaml", NOOP.format(word="x").replace("type: noop", "type: noop\n  log: jq(.says)"))
+    d = serve(root, "--verbose")
+    for line in d.log_text().splitlines():
+        assert line.startswith("ts=") and " level=" in line and " msg=" in line, line
+    assert d.start("ns1", "flow").status == 200
+    d.wait_log("level=debug msg=\"instance complete\"")
+
+
+def test_one_daemon_per_data_directory(root: Path, serve: Callable[..., Served]) -> None:
+    d = serve(root)
+    other = serve(root, ready=False)
+    assert other.proc.wait(30) == 2
+    other._close()
+    assert f"another isolde serve (pid {d.proc.pid})" in other.log_text()
+    assert d.get("/api/namespaces").status == 200
+
+
+def test_refuses_a_missing_folder_and_a_public_api_without_token(tmp_path: Path, cli: Cli, root: Path) -> None:
+    r = cli("serve", str(tmp_path / "nope"), "--api", "127.0.0.1:0")
+    assert r.code == 2 and "not a directory" in r.stderr
+    r = cli("serve", str(root), "--api", "0.0.0.0:0", timeout=30)
+    assert r.code == 2 and "without a token" in r.stderr, r.stderr
