@@ -27,6 +27,7 @@ def bus_of(ctx: StateContext) -> EventBus:
 
 class Delay(StateType):
     name = "delay"
+    resumable = True  # waiting again after a crash is harmless: the daemon resumes here
     schema = """
     state delay "Pauses the instance; closing the engine cancels the wait (`isolde.cancelled`)." {
         duration!: duration   "How long to wait, ISO-8601 (`PT30S`, `PT1.5S`, `PT5M`, `P1D`)."
