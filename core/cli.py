@@ -217,22 +217,11 @@ def vars_set(key: str, value: str | None, file: Any, mime: str | None, namespace
         raise click.UsageError("give a VALUE or -f FILE (exactly one)")
     data = value.encode() if value is not None else file.read()
     if mime is None:
-        mime = _guess_mime(data)
+        from .variables import sniff_mime
+
+        mime = sniff_mime(data)
     with _engine(data_dir, config_path) as engine:
         engine.variables.set(key, data, mime=mime, namespace=namespace, **_scope(workflow, instance))
-
-
-def _guess_mime(data: bytes) -> str:
-    try:
-        json.loads(data)
-        return "application/json"
-    except ValueError:
-        pass
-    try:
-        data.decode("utf-8")
-        return "text/plain"
-    except UnicodeDecodeError:
-        return "application/octet-stream"
 
 
 @vars.command("delete")

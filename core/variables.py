@@ -65,3 +65,17 @@ def decode(data: bytes) -> Any:
 
 
 _loads = json.JSONDecoder().decode
+
+
+def sniff_mime(data: bytes) -> str:
+    """A mime type for bytes that came without one (CLI, drop folders): JSON when they
+    parse, UTF-8 text, else octet-stream.  A getter decodes by content either way."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return OCTETS
+    try:
+        _loads(text)
+        return JSON
+    except ValueError:
+        return TEXT
