@@ -473,7 +473,7 @@ class Scheduler:
         self._fire = fire
         self._log = logger
         self._cond = threading.Condition()
-        self._jobs: dict[tuple[str, str], tuple[Any, float]] = {}
+        self._jobs: dict[tuple[str, str], tuple[str, Any, float]] = {}  # (cron, croniter, next fire)
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="isolde-scheduler", daemon=True)
 
@@ -496,19 +496,18 @@ class Scheduler:
                 if self._jobs.pop(key, None) is not None:
                     self._cond.notify_all()
                 return
-            if old is not None and old[0].expressions_text == cron:
-                return
+            if old is not None and old[0] == cron:
+                return  # unchanged: keep the fire time already due
             from croniter import croniter
 
             it = croniter(cron, _dt.datetime.now(_dt.timezone.utc))
-            it.expressions_text = cron  # type: ignore[attr-defined]
-            self._jobs[key] = (it, it.get_next(float))
+            self._jobs[key] = (cron, it, it.get_next(float))
             self._cond.notify_all()
 
     def next_fire(self, namespace: str, wid: str) -> float | None:
         with self._cond:
             job = self._jobs.get((namespace, wid))
-            return None if job is None else job[1]
+            return None if job is None else job[2]
 
     def _loop(self) -> None:
         while True:
@@ -518,13 +517,13 @@ class Scheduler:
                     return
                 now = time.time()
                 wait = 3600.0
-                for key, (it, at) in list(self._jobs.items()):
+                for key, (cron, it, at) in list(self._jobs.items()):
                     if at <= now:
                         due.append(key)
                         nxt = it.get_next(float)
                         while nxt <= now:  # the daemon was busy or asleep: don't fire a backlog
                             nxt = it.get_next(float)
-                        self._jobs[key] = (it, nxt)
+                        self._jobs[key] = (cron, it, nxt)
                         at = nxt
                     wait = min(wait, at - now)
                 if not due:
