@@ -34,6 +34,7 @@ DEFAULT_LIMITS: dict[str, float | int] = {
     "event_retain_seconds": 60,  # how long such an event is kept
     "lock_wait": 30.0,  # seconds an instance waits for a locked variable (lock: true)
     "max_subflow_depth": 10,  # subflows nested in subflows (direktiv.limits.depth)
+    "foreach_concurrency": 10,  # calls of one foreach state running at once
     "archive_max_members": 10_000,  # entries of one tar / tar.gz (files: and out/ directories)
     "archive_max_member_bytes": 1 << 30,  # one file inside an archive
     "archive_max_total_bytes": 4 << 30,  # all files of one archive, unpacked

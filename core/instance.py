@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import InstanceFailure, WorkflowError
 from .expr import Expr, to_text
+from .guards import InstanceGuard, needs_guard
 from .jqexpr import JqError
 from .store import Put, Ref, StoreError, Variable
 
@@ -84,7 +85,7 @@ class StateContext:
     __slots__ = (
         "engine", "store", "namespace", "workflow", "instance_id", "state", "_pending",
         "_registered", "_next", "log_lines", "_sink", "error_at_end", "max_variable_bytes",
-        "_locked", "lock_owner",
+        "_locked", "lock_owner", "guard",
     )
 
     def __init__(self, engine: Engine, workflow: Workflow, namespace: str, instance_id: str, sink: LogSink | None):
@@ -103,6 +104,7 @@ class StateContext:
         self.max_variable_bytes = engine.max_variable_bytes
         self._locked: set[bytes] = set()
         self.lock_owner = instance_id  # whose locks these are (a subflow may run under its parent's)
+        self.guard: InstanceGuard | None = None  # the workflow's timeouts / singular (isolde.guards)
 
     # -- variables ---------------------------------------------------------
     def ref(self, scope: str, key: str) -> Ref:
@@ -165,6 +167,11 @@ class StateContext:
                 self.engine.locks.release(self.lock_owner, done)
                 self._locked.difference_update(done)
 
+    def time_left(self) -> float | None:
+        """Seconds until the workflow's next timeout (``timeouts``), None without one:
+        a state that calls out (an action) bounds its call by it."""
+        return None if self.guard is None else self.guard.time_left()
+
     # -- flow --------------------------------------------------------------
     def transition(self, state_id: str | None) -> None:
         """Go to ``state_id`` next (None ends the instance), instead of the declared transition."""
@@ -218,7 +225,10 @@ def run_instance(
     state = wf.start if start is None else states[start]
     steps = 0
     result = Result(instance_id, "complete", log=ctx.log_lines, workflow=wf.id, namespace=namespace)
+    guard = ctx.guard = InstanceGuard(engine, wf, namespace, instance_id) if needs_guard(wf) else None
     try:
+        if guard is not None:
+            guard.start()
         while True:
             steps += 1
             if steps > max_steps:
@@ -229,6 +239,8 @@ def run_instance(
             ctx.state = state
             ctx._next = _DEFAULT
             try:
+                if guard is not None:
+                    guard.at_boundary()
                 if state.log is not None:
                     ctx.log(to_text(state.log.eval(data)))
                 out = state.impl.run(state, data, ctx)
@@ -243,6 +255,8 @@ def run_instance(
                 ctx._pending = []
                 if isinstance(exc, JqError):
                     exc = WorkflowError(exc.code, exc.msg)
+                if guard is not None:
+                    exc = guard.translate(exc)
                 if not exc.catchable:
                     raise exc from None
                 for pattern, target in state.catch:
@@ -273,6 +287,8 @@ def run_instance(
         result.error = ErrorInfo("isolde.internal", f"{type(exc).__name__}: {exc} (a bug in state type '{state.type}')", state.id)
         engine._report_internal(exc)
     finally:
+        if guard is not None:
+            guard.finish()
         if ctx._locked:
             ctx.release_locks()
         if ctx._registered:

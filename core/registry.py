@@ -23,7 +23,7 @@ from .schema import Schema, SchemaError, parse_declarations
 from .states import StateType
 
 ENTRY_POINT_GROUP = "isolde"
-BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error", "action", "runners", "delay", "validate", "events")
+BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error", "action", "runners", "delay", "validate", "events", "foreach", "parallel")
 """Modules of ``isolde.plugins`` registered at every start, under these names."""
 
 hookimpl = pluggy.HookimplMarker("isolde")

@@ -29,6 +29,8 @@ _BUILTIN_JSON: dict[str, dict[str, Any]] = {
     "funcid": {"type": "string", "description": "The id of a function declared in 'functions'."},
     "varkey": {"type": "string", "description": "A variable key: ^(([a-zA-Z][a-zA-Z0-9_\\-\\.]*[a-zA-Z0-9])|([a-zA-Z]))$, or jq(...)."},
     "scope": {"enum": ["instance", "workflow", "namespace"]},
+    "filekey": {"type": "string", "description": "A variable key, jq(...), or for scope file a path of a file of the namespace (/data/e.yaml)."},
+    "filescope": {"enum": ["instance", "workflow", "namespace", "file"]},
     "duration": {"type": "string", "pattern": _DURATION_PATTERN, "description": "ISO-8601 duration, e.g. PT30S."},
     "cron": {"type": "string", "description": "Cron expression (minute hour day month weekday)."},
     "mime": {"type": "string", "description": "A MIME type, e.g. application/json."},
@@ -45,6 +47,8 @@ _BUILTIN_DOC: dict[str, str] = {
     "funcid": "function id",
     "varkey": "variable key",
     "scope": "`instance` \\| `workflow` \\| `namespace`",
+    "filekey": "variable key or file path",
+    "filescope": "`instance` \\| `workflow` \\| `namespace` \\| `file`",
     "duration": "ISO-8601 duration",
 }
 

@@ -117,6 +117,7 @@ class Validator:
     BUILTIN_TYPES = (
         "any", "string", "int", "number", "bool", "object", "jx", "name", "stateid", "funcid",
         "varkey", "scope", "duration", "cron", "mime", "relpath", "state", "function",
+        "filekey", "filescope",
     )
 
     def __init__(self, doc: Document, schema: Schema, state_types: dict[str, StateType], jq: JqRuntime, raw: bool):
@@ -141,6 +142,8 @@ class Validator:
             "funcid": self._funcid,
             "varkey": self._varkey,
             "scope": self._scope,
+            "filekey": self._filekey,
+            "filescope": self._filescope,
             "duration": self._duration,
             "cron": self._cron,
             "mime": self._mime,
@@ -302,6 +305,24 @@ class Validator:
             return value
         hint = _did_you_mean(str(value), list(_store.SCOPES))
         return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(_store.SCOPES)}{hint}")
+
+    def _filekey(self, value: Any, path: Path) -> Any:
+        """A variable key, or a path of a file of the namespace (a key with a ``/``,
+        for ``scope: file``; the state's ``check`` pairs it with the scope)."""
+        if isinstance(value, str) and "/" in value and not (not self.raw and "jq(" in value):
+            parts = value.split("/")
+            if "\x00" in value or ".." in parts or not value.strip("/"):
+                return self.error(path, f"invalid file path {_show(value)}: a path inside the namespace, e.g. /data/e.yaml (no '..')")
+            return value
+        return self._varkey(value, path)
+
+    def _filescope(self, value: Any, path: Path) -> Any:
+        """A scope, or ``file`` (a file of the namespace) where a declaration allows it."""
+        if value == "file":
+            return value
+        if value not in _store.SCOPES and isinstance(value, str) and _did_you_mean(value, ["file"]):
+            return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(_store.SCOPES)}, file (did you mean 'file'?)")
+        return self._scope(value, path)
 
     def _duration(self, value: Any, path: Path) -> Any:
         if isinstance(value, str):

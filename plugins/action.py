@@ -184,7 +184,7 @@ class ActionSpec:
             input=action.get("input"),
             secrets=tuple(action.get("secrets") or ()),
             files=tuple(files),
-            base_dir=_base_dir(workflow),
+            base_dir=workflow_dir(workflow),
         )
         retries = action.get("retries")
         if retries:
@@ -216,7 +216,7 @@ def _file_item(f: Mapping[str, Any]) -> FileItem:
     return FileItem(f["key"], f.get("scope") or "instance", f.get("as"), f.get("type") or "plain", mode)
 
 
-def _base_dir(workflow: Workflow) -> Path | None:
+def workflow_dir(workflow: Workflow) -> Path | None:
     name = workflow.filename
     if not name or name.startswith("<"):
         return None  # loaded from a string: relative paths resolve in the current directory
@@ -229,6 +229,23 @@ def _base_dir(workflow: Workflow) -> Path | None:
 class Action(StateType):
     name = "action"
     schema = SCHEMA
+    example = """
+- id: greet
+  type: action
+  action:
+    function: greeter
+    input:
+      name: 'jq(.name)'
+    retries:
+      max_attempts: 3
+      delay: PT1S
+      codes: ['greeter.busy']
+  timeout: PT30S
+  catch:
+  - error: 'greeter.*'
+    transition: report
+  transform: 'jq({greeting: .return.greeting})'
+"""
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         state.extra["spec"] = ActionSpec.build(state.fields["action"], workflow, report, state.path + ("action",))
@@ -259,7 +276,8 @@ def perform(
 ) -> Any:
     """Run one action (with its retries) and return its result (``.return``).
 
-    ``timeout`` is the state's (seconds); without it ``[actions] timeout``.
+    ``timeout`` is the state's (seconds); without it ``[actions] timeout``; never
+    beyond the workflow's next timeout (``ctx.time_left()``).
     ``iterator`` is sent as ``Direktiv-Iterator`` (foreach / parallel).
     Collected ``out/`` variables go to ``stage`` (default ``ctx.set``: they
     commit with the state); after a catchable error they are staged and then
@@ -272,15 +290,20 @@ def perform(
     value = source if spec.input is None else spec.input.eval(source)
     body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
     runner = hub.runner(spec.function, spec.base_dir or Path.cwd())
-    limit = timeout if timeout else settings.timeout
     attempt = 0
     while True:
+        limit = timeout if timeout else settings.timeout
+        left = None if background else ctx.time_left()  # the workflow's timeouts cut a call (and its retries) short
+        if left is not None and left < limit:
+            limit = max(left, 0.001)
         try:
             return _call_once(
                 ctx, spec, runner, value, body, limit, iterator, stage or ctx.set, flush or ctx.commit, source, background
             )
         except WorkflowError as exc:
             if not (spec.retry_codes and exc.catchable and any(p.search(exc.code) for p in spec.retry_codes)):
+                raise
+            if left is not None and (ctx.time_left() or 0.0) <= 0:  # the workflow's timeout is due: no retry
                 raise
             if attempt >= spec.retry_max:
                 raise WorkflowError(
@@ -447,32 +470,40 @@ def _file_specs(ctx: StateContext, spec: ActionSpec, data: dict[str, Any]) -> li
     return out
 
 
-def _file_path(ctx: StateContext, spec: ActionSpec, key: str) -> Path:
-    """A ``scope: file`` key: a file beside the workflow (``/x`` means that directory too);
-    it must stay inside that directory."""
-    base = (spec.base_dir or Path.cwd()).resolve()
-    target = (base / key.lstrip("/")).resolve()
-    if target != base and base not in target.parents:
-        raise WorkflowError("isolde.archive.unsafe", f"file {key!r} is outside the workflow's directory {base}")
+def file_scope_path(base: Path | None, key: str) -> Path:
+    """Where a ``scope: file`` key points: a file of the namespace, whose root is
+    ``base`` (the running workflow's directory; the current directory for a
+    workflow given as text).  A leading ``/`` means that root; the path must
+    stay inside it, links included (``isolde.archive.unsafe`` otherwise)."""
+    root = (base or Path.cwd()).resolve()
+    target = (root / key.lstrip("/")).resolve()
+    if target != root and root not in target.parents:
+        raise WorkflowError("isolde.archive.unsafe", f"file {key!r} is outside the workflow's directory {root}")
     return target
+
+
+def read_file_scope(base: Path | None, key: str, max_bytes: int) -> Variable | None:
+    """The bytes of a ``scope: file`` key as a variable (None when there is no such
+    file, which a getter reads as null and ``files:`` writes as an empty file)."""
+    path = file_scope_path(base, key)
+    try:
+        st = path.stat()
+        if st.st_size > max_bytes:
+            raise WorkflowError(
+                "direktiv.limits.variable",
+                f"file {key!r} is {st.st_size} bytes, over the {max_bytes}-byte limit "
+                "(raise [limits] max_variable_bytes in isolde.toml)",
+            )
+        blob = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    return Variable(blob, "application/octet-stream", len(blob), st.st_mtime, st.st_mtime, 0)
 
 
 def _reader(ctx: StateContext, spec: ActionSpec) -> Callable[[str, str], Variable | None]:
     def read(scope: str, key: str) -> Variable | None:
         if scope == "file":
-            path = _file_path(ctx, spec, key)
-            try:
-                st = path.stat()
-                if st.st_size > ctx.max_variable_bytes:
-                    raise WorkflowError(
-                        "direktiv.limits.variable",
-                        f"file {key!r} is {st.st_size} bytes, over the {ctx.max_variable_bytes}-byte limit "
-                        "(raise [limits] max_variable_bytes in isolde.toml)",
-                    )
-                blob = path.read_bytes()
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                return None
-            return Variable(blob, "application/octet-stream", len(blob), st.st_mtime, st.st_mtime, 0)
+            return read_file_scope(spec.base_dir, key, ctx.max_variable_bytes)
         return ctx.get_many([(scope, key)])[0]
 
     return read
@@ -567,4 +598,4 @@ def isolde_configure(config: Config) -> None:
     ActionSettings.from_config(config)
 
 
-__all__ = ["Action", "ActionSpec", "FileItem", "FILE_SCOPES", "perform", "start_async"]
+__all__ = ["Action", "ActionSpec", "FileItem", "FILE_SCOPES", "file_scope_path", "perform", "read_file_scope", "start_async", "workflow_dir"]

@@ -33,6 +33,12 @@ class Delay(StateType):
         duration!: duration   "How long to wait, ISO-8601 (`PT30S`, `PT1.5S`, `PT5M`, `P1D`)."
     }
     """
+    example = """
+- id: pause
+  type: delay
+  duration: PT5S
+  transition: next
+"""
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
         seconds = state.fields["duration"]

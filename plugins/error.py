@@ -26,6 +26,14 @@ class Error(StateType):
         args: [jx]        "Values for the message's placeholders, evaluated against the state data."
     }
     """
+    example = """
+- id: no-names
+  type: error
+  error: greeter.nonames
+  message: 'no name in %s'
+  args:
+  - 'jq(.)'
+"""
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
         message = to_text(state.fields["message"].eval(data))

@@ -193,6 +193,16 @@ class GenerateEvent(StateType):
         delay: string         "Publish after this ISO-8601 duration instead of now (`immediate`, the default)."
     }
     """
+    example = """
+- id: announce
+  type: generateEvent
+  event:
+    type: order.paid
+    source: shop
+    data: 'jq({order: .id})'
+    context:
+      customer: 'jq(.customer)'
+"""
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         ev = state.fields["event"]
@@ -253,6 +263,16 @@ class ConsumeEvent(StateType):
         event!: event_filter  "The event to wait for."
     }
     """
+    example = """
+- id: wait-payment
+  type: consumeEvent
+  timeout: PT1H
+  event:
+    type: order.paid
+    context:
+      customer: 'jq(.customer)'
+  transform: 'jq({paid: .["order.paid"].data})'
+"""
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         _check_context(state.fields["event"].get("context"), workflow.raw, state.path + ("event", "context"),
@@ -270,6 +290,15 @@ class EventsAnd(StateType):
         events!: [event_filter]  "The events to wait for."
     }
     """
+    example = """
+- id: both
+  type: eventsAnd
+  timeout: PT10M
+  events:
+  - type: order.paid
+  - type: order.shipped
+  transition: done
+"""
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         _check_events(state, workflow, report, [(i, e) for i, e in enumerate(state.fields["events"])], ())
@@ -286,6 +315,18 @@ class EventsXor(StateType):
         events!: [event_branch]  "The events to wait for, each with where it leads."
     }
     """
+    example = """
+- id: first
+  type: eventsXor
+  timeout: PT10M
+  events:
+  - event:
+      type: order.paid
+    transition: ship
+  - event:
+      type: order.cancelled
+    transition: refund
+"""
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         _check_events(state, workflow, report, [(i, b["event"]) for i, b in enumerate(state.fields["events"])], ("event",))
@@ -321,6 +362,14 @@ class EventAnd(EventsAnd):
         events!: [event_filter]  "The events to wait for."
     }
     """
+    example = """
+- id: both
+  type: eventAnd
+  events:
+  - type: greetingcloudevent
+  - type: solveexpressioncloudevent
+  transition: greet
+"""
 
 
 class EventXor(EventsXor):
@@ -330,6 +379,17 @@ class EventXor(EventsXor):
         events!: [event_branch]  "The events to wait for, each with where it leads."
     }
     """
+    example = """
+- id: first
+  type: eventXor
+  events:
+  - event:
+      type: greetingcloudevent
+    transition: greet
+  - event:
+      type: solveexpressioncloudevent
+    transition: solve
+"""
 
 
 @hookimpl

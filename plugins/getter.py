@@ -1,10 +1,19 @@
-"""The ``getter`` state: read variables into ``.var``."""
+"""The ``getter`` state: read variables into ``.var``.
+
+``scope: file`` (Direktiv's Knative era) reads a *file of the namespace*
+instead of a variable: in isolde the namespace root is the directory of the
+running workflow file (a leading ``/`` means that root; no path may leave it,
+links included).  The file's bytes are placed at ``.var.<as>`` as a base64
+string (Direktiv's rule: a file is bytes, not JSON), a missing file as null.
+``as`` is required there, since the key is a path.
+"""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, Workflow, hookimpl
+from isolde import StateContext, StateSpec, StateType, Workflow, WorkflowError, hookimpl
 from isolde.expr import Expr
 from isolde.store import InvalidKey, check_key
 from isolde.validate import Report
@@ -19,20 +28,49 @@ class Getter(StateType):
         variables!: [getvar]  "The variables to read."
     }
     struct getvar {
-        key!: varkey          "The variable's key; in structured documents it may be computed with jq(...)."
-        scope!: scope         "instance, workflow or namespace."
-        as: name              "Name under .var (default: the key)."
+        key!: filekey         "The variable's key; in structured documents it may be computed with jq(...); for scope file, the path of a file of the namespace (/e.yaml)."
+        scope!: filescope     "instance, workflow or namespace; file reads the bytes of a file of the namespace (the running workflow's directory) as base64."
+        as: name              "Name under .var (default: the key; required for scope file)."
         lock: bool = false    "Lock the variable for this instance until its setter writes it (or the instance ends): makes read-modify-write race-free."
     }
     """
+    example = """
+- id: read
+  type: getter
+  variables:
+  - key: counter
+    scope: workflow
+  - key: settings
+    scope: namespace
+    as: config
+  transform: 'jq(.count = (.var.counter // 0) + 1)'
+"""
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
-        # (scope, key or Expr, name under .var, lock?)
-        state.extra["items"] = [(v["scope"], v["key"], v.get("as"), v["lock"]) for v in state.fields["variables"]]
+        items = []
+        for i, v in enumerate(state.fields["variables"]):
+            where = state.path + ("variables", i)
+            key, scope = v["key"], v["scope"]
+            if scope == "file":
+                if v.get("as") is None:
+                    report.error(where, "scope file needs 'as': the key is a path, so say where under .var the file goes")
+                if v["lock"]:
+                    report.error(where + ("lock",), "lock applies to variables, not to files (scope file)")
+            elif isinstance(key, str) and "/" in key:
+                try:
+                    check_key(key)
+                except InvalidKey as exc:
+                    report.error(where + ("key",), f"{exc} (a path is a key only with scope: file)")
+            # (scope, key or Expr, name under .var, lock?)
+            items.append((scope, key, v.get("as"), v["lock"]))
+        state.extra["items"] = items
         state.extra["locks"] = any(v["lock"] for v in state.fields["variables"])
+        state.extra["files"] = any(v["scope"] == "file" for v in state.fields["variables"])
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
         items = state.extra["items"]
+        if state.extra["files"]:
+            return _with_files(items, data, ctx)
         keys = [(scope, resolve_key(key, data)) for scope, key, _, _ in items]
         if state.extra["locks"]:
             ctx.lock([k for k, item in zip(keys, items) if item[3]])
@@ -42,6 +80,30 @@ class Getter(StateType):
         for (_, key, name, _), (_, resolved), value in zip(items, keys, values):
             var[name or resolved] = None if value is None else decode(value.data)
         return {**data, "var": var}
+
+
+def _with_files(items: list[tuple[str, Any, str | None, bool]], data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
+    """A getter that reads files of the namespace as well as variables (rare: the Knative era)."""
+    from isolde.plugins.action import read_file_scope, workflow_dir
+
+    base = workflow_dir(ctx.workflow)
+    current = data.get("var")
+    var = dict(current) if isinstance(current, dict) else {}
+    keys = {i: resolve_key(key, data) for i, (scope, key, _, _) in enumerate(items) if scope != "file"}
+    if any(item[3] for item in items):
+        ctx.lock([(items[i][0], k) for i, k in keys.items() if items[i][3]])
+    values = dict(zip(keys, ctx.get_many([(items[i][0], k) for i, k in keys.items()]))) if keys else {}
+    for i, (scope, key, name, _) in enumerate(items):
+        if scope != "file":
+            value = values[i]
+            var[name or keys[i]] = None if value is None else decode(value.data)
+            continue
+        path = key.eval(data) if isinstance(key, Expr) else key
+        if not isinstance(path, str) or not path.strip("/"):
+            raise WorkflowError("direktiv.var.invalidKey", f"computed file path must be a non-empty string, got {path!r}")
+        found = read_file_scope(base, path, ctx.max_variable_bytes)
+        var[name or path] = None if found is None else base64.b64encode(found.data).decode("ascii")
+    return {**data, "var": var}
 
 
 def resolve_key(key: str | Expr, data: dict[str, Any]) -> str:

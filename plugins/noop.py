@@ -14,6 +14,14 @@ class Noop(StateType):
     state noop "Does nothing itself: a place for a transform, a log line or a transition." {
     }
     """
+    example = """
+- id: start
+  type: noop
+  log: 'jq(.)'
+  transform:
+    greeting: 'Hello jq(.name)'
+  transition: next
+"""
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
         return data

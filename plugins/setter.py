@@ -24,6 +24,18 @@ class Setter(StateType):
         mimeType: mime        "application/json (default), text/plain (a string without quotes) or application/octet-stream (base64-decoded)."
     }
     """
+    example = """
+- id: save
+  type: setter
+  variables:
+  - key: counter
+    scope: workflow
+    value: 'jq(.count)'
+  - key: note
+    scope: namespace
+    mimeType: text/plain
+    value: 'last run by jq(.user)'
+"""
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         state.extra["items"] = [

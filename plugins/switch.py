@@ -23,6 +23,17 @@ class Switch(StateType):
         transform: jx             "Transform applied when this condition is taken."
     }
     """
+    example = """
+- id: decide
+  type: switch
+  conditions:
+  - condition: 'jq(.age >= 18)'
+    transition: adult
+  - condition: 'jq(.age >= 13)'
+    transition: teen
+    transform: 'jq(.note = "teenager")'
+  defaultTransition: child
+"""
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
         for cond in state.fields["conditions"]:

@@ -38,6 +38,21 @@ class Validate(StateType):
         subject: jx       "What to check, evaluated against the state data (default: the whole state data)."
     }
     """
+    example = """
+- id: check-input
+  type: validate
+  subject: 'jq(.)'
+  schema:
+    type: object
+    required: [email]
+    properties:
+      email:
+        type: string
+        format: email
+  catch:
+  - error: direktiv.schema.*
+    transition: bad-input
+"""
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         schema = state.fields["schema"]
