@@ -175,7 +175,7 @@ class ApiServer:
         server.api = self
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="isolde-api", daemon=True)
         self._thread.start()
 

@@ -136,7 +136,7 @@ _TEMP_SUFFIXES: Final = ("~", ".swp", ".swo", ".swx", ".swpx", ".tmp", ".part", 
 _RECORD_KEY = "i-"
 WORKER_IDLE: Final = 30.0
 """Seconds an idle instance-runner thread waits for work before it ends."""
-STOP_DRAIN: Final = 2.0
+STOP_DRAIN: Final = 1.0
 """Seconds the instances stopped at shutdown get to unwind before the engine closes."""
 WRITER_RECHECK: Final = 0.5
 """Seconds until a file found still open for writing is looked at again."""
