@@ -94,6 +94,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 from .errors import ConfigError, InstanceFailure, IsoldeError, ValidationError
 from .instance import ErrorInfo, Result, StateContext, run_instance
 from .store import LmdbStore, Put, Ref, StoreError, check_key
+from .variables import sniff_mime
 
 if TYPE_CHECKING:
     from watchdog.events import FileSystemEvent
@@ -334,16 +335,7 @@ def guess_mime(name: str, data: bytes) -> str:
     guessed, encoding = mimetypes.guess_type(name, strict=False)
     if guessed and not encoding:
         return guessed
-    try:
-        json.loads(data)
-        return "application/json"
-    except ValueError:
-        pass
-    try:
-        data.decode("utf-8")
-        return "text/plain"
-    except UnicodeDecodeError:
-        return "application/octet-stream"
+    return sniff_mime(data)
 
 
 # --------------------------------------------------------------------------- registry
