@@ -90,13 +90,18 @@ class Engine:
         with self._resource_lock:
             resources = list(self._resources.values())
             self._resources.clear()
-        # Wake instances waiting in delay or for events first, and let every running
-        # instance finish its own cleanup (lock release, instance variables) while the
-        # store is still open; then stop isolates, the sidecar and the rest.
-        bus = next((r for r in resources if getattr(r, "close_first", False)), None)
-        if bus is not None:
-            resources.remove(bus)
-            resources.append(bus)  # closed first below
+        # Phase 1: cancel what is in flight (waiting instances are woken, isolate calls
+        # under way get their DELETE), so running instances end promptly; phase 2: let
+        # them finish their own clean-up (locks, instance variables) while the store is
+        # still open; phase 3: close isolates, the sidecar and the rest.
+        for res in resources:
+            cancel = getattr(res, "cancel_all", None)
+            if cancel is not None:
+                try:
+                    cancel()
+                except Exception as exc:
+                    self._report_internal(exc)
+        self._drain(CLOSE_GRACE)
         for res in reversed(resources):  # last started, first stopped
             close = getattr(res, "close", None)
             if close is not None:
@@ -104,9 +109,6 @@ class Engine:
                     close()
                 except Exception as exc:  # keep closing the rest
                     self._report_internal(exc)
-            if res is bus:
-                self._drain(CLOSE_GRACE)
-        self._drain(CLOSE_GRACE)
         self.jq.close()
         if self._store is not None:
             self._store.close()
@@ -120,9 +122,10 @@ class Engine:
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         """A per-engine object (sidecar, isolate processes, ...) made on first use.
 
-        Whatever has a ``close()`` is closed when the engine closes, in reverse
-        order of creation; one with ``close_first = True`` (the event bus, which
-        wakes waiting instances) before all others.  Plugins use this instead of module globals, so several
+        When the engine closes, every resource's ``cancel_all()`` (if it has one) is
+        called first, to end what is in flight; then running instances are given
+        ``CLOSE_GRACE`` seconds to finish; then each ``close()`` runs, in reverse
+        order of creation.  Plugins use this instead of module globals, so several
         engines in one process never share state.
         """
         with self._resource_lock:

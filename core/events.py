@@ -268,7 +268,9 @@ class _Kept:
 class EventBus:
     """Thread-safe publish / wait / subscribe for one engine (see the module docstring)."""
 
-    close_first = True  # Engine.close() wakes waiting instances before stopping anything else
+    def cancel_all(self) -> None:
+        """Engine.close() calls this first: every waiting instance wakes up cancelled."""
+        self.close()
 
     def __init__(
         self,

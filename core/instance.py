@@ -85,7 +85,7 @@ class StateContext:
     __slots__ = (
         "engine", "store", "namespace", "workflow", "instance_id", "state", "_pending",
         "_registered", "_next", "log_lines", "_sink", "error_at_end", "max_variable_bytes",
-        "_locked", "lock_owner", "guard",
+        "_locked", "lock_owner", "step", "guard",
     )
 
     def __init__(self, engine: Engine, workflow: Workflow, namespace: str, instance_id: str, sink: LogSink | None):
@@ -103,6 +103,7 @@ class StateContext:
         self.error_at_end: tuple[str, str, str | None] | None = None
         self.max_variable_bytes = engine.max_variable_bytes
         self._locked: set[bytes] = set()
+        self.step = 0  # how many states this instance has entered (Direktiv-Step)
         self.lock_owner = instance_id  # whose locks these are (a subflow may run under its parent's)
         self.guard: InstanceGuard | None = None  # the workflow's timeouts / singular (isolde.guards)
 
@@ -132,6 +133,12 @@ class StateContext:
                 "(raise [limits] max_variable_bytes in isolde.toml)",
             )
         self._pending.append(Put(self.ref(scope, key), data, mime))
+
+    def owns_instance_variables(self) -> None:
+        """Declare that instance variables of this instance were written outside
+        ``set`` (e.g. by an isolate through the sidecar), so they are deleted when
+        the instance ends."""
+        self._registered = True
 
     def lock(self, items: list[tuple[str, str]]) -> None:
         """Lock variables for this instance (``lock: true`` on a getter); see ``isolde.locks``.
@@ -237,6 +244,7 @@ def run_instance(
                     code="direktiv.limits.steps",
                 )
             ctx.state = state
+            ctx.step = steps
             ctx._next = _DEFAULT
             try:
                 if guard is not None:

@@ -313,6 +313,7 @@ class HttpIsolate(Runner):
         self._path = "/"
         self._https = False
         self._closed = False
+        self._inflight: set[ActionRequest] = set()
 
     def set_url(self, url: str) -> None:
         """Point the runner at ``url`` (``http://host:port/path``; https works too)."""
@@ -331,12 +332,30 @@ class HttpIsolate(Runner):
         self.prepare(request)
         headers = request.headers()
         limit = int(self.engine.config.limit("max_input_bytes"))
+        with self._pool_lock:
+            self._inflight.add(request)
         try:
             return self._exchange("POST", request.body, headers, request, limit)
         except TimeoutError:
             request.cancelled.set()
             self.cancel(request)
             raise ActionTimeout(self.describe(), request.timeout) from None
+        except WorkflowError:
+            if request.cancelled.is_set():
+                raise InstanceFailure(f"{self.describe()}: the engine is stopping; the call was cancelled with DELETE",
+                                      code="isolde.cancelled") from None
+            raise
+        finally:
+            with self._pool_lock:
+                self._inflight.discard(request)
+
+    def cancel_inflight(self) -> None:
+        """Cancel every call under way (``DELETE /`` each): the engine is stopping."""
+        with self._pool_lock:
+            pending = list(self._inflight)
+        for request in pending:
+            request.cancelled.set()
+            self.cancel(request)
 
     def cancel(self, request: ActionRequest) -> None:
         """Tell the isolate to stop: ``DELETE /`` with the action id (errors ignored: it may be gone)."""
@@ -853,6 +872,15 @@ class Isolates:
 
                 self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="isolde-async")
             return self._executor.submit(fn)
+
+    def cancel_all(self) -> None:
+        """Engine.close() calls this first: isolate calls under way get their ``DELETE``."""
+        with self._lock:
+            runners = list(self._runners.values())
+        for runner in runners:
+            cancel = getattr(runner, "cancel_inflight", None)
+            if cancel is not None:
+                cancel()
 
     def close(self) -> None:
         with self._lock:

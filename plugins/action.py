@@ -331,7 +331,7 @@ def _call_once(
     background: bool,
 ) -> Any:
     wf = ctx.workflow
-    step = int(getattr(ctx, "step", 0) or 0)
+    step = ctx.step
     if not runner.uses_folder:
         request = ActionRequest(
             body=body, input=value, action_id=_secrets.token_urlsafe(16), namespace=ctx.namespace,
@@ -438,8 +438,8 @@ def _flush_outputs(ctx: StateContext, folder: Any, error: WorkflowError, stage: 
 def _note_instance_vars(ctx: StateContext) -> None:
     """Instance variables the isolate wrote through the sidecar must end with the
     instance: make sure the instance loop ends it (a read when nothing is there)."""
-    if not ctx._registered and ctx.store.list(ctx.namespace, "instance", ctx.instance_id):
-        ctx._registered = True
+    if ctx.store.list(ctx.namespace, "instance", ctx.instance_id):
+        ctx.owns_instance_variables()
 
 
 # --------------------------------------------------------------------------- files

@@ -819,8 +819,6 @@ def test_stopped_during_an_action_the_restart_marks_it_interrupted(
     assert len([c for c in _calls(record) if c["method"] == "POST"]) == 1  # never called twice
 
 
-@pytest.mark.xfail(reason="TODO(isolates): Engine.close() stops isolate runners but does not yet send DELETE "
-                          "for actions in flight (core/isolates.py Isolates.close)", strict=False)
 def test_sigterm_sends_delete_to_actions_in_flight(root: Path, serve: Callable[..., Served], tmp_path: Path) -> None:
     record = tmp_path / "probe.jsonl"
     _hanging_action(root, record)
