@@ -91,7 +91,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
-from .variables import sniff_mime
 from .errors import ConfigError, InstanceFailure, IsoldeError, ValidationError
 from .instance import ErrorInfo, Result, StateContext, run_instance
 from .store import LmdbStore, Put, Ref, StoreError, check_key
