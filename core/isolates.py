@@ -558,11 +558,12 @@ class IsolateProcess:
             env["DIREKTIV_SIDECAR"] = sidecar
         self._tail.clear()
         try:
+            # Under the supervisor: it stops the isolate if this process dies (even kill -9).
             proc = subprocess.Popen(
-                self.command,
+                [sys.executable, _SUPERVISOR, *self.command],
                 cwd=self.cwd,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -637,6 +638,11 @@ class IsolateProcess:
             proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             pass
+        if proc.stdin is not None:  # the supervisor's lifeline
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
         if self._reader is not None:
             self._reader.join(1.0)
             self._reader = None
@@ -684,6 +690,9 @@ def stderr_line(line: str) -> None:
 
 
 # --------------------------------------------------------------------------- delayed work
+
+
+_SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_supervise.py")
 
 
 class Scheduler:

@@ -576,3 +576,57 @@ def test_actions_timeout_setting_is_the_default_deadline(data_dir: Path, record:
     with make_engine(data_dir, actions={"timeout": "PT0.3S"}) as engine:
         res = engine.run(workflow(probe_function(record), [action("a", {"op": "hang", "seconds": 10})]))
         assert res.error.code == "direktiv.cancels.timeout.soft" and "0.3s" in res.error.message
+
+
+def _pids_running(marker: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if marker.encode() in fh.read():
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def test_process_isolates_die_with_a_killed_isolde(tmp_path: Path, data_dir: Path) -> None:
+    """kill -9 of isolde must not leave its isolates running (they are supervised)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / f"greeter-{os.getpid()}-orphan.py"
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "isolates" / "greeter.py", script)
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "functions:\n- id: g\n  type: process\n"
+        f"  command: [{json.dumps(sys.executable)}, {json.dumps(str(script))}]\n"
+        "states:\n- id: a\n  type: action\n  action:\n    function: g\n    input: {name: x}\n  transition: b\n"
+        "- id: b\n  type: delay\n  duration: PT60S\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISOLDE_")}
+    env["ISOLDE_DATA_DIR"] = str(data_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "isolde.cli", "run", str(wf)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not _pids_running(script.name):
+            assert time.monotonic() < deadline and proc.poll() is None, "the isolate never started"
+            time.sleep(0.05)
+        time.sleep(0.3)  # the action has been answered; the instance sits in its delay
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _pids_running(script.name):
+            assert time.monotonic() < deadline, "isolate outlived isolde"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in _pids_running(script.name):
+            os.kill(pid, 9)
