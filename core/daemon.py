@@ -1087,6 +1087,7 @@ class Daemon:
             # again, and might see a newer write than the digest describes).
             wf = self.engine._build(data, str(path), wid)
             wf.id = wid  # the file is the name, whatever `id:` says
+            wf.root = self.root / ns  # a leading / in subflows and file keys
             errors: list[str] = []
         except ValidationError as exc:
             wf = None

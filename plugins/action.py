@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from isolde import StateContext, StateSpec, StateType, Workflow, hookimpl
 from isolde.errors import InstanceFailure, IsoldeError, WorkflowError
 from isolde.expr import Expr
+from isolde.workflow import namespace_root
 from isolde.isolates import ActionRequest, ActionSettings, ActionTimeout, Runner, interpret, isolates_for
 from isolde.store import InvalidKey, Variable, check_key
 from isolde.validate import Report
@@ -472,9 +473,8 @@ def _file_specs(ctx: StateContext, spec: ActionSpec, data: dict[str, Any]) -> li
 
 def file_scope_path(base: Path | None, key: str) -> Path:
     """Where a ``scope: file`` key points: a file of the namespace, whose root is
-    ``base`` (the running workflow's directory; the current directory for a
-    workflow given as text).  A leading ``/`` means that root; the path must
-    stay inside it, links included (``isolde.archive.unsafe`` otherwise)."""
+    ``base`` (``isolde.workflow.namespace_root``).  A leading ``/`` means that root;
+    the path must stay inside it, links included (``isolde.archive.unsafe`` otherwise)."""
     root = (base or Path.cwd()).resolve()
     target = (root / key.lstrip("/")).resolve()
     if target != root and root not in target.parents:
@@ -503,7 +503,7 @@ def read_file_scope(base: Path | None, key: str, max_bytes: int) -> Variable | N
 def _reader(ctx: StateContext, spec: ActionSpec) -> Callable[[str, str], Variable | None]:
     def read(scope: str, key: str) -> Variable | None:
         if scope == "file":
-            return read_file_scope(spec.base_dir, key, ctx.max_variable_bytes)
+            return read_file_scope(namespace_root(ctx.workflow), key, ctx.max_variable_bytes)
         return ctx.get_many([(scope, key)])[0]
 
     return read

@@ -84,9 +84,10 @@ class Getter(StateType):
 
 def _with_files(items: list[tuple[str, Any, str | None, bool]], data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
     """A getter that reads files of the namespace as well as variables (rare: the Knative era)."""
-    from isolde.plugins.action import read_file_scope, workflow_dir
+    from isolde.plugins.action import read_file_scope
+    from isolde.workflow import namespace_root
 
-    base = workflow_dir(ctx.workflow)
+    base = namespace_root(ctx.workflow)
     current = data.get("var")
     var = dict(current) if isinstance(current, dict) else {}
     keys = {i: resolve_key(key, data) for i, (scope, key, _, _) in enumerate(items) if scope != "file"}

@@ -40,7 +40,7 @@ from isolde.isolates import (
 )
 
 if TYPE_CHECKING:
-    from isolde import Config, Engine
+    from isolde import Config, Engine, Workflow
 
 IMAGE_TYPES = ("isolated", "reusable", "knative-workflow", "knative-namespace", "knative-global")
 _IMAGE_KEYS = ("command", "url", "env", "port")
@@ -241,12 +241,17 @@ class PythonRunner(Runner):
 # --------------------------------------------------------------------------- subflow
 
 
-def resolve_subflow(name: str, parent_file: str) -> Path:
+def resolve_subflow(name: str, parent: Workflow) -> Path:
     """Where ``workflow:`` of a subflow points: relative to the parent workflow file's
-    directory, a leading ``/`` meaning that directory (Direktiv's namespace root);
-    ``.yaml`` / ``.yml`` may be left out."""
-    parent = Path(parent_file)
-    base = parent.parent if parent.is_file() else Path.cwd()
+    directory, or with a leading ``/`` to the namespace root
+    (``isolde.workflow.namespace_root``); ``.yaml`` / ``.yml`` may be left out."""
+    from isolde.workflow import namespace_root
+
+    if name.startswith("/"):
+        base = namespace_root(parent)
+    else:
+        parent_file = Path(parent.filename)
+        base = parent_file.parent if parent_file.is_file() else Path.cwd()
     rel = name.lstrip("/")
     first = base / rel
     for candidate in (first, base / (rel + ".yaml"), base / (rel + ".yml")):
@@ -280,7 +285,7 @@ class SubflowRunner(Runner):
         if ctx is None:
             raise IsoldeError("a subflow call needs the calling state's context")
         name = str(request.function.get("workflow", ""))
-        path = resolve_subflow(name, ctx.workflow.filename)
+        path = resolve_subflow(name, ctx.workflow)
         engine = ctx.engine
         hub = isolates_for(engine)
         depth = hub.depth.get(ctx.instance_id, 0) + 1

@@ -354,3 +354,17 @@ def test_examples_are_shown_in_the_committed_reference() -> None:
     for name in ("foreach", "parallel", "getter", "eventsXor"):
         section = text.split(f"### `{name}`", 1)[1].split("\n### ", 1)[0]
         assert "```yaml" in section, name
+
+
+def test_leading_slash_subflow_resolves_from_the_namespace_root(cli: Any, tmp_path: Path) -> None:
+    """Direktiv's engine tests call '/a/child.yaml' from a parent stored in /a/: run from the
+    root, the leading / means the current directory (the namespace root), not /a/."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "child.yaml").write_text("states:\n- id: c\n  type: noop\n  transform:\n    child: true\n")
+    (tmp_path / "a" / "parent.yaml").write_text(
+        "functions:\n- id: kid\n  type: subflow\n  workflow: '/a/child.yaml'\n"
+        "states:\n- id: p\n  type: action\n  action:\n    function: kid\n"
+    )
+    out = cli("run", "a/parent.yaml")
+    assert out.code == 0, out.stderr
+    assert out.json["return"] == {"child": True}
