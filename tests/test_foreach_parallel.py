@@ -326,7 +326,7 @@ def test_or_mode_stores_only_the_winners_out_files(eng: isolde.Engine) -> None:
 
 
 def test_uncatchable_failure_in_a_branch_fails_the_instance(eng: isolde.Engine) -> None:
-    res = eng.run(parallel({"id": 0, "crash": True}, {"id": 1}, mode="or", catch=[{"error": "*"}]))
+    res = eng.run(parallel({"id": 0, "crash": True}, {"id": 1, "sleep": 2}, mode="or", catch=[{"error": "*"}]))
     assert res.status == "failed" and res.error.code == "isolde.isolate.failed"
 
 
