@@ -8,6 +8,7 @@ bytes); logs and errors go to stderr, one line each, never a traceback.
 from __future__ import annotations
 
 import functools
+import os
 import json
 import sys
 import time
@@ -43,6 +44,9 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         except FileNotFoundError as exc:
             click.echo(f"isolde: error: {exc.filename or exc}: no such file", err=True)
             sys.exit(EXIT_USAGE)
+        except BrokenPipeError:  # the reader went away (`isolde plugins | head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_FAILED)
         except (IsoldeError, OSError) as exc:
             click.echo(f"isolde: error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
