@@ -163,7 +163,7 @@ class Engine:
                 raise IsoldeError("this Engine is closed")
             store = self.registry.pm.hook.isolde_store(config=self.config, data_dir=str(self.data_dir))
             if store is None:
-                store = LmdbStore(self.data_dir, durable=self.config.durable)
+                store = LmdbStore(self.data_dir, durable=self.config.durable, blob_threshold=self.config.data.get("store", {}).get("blob_threshold", 1 << 20))
                 store.sweep_orphans()
             self._store = store
         return self._store

@@ -11,8 +11,8 @@ growth.
 
 Layout
 ------
-``path/`` (mode 0700) holds ``data.mdb`` and ``lock.mdb``.  The environment
-has two named databases:
+``path/`` (mode 0700) holds ``data.mdb``, ``lock.mdb`` and ``blobs/`` (mode
+0700, large values; see below).  The environment has three named databases:
 
 ``vars``
     key   ``namespace NUL scope-letter NUL owner NUL key`` (UTF-8), where the
@@ -21,7 +21,9 @@ has two named databases:
           empty for namespace scope.
     value ``<QddH`` header -- version (starts at 1, +1 per write), created and
           updated (Unix seconds, float), mime length -- then the mime bytes,
-          then the data bytes.
+          then the data bytes.  When the top bit (0x8000) of the mime length
+          is set, the data lies in a blob file and the record ends with a
+          reference instead: ``<Q`` size, then the file's 32-character name.
 
     Because no name may contain NUL, the prefix ``namespace NUL`` (or
     ``namespace NUL w NUL workflow NUL``) selects exactly one namespace (or
@@ -40,6 +42,50 @@ has two named databases:
     transaction; ``sweep_orphans`` does the same for registrations whose
     process died on this host (or before this host's last reboot) without
     ending its instances.
+
+``blobs``
+    key   a blob file name; value the ``vars`` key that references it.  The
+          index of live blobs, so that sweeping unreferenced files costs one
+          lookup per file instead of a walk over every record.
+
+Large values
+------------
+A value larger than ``blob_threshold`` bytes (default 1 MiB) is kept as a
+file ``blobs/<name>``, where the name is 128 random bits in hex: LMDB would
+hold a whole write's dirty pages on the heap until the commit and count a read
+of the map as resident memory, and a file can be written and read in chunks.
+The protocol keeps a batch atomic and durable:
+
+1. Before the write is queued (outside the writer lock, so group commit is
+   unaffected) each large value is written to a new file in 1 MiB chunks,
+   straight from the caller's buffer (a memoryview over an mmap is fine; the
+   pages of a read-only mmap are released as they are written, so the copy
+   costs no resident memory), and, with the durable store, the file and the
+   directory are fsynced.  The writer holds an ``flock`` on each new file
+   until its transaction has finished.
+2. The transaction puts the records that reference the files (and the index
+   entries).  A failing batch commits none of them; the new files are then
+   removed at once.
+3. After the commit, the files of replaced or deleted values are unlinked.
+
+A crash between 1 and 2 leaves files no record references, and a crash
+between 2 and 3 leaves dropped files; ``sweep_orphans`` removes any blob that
+the index does not list, that is older than a minute and that no writer holds
+locked.  ``rename_workflow`` moves only the records; every other deletion
+(``delete_scope``, ``delete_workflow``, ``delete_namespace``,
+``end_instance``, the instance sweep) removes the files of what it deleted.
+
+Readers in other processes: a reader takes the reference in a read
+transaction and opens the file afterwards; if a writer replaced the value and
+unlinked the file in between, the open fails with ENOENT and the reader
+retries from a new snapshot (an open file stays readable after an unlink).
+``get`` and ``list`` read blob files whole (a getter of a huge value still
+loads it); ``read_into`` streams them in chunks.
+
+Test hook: when the environment variable ``ISOLDE_TEST_BLOB_PAUSE`` is set
+(seconds, a float), a write sleeps that long after its blob files are durable
+and before its transaction is queued, so a test can kill the process exactly
+there.  Nothing else reads it.
 
 Durability
 ----------
@@ -69,8 +115,11 @@ forbids opening the same files twice in one process), so several
 
 from __future__ import annotations
 
+import fcntl
+import mmap
 import os
 import re
+import secrets
 import socket
 import struct
 import threading
@@ -115,7 +164,19 @@ _HDR: Final[struct.Struct] = struct.Struct("<QddH")
 _HDR_SIZE: Final[int] = _HDR.size
 _hdr_pack = _HDR.pack
 _hdr_unpack = _HDR.unpack_from
-_MAX_MIME: Final[int] = 0xFFFF
+# The top bit of the mime length marks a blob reference (``get`` tests the
+# literal 0x8000 on its hot path), so a mime type may have 32767 bytes.
+_BLOB_FLAG: Final[int] = 0x8000
+_MAX_MIME: Final[int] = 0x7FFF
+
+# A blob reference, after header and mime: size, then the file name.
+_BLOB_SIZE: Final[struct.Struct] = struct.Struct("<Q")
+_BLOB_NAME_LEN: Final[int] = 32
+_BLOB_NAME_RE: Final[re.Pattern[str]] = re.compile(r"[0-9a-f]{32}")
+_BLOB_CHUNK: Final[int] = 1 << 20
+_BLOB_GRACE: Final[float] = 60.0  # seconds before an unreferenced blob counts as garbage
+_BLOB_PAUSE_ENV: Final[str] = "ISOLDE_TEST_BLOB_PAUSE"  # test hook, see the module docstring
+DEFAULT_BLOB_THRESHOLD: Final[int] = 1 << 20
 
 # pid, process start ticks, registration time
 _REG: Final[struct.Struct] = struct.Struct("<IQd")
@@ -209,13 +270,68 @@ def _make_var(
     return v
 
 
-def _decode(raw: bytes) -> Variable:
+class _Stub:
+    """A blob record seen inside a transaction: everything but the data, which
+    is read from the file after the transaction (see ``LmdbStore._load``)."""
+
+    __slots__ = ("name", "mime", "size", "created", "updated", "version")
+
+    def __init__(self, name: str, mime: str, size: int, created: float, updated: float, version: int) -> None:
+        self.name = name
+        self.mime = mime
+        self.size = size
+        self.created = created
+        self.updated = updated
+        self.version = version
+
+
+def _stub(raw: bytes | memoryview, ml: int, version: int, created: float, updated: float) -> _Stub:
+    """Parse the reference of a blob record (``ml`` still carries the flag)."""
+    end = _HDR_SIZE + (ml & _MAX_MIME)
+    (size,) = _BLOB_SIZE.unpack_from(raw, end)
+    name = str(raw[end + _BLOB_SIZE.size :], "ascii")
+    return _Stub(name, str(raw[_HDR_SIZE:end], "utf-8"), size, created, updated, version)
+
+
+def _blob_name(raw: bytes | memoryview) -> bytes:
+    """The file name of a blob record, as the ``blobs`` index keys it."""
+    return bytes(raw[-_BLOB_NAME_LEN:])
+
+
+def _is_blob(raw: bytes | memoryview) -> bool:
+    return bool(_hdr_unpack(raw)[3] & _BLOB_FLAG)
+
+
+def _decode(raw: bytes | memoryview) -> Variable | _Stub:
     """Turn a stored value (bytes or a memoryview into the map) into a Variable
-    whose data is an independent ``bytes``."""
+    whose data is an independent ``bytes``, or a _Stub for a blob record."""
     version, created, updated, ml = _hdr_unpack(raw)
+    if ml & _BLOB_FLAG:
+        return _stub(raw, ml, version, created, updated)
     end = _HDR_SIZE + ml
     data = bytes(raw[end:])
     return _make_var(data, str(raw[_HDR_SIZE:end], "utf-8"), len(data), created, updated, version)
+
+
+_MADV_DONTNEED: Final[int | None] = getattr(mmap, "MADV_DONTNEED", None)
+
+
+def _key_name(kb: bytes) -> str:
+    """The variable key part of an encoded key, for error messages."""
+    return kb.rsplit(b"\x00", 1)[-1].decode(errors="replace")
+
+
+class _NewBlob:
+    """A blob file written for a pending write: its name, the reference bytes
+    that go into the record, and the descriptor whose ``flock`` tells the
+    sweeper that a commit is still pending."""
+
+    __slots__ = ("name", "ref", "fd")
+
+    def __init__(self, name: str, size: int, fd: int) -> None:
+        self.name = name
+        self.ref = _BLOB_SIZE.pack(size) + name.encode()
+        self.fd = fd
 
 
 # --------------------------------------------------------------------------- validation
@@ -366,18 +482,20 @@ class _Env:
     the same directory in this process."""
 
     __slots__ = (
-        "env", "vars", "inst", "lock", "cond", "active", "excl", "gen",
+        "env", "vars", "inst", "blobs", "lock", "cond", "active", "excl", "gen",
         "refs", "pid", "durable", "readonly", "max_map", "registered", "ident",
-        "gc", "gc_queue", "gc_busy",
+        "gc", "gc_queue", "gc_busy", "blob_dir_ready",
     )
 
     def __init__(
-        self, env: lmdb.Environment, vars_db: Any, inst_db: Any, *,
+        self, env: lmdb.Environment, vars_db: Any, inst_db: Any, blobs_db: Any, *,
         durable: bool, readonly: bool, max_map: int, ident: tuple[int, int],
     ) -> None:
         self.env: lmdb.Environment | None = env
         self.vars = vars_db
         self.inst = inst_db
+        self.blobs = blobs_db  # None only in a read-only store opened on an old environment
+        self.blob_dir_ready = False
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.active = 0
@@ -435,7 +553,10 @@ def _abort_quietly(txn: lmdb.Transaction) -> None:
 class LmdbStore:
     """Variables of all scopes and namespaces in one LMDB environment."""
 
-    __slots__ = ("_sh", "_env", "_vars", "_inst", "_max_key", "_readonly", "path")
+    __slots__ = (
+        "_sh", "_env", "_vars", "_inst", "_blobs", "_max_key", "_readonly", "_threshold",
+        "_blob_dir", "path",
+    )
 
     def __init__(
         self,
@@ -445,8 +566,17 @@ class LmdbStore:
         map_size: int = 64 << 20,
         max_map_size: int = 1 << 40,
         readonly: bool = False,
+        blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
     ) -> None:
+        """``blob_threshold``: values larger than this many bytes are kept as
+        files under ``path/blobs/`` (see "Large values" in the module doc)."""
         self.path = os.fspath(path)
+        if not isinstance(blob_threshold, int) or isinstance(blob_threshold, bool) or blob_threshold < 0:
+            raise StoreError(
+                f"[store] blob_threshold must be a whole number of bytes >= 0, got {blob_threshold!r}"
+            )
+        self._threshold = blob_threshold
+        self._blob_dir = os.path.join(self.path, "blobs")
         self._sh: _Env | None = None
         self._env: lmdb.Environment | None = None
         page = 4096
@@ -482,6 +612,7 @@ class LmdbStore:
         self._env = sh.env
         self._vars = sh.vars
         self._inst = sh.inst
+        self._blobs = sh.blobs
         self._readonly = readonly
         assert self._env is not None
         self._max_key = self._env.max_key_size()
@@ -520,10 +651,15 @@ class LmdbStore:
                         # opened inside a caller's read transaction dies with it).
                         vars_db = env.open_db(b"vars", create=False)
                         inst_db = env.open_db(b"inst", create=False)
+                        try:
+                            blobs_db = env.open_db(b"blobs", create=False)
+                        except lmdb.NotFoundError:
+                            blobs_db = None  # written before blobs existed: none to index
                     else:
                         with env.begin(write=True) as txn:
                             vars_db = env.open_db(b"vars", txn=txn)
                             inst_db = env.open_db(b"inst", txn=txn)
+                            blobs_db = env.open_db(b"blobs", txn=txn)
                     break
                 except lmdb.MapResizedError:
                     if attempt == _RETRY_LIMIT - 1:
@@ -532,7 +668,7 @@ class LmdbStore:
             env.close()
             raise StoreError(f"cannot open variable store {self.path!r}: {e}") from e
         return _Env(
-            env, vars_db, inst_db, durable=durable, readonly=readonly,
+            env, vars_db, inst_db, blobs_db, durable=durable, readonly=readonly,
             max_map=max_map, ident=dir_id,
         )
 
@@ -625,6 +761,184 @@ class LmdbStore:
         if len(kb) > self._max_key:
             raise StoreError("namespace and instance id are too long for the store")
         return kb
+
+    # ----------------------------------------------------------------- blob files
+
+    def _blob_path(self, name: str) -> str:
+        return os.path.join(self._blob_dir, name)
+
+    @staticmethod
+    def _fsync_dir(path: str) -> None:
+        """Make the directory's entries (a new file's name) durable."""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _ensure_blob_dir(self, sh: _Env) -> None:
+        try:
+            os.mkdir(self._blob_dir, 0o700)
+        except FileExistsError:
+            pass
+        if sh.durable:
+            self._fsync_dir(self.path)
+        sh.blob_dir_ready = True
+
+    def _new_blob(self, sh: _Env, data: bytes | bytearray | memoryview, kb: bytes) -> _NewBlob:
+        """Write one large value to a new, locked blob file in chunks, without
+        copying it whole; fsynced with the durable store (the directory is
+        synced by the caller, once per write)."""
+        mv = memoryview(data)
+        if not mv.c_contiguous:
+            mv = memoryview(mv.tobytes())
+        mv = mv.cast("B")
+        src = mv.obj
+        # Pages of a read-only shared mmap (Output.view()) are released once
+        # written: they stay in the page cache but stop counting as resident.
+        release = (
+            _MADV_DONTNEED is not None and mv.readonly
+            and isinstance(src, mmap.mmap) and len(src) == mv.nbytes
+        )
+        size = mv.nbytes
+        try:
+            if not sh.blob_dir_ready:
+                self._ensure_blob_dir(sh)
+            while True:
+                name = secrets.token_hex(_BLOB_NAME_LEN // 2)
+                path = self._blob_path(name)
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                    break
+                except FileExistsError:  # 128 random bits: only in theory
+                    continue
+        except OSError as e:
+            raise StoreError(
+                f"variable {_key_name(kb)!r}: cannot create a blob file in {self._blob_dir!r}: {e.strerror}"
+            ) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # "commit pending": the sweeper keeps off
+            off = done = 0
+            page = mmap.PAGESIZE
+            while off < size:
+                off += os.write(fd, mv[off : off + _BLOB_CHUNK])
+                if release:
+                    edge = size if off >= size else off - off % page
+                    if edge > done:
+                        src.madvise(_MADV_DONTNEED, done, edge - done)  # type: ignore[union-attr]
+                        done = edge
+            if sh.durable:
+                os.fsync(fd)
+        except BaseException as e:
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            if isinstance(e, OSError):
+                raise StoreError(
+                    f"variable {_key_name(kb)!r}: cannot write blob file {path!r}: {e.strerror}"
+                ) from e
+            raise
+        return _NewBlob(name, size, fd)
+
+    def _write_blobs(self, sh: _Env, items: list[tuple[bytes, bytes, Any]], big: list[int]) -> list[_NewBlob]:
+        """Step 1 of the blob protocol for a batch: every large value to its
+        file, durable before the transaction that references it is queued."""
+        made: list[_NewBlob] = []
+        try:
+            for i in big:
+                kb, mb, data = items[i]
+                nb = self._new_blob(sh, data, kb)
+                made.append(nb)
+                items[i] = (kb, mb, nb)
+            if sh.durable:
+                self._fsync_dir(self._blob_dir)
+            pause = os.environ.get(_BLOB_PAUSE_ENV)
+            if pause:
+                time.sleep(float(pause))  # test hook: die here, files written, nothing committed
+        except BaseException:
+            self._unlink_blobs([nb.name.encode() for nb in made])
+            for nb in made:
+                os.close(nb.fd)
+            raise
+        return made
+
+    def _settle(self, made: Sequence[_NewBlob], drop: Sequence[bytes] | None, *, verify: bool) -> None:
+        """Step 3: unlink the blobs the commit dropped.  With ``verify`` (the
+        write failed, or may not have used every new file), new files that the
+        index does not list are removed too.  Finally the new files' locks
+        are released."""
+        try:
+            if drop:
+                self._unlink_blobs(drop)
+            if verify and made:
+                try:
+                    live = self._read(self._listed_body, [nb.name for nb in made])
+                except StoreError:
+                    live = None  # closed meanwhile: sweep_orphans will judge
+                if live is not None:
+                    self._unlink_blobs([nb.name.encode() for nb in made if nb.name not in live])
+        finally:
+            for nb in made:
+                os.close(nb.fd)
+
+    def _listed_body(self, txn: lmdb.Transaction, names: list[str]) -> set[str]:
+        db = self._blobs
+        if db is None:
+            return set()
+        return {n for n in names if txn.get(n.encode(), db=db) is not None}
+
+    def _unlink_blobs(self, names: Sequence[bytes]) -> None:
+        for name in names:
+            try:
+                os.unlink(self._blob_path(name.decode("ascii")))
+            except FileNotFoundError:
+                pass
+            except OSError:
+                pass  # left for sweep_orphans
+
+    def _load(self, stub: _Stub) -> Variable:
+        """Read a blob whole.  FileNotFoundError means a writer replaced the
+        value after the snapshot that produced ``stub``: the caller retries."""
+        path = self._blob_path(stub.name)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise StoreError(f"cannot read blob file {path!r}: {e.strerror}") from e
+        if len(data) != stub.size:
+            raise StoreError(
+                f"blob file {path!r} has {len(data)} bytes, its record says {stub.size}: "
+                f"the variable store is damaged"
+            )
+        return _make_var(data, stub.mime, stub.size, stub.created, stub.updated, stub.version)
+
+    def _missing(self, name: str) -> StoreError:
+        return StoreError(
+            f"blob file {self._blob_path(name)!r} is missing although its variable still "
+            f"references it (removed outside isolde?)"
+        )
+
+    def _read_resolved(self, fn: Callable[[lmdb.Transaction, Any], list[Any]], arg: Any) -> list[Any]:
+        """Run a read whose result lists Variables (or ``(key, Variable)``
+        pairs) and load the blobs it references, from a new snapshot whenever
+        a blob vanished under a concurrent replace."""
+        name = ""
+        for _ in range(_RETRY_LIMIT):
+            out = self._read(fn, arg)
+            try:
+                for i, v in enumerate(out):
+                    if v.__class__ is _Stub:
+                        out[i] = self._load(v)
+                    elif v.__class__ is tuple and v[1].__class__ is _Stub:
+                        out[i] = (v[0], self._load(v[1]))
+                return out
+            except FileNotFoundError as e:
+                name = os.path.basename(str(e.filename))
+        raise self._missing(name)
 
     # ----------------------------------------------------------------- transaction runners
 
@@ -847,10 +1161,30 @@ class LmdbStore:
         if raw is None:
             return None
         version, created, updated, ml = _hdr_unpack(raw)
+        if ml & 0x8000:  # _BLOB_FLAG, as a literal: this is the hot path
+            return self._get_blob(kb, _stub(raw, ml, version, created, updated))
         end = _HDR_SIZE + ml
         return _make_var(
             raw[end:], raw[_HDR_SIZE:end].decode(), len(raw) - end, created, updated, version
         )
+
+    def _get_blob(self, kb: bytes, stub: _Stub) -> Variable | None:
+        """get() of a blob record: read the file, retrying from a new snapshot
+        if a concurrent replace unlinked it."""
+        for _ in range(_RETRY_LIMIT):
+            try:
+                return self._load(stub)
+            except FileNotFoundError:
+                pass
+            got = self._read(self._get_body, kb)
+            if got is None or got.__class__ is Variable:
+                return got  # type: ignore[no-any-return]
+            stub = got
+        raise self._missing(stub.name)
+
+    def _get_body(self, txn: lmdb.Transaction, kb: bytes) -> Variable | _Stub | None:
+        raw = txn.get(kb, db=self._vars)
+        return None if raw is None else _decode(raw)
 
     def get_many(self, refs: Sequence[Ref]) -> list[Variable | None]:
         """Several variables from one snapshot, so a getter sees a consistent
@@ -858,12 +1192,12 @@ class LmdbStore:
         keys = [self._kb(r) for r in refs]
         if not keys:
             return []
-        return self._read(self._get_many_body, keys)  # type: ignore[no-any-return]
+        return self._read_resolved(self._get_many_body, keys)
 
-    def _get_many_body(self, txn: lmdb.Transaction, keys: list[bytes]) -> list[Variable | None]:
+    def _get_many_body(self, txn: lmdb.Transaction, keys: list[bytes]) -> list[Variable | _Stub | None]:
         get = txn.get
         db = self._vars
-        out: list[Variable | None] = []
+        out: list[Variable | _Stub | None] = []
         for kb in keys:
             raw = get(kb, db=db)
             out.append(None if raw is None else _decode(raw))
@@ -875,20 +1209,51 @@ class LmdbStore:
         """Stream a variable's data to ``write`` in chunks straight from the
         memory map, so a 100 MB archive is never copied whole into memory.
         Returns the metadata as a Variable whose ``data`` is ``b""`` (``size``
-        is the real size), or None if missing.  ``write`` runs inside a read
-        transaction and must not call this store; each chunk points into the
-        map and is valid only during its call (copy it to keep it)."""
+        is the real size), or None if missing.  ``write`` must not call this
+        store (for a value kept in LMDB it runs inside a read transaction);
+        each chunk points into the map or into a reused buffer and is valid
+        only during its call (copy it to keep it).  A blob is streamed from
+        its file with one ``chunk_size`` buffer, outside any transaction."""
         kb = self._kb(ref)
-        return self._read(self._read_into_body, (kb, write, max(4096, chunk_size)), True)  # type: ignore[no-any-return]
+        arg = (kb, write, max(4096, chunk_size))
+        name = ""
+        for _ in range(_RETRY_LIMIT):
+            got = self._read(self._read_into_body, arg, True)
+            if got is None or got.__class__ is Variable:
+                return got  # type: ignore[no-any-return]
+            name = got.name
+            path = self._blob_path(name)
+            try:
+                f = open(path, "rb", buffering=0)
+            except FileNotFoundError:
+                continue  # replaced meanwhile: read the new record
+            except OSError as e:
+                raise StoreError(f"cannot read blob file {path!r}: {e.strerror}") from e
+            with f:
+                buf = bytearray(arg[2])
+                view = memoryview(buf)
+                total = 0
+                while n := f.readinto(buf):
+                    write(view[:n])
+                    total += n
+            if total != got.size:
+                raise StoreError(
+                    f"blob file {path!r} has {total} bytes, its record says {got.size}: "
+                    f"the variable store is damaged"
+                )
+            return _make_var(b"", got.mime, got.size, got.created, got.updated, got.version)
+        raise self._missing(name)
 
     def _read_into_body(
         self, txn: lmdb.Transaction, arg: tuple[bytes, Callable[[memoryview], object], int]
-    ) -> Variable | None:
+    ) -> Variable | _Stub | None:
         kb, write, chunk = arg
         raw = txn.get(kb, db=self._vars)
         if raw is None:
             return None
         version, created, updated, ml = _hdr_unpack(raw)
+        if ml & _BLOB_FLAG:
+            return _stub(raw, ml, version, created, updated)
         end = _HDR_SIZE + ml
         total = len(raw) - end
         for off in range(end, len(raw), chunk):
@@ -898,10 +1263,10 @@ class LmdbStore:
     def list(self, namespace: str, scope: str, owner: str = "") -> list[tuple[str, Variable]]:
         """All variables of one exact scope owner, sorted by key."""
         prefix = self._scope_prefix(namespace, scope, owner)
-        return self._read(self._list_body, prefix)  # type: ignore[no-any-return]
+        return self._read_resolved(self._list_body, prefix)
 
-    def _list_body(self, txn: lmdb.Transaction, prefix: bytes) -> list[tuple[str, Variable]]:
-        out: list[tuple[str, Variable]] = []
+    def _list_body(self, txn: lmdb.Transaction, prefix: bytes) -> list[tuple[str, Variable | _Stub]]:
+        out: list[tuple[str, Variable | _Stub]] = []
         cur = txn.cursor(self._vars)
         n = len(prefix)
         if cur.set_range(prefix):
@@ -952,8 +1317,12 @@ class LmdbStore:
     def write(self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None) -> None:
         """Apply a batch atomically: a state's effects all land or none do.
         Everything is validated before the transaction starts, so a bad key in
-        the middle of a batch cannot leave the first half written."""
+        the middle of a batch cannot leave the first half written.  Values
+        above ``blob_threshold`` go to blob files first (module doc, "Large
+        values"); a memoryview over an mmap is written from the map in chunks."""
         items: list[tuple[bytes, bytes, Any]] = []
+        threshold = self._threshold
+        big: list[int] | None = None
         for p in puts:
             kb = self._kb(p.ref)
             data = p.data
@@ -967,6 +1336,10 @@ class LmdbStore:
             mb = p.mime.encode()
             if len(mb) > _MAX_MIME:
                 raise StoreError(f"variable {p.ref.key!r}: mime type is too long")
+            if len(data) > threshold:
+                if big is None:
+                    big = []
+                big.append(len(items))
             items.append((kb, mb, data))
         reg: tuple[bytes, bytes] | None = None
         reg_id: tuple[str, str] | None = None
@@ -979,7 +1352,20 @@ class LmdbStore:
                 reg = (rk, self._reg_value())
         if not items and reg is None:
             return
-        self._write(self._write_body, (items, reg))
+        if big is None:
+            drop = self._write(self._write_body, (items, reg))
+            if drop:
+                self._unlink_blobs(drop)
+        else:
+            if self._readonly:
+                raise StoreError(f"variable store {self.path!r} is open read-only")
+            made = self._write_blobs(sh, items, big)
+            try:
+                drop = self._write(self._write_body, (items, reg))
+            except BaseException:
+                self._settle(made, None, verify=True)
+                raise
+            self._settle(made, drop, verify=False)
         if reg_id is not None:
             sh.registered.add(reg_id)
 
@@ -992,25 +1378,62 @@ class LmdbStore:
     def _write_body(
         self, txn: lmdb.Transaction,
         arg: tuple[list[tuple[bytes, bytes, Any]], tuple[bytes, bytes] | None],
-    ) -> tuple[bool, None]:
+    ) -> tuple[bool, list[bytes] | None]:
+        """Returns the blob names whose records this batch replaced or deleted
+        (to unlink after the commit), or None."""
         items, reg = arg
         db = self._vars
         get = txn.get
         put = txn.put
         now = time.time()
+        drop: list[bytes] | None = None
         for kb, mb, data in items:
-            if data is None:
-                txn.delete(kb, db=db)
-                continue
             old = get(kb, db=db)
             if old is None:
-                put(kb, _hdr_pack(1, now, now, len(mb)) + mb + data, db=db)
+                if data is None:
+                    continue
+                version, created = 1, now
             else:
-                version, created, _, _ = _hdr_unpack(old)
-                put(kb, _hdr_pack(version + 1, created, now, len(mb)) + mb + data, db=db)
+                version, created, _, oml = _hdr_unpack(old)
+                version += 1
+                if oml & _BLOB_FLAG:
+                    name = _blob_name(old)
+                    txn.delete(name, db=self._blobs)
+                    if drop is None:
+                        drop = [name]
+                    else:
+                        drop.append(name)
+                if data is None:
+                    txn.delete(kb, db=db)
+                    continue
+            if data.__class__ is _NewBlob:
+                put(kb, _hdr_pack(version, created, now, len(mb) | _BLOB_FLAG) + mb + data.ref, db=db)
+                put(data.name.encode(), kb, db=self._blobs)
+            else:
+                put(kb, _hdr_pack(version, created, now, len(mb)) + mb + data, db=db)
         if reg is not None:
             put(reg[0], reg[1], db=self._inst)
-        return True, None
+        return True, drop
+
+    def _put_value(
+        self, txn: lmdb.Transaction, kb: bytes, mb: bytes, data: Any,
+        version: int, created: float, now: float,
+    ) -> None:
+        """Put one record, inline or (for a _NewBlob) as a blob reference."""
+        if data.__class__ is _NewBlob:
+            txn.put(kb, _hdr_pack(version, created, now, len(mb) | _BLOB_FLAG) + mb + data.ref, db=self._vars)
+            txn.put(data.name.encode(), kb, db=self._blobs)
+        else:
+            txn.put(kb, _hdr_pack(version, created, now, len(mb)) + mb + data, db=self._vars)
+
+    def _drop_old(self, txn: lmdb.Transaction, raw: bytes | memoryview | None) -> list[bytes] | None:
+        """If the record about to be replaced or deleted is a blob, unindex it
+        and return its name for unlinking after the commit."""
+        if raw is None or not _is_blob(raw):
+            return None
+        name = _blob_name(raw)
+        txn.delete(name, db=self._blobs)
+        return [name]
 
     def update(
         self, ref: Ref, fn: Callable[[Variable | None], tuple[bytes | None, str] | None]
@@ -1021,27 +1444,45 @@ class LmdbStore:
         ``(None, mime)`` to delete, or None to leave it unchanged (nothing is
         committed, no fsync).  ``fn`` may run more than once (the transaction is
         retried after map growth), so it must be pure, and it must not call
-        this store.  Returns the resulting variable (None if deleted/missing)."""
+        this store.  Returns the resulting variable (None if deleted/missing).
+        Meant for small values: a result above ``blob_threshold`` is written
+        to its blob file inside the transaction, holding the writer lock."""
         kb = self._kb(ref)
-        return self._write(self._update_body, (kb, fn))  # type: ignore[no-any-return]
+        made: list[_NewBlob] = []
+        try:
+            var, drop = self._write(self._update_body, (kb, fn, made))
+        except BaseException:
+            self._settle(made, None, verify=True)
+            raise
+        if drop or made:
+            self._settle(made, drop, verify=True)  # a retried attempt may have left a file
+        return var  # type: ignore[no-any-return]
 
     def _update_body(
         self, txn: lmdb.Transaction,
-        arg: tuple[bytes, Callable[[Variable | None], tuple[bytes | None, str] | None]],
-    ) -> tuple[bool, Variable | None]:
-        kb, fn = arg
+        arg: tuple[bytes, Callable[[Variable | None], tuple[bytes | None, str] | None], list[_NewBlob]],
+    ) -> tuple[bool, tuple[Variable | None, list[bytes] | None]]:
+        kb, fn, made = arg
         db = self._vars
         raw = txn.get(kb, db=db)
         cur = None if raw is None else _decode(raw)
-        res = fn(cur)
+        if cur.__class__ is _Stub:
+            # The writer lock is held: the current record's file cannot be
+            # unlinked by anyone, so a missing file is damage, not a race.
+            try:
+                cur = self._load(cur)  # type: ignore[arg-type]
+            except FileNotFoundError:
+                raise self._missing(cur.name) from None  # type: ignore[union-attr]
+        res = fn(cur)  # type: ignore[arg-type]
         if res is None:
-            return False, cur
+            return False, (cur, None)  # type: ignore[return-value]
         data, mime = res
         if data is None:
             if cur is None:
-                return False, None
+                return False, (None, None)
+            drop = self._drop_old(txn, raw)
             txn.delete(kb, db=db)
-            return True, None
+            return True, (None, drop)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise StoreError(f"update of {kb!r}: data must be bytes, got {type(data).__name__}")
         mb = mime.encode()
@@ -1053,8 +1494,17 @@ class LmdbStore:
         else:
             version, created = cur.version + 1, cur.created
         data = bytes(data)
-        txn.put(kb, _hdr_pack(version, created, now, len(mb)) + mb + data, db=db)
-        return True, _make_var(data, mime, len(data), created, now, version)
+        drop = self._drop_old(txn, raw)
+        if len(data) > self._threshold:
+            sh = self._live()
+            nb = self._new_blob(sh, data, kb)
+            made.append(nb)
+            if sh.durable:
+                self._fsync_dir(self._blob_dir)
+            self._put_value(txn, kb, mb, nb, version, created, now)
+        else:
+            self._put_value(txn, kb, mb, data, version, created, now)
+        return True, (_make_var(data, mime, len(data), created, now, version), drop)
 
     def compare_and_set(
         self, ref: Ref, expected_version: int | None, data: bytes | None,
@@ -1071,57 +1521,90 @@ class LmdbStore:
         mb = mime.encode()
         if len(mb) > _MAX_MIME:
             raise StoreError(f"variable {ref.key!r}: mime type is too long")
-        return self._write(self._cas_body, (kb, expected_version or None, data, mb))  # type: ignore[no-any-return]
+        made: list[_NewBlob] = []
+        value: Any = data
+        if data is not None and len(data) > self._threshold:
+            if self._readonly:
+                raise StoreError(f"variable store {self.path!r} is open read-only")
+            items: list[tuple[bytes, bytes, Any]] = [(kb, mb, data)]
+            made = self._write_blobs(self._live(), items, [0])
+            value = items[0][2]
+        try:
+            ok, drop = self._write(self._cas_body, (kb, expected_version or None, value, mb))
+        except BaseException:
+            self._settle(made, None, verify=True)
+            raise
+        if made or drop:
+            self._settle(made, drop, verify=not ok)
+        return ok  # type: ignore[no-any-return]
 
     def _cas_body(
-        self, txn: lmdb.Transaction, arg: tuple[bytes, int | None, bytes | None, bytes]
-    ) -> tuple[bool, bool]:
+        self, txn: lmdb.Transaction, arg: tuple[bytes, int | None, Any, bytes]
+    ) -> tuple[bool, tuple[bool, list[bytes] | None]]:
         kb, expected, data, mb = arg
         db = self._vars
         raw = txn.get(kb, db=db)
+        now = time.time()
         if raw is None:
             if expected is not None:
-                return False, False
+                return False, (False, None)
             if data is None:
-                return False, True  # already absent, as asked
-            now = time.time()
-            txn.put(kb, _hdr_pack(1, now, now, len(mb)) + mb + data, db=db)
-            return True, True
+                return False, (True, None)  # already absent, as asked
+            self._put_value(txn, kb, mb, data, 1, now, now)
+            return True, (True, None)
         version, created, _, _ = _hdr_unpack(raw)
         if version != expected:
-            return False, False
+            return False, (False, None)
+        drop = self._drop_old(txn, raw)
         if data is None:
             txn.delete(kb, db=db)
         else:
-            txn.put(kb, _hdr_pack(version + 1, created, time.time(), len(mb)) + mb + data, db=db)
-        return True, True
+            self._put_value(txn, kb, mb, data, version + 1, created, now)
+        return True, (True, drop)
 
     # ----------------------------------------------------------------- bulk deletion
 
-    @staticmethod
-    def _delete_prefix(txn: lmdb.Transaction, db: Any, prefix: bytes) -> int:
+    def _delete_prefix(
+        self, txn: lmdb.Transaction, db: Any, prefix: bytes, drop: list[bytes] | None = None
+    ) -> int:
         """Delete every key starting with ``prefix``; the prefix always ends in
-        NUL (or is a full registration key), which is what makes it exact."""
+        NUL (or is a full registration key), which is what makes it exact.
+        With ``drop``, blob records are unindexed and their names collected
+        (only the header of each value is read; run with ``buffers=True`` so
+        inline values are not copied)."""
         cur = txn.cursor(db)
         n = 0
         if cur.set_range(prefix):
             while cur.key()[: len(prefix)] == prefix:
-                cur.delete()
+                if drop is not None:
+                    v = cur.value()
+                    if _is_blob(v):
+                        name = _blob_name(v)
+                        txn.delete(name, db=self._blobs)
+                        drop.append(name)
+                if not cur.delete():
+                    break
                 n += 1
         return n
 
     def _delete_prefixes_body(
         self, txn: lmdb.Transaction, arg: tuple[bytes, bytes | None]
-    ) -> tuple[bool, int]:
+    ) -> tuple[bool, tuple[int, list[bytes]]]:
         var_prefix, inst_prefix = arg
-        n = self._delete_prefix(txn, self._vars, var_prefix)
+        drop: list[bytes] = []
+        n = self._delete_prefix(txn, self._vars, var_prefix, drop)
         m = 0 if inst_prefix is None else self._delete_prefix(txn, self._inst, inst_prefix)
-        return bool(n or m), n
+        return bool(n or m), (n, drop)
+
+    def _delete_prefixes(self, var_prefix: bytes, inst_prefix: bytes | None) -> int:
+        n, drop = self._write(self._delete_prefixes_body, (var_prefix, inst_prefix))
+        self._unlink_blobs(drop)
+        return n  # type: ignore[no-any-return]
 
     def delete_scope(self, namespace: str, scope: str, owner: str = "") -> int:
         """Delete every variable of one exact scope owner; returns how many."""
         prefix = self._scope_prefix(namespace, scope, owner)
-        return self._write(self._delete_prefixes_body, (prefix, None), False)  # type: ignore[no-any-return]
+        return self._delete_prefixes(prefix, None)
 
     def delete_workflow(self, namespace: str, workflow: str) -> int:
         """The workflow definition is gone, and its variables go with it."""
@@ -1132,7 +1615,7 @@ class LmdbStore:
         registrations; returns the number of variables."""
         _check_name(namespace, "namespace")
         prefix = f"{namespace}\x00".encode()
-        return self._write(self._delete_prefixes_body, (prefix, prefix), False)  # type: ignore[no-any-return]
+        return self._delete_prefixes(prefix, prefix)
 
     def end_instance(self, namespace: str, instance_id: str) -> None:
         """Instance variables live exactly as long as the instance.  Most
@@ -1145,8 +1628,10 @@ class LmdbStore:
         ident = (namespace, instance_id)
         if ident not in sh.registered and not self._read(self._has_instance_body, (rk, prefix)):
             return
-        self._write(self._end_body, (rk, prefix), False)
+        drop = self._write(self._end_body, (rk, prefix))
         sh.registered.discard(ident)
+        if drop:
+            self._unlink_blobs(drop)
 
     def _has_instance_body(self, txn: lmdb.Transaction, arg: tuple[bytes, bytes]) -> bool:
         rk, prefix = arg
@@ -1155,21 +1640,29 @@ class LmdbStore:
         cur = txn.cursor(self._vars)
         return bool(cur.set_range(prefix)) and cur.key().startswith(prefix)
 
-    def _end_body(self, txn: lmdb.Transaction, arg: tuple[bytes, bytes]) -> tuple[bool, None]:
+    def _end_body(self, txn: lmdb.Transaction, arg: tuple[bytes, bytes]) -> tuple[bool, list[bytes]]:
         rk, prefix = arg
-        n = self._delete_prefix(txn, self._vars, prefix)
+        drop: list[bytes] = []
+        n = self._delete_prefix(txn, self._vars, prefix, drop)
         found = txn.delete(rk, db=self._inst)
-        return bool(n or found), None
+        return bool(n or found), drop
 
     def sweep_orphans(self) -> int:
         """Delete instance variables of instances whose owning process died
         on this host without ending them (crash, ``kill -9``).  Registrations
-        from other hosts are left alone.  Returns how many instances were
-        swept."""
+        from other hosts are left alone.  Then remove blob files that no
+        record references, that are older than a minute and that no writer
+        holds (left by a crash between a blob write and its commit, or
+        between a commit and the unlinking of the blobs it dropped).  Returns
+        how many instances were swept."""
+        swept = 0
         candidates: list[tuple[bytes, bytes]] = self._read(self._orphans_body, _machine())
-        if not candidates:
-            return 0
-        return self._write(self._sweep_body, candidates, False)  # type: ignore[no-any-return]
+        if candidates:
+            swept, drop = self._write(self._sweep_body, candidates)
+            self._unlink_blobs(drop)
+        if not self._readonly:
+            self._sweep_blobs(_BLOB_GRACE)
+        return swept  # type: ignore[no-any-return]
 
     def _orphans_body(
         self, txn: lmdb.Transaction, arg: tuple[str, str, str]
@@ -1191,30 +1684,79 @@ class LmdbStore:
                 out.append((k, v))
         return out
 
-    def _sweep_body(self, txn: lmdb.Transaction, candidates: list[tuple[bytes, bytes]]) -> tuple[bool, int]:
+    def _sweep_body(
+        self, txn: lmdb.Transaction, candidates: list[tuple[bytes, bytes]]
+    ) -> tuple[bool, tuple[int, list[bytes]]]:
         swept = 0
+        drop: list[bytes] = []
         for rk, rv in candidates:
             if txn.get(rk, db=self._inst) != rv:
                 continue  # re-registered or ended meanwhile
             ns, _, iid = rk.partition(b"\x00")
-            self._delete_prefix(txn, self._vars, ns + b"\x00i\x00" + iid + b"\x00")
+            self._delete_prefix(txn, self._vars, ns + b"\x00i\x00" + iid + b"\x00", drop)
             txn.delete(rk, db=self._inst)
             swept += 1
-        return bool(swept), swept
+        return bool(swept), (swept, drop)
+
+    def _sweep_blobs(self, min_age: float) -> int:
+        """Remove unreferenced blob files (see sweep_orphans); returns how many.
+        Listed names are checked against the index in one snapshot; only the
+        unlisted ones are opened.  A file is removed only when it is old
+        enough, its ``flock`` can be taken (no writer is still committing it)
+        and a fresh snapshot, taken under that lock, still does not list it."""
+        try:
+            names = [n for n in os.listdir(self._blob_dir) if _BLOB_NAME_RE.fullmatch(n)]
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        if not names:
+            return 0
+        live = self._read(self._listed_body, names)
+        now = time.time()
+        removed = 0
+        for name in names:
+            if name in live:
+                continue
+            path = self._blob_path(name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if now - os.fstat(fd).st_mtime < min_age:
+                    continue  # maybe still being written
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer has not finished its transaction
+                if self._read(self._listed_body, [name]):
+                    continue  # committed since the first look
+                try:
+                    os.unlink(path)
+                    removed += 1
+                except OSError:
+                    pass
+            finally:
+                os.close(fd)
+        return removed
 
     # ----------------------------------------------------------------- workflows
 
     def rename_workflow(self, namespace: str, old: str, new: str) -> int:
         """Workflow variables follow a renamed workflow (versions and times
-        kept).  Like ``os.rename``, the destination's own variables, if any,
-        are replaced.  Returns how many variables moved."""
+        kept; blob files stay where they are, only the records move).  Like
+        ``os.rename``, the destination's own variables, if any, are replaced.
+        Returns how many variables moved."""
         src = self._scope_prefix(namespace, "workflow", old)
         dst = self._scope_prefix(namespace, "workflow", new)
         if src == dst:
             return len(self.list(namespace, "workflow", old))
-        return self._write(self._rename_body, (src, dst), False)  # type: ignore[no-any-return]
+        moved, drop = self._write(self._rename_body, (src, dst), False)
+        self._unlink_blobs(drop)
+        return moved  # type: ignore[no-any-return]
 
-    def _rename_body(self, txn: lmdb.Transaction, arg: tuple[bytes, bytes]) -> tuple[bool, int]:
+    def _rename_body(
+        self, txn: lmdb.Transaction, arg: tuple[bytes, bytes]
+    ) -> tuple[bool, tuple[int, list[bytes]]]:
         src, dst = arg
         db = self._vars
         moved: list[tuple[bytes, bytes]] = []
@@ -1226,10 +1768,13 @@ class LmdbStore:
                     break
                 moved.append((k[n:], v))
         if not moved:
-            return False, 0
+            return False, (0, [])
+        drop: list[bytes] = []
         self._delete_prefix(txn, db, src)
-        self._delete_prefix(txn, db, dst)
+        self._delete_prefix(txn, db, dst, drop)
         put = txn.put
         for suffix, v in moved:
             put(dst + suffix, v, db=db)
-        return True, len(moved)
+            if _is_blob(v):
+                put(_blob_name(v), dst + suffix, db=self._blobs)  # the index follows the record
+        return True, (len(moved), drop)

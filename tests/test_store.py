@@ -420,7 +420,8 @@ def test_map_grows_automatically(tmp_path: Path) -> None:
 
 
 def test_store_full_when_growth_is_capped(tmp_path: Path) -> None:
-    s = LmdbStore(tmp_path / "v", durable=False, map_size=256 << 10, max_map_size=1 << 20)
+    # A threshold above the value keeps it in LMDB (it would go to a blob file otherwise).
+    s = LmdbStore(tmp_path / "v", durable=False, map_size=256 << 10, max_map_size=1 << 20, blob_threshold=4 << 20)
     with pytest.raises(StoreFull):
         s.write([Put(wf("big"), os.urandom(2 << 20))])
     assert s.get(wf("big")) is None
