@@ -7,11 +7,13 @@ What it measures (PERFORMANCE.md, "files"):
 * **in**: a tar.gz variable of ``--mb`` MB (unpacked) into an action folder.
   Floor: ``tar -xzf`` of the same file.  isolde rows: ``archive.extract`` from
   the file, and the real path, ``ActionFolder.write_files`` streaming the
-  value out of an LMDB store with ``read_into``.
+  value out of the store with ``read_into`` (a value this large is a blob
+  file beside LMDB, see core/store.py "Large values").
 * **out**: a ``--mb`` MB directory in ``out/instance/`` back as one value.
   Floor: ``tar -czf`` (gzip level 6, as ``pack_dir``).  isolde rows:
   ``ActionFolder.collect_outputs`` (a staged tar.gz), and the same plus the
-  store put of ``Output.view()`` (one durable LMDB transaction).
+  durable store put of ``Output.view()`` (blob file written from the mmap,
+  then one LMDB transaction).
 
 Every isolde case runs in a fresh subprocess that reports its wall time for
 the operation and its peak memory above the baseline taken just before:
@@ -212,7 +214,7 @@ def main() -> None:
         print(f"{'case':<46} {'time s':>8} {'tar s':>7} {'ratio':>6} {'VmHWM +MB':>10} {'heap +MB':>9}")
         labels = {
             "in-file": ("in", "extract(file) -> folder"),
-            "in-store": ("in", "write_files(read_into from LMDB) -> folder"),
+            "in-store": ("in", "write_files(read_into from store) -> folder"),
             "out": ("out", "collect_outputs() -> staged tar.gz"),
             "out-store": ("out", "collect_outputs() + durable store put"),
         }
@@ -224,7 +226,7 @@ def main() -> None:
             anon = max(s["anon"] for s in samples) / mb
             print(f"{kind + ': ' + label:<46} {t:8.3f} {floor:7.3f} {t / floor:6.2f} {hwm:10.1f} {anon:9.1f}")
         print()
-        print("memory columns: worst run; VmHWM counts file pages an mmap touched (LMDB's map, Output.view()),")
+        print("memory columns: worst run; VmHWM counts file pages an mmap keeps resident (Output.view()),")
         print("heap is RssAnon (sampled).  Target: <= 64 MB above baseline, time <= 1.5 x tar.")
     finally:
         shutil.rmtree(work, ignore_errors=True)
