@@ -81,10 +81,11 @@ def main() -> None:
 @click.option("--input-file", type=click.File("rb"), help="Read the instance input from a file ('-' for stdin).")
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="Don't print the instance log to stderr.")
+@click.option("--root", type=click.Path(file_okay=False, exists=True), help="Namespace root: what a leading / means in subflow paths and file keys (default: FILE's directory).")
 @click.option("--event", "events", multiple=True, metavar="JSON", help="A CloudEvent for the instance's event states, delivered in order as it waits (repeatable; @FILE or @- reads JSON, an object or a list; source defaults to isolde-cli).")
 @_common
 @_handled
-def run(file: str, input_text: str | None, input_file: Any, namespace: str, quiet: bool, events: tuple[str, ...], data_dir: str | None, config_path: str | None) -> None:
+def run(file: str, input_text: str | None, input_file: Any, namespace: str, quiet: bool, root: str | None, events: tuple[str, ...], data_dir: str | None, config_path: str | None) -> None:
     """Run one instance of the workflow in FILE and print its output JSON."""
     if input_text is not None and input_file is not None:
         raise click.UsageError("give --input or --input-file, not both")
@@ -99,7 +100,10 @@ def run(file: str, input_text: str | None, input_file: Any, namespace: str, quie
 
     with _engine(data_dir, config_path, log=None if quiet else sink) as engine:
         sent = _send_events(engine, namespace, events) if events else set()
-        result = engine.run(file, input=raw, namespace=namespace)
+        workflow = engine.load(file)
+        if root is not None:
+            workflow.root = Path(root).resolve()
+        result = engine.run(workflow, input=raw, namespace=namespace)
         unused = [e for e in engine.events.pending(namespace) if e["id"] in sent] if sent else []
     for event in unused:
         click.echo(f"isolde: warning: the --event of type '{event['type']}' (id {event['id']}) was not consumed", err=True)

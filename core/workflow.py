@@ -31,18 +31,38 @@ class Workflow:
 
 
 def namespace_root(workflow: Workflow) -> Path:
-    """The folder a leading ``/`` means in a subflow's ``workflow:`` or a ``scope: file`` key.
+    """The folder a leading ``/`` means in a subflow's ``workflow:`` or a ``scope: file`` key,
+    and the folder neither may leave.
 
-    In daemon mode it is the namespace folder.  Otherwise it is the current directory
-    when the workflow file lies inside it (``isolde run a/parent.yaml`` from a
-    repository root finds ``/a/child.yaml``, as Direktiv does), else the workflow
-    file's own directory (the current directory for a workflow given as text).
+    In daemon mode it is the namespace folder; with ``isolde run --root DIR`` it is DIR
+    (``workflow.root``); otherwise the workflow file's own directory (the current
+    directory for a workflow given as text).  It is never widened implicitly: a
+    workflow reads no file above the folder it was given.
     """
     if workflow.root is not None:
         return workflow.root
-    cwd = Path.cwd().resolve()
     name = workflow.filename
     if not name or name.startswith("<"):
-        return cwd
-    here = Path(os.path.abspath(name)).parent.resolve()
-    return cwd if here == cwd or cwd in here.parents else here
+        return Path.cwd().resolve()
+    return Path(os.path.abspath(name)).parent.resolve()
+
+
+def inside_root(workflow: Workflow, name: str, *, what: str) -> Path:
+    """``name`` resolved against the namespace root (a leading ``/``) or the workflow
+    file's directory (relative), refused with ``isolde.files.unsafePath`` if it leaves
+    the root (links included)."""
+    from .errors import WorkflowError
+
+    root = namespace_root(workflow).resolve()
+    if name.startswith("/"):
+        base = root
+    else:
+        fname = workflow.filename
+        base = Path(os.path.abspath(fname)).parent if fname and not fname.startswith("<") else root
+    target = (base / name.lstrip("/")).resolve()
+    if target != root and root not in target.parents:
+        raise WorkflowError(
+            "isolde.files.unsafePath",
+            f"{what} {name!r} leaves the namespace root {root} (run with --root to choose another root)",
+        )
+    return target

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import secrets as _secrets
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from isolde import StateContext, StateSpec, StateType, Workflow, hookimpl
 from isolde.errors import InstanceFailure, IsoldeError, WorkflowError
 from isolde.expr import Expr
-from isolde.workflow import namespace_root
+from isolde.workflow import inside_root
 from isolde.isolates import ActionRequest, ActionSettings, ActionTimeout, Runner, interpret, isolates_for
 from isolde.store import InvalidKey, Variable, check_key
 from isolde.validate import Report
@@ -121,7 +122,7 @@ function knative-global "A service shared by all namespaces (Direktiv v0.4+); ma
     files: [file]          "Variables written into the action folder before each call."
 }
 function subflow "Another workflow of the namespace, run as a child instance." {
-    workflow!: string      "Its file, relative to this workflow's directory (a leading / means that directory; .yaml may be left out)."
+    workflow!: string      "Its file, relative to this workflow's directory (a leading / means the namespace root; .yaml may be left out)."
 }
 function process "A program isolde starts and calls over HTTP (it listens on $PORT)." {
     command!: [string] | string  "The program and its arguments, run in the workflow's directory."
@@ -471,39 +472,48 @@ def _file_specs(ctx: StateContext, spec: ActionSpec, data: dict[str, Any]) -> li
     return out
 
 
-def file_scope_path(base: Path | None, key: str) -> Path:
-    """Where a ``scope: file`` key points: a file of the namespace, whose root is
-    ``base`` (``isolde.workflow.namespace_root``).  A leading ``/`` means that root;
-    the path must stay inside it, links included (``isolde.archive.unsafe`` otherwise)."""
-    root = (base or Path.cwd()).resolve()
-    target = (root / key.lstrip("/")).resolve()
-    if target != root and root not in target.parents:
-        raise WorkflowError("isolde.archive.unsafe", f"file {key!r} is outside the workflow's directory {root}")
-    return target
-
-
-def read_file_scope(base: Path | None, key: str, max_bytes: int) -> Variable | None:
+def read_file_scope(workflow: Workflow, key: str, max_bytes: int) -> Variable | None:
     """The bytes of a ``scope: file`` key as a variable (None when there is no such
-    file, which a getter reads as null and ``files:`` writes as an empty file)."""
-    path = file_scope_path(base, key)
+    file, which a getter reads as null and ``files:`` writes as an empty file).
+
+    The key resolves inside the namespace root (``isolde.workflow.inside_root``);
+    only a regular file is read (no symlink at the end, no FIFO or device), and at
+    most ``max_bytes`` of it, whatever its size claims."""
+    path = inside_root(workflow, "/" + key.lstrip("/"), what="file")
     try:
-        st = path.stat()
-        if st.st_size > max_bytes:
-            raise WorkflowError(
-                "direktiv.limits.variable",
-                f"file {key!r} is {st.st_size} bytes, over the {max_bytes}-byte limit "
-                "(raise [limits] max_variable_bytes in isolde.toml)",
-            )
-        blob = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        raise WorkflowError("isolde.files.unsafePath", f"file {key!r}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                return None
+            raise WorkflowError("isolde.files.unsafePath", f"file {key!r} is not a regular file")
+        chunks, size = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:
+                raise WorkflowError(
+                    "direktiv.limits.variable",
+                    f"file {key!r} is over the {max_bytes}-byte limit (raise [limits] max_variable_bytes in isolde.toml)",
+                )
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    blob = b"".join(chunks)
     return Variable(blob, "application/octet-stream", len(blob), st.st_mtime, st.st_mtime, 0)
 
 
 def _reader(ctx: StateContext, spec: ActionSpec) -> Callable[[str, str], Variable | None]:
     def read(scope: str, key: str) -> Variable | None:
         if scope == "file":
-            return read_file_scope(namespace_root(ctx.workflow), key, ctx.max_variable_bytes)
+            return read_file_scope(ctx.workflow, key, ctx.max_variable_bytes)
         return ctx.get_many([(scope, key)])[0]
 
     return read
@@ -598,4 +608,4 @@ def isolde_configure(config: Config) -> None:
     ActionSettings.from_config(config)
 
 
-__all__ = ["Action", "ActionSpec", "FileItem", "FILE_SCOPES", "file_scope_path", "perform", "read_file_scope", "start_async", "workflow_dir"]
+__all__ = ["Action", "ActionSpec", "FileItem", "FILE_SCOPES", "perform", "read_file_scope", "start_async", "workflow_dir"]

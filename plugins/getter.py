@@ -85,9 +85,7 @@ class Getter(StateType):
 def _with_files(items: list[tuple[str, Any, str | None, bool]], data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
     """A getter that reads files of the namespace as well as variables (rare: the Knative era)."""
     from isolde.plugins.action import read_file_scope
-    from isolde.workflow import namespace_root
 
-    base = namespace_root(ctx.workflow)
     current = data.get("var")
     var = dict(current) if isinstance(current, dict) else {}
     keys = {i: resolve_key(key, data) for i, (scope, key, _, _) in enumerate(items) if scope != "file"}
@@ -102,7 +100,7 @@ def _with_files(items: list[tuple[str, Any, str | None, bool]], data: dict[str, 
         path = key.eval(data) if isinstance(key, Expr) else key
         if not isinstance(path, str) or not path.strip("/"):
             raise WorkflowError("direktiv.var.invalidKey", f"computed file path must be a non-empty string, got {path!r}")
-        found = read_file_scope(base, path, ctx.max_variable_bytes)
+        found = read_file_scope(ctx.workflow, path, ctx.max_variable_bytes)
         var[name or path] = None if found is None else base64.b64encode(found.data).decode("ascii")
     return {**data, "var": var}
 

@@ -244,17 +244,12 @@ class PythonRunner(Runner):
 def resolve_subflow(name: str, parent: Workflow) -> Path:
     """Where ``workflow:`` of a subflow points: relative to the parent workflow file's
     directory, or with a leading ``/`` to the namespace root
-    (``isolde.workflow.namespace_root``); ``.yaml`` / ``.yml`` may be left out."""
-    from isolde.workflow import namespace_root
+    (``isolde.workflow.namespace_root``), never outside that root; ``.yaml`` /
+    ``.yml`` may be left out."""
+    from isolde.workflow import inside_root
 
-    if name.startswith("/"):
-        base = namespace_root(parent)
-    else:
-        parent_file = Path(parent.filename)
-        base = parent_file.parent if parent_file.is_file() else Path.cwd()
-    rel = name.lstrip("/")
-    first = base / rel
-    for candidate in (first, base / (rel + ".yaml"), base / (rel + ".yml")):
+    first = inside_root(parent, name, what="subflow")
+    for candidate in (first, first.with_name(first.name + ".yaml"), first.with_name(first.name + ".yml")):
         if candidate.is_file():
             return candidate
     return first
@@ -296,13 +291,19 @@ class SubflowRunner(Runner):
                 f"subflow '{name}' would nest {depth} deep, over the limit of {limit} "
                 "(raise [limits] max_subflow_depth in isolde.toml)",
             )
+        root = ctx.workflow.root
         try:
-            workflow = engine.load(path)
+            if root is not None:  # daemon mode: the child is the workflow its path names
+                wid = path.relative_to(root).with_suffix("").as_posix()
+                workflow = engine.load(path, workflow_id=wid)
+                workflow.id, workflow.root = wid, root
+            else:
+                workflow = engine.load(path)
         except FileNotFoundError:
             raise WorkflowError(
                 "isolde.subflow.notFound",
-                f"subflow '{name}' not found: looked for {path} (a subflow is resolved relative to "
-                "the directory of the calling workflow; a leading / means that directory)",
+                f"subflow '{name}' not found: looked for {path} (relative names start at the calling "
+                "workflow's directory, a leading / at the namespace root)",
             ) from None
         except ValidationError as exc:
             first = exc.diagnostics[0] if exc.diagnostics else exc

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -283,9 +284,9 @@ def test_file_paths_cannot_leave_the_namespace(eng: isolde.Engine, tmp_path: Pat
     wf = ns / "wf.yaml"
     wf.write_text(FILE_GETTER.replace("/conf/e.yaml", "/link"))
     res = eng.run(wf, input={"which": "x"})
-    assert res.error.code == "isolde.archive.unsafe" and "outside the workflow's directory" in res.error.message
+    assert res.error.code == "isolde.files.unsafePath" and "leaves the namespace root" in res.error.message
     computed = eng.run(wf, input={"which": "../secret.txt"})
-    assert computed.error.code == "isolde.archive.unsafe"
+    assert computed.error.code == "isolde.files.unsafePath"
 
 
 @pytest.mark.parametrize(
@@ -357,14 +358,41 @@ def test_examples_are_shown_in_the_committed_reference() -> None:
 
 
 def test_leading_slash_subflow_resolves_from_the_namespace_root(cli: Any, tmp_path: Path) -> None:
-    """Direktiv's engine tests call '/a/child.yaml' from a parent stored in /a/: run from the
-    root, the leading / means the current directory (the namespace root), not /a/."""
+    """Direktiv's engine tests call '/a/child.yaml' from a parent stored in /a/: with
+    --root naming the namespace root, the leading / means it; without, the parent's own
+    directory is the root and nothing above it is reachable."""
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "child.yaml").write_text("states:\n- id: c\n  type: noop\n  transform:\n    child: true\n")
     (tmp_path / "a" / "parent.yaml").write_text(
         "functions:\n- id: kid\n  type: subflow\n  workflow: '/a/child.yaml'\n"
         "states:\n- id: p\n  type: action\n  action:\n    function: kid\n"
     )
-    out = cli("run", "a/parent.yaml")
+    out = cli("run", "a/parent.yaml", "--root", ".")
     assert out.code == 0, out.stderr
     assert out.json["return"] == {"child": True}
+    escaped = cli("run", "a/parent.yaml")  # root = a/, where /a/child.yaml does not exist
+    assert escaped.code == 1 and "isolde.subflow.notFound" in escaped.stderr
+    (tmp_path / "a" / "up.yaml").write_text(
+        "functions:\n- id: kid\n  type: subflow\n  workflow: '../outside.yaml'\n"
+        "states:\n- id: p\n  type: action\n  action:\n    function: kid\n"
+    )
+    (tmp_path / "outside.yaml").write_text("states:\n- id: c\n  type: noop\n")
+    up = cli("run", "a/up.yaml")
+    assert up.code == 1 and "isolde.files.unsafePath" in up.stderr and "leaves the namespace root" in up.stderr
+
+
+def test_scope_file_cannot_read_outside_the_root_or_special_files(engine: Any, tmp_path: Path) -> None:
+    wf = tmp_path / "fs.yaml"
+    wf.write_text(
+        "direktiv_api: workflow/v1\nstates:\n- id: g\n  type: getter\n  variables:\n"
+        "  - key: 'jq(.p)'\n    scope: file\n    as: f\n"
+    )
+    (tmp_path / "ok.txt").write_text("fine")
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink("/etc/hostname", tmp_path / "link")
+    assert engine.run(wf, {"p": "/ok.txt"}).output["var"]["f"] == "ZmluZQ=="
+    # an absolute-looking key means the root's own /proc/...: nothing there, so null
+    assert engine.run(wf, {"p": "/proc/self/environ"}).output["var"]["f"] is None
+    for bad in ("../../etc/passwd", "/fifo", "/link"):
+        res = engine.run(wf, {"p": bad})
+        assert res.error is not None and res.error.code == "isolde.files.unsafePath", (bad, res.error)
