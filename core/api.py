@@ -45,6 +45,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .variables import parse_json
 from .errors import ConfigError, IsoldeError
 from .sidecar import is_loopback_host
 from .store import Put, Ref, StoreError, check_key
@@ -500,7 +501,7 @@ def _cloudevent(headers: Any, body: bytes) -> dict[str, Any]:
         if body:
             if ctype in ("", _JSON) or ctype.endswith("+json"):
                 try:
-                    event["data"] = json.loads(body)
+                    event["data"] = parse_json(body)
                 except ValueError:
                     raise ApiError(400, "isolde.event.invalid", "the body is not JSON but Content-Type says it is") from None
             else:
@@ -512,7 +513,7 @@ def _cloudevent(headers: Any, body: bytes) -> dict[str, Any]:
                 event["datacontenttype"] = ctype
     else:
         try:
-            event = json.loads(body)
+            event = parse_json(body)
         except ValueError:
             raise ApiError(400, "isolde.event.invalid", "the body is not a JSON CloudEvent (or send binary mode with ce-* headers)") from None
         if not isinstance(event, dict):

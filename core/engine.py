@@ -27,7 +27,7 @@ from .errors import ValidationError
 from .registry import Registry, load_plugins
 from .store import SCOPES, LmdbStore, Ref, Variable, check_key, check_scope
 from .validate import build_workflow
-from .variables import decode, encode
+from .variables import decode, encode, parse_json
 from .workflow import Workflow
 
 if TYPE_CHECKING:
@@ -268,7 +268,7 @@ class Engine:
             if not raw.strip():
                 return {}
             try:
-                value = json.loads(raw)
+                value = parse_json(raw)
             except ValueError:
                 return {"input": base64.b64encode(raw).decode("ascii")}
         if isinstance(value, dict):

@@ -53,6 +53,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
+from .variables import parse_json
 from .errors import InstanceFailure, IsoldeError
 
 if TYPE_CHECKING:
@@ -562,8 +563,8 @@ def parse_event_args(values: Iterable[str], read_stdin: Callable[[], str] | None
             except OSError as exc:
                 raise EventError(f"{where}: cannot read {name}: {exc.strerror or exc}") from None
         try:
-            value = json.loads(text)
-        except ValueError as exc:
+            value = parse_json(text)
+        except (ValueError, UnicodeDecodeError) as exc:
             raise EventError(
                 f"{where}: not valid JSON ({exc}); give an object such as "
                 '\'{"type": "my.event", "data": {"x": 1}}\''

@@ -66,8 +66,12 @@ class Result:
 
 
 def apply_transform(expr: Expr, data: Any) -> dict[str, Any]:
-    """Evaluate a transform; it must give exactly one object (``direktiv.jq.notObject`` otherwise)."""
-    out = expr.eval(data)
+    """Evaluate a transform; it must give exactly one object (``direktiv.jq.notObject``
+    otherwise, also when a query yields no value or several, as in Direktiv)."""
+    outs = expr.eval_all(data)
+    if len(outs) != 1:
+        raise WorkflowError(NOT_OBJECT, f"transform must produce exactly one object, got {len(outs)} results")
+    out = outs[0]
     if type(out) is not dict:
         raise WorkflowError(NOT_OBJECT, f"transform must produce an object, got {_kind(out)}")
     return out

@@ -64,7 +64,25 @@ def decode(data: bytes) -> Any:
         return text
 
 
-_loads = json.JSONDecoder().decode
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_decode_strict = json.JSONDecoder(parse_constant=_no_constant).decode
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Parse untrusted JSON strictly: NaN / Infinity are not JSON, and nesting too deep
+    for the interpreter is a ValueError like any other malformed input, not a crash."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8")
+    try:
+        return _decode_strict(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+_loads = parse_json
 
 
 def sniff_mime(data: bytes) -> str:

@@ -356,10 +356,10 @@ def test_uncaught_not_object_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     assert "state 'a': direktiv.jq.notObject: transform must produce an object, got a number" in res.stderr
 
 
-def test_transform_with_several_results_is_bad_command(engine: isolde.Engine) -> None:
+def test_transform_with_several_results_is_not_object(engine: isolde.Engine) -> None:
     text = "id: m\nstates:\n- id: a\n  type: noop\n  transform: '.[]'\n"
     res = engine.run(text, input={"a": {}, "b": {}})
-    assert res.error.code == "direktiv.jq.badCommand"
+    assert res.error.code == "direktiv.jq.notObject"  # SPEC 2.2: exactly one object
     assert "2 results" in res.error.message
 
 
@@ -502,3 +502,25 @@ def test_alias_bomb_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     res = cli("validate", str(tmp_path / "bomb.yaml"))
     assert time.monotonic() - start < 5
     assert res.code == 2 and "max_yaml_nodes" in res.stderr
+
+
+@pytest.mark.parametrize("program", ["empty", "{a: 1}, {b: 2}"])
+def test_transform_with_no_or_several_results_is_not_object(engine: isolde.Engine, program: str) -> None:
+    wf = f"id: t\nstates:\n- id: a\n  type: noop\n  transform: '{program}'\n"
+    res = engine.run(wf)
+    assert res.error is not None and res.error.code == "direktiv.jq.notObject"
+
+
+def test_nan_and_deep_json_are_not_json(engine: isolde.Engine, cli: Any, tmp_path: Path) -> None:
+    assert engine.run("id: t\nstates:\n- id: a\n  type: noop\n", b"NaN").output == {"input": "TmFO"}
+    deep = b"[" * 100_000 + b"]" * 100_000
+    res = engine.run("id: t\nstates:\n- id: a\n  type: noop\n", deep)
+    assert res.ok and res.output["input"].startswith("W1tb")  # passed on as bytes, base64
+    (tmp_path / "deep.json").write_bytes(deep)
+    out = cli("vars", "set", "deep", "-f", str(tmp_path / "deep.json"))
+    assert out.code == 0, out.stderr
+    getter = tmp_path / "g.yaml"
+    getter.write_text("id: g\nstates:\n- id: a\n  type: getter\n  variables:\n  - key: deep\n    scope: namespace\n")
+    got = cli("run", "-q", str(getter))
+    assert got.code == 0 and "Traceback" not in got.stderr
+    assert isinstance(got.json["var"]["deep"], str)  # too deep for JSON: read as text
