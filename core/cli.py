@@ -96,7 +96,10 @@ def run(file: str, input_text: str | None, input_file: Any, namespace: str, quie
         raw = input_file.read()
 
     def sink(instance: str, state: str, message: str) -> None:
-        click.echo(f"[{state}] {message}", err=True)
+        # every line of a multi-line message carries the prefix: an isolate's /log body
+        # can't pass for isolde's own "isolde: ..." lines
+        for line in message.splitlines() or [""]:
+            click.echo(f"[{state}] {line}", err=True)
 
     with _engine(data_dir, config_path, log=None if quiet else sink) as engine:
         sent = _send_events(engine, namespace, events) if events else set()

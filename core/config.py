@@ -77,6 +77,8 @@ class Config:
         for table in ("store", "limits", "plugins", "images", "sidecar", "secrets", "actions", "daemon"):
             if table in self.data and not isinstance(self.data[table], dict):
                 raise ConfigError(f"{self._where()}: '{table}' must be a table ([{table}]), got {type(self.data[table]).__name__}")
+        if "data_dir" in self.data and not isinstance(self.data["data_dir"], str):
+            raise ConfigError(f"{self._where()}: data_dir must be a string (a path)")
         for key in self.data:
             if key not in _KNOWN_TOP:
                 raise ConfigError(f"{self._where()}: unknown setting '{key}' (known: {', '.join(sorted(_KNOWN_TOP))})")
@@ -84,8 +86,8 @@ class Config:
         for key, value in limits.items():
             if key not in DEFAULT_LIMITS:
                 raise ConfigError(f"{self._where()}: unknown limit '{key}' (known: {', '.join(sorted(DEFAULT_LIMITS))})")
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{self._where()}: [limits] {key} must be a positive number")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+                raise ConfigError(f"{self._where()}: [limits] {key} must be a positive, finite number")
         disable = self.data.get("plugins", {}).get("disable", [])
         if not isinstance(disable, list) or not all(isinstance(n, str) for n in disable):
             # a bare string would otherwise be read letter by letter
@@ -107,7 +109,11 @@ def load_config(path: str | os.PathLike[str] | None = None, *, cwd: Path | None 
         cfg = Config(_read_toml(p), p)
     elif (cwd / "pyproject.toml").is_file():
         p = cwd / "pyproject.toml"
-        cfg = Config(_read_toml(p).get("tool", {}).get("isolde", {}), p)
+        tool = _read_toml(p).get("tool", {})
+        table = tool.get("isolde", {}) if isinstance(tool, dict) else {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{p}: [tool.isolde] must be a table, got {type(table).__name__}")
+        cfg = Config(table, p)
     else:
         cfg = Config()
     cfg.validate()
@@ -131,6 +137,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
 
 
 def resolve_data_dir(explicit: str | os.PathLike[str] | None, config: Config) -> Path:

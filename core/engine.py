@@ -284,10 +284,12 @@ class Engine:
 
     def delete_workflow(self, workflow: str, namespace: str = "default") -> int:
         """Delete a workflow's variables (exactly that workflow's); returns how many."""
+        check_name(namespace, "namespace")
         return self.store.delete_workflow(namespace, workflow)
 
     def delete_namespace(self, namespace: str) -> int:
         """Delete every variable of a namespace (exactly that namespace's); returns how many."""
+        check_name(namespace, "namespace")
         return self.store.delete_namespace(namespace)
 
     def _report_internal(self, exc: BaseException) -> None:

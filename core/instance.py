@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .errors import InstanceFailure, WorkflowError
+from .errors import InstanceFailure, IsoldeError, WorkflowError
 from .expr import Expr, to_text
 from .guards import InstanceGuard, needs_guard
 from .jqexpr import JqError
@@ -294,6 +294,9 @@ def run_instance(
     except WorkflowError as exc:
         result.status = "failed"
         result.error = ErrorInfo(exc.code, exc.msg, state.id)
+    except IsoldeError as exc:  # e.g. a configuration problem met at run time: the user's to fix
+        result.status = "failed"
+        result.error = ErrorInfo(getattr(exc, "code", None) or "isolde.error", str(exc), state.id)
     except Exception as exc:  # a bug in a state type: fail this instance, keep the engine alive
         result.status = "failed"
         result.error = ErrorInfo("isolde.internal", f"{type(exc).__name__}: {exc} (a bug in state type '{state.type}')", state.id)

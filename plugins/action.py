@@ -605,7 +605,12 @@ def isolde_declarations() -> str:
 
 @hookimpl
 def isolde_configure(config: Config) -> None:
+    """Check [actions], [images] and [sidecar] at engine start, so a typo there is one
+    clear error before any workflow runs, not a failure in the middle of one."""
+    from isolde.sidecar import sidecar_settings
+
     ActionSettings.from_config(config)
+    sidecar_settings(config)
 
 
 __all__ = ["Action", "ActionSpec", "FileItem", "FILE_SCOPES", "perform", "read_file_scope", "start_async", "workflow_dir"]

@@ -346,7 +346,7 @@ def test_config_limits_apply(cli: Cli, tmp_path: Path) -> None:
     [
         ("bogus = 1\n", "unknown setting 'bogus'"),
         ("[limits]\nmax_step = 3\n", "unknown limit 'max_step'"),
-        ("[limits]\njq_timeout = -1\n", "must be a positive number"),
+        ("[limits]\njq_timeout = -1\n", "must be a positive, finite number"),
         ('[store]\ndurability = "sometimes"\n', "durability"),
         ("data_dir = [\n", "isolde.toml"),
         ('[plugins]\ndisable = ["getterr"]\n', "did you mean 'getter'"),

@@ -440,9 +440,9 @@ def test_default_port_is_8889(store: LmdbStore) -> None:
     ],
 )
 def test_bad_sidecar_config_is_a_config_error(tmp_path: Path, table: dict[str, Any], needle: str) -> None:
-    with isolde.Engine(data_dir=tmp_path / "data", config={"sidecar": table}) as engine:
-        with pytest.raises(ConfigError, match=needle):
-            sidecar_for(engine)
+    """Checked when the engine starts, before any workflow runs."""
+    with pytest.raises(ConfigError, match=needle):
+        isolde.Engine(data_dir=tmp_path / "data", config={"sidecar": table})
 
 
 def test_engine_sidecar_uses_config_and_closes_with_the_engine(tmp_path: Path) -> None:
