@@ -429,12 +429,15 @@ def build_workflow(
         if not specs and "states" in value:
             v.error(("states",), "a workflow needs at least one state")
         for spec in specs:
-            if not isinstance(spec, StateSpec):
-                continue
-            if spec.id in states:
-                v.error(spec.path + ("id",), f"duplicate state id '{spec.id}' (ids must be unique)")
-                continue
-            states[spec.id] = spec
+            if isinstance(spec, StateSpec) and spec.id not in states:
+                states[spec.id] = spec
+    seen: set[str] = set()  # from the raw list: a state that failed validation still has an id
+    for i, raw_state in enumerate(value.get("states") if isinstance(value.get("states"), list) else ()):
+        sid = raw_state.get("id") if isinstance(raw_state, dict) else None
+        if isinstance(sid, (str, int)) and not isinstance(sid, bool):
+            if str(sid) in seen:
+                v.error(("states", i, "id"), f"duplicate state id '{sid}' (ids must be unique)")
+            seen.add(str(sid))
     functions: dict[str, dict[str, Any]] = {}
     fn_list = top.get("functions") if isinstance(top, dict) else None
     for i, fn in enumerate(fn_list or []):

@@ -729,8 +729,7 @@ def test_kill9_in_a_delay_state(root: Path, serve: Callable[..., Served], plugin
     """The built-in ``delay``: resumed when its type says it is safe, else interrupted."""
     write(root / "ns1" / "wait.yaml", SITTING.format(kind="delay", seconds=0).replace("seconds: 0", "duration: PT1S"))
     d = serve(root)
-    if not d.workflows("ns1")["wait"]["serving"]:
-        pytest.skip("no delay state type installed")
+    assert d.workflows("ns1")["wait"]["serving"], "the built-in delay state must be installed"
     iid = _sitting(d, "wait")
     d.kill9()
     d = serve(root)
