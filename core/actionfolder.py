@@ -75,6 +75,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from .archive import DIR_FLAGS as _DIR_FLAGS
+from .archive import READ_FLAGS as _READ_FLAGS
+from .archive import WRITE_FLAGS as _WRITE_FLAGS
 from .archive import ArchiveLimits, extract, file_kind, pack_dir, safe_relpath
 from .errors import WorkflowError
 from .store import SCOPES, InvalidKey, Variable, check_key
@@ -94,12 +97,7 @@ _CHUNK: Final = 1 << 20
 _QUEUE_CHUNKS: Final = 4
 _WS: Final = b" \t\r\n\v\f"
 _O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY: Final = getattr(os, "O_DIRECTORY", 0)
-_O_NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
-_DIR_FLAGS: Final = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
-_READ_FLAGS: Final = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
-_WRITE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOEXEC
 
 #: ``read(scope, key)``: a stored variable or None.
 Reader = Callable[[str, str], Variable | None]

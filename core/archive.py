@@ -101,11 +101,14 @@ _O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY: Final = getattr(os, "O_DIRECTORY", 0)
 _O_NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
-_DIR_FLAGS: Final = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+# The open flags of every path that reads or writes files the isolate or an archive
+# could have planted (here and in actionfolder): never follow a link at the end.
+DIR_FLAGS: Final = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
 # O_NONBLOCK: if a file is swapped for a FIFO between lstat and open, the open
 # must not hang waiting for a writer.
-_READ_FLAGS: Final = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
-_WRITE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOEXEC
+READ_FLAGS: Final = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
+WRITE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOEXEC
+_DIR_FLAGS, _READ_FLAGS, _WRITE_FLAGS = DIR_FLAGS, READ_FLAGS, WRITE_FLAGS
 
 
 @dataclass(frozen=True, slots=True)
