@@ -842,16 +842,14 @@ class LmdbStore:
             raise
         return _NewBlob(name, size, fd)
 
-    def _write_blobs(self, sh: _Env, items: list[tuple[bytes, bytes, Any]], big: list[int]) -> list[_NewBlob]:
-        """Step 1 of the blob protocol for a batch: every large value to its
-        file, durable before the transaction that references it is queued."""
+    def _write_blobs(self, sh: _Env, values: list[tuple[bytes, Any]]) -> list[_NewBlob]:
+        """Step 1 of the blob protocol for a batch: every large value
+        (``(key, data)``) to its file, durable before the transaction that
+        references it is queued."""
         made: list[_NewBlob] = []
         try:
-            for i in big:
-                kb, mb, data = items[i]
-                nb = self._new_blob(sh, data, kb)
-                made.append(nb)
-                items[i] = (kb, mb, nb)
+            for kb, data in values:
+                made.append(self._new_blob(sh, data, kb))
             if sh.durable:
                 self._fsync_dir(self._blob_dir)
             pause = os.environ.get(_BLOB_PAUSE_ENV)
@@ -1320,27 +1318,29 @@ class LmdbStore:
         the middle of a batch cannot leave the first half written.  Values
         above ``blob_threshold`` go to blob files first (module doc, "Large
         values"); a memoryview over an mmap is written from the map in chunks."""
-        items: list[tuple[bytes, bytes, Any]] = []
+        # (key, mime, mime length field, data or blob reference; None deletes)
+        items: list[tuple[bytes, bytes, int, Any]] = []
         threshold = self._threshold
         big: list[int] | None = None
         for p in puts:
             kb = self._kb(p.ref)
             data = p.data
             if data is None:
-                items.append((kb, b"", None))
+                items.append((kb, b"", 0, None))
                 continue
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise StoreError(
                     f"variable {p.ref.key!r}: data must be bytes, got {type(data).__name__}"
                 )
             mb = p.mime.encode()
-            if len(mb) > _MAX_MIME:
+            ml = len(mb)
+            if ml > _MAX_MIME:
                 raise StoreError(f"variable {p.ref.key!r}: mime type is too long")
             if len(data) > threshold:
                 if big is None:
                     big = []
                 big.append(len(items))
-            items.append((kb, mb, data))
+            items.append((kb, mb, ml, data))
         reg: tuple[bytes, bytes] | None = None
         reg_id: tuple[str, str] | None = None
         sh = self._live()
@@ -1353,15 +1353,20 @@ class LmdbStore:
         if not items and reg is None:
             return
         if big is None:
-            drop = self._write(self._write_body, (items, reg))
+            drop = self._write(self._write_body, (items, reg, None))
             if drop:
                 self._unlink_blobs(drop)
         else:
             if self._readonly:
                 raise StoreError(f"variable store {self.path!r} is open read-only")
-            made = self._write_blobs(sh, items, big)
+            made = self._write_blobs(sh, [(items[i][0], items[i][3]) for i in big])
+            index: list[tuple[bytes, bytes]] = []
+            for i, nb in zip(big, made):
+                kb, mb, ml, _ = items[i]
+                items[i] = (kb, mb, ml | _BLOB_FLAG, nb.ref)
+                index.append((nb.name.encode(), kb))
             try:
-                drop = self._write(self._write_body, (items, reg))
+                drop = self._write(self._write_body, (items, reg, index))
             except BaseException:
                 self._settle(made, None, verify=True)
                 raise
@@ -1377,17 +1382,26 @@ class LmdbStore:
 
     def _write_body(
         self, txn: lmdb.Transaction,
-        arg: tuple[list[tuple[bytes, bytes, Any]], tuple[bytes, bytes] | None],
+        arg: tuple[
+            list[tuple[bytes, bytes, int, Any]], tuple[bytes, bytes] | None,
+            list[tuple[bytes, bytes]] | None,
+        ],
     ) -> tuple[bool, list[bytes] | None]:
         """Returns the blob names whose records this batch replaced or deleted
-        (to unlink after the commit), or None."""
-        items, reg = arg
+        (to unlink after the commit), or None.  A blob item arrives with the
+        flag already in its mime length and its reference as data, so the loop
+        has no blob branch on the way in; ``index`` lists the new names."""
+        items, reg, index = arg
         db = self._vars
         get = txn.get
         put = txn.put
         now = time.time()
         drop: list[bytes] | None = None
-        for kb, mb, data in items:
+        if index is not None:  # first, so that a later item of the batch can drop it again
+            bdb = self._blobs
+            for name, kb in index:
+                put(name, kb, db=bdb)
+        for kb, mb, ml, data in items:
             old = get(kb, db=db)
             if old is None:
                 if data is None:
@@ -1396,7 +1410,7 @@ class LmdbStore:
             else:
                 version, created, _, oml = _hdr_unpack(old)
                 version += 1
-                if oml & _BLOB_FLAG:
+                if oml & 0x8000:  # _BLOB_FLAG: the old value's file goes after the commit
                     name = _blob_name(old)
                     txn.delete(name, db=self._blobs)
                     if drop is None:
@@ -1406,11 +1420,7 @@ class LmdbStore:
                 if data is None:
                     txn.delete(kb, db=db)
                     continue
-            if data.__class__ is _NewBlob:
-                put(kb, _hdr_pack(version, created, now, len(mb) | _BLOB_FLAG) + mb + data.ref, db=db)
-                put(data.name.encode(), kb, db=self._blobs)
-            else:
-                put(kb, _hdr_pack(version, created, now, len(mb)) + mb + data, db=db)
+            put(kb, _hdr_pack(version, created, now, ml) + mb + data, db=db)
         if reg is not None:
             put(reg[0], reg[1], db=self._inst)
         return True, drop
@@ -1526,9 +1536,8 @@ class LmdbStore:
         if data is not None and len(data) > self._threshold:
             if self._readonly:
                 raise StoreError(f"variable store {self.path!r} is open read-only")
-            items: list[tuple[bytes, bytes, Any]] = [(kb, mb, data)]
-            made = self._write_blobs(self._live(), items, [0])
-            value = items[0][2]
+            made = self._write_blobs(self._live(), [(kb, data)])
+            value = made[0]
         try:
             ok, drop = self._write(self._cas_body, (kb, expected_version or None, value, mb))
         except BaseException:

@@ -65,6 +65,7 @@ def path(tmp_path: Path) -> Path:
 def store(path: Path) -> Iterator[LmdbStore]:
     with LmdbStore(path, durable=False, blob_threshold=T) as s:
         yield s
+        consistent(s, path)
 
 
 def wf(key: str, workflow: str = "wf", ns: str = "ns") -> Ref:
@@ -74,6 +75,19 @@ def wf(key: str, workflow: str = "wf", ns: str = "ns") -> Ref:
 def blobs(path: Path) -> set[str]:
     d = path / "blobs"
     return set(os.listdir(d)) if d.is_dir() else set()
+
+
+def consistent(s: LmdbStore, path: Path) -> None:
+    """White-box invariant (the store's ``blobs`` index): it lists exactly the
+    files on disk, and each entry's record references that file."""
+    sh = s._sh
+    assert sh is not None and sh.env is not None
+    with sh.env.begin() as txn:
+        index = {bytes(k).decode(): bytes(v) for k, v in txn.cursor(sh.blobs)}
+        for name, kb in index.items():
+            raw = txn.get(kb, db=sh.vars)
+            assert raw is not None and raw[-32:] == name.encode(), name
+    assert set(index) == blobs(path)
 
 
 def age(path: Path, name: str, seconds: float = 3600) -> None:
@@ -218,6 +232,7 @@ def test_failed_batch_references_nothing_and_leaves_no_file(path: Path) -> None:
         age(path, kept)
         s.sweep_orphans()
         assert blobs(path) == {kept}  # referenced: kept however old
+        consistent(s, path)
     finally:
         s.close()
 
@@ -255,6 +270,7 @@ def test_crash_between_blob_write_and_commit_is_swept(path: Path) -> None:
             age(path, name)
             s.sweep_orphans()
             assert blobs(path) == set()
+            consistent(s, path)
     finally:
         if child.poll() is None:
             child.kill()
@@ -306,6 +322,7 @@ def test_two_processes_write_large_values_while_this_one_reads(path: Path, tmp_p
             assert len(rows) == 60
             assert all(v.data == (me * 10000).encode()[: 3 * T + int(k[1:])] for k, v in rows)
         assert reads > 0
+        consistent(s, path)
     assert len(blobs(path)) == 121  # 2 x 60 own values + the shared one: nothing leaked
 
 
@@ -346,6 +363,7 @@ def test_orphaned_instance_sweep_removes_blobs(path: Path) -> None:
     with LmdbStore(path) as s:
         assert s.sweep_orphans() == 1
         assert blobs(path) == set()
+        consistent(s, path)
 
 
 def test_rename_keeps_blobs(store: LmdbStore, path: Path) -> None:
