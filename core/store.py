@@ -97,6 +97,9 @@ may lose the last commits.  LMDB's copy-on-write pages and double meta page
 keep the file consistent in that case as long as the filesystem preserves
 write order (ext4's default ``data=ordered`` does); LMDB documents that it may
 be corrupted otherwise, so ``durable=False`` is for data that can be lost.
+Blob files are not synced either: after an OS crash a recent large value may
+read as damaged (its file missing or cut short), which ``get`` reports as a
+StoreError; writing or deleting the variable repairs it.
 
 Concurrency and map growth
 --------------------------
@@ -790,9 +793,10 @@ class LmdbStore:
         copying it whole; fsynced with the durable store (the directory is
         synced by the caller, once per write)."""
         mv = memoryview(data)
-        if not mv.c_contiguous:
-            mv = memoryview(mv.tobytes())
-        mv = mv.cast("B")
+        try:
+            mv = mv.cast("B")  # bytes, whatever the item format (C-contiguous views only)
+        except (TypeError, ValueError):
+            mv = memoryview(mv.tobytes())  # a strided or non-native view: one copy
         src = mv.obj
         # Pages of a read-only shared mmap (Output.view()) are released once
         # written: they stay in the page cache but stop counting as resident.

@@ -201,12 +201,14 @@ def test_buffers_are_accepted_without_copies(store: LmdbStore, path: Path, tmp_p
         Put(wf("ba"), bytearray(data)),
         Put(wf("slice"), memoryview(data)[T:]),
         Put(wf("ints"), memoryview(bytearray(data[: 8 * T])).cast("I")),
+        Put(wf("strided"), memoryview(data)[::2]),  # not contiguous: written from one copy
     ])
     check_value(store, wf("mapped"), data, "application/gzip")
     check_value(store, wf("ba"), data)
     check_value(store, wf("slice"), data[T:])
     check_value(store, wf("ints"), data[: 8 * T])
-    assert len(blobs(path)) == 4
+    check_value(store, wf("strided"), data[::2])
+    assert len(blobs(path)) == 5
 
 
 # --------------------------------------------------------------------------- atomicity and crashes
