@@ -214,7 +214,7 @@ def main() -> None:
         print(f"{'case':<46} {'time s':>8} {'tar s':>7} {'ratio':>6} {'VmHWM +MB':>10} {'heap +MB':>9}")
         labels = {
             "in-file": ("in", "extract(file) -> folder"),
-            "in-store": ("in", "write_files(read_into from store) -> folder"),
+            "in-store": ("in", "write_files(read_into, store) -> folder"),
             "out": ("out", "collect_outputs() -> staged tar.gz"),
             "out-store": ("out", "collect_outputs() + durable store put"),
         }
