@@ -119,10 +119,8 @@ forbids opening the same files twice in one process), so several
 from __future__ import annotations
 
 import fcntl
-import mmap
 import os
 import re
-import secrets
 import socket
 import struct
 import threading
@@ -314,9 +312,6 @@ def _decode(raw: bytes | memoryview) -> Variable | _Stub:
     end = _HDR_SIZE + ml
     data = bytes(raw[end:])
     return _make_var(data, str(raw[_HDR_SIZE:end], "utf-8"), len(data), created, updated, version)
-
-
-_MADV_DONTNEED: Final[int | None] = getattr(mmap, "MADV_DONTNEED", None)
 
 
 def _key_name(kb: bytes) -> str:
@@ -792,6 +787,9 @@ class LmdbStore:
         """Write one large value to a new, locked blob file in chunks, without
         copying it whole; fsynced with the durable store (the directory is
         synced by the caller, once per write)."""
+        import mmap  # only large writes need it; kept off the cold start
+
+        madv_dontneed = getattr(mmap, "MADV_DONTNEED", None)
         mv = memoryview(data)
         try:
             mv = mv.cast("B")  # bytes, whatever the item format (C-contiguous views only)
@@ -801,7 +799,7 @@ class LmdbStore:
         # Pages of a read-only shared mmap (Output.view()) are released once
         # written: they stay in the page cache but stop counting as resident.
         release = (
-            _MADV_DONTNEED is not None and mv.readonly
+            madv_dontneed is not None and mv.readonly
             and isinstance(src, mmap.mmap) and len(src) == mv.nbytes
         )
         size = mv.nbytes
@@ -809,7 +807,7 @@ class LmdbStore:
             if not sh.blob_dir_ready:
                 self._ensure_blob_dir(sh)
             while True:
-                name = secrets.token_hex(_BLOB_NAME_LEN // 2)
+                name = os.urandom(_BLOB_NAME_LEN // 2).hex()  # what secrets.token_hex does
                 path = self._blob_path(name)
                 try:
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -829,7 +827,7 @@ class LmdbStore:
                 if release:
                     edge = size if off >= size else off - off % page
                     if edge > done:
-                        src.madvise(_MADV_DONTNEED, done, edge - done)  # type: ignore[union-attr]
+                        src.madvise(madv_dontneed, done, edge - done)  # type: ignore[union-attr]
                         done = edge
             if sh.durable:
                 os.fsync(fd)
