@@ -438,10 +438,9 @@ def _flush_outputs(ctx: StateContext, folder: Any, error: WorkflowError, stage: 
 
 
 def _note_instance_vars(ctx: StateContext) -> None:
-    """Instance variables the isolate wrote through the sidecar must end with the
-    instance: make sure the instance loop ends it (a read when nothing is there)."""
-    if ctx.store.list(ctx.namespace, "instance", ctx.instance_id):
-        ctx.owns_instance_variables()
+    """Instance variables the isolate may have written through the sidecar must end
+    with the instance; ending an instance that has none costs one read transaction."""
+    ctx.owns_instance_variables()
 
 
 # --------------------------------------------------------------------------- files
