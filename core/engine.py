@@ -8,7 +8,6 @@ LMDB environment per data directory, which the store module shares by path).
 from __future__ import annotations
 
 import base64
-import json
 import os
 import sys
 import threading

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from .registry import Registry
-from .schema import MISSING, Decl, Field, ListOf, Lit, MapOf, Named, Type, Union, type_str
+from .schema import MISSING, Decl, Field, ListOf, Lit, MapOf, Named, Type, type_str
 
 _DURATION_PATTERN = r"^P(?!$)(\d+(\.\d+)?Y)?(\d+(\.\d+)?M)?(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?(T(?=\d)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?$"
 

@@ -11,34 +11,14 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import isolde
+from helpers import in_thread, wait_until
 from conftest import Cli
 from isolde.events import Cancelled, EventBus, EventError, EventFilter, normalize
-
-
-def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    out: list[Any] = []
-
-    def target() -> None:
-        try:
-            out.append(fn())
-        except BaseException as exc:  # handed to the test
-            out.append(exc)
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return t, out
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
 
 
 def run_waiting(engine: isolde.Engine, wf: str | Path, *, namespace: str = "default", waits: int = 1,

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-import isolde.store as store_mod
 from isolde.store import (
     KEY_RE,
     SCOPES,
