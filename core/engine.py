@@ -12,7 +12,6 @@ import os
 import sys
 import threading
 import traceback
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
@@ -241,7 +240,7 @@ class Engine:
             if len(self._good_namespaces) < 1024:
                 self._good_namespaces.add(namespace)
         data = self.instance_input(input)
-        iid = instance_id or str(uuid.uuid4())
+        iid = instance_id or new_instance_id()
         with self._active_cond:
             if self._closed:
                 raise IsoldeError("this Engine is closed")
@@ -251,7 +250,8 @@ class Engine:
         finally:
             with self._active_cond:
                 self._active -= 1
-                self._active_cond.notify_all()
+                if self._closed:  # only close() waits on it
+                    self._active_cond.notify_all()
 
     def instance_input(self, value: Any) -> dict[str, Any]:
         """SPEC §2.2: instance data is always an object."""
@@ -294,6 +294,12 @@ class Engine:
     def _report_internal(self, exc: BaseException) -> None:
         if os.environ.get("ISOLDE_DEBUG"):
             traceback.print_exception(exc, file=sys.stderr)
+
+
+def new_instance_id() -> str:
+    """A random (version 4) UUID as text, without the cost of building a ``uuid.UUID``."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
 def check_name(value: str, what: str) -> None:
