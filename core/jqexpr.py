@@ -53,7 +53,10 @@ program must not hang the engine.  The design that follows from that:
      assigning to array index N allocates N slots, and jq aborts the *process* when that
      fails (``.[536870911] = 1``);
    - a number literal of 1e6 or more: the cheap way to spell a huge repeat count or index
-     (``"x" * 1e9`` takes ~1 GB and seconds).
+     (``"x" * 1e9`` takes ~1 GB and seconds);
+   - the ``*`` operator (and ``*=``): ``"x" * .n`` repeats a string as often as the *data*
+     says, so one small untrusted input could take gigabytes in-process; multiplication and
+     deep merge pay a worker round trip for that safety.
 
    Not guarded, because their cost is bounded by the data's size: ``..``, ``recurse`` without
    arguments, ``paths``, ``getpath`` (read), ``walk``, ``limit``, ``first``, ``reduce`` and
@@ -511,6 +514,13 @@ def _check(toks: list[_Tok]) -> bool:
                     stack.pop()
             elif text in _ASSIGN_OPS:
                 has_assign = True
+                if text == "*=":
+                    guarded = True
+            elif text == "*":
+                # "x" * .n repeats a string as often as the data says: gigabytes from
+                # one small input.  Multiplication and deep merge go to the worker too
+                # (its memory and time are capped; the in-process binding's are not).
+                guarded = True
         elif kind == "interp":
             stack.append("(")
         elif kind == "interp_end":

@@ -455,3 +455,16 @@ def test_field_paths_evaluated_in_python_match_jq(source: str, data: Any) -> Non
         except JqError as exc:
             got = ("error", exc.msg)
         assert got == expected
+
+
+def test_star_is_guarded_so_data_driven_repetition_is_capped() -> None:
+    """'"x" * .n' with .n from untrusted input must not build gigabytes in-process."""
+    with JqRuntime(timeout=2.0, max_output=1 << 20) as rt:
+        for src in ('"x" * .n', ".a * 2", ".a *= 2", ". * {a: 1}"):
+            assert rt.compile(src).guarded, src
+        for src in (".a + 1", '"*"', "# *\n.a"):
+            assert not rt.compile(src).guarded, src
+        with pytest.raises(JqError) as ei:
+            rt.compile('"x" * .n').first({"n": 50_000_000})
+        assert ei.value.code in ("direktiv.limits.jq", "direktiv.jq.badCommand")
+        assert rt.compile('"ab" * .n').first({"n": 2}) == "abab"
