@@ -26,6 +26,7 @@ DEFAULT_LIMITS: dict[str, float | int] = {
     "jq_max_output": 64 << 20,  # bytes of jq output from a guarded program
     "max_steps": 10_000,  # state transitions per instance
     "max_input_bytes": 32 << 20,  # instance input
+    "max_data_bytes": 64 << 20,  # state data after each state (JSON), so a loop can't grow it without bound
     "max_variable_bytes": 64 << 20,  # one variable value
     "max_yaml_bytes": 1 << 20,  # one workflow document
     "max_yaml_nodes": 100_000,  # YAML nodes after alias expansion

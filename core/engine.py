@@ -62,6 +62,7 @@ class Engine:
         # read once: consulted by every instance
         self.max_steps = int(self.config.limit("max_steps"))
         self.max_variable_bytes = int(self.config.limit("max_variable_bytes"))
+        self.max_data_bytes = int(self.config.limit("max_data_bytes"))
         self.lock_wait = float(self.config.limit("lock_wait"))
         self._locks: LockTable | None = None
         self._good_namespaces: set[str] = set()

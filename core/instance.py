@@ -9,6 +9,7 @@ the state staged variable writes, commits them in one transaction.
 from __future__ import annotations
 
 import fnmatch
+import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -213,6 +214,9 @@ def _lock_key(ref: Ref) -> bytes:
     return f"{ref.namespace}\x00{ref.scope}\x00{ref.owner}\x00{ref.key}".encode()
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
 def _store_error(exc: StoreError) -> WorkflowError:
     code = getattr(exc, "code", None) or "isolde.store"
     return WorkflowError(code, str(exc))
@@ -233,6 +237,7 @@ def run_instance(
     ctx = StateContext(engine, wf, namespace, instance_id, sink)
     states = wf.states
     max_steps = engine.max_steps
+    max_data = engine.max_data_bytes
     state = wf.start if start is None else states[start]
     steps = 0
     result = Result(instance_id, "complete", log=ctx.log_lines, workflow=wf.id, namespace=namespace)
@@ -258,6 +263,12 @@ def run_instance(
                 out = state.impl.run(state, data, ctx)
                 if state.transform is not None:
                     out = apply_transform(state.transform, out)
+                if out is not data and len(_encode(out)) > max_data:
+                    raise WorkflowError(
+                        "direktiv.limits.data",
+                        f"state data would be over the {max_data}-byte limit "
+                        "(raise [limits] max_data_bytes in isolde.toml)",
+                    )
                 nxt = state.transition if ctx._next is _DEFAULT else ctx._next
                 extra = () if on_step is None else on_step(ctx, state, nxt, out, ctx._pending)
                 if ctx._pending or extra:

@@ -524,3 +524,15 @@ def test_nan_and_deep_json_are_not_json(engine: isolde.Engine, cli: Any, tmp_pat
     got = cli("run", "-q", str(getter))
     assert got.code == 0 and "Traceback" not in got.stderr
     assert isinstance(got.json["var"]["deep"], str)  # too deep for JSON: read as text
+
+
+def test_state_data_that_keeps_growing_hits_the_data_cap(data_dir: Path) -> None:
+    wf = (
+        "id: grow\nstates:\n- id: a\n  type: noop\n  transform: '{a: [.a, .a]}'\n  transition: a\n"
+    )
+    with isolde.Engine(data_dir=data_dir, config={"limits": {"max_data_bytes": 100_000}}) as engine:
+        start = time.monotonic()
+        res = engine.run(wf, {"a": "x"})
+    assert res.error is not None and res.error.code == "direktiv.limits.data"
+    assert "max_data_bytes" in res.error.message
+    assert time.monotonic() - start < 5
