@@ -4,7 +4,8 @@ isolde starts ``python _supervise.py COMMAND...`` in a new session with a pipe o
 its standard input and keeps the write end.  The supervisor runs COMMAND in the
 same process group, relays its exit code, and when the pipe reaches end-of-file --
 isolde exited, crashed or was killed with ``kill -9`` -- it stops the command
-(SIGTERM, then SIGKILL), so no isolate outlives its engine.  Stdlib only, and
+(SIGTERM to its whole process group, then SIGKILL), so no isolate -- nor a
+process it started -- outlives its engine.  Stdlib only, and
 started by path, so it imports nothing of isolde.
 """
 
@@ -31,12 +32,21 @@ def main() -> int:
                 pass
         except OSError:
             pass
-        child.terminate()
+        # The whole process group (this supervisor leads it): a wrapper command such as
+        # `bash -c "python server.py"` must not leave the real server running.
+        try:
+            os.killpg(0, signal.SIGTERM)  # reaches this process too: its handler only forwards
+        except OSError:
+            pass
         try:
             child.wait(GRACE)
         except subprocess.TimeoutExpired:
-            child.kill()
-        os._exit(child.wait() if child.returncode is None else child.returncode)
+            pass
+        code = child.returncode if child.returncode is not None else 137
+        try:
+            os.killpg(0, signal.SIGKILL)  # stragglers, and this supervisor with them
+        finally:
+            os._exit(code)
 
     threading.Thread(target=orphaned, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: child.terminate())

@@ -63,9 +63,7 @@ import logging
 import mmap
 import os
 import queue
-import shutil
 import stat
-import sys
 import tempfile
 import threading
 import time
@@ -75,6 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from . import archive
 from .archive import DIR_FLAGS as _DIR_FLAGS
 from .archive import READ_FLAGS as _READ_FLAGS
 from .archive import WRITE_FLAGS as _WRITE_FLAGS
@@ -211,20 +210,8 @@ def _var_limit(where: str, size: int | str, cap: int) -> WorkflowError:
 
 
 def _force_rmtree(path: str) -> None:
-    """Remove a tree an isolate may have made read-only; never follows links
-    (``shutil.rmtree`` walks with descriptors on Linux)."""
-
-    def retry(func: Callable[..., Any], p: str, _exc: Any) -> None:
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=retry)
-    else:
-        shutil.rmtree(path, onerror=retry)
+    """Remove a tree an isolate may have made read-only or very deep (see ``archive.remove_tree``)."""
+    archive.remove_tree(path)
 
 
 class _B64Writer:
@@ -656,7 +643,7 @@ def _cleanup(state: _State) -> None:
     except OSError:
         pass
     if state.stage_dir is not None:
-        shutil.rmtree(state.stage_dir, ignore_errors=True)
+        archive.remove_tree(state.stage_dir)
     if not state.keep:
         _force_rmtree(state.path)
 

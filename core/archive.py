@@ -91,6 +91,7 @@ MAX_META_BYTES: Final = 1 << 20
 MAX_META_CHAIN: Final = 16
 #: Deepest directory nesting pack_dir follows (one open descriptor per level).
 MAX_DEPTH: Final = 128
+MAX_NAME_BYTES: Final = 1024  # a member name or an `as` path (PATH_MAX is 4096)
 
 _CHUNK: Final = 1 << 20
 _GZIP_LEVEL: Final = 6
@@ -149,9 +150,13 @@ def safe_relpath(name: str) -> str:
     """
     if "\x00" in name:
         raise ValueError("contains a NUL byte")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise ValueError(f"is longer than {MAX_NAME_BYTES} bytes")
     parts = [p for p in name.split("/") if p and p != "."]
     if ".." in parts:
         raise ValueError("has a '..' component (names must stay inside the folder)")
+    if len(parts) > MAX_DEPTH:
+        raise ValueError(f"is nested deeper than {MAX_DEPTH} directories")
     return "/".join(parts)
 
 
@@ -386,6 +391,9 @@ class _Extractor:
                 continue
             if k == "file":
                 raise self.unsafe(name, f"needs {sub!r} to be a directory but the archive made it a file")
+            self.members += 1  # directories a name implies count like members: no inode bomb
+            if self.members > self.limits.max_members:
+                raise self.limit(f"more than {self.limits.max_members} members (directories included)", "archive_max_members")
             try:
                 os.mkdir(os.path.join(self.root, sub), 0o755)
             except OSError as exc:
@@ -400,10 +408,64 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
-def _rmtree(path: str) -> None:
-    import shutil
+def remove_tree(path: str) -> None:
+    """Remove a directory tree, best effort: iterative (any depth, where ``shutil.rmtree``
+    recurses), through directory descriptors (no path-length limit), never following a
+    link, and giving back the permissions an isolate may have taken from a directory."""
+    try:
+        top = os.open(path, DIR_FLAGS)
+    except OSError:
+        return
+    stack: list[tuple[int, str]] = [(top, "")]
+    stuck: set[tuple[int, int]] = set()
+    try:
+        while stack:
+            fd = stack[-1][0]
+            child = None
+            try:
+                entries = list(os.scandir(fd))
+            except OSError:
+                entries = []
+            for e in entries:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        st = e.stat(follow_symlinks=False)
+                        if (st.st_dev, st.st_ino) in stuck:
+                            continue
+                        try:
+                            child = os.open(e.name, DIR_FLAGS, dir_fd=fd)
+                        except PermissionError:
+                            os.chmod(e.name, 0o700, dir_fd=fd)
+                            child = os.open(e.name, DIR_FLAGS, dir_fd=fd)
+                        stack.append((child, e.name))
+                        break
+                    os.unlink(e.name, dir_fd=fd)
+                except OSError:
+                    continue
+            if child is not None:
+                continue
+            done_fd, name = stack.pop()
+            st = os.fstat(done_fd)
+            os.close(done_fd)
+            if stack:
+                try:
+                    os.rmdir(name, dir_fd=stack[-1][0])
+                except OSError:
+                    stuck.add((st.st_dev, st.st_ino))
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
-    shutil.rmtree(path, ignore_errors=True)
+
+def _rmtree(path: str) -> None:
+    try:
+        remove_tree(path)
+    except BaseException:  # never mask the error that made us clean up
+        pass
 
 
 def extract(

@@ -604,7 +604,8 @@ def test_process_isolates_die_with_a_killed_isolde(tmp_path: Path, data_dir: Pat
     wf = tmp_path / "wf.yaml"
     wf.write_text(
         "functions:\n- id: g\n  type: process\n"
-        f"  command: [{json.dumps(sys.executable)}, {json.dumps(str(script))}]\n"
+        # through a wrapper shell: the real server is a grandchild of the supervisor
+        f"  command: [bash, -c, {json.dumps(sys.executable + ' ' + str(script) + '; echo exited')}]\n"
         "states:\n- id: a\n  type: action\n  action:\n    function: g\n    input: {name: x}\n  transition: b\n"
         "- id: b\n  type: delay\n  duration: PT60S\n"
     )

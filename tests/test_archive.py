@@ -456,3 +456,64 @@ def test_archive_limits_from_config() -> None:
     cfg = Config({"limits": {"archive_max_members": 5}})
     cfg.validate()
     assert ArchiveLimits.from_config(cfg) == ArchiveLimits(max_members=5)
+
+
+def test_directories_implied_by_names_count_as_members(tmp_path: Path) -> None:
+    """A few members with long paths must not create an inode bomb of directories."""
+    import io
+    import tarfile as tf
+
+    buf = io.BytesIO()
+    with tf.open(fileobj=buf, mode="w:gz") as t:
+        for i in range(20):
+            info = tf.TarInfo(f"b{i}/" + "a/" * 100 + "f")
+            info.size = 1
+            t.addfile(info, io.BytesIO(b"x"))
+    buf.seek(0)
+    dest = tmp_path / "out"
+    with pytest.raises(WorkflowError) as ei:
+        extract(buf, dest, gzip=True, limits=ArchiveLimits(max_members=500))
+    assert ei.value.code == "direktiv.limits.archive" and "directories included" in ei.value.msg
+    assert not dest.exists() and not list(tmp_path.glob(".isolde-extract-*"))
+
+
+def test_too_deep_or_too_long_names_are_unsafe(tmp_path: Path) -> None:
+    import io
+    import tarfile as tf
+
+    for name in ("a/" * 200 + "f", "x" * 2000):
+        buf = io.BytesIO()
+        with tf.open(fileobj=buf, mode="w") as t:
+            info = tf.TarInfo(name)
+            info.size = 0
+            t.addfile(info, io.BytesIO(b""))
+        buf.seek(0)
+        with pytest.raises(WorkflowError) as ei:
+            extract(buf, tmp_path / "d", gzip=False, limits=ArchiveLimits())
+        assert ei.value.code == "isolde.archive.unsafe"
+
+
+def test_remove_tree_handles_depth_beyond_recursion_and_no_links(tmp_path: Path) -> None:
+    from isolde.archive import remove_tree
+
+    outside = tmp_path / "keep"
+    outside.mkdir()
+    (outside / "k").write_text("k")
+    root = tmp_path / "deep"
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        os.mkdir("deep", dir_fd=fd)
+        cur = os.open("deep", os.O_RDONLY, dir_fd=fd)
+        for _ in range(3000):  # deeper than Python's recursion limit, longer than PATH_MAX
+            os.mkdir("d", dir_fd=cur)
+            nxt = os.open("d", os.O_RDONLY, dir_fd=cur)
+            os.close(cur)
+            cur = nxt
+        os.symlink(str(outside), "link", dir_fd=cur)
+        os.chmod(cur, 0o500)  # an isolate took the write bit
+        os.close(cur)
+    finally:
+        os.close(fd)
+    remove_tree(str(root))
+    assert not root.exists()
+    assert (outside / "k").read_text() == "k"
