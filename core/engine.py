@@ -118,6 +118,11 @@ class Engine:
         with self._active_cond:
             self._active_cond.wait_for(lambda: self._active == 0, timeout=seconds)
 
+    def peek_resource(self, key: str) -> Any | None:
+        """The per-engine resource under ``key`` if it was made, without making it."""
+        with self._resource_lock:
+            return self._resources.get(key)
+
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         """A per-engine object (sidecar, isolate processes, ...) made on first use.
 

@@ -315,6 +315,9 @@ def run_instance(
     finally:
         if guard is not None:
             guard.finish()
+        sidecar = engine.peek_resource("sidecar")
+        if sidecar is not None:  # calls still running for this instance can no longer write
+            sidecar.revoke_instance(instance_id)
         if ctx._locked:
             ctx.release_locks()
         if ctx._registered:

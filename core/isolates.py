@@ -349,10 +349,11 @@ class HttpIsolate(Runner):
             with self._pool_lock:
                 self._inflight.discard(request)
 
-    def cancel_inflight(self) -> None:
-        """Cancel every call under way (``DELETE /`` each): the engine is stopping."""
+    def cancel_inflight(self, instance_id: str | None = None) -> None:
+        """Cancel every call under way (``DELETE /`` each) -- of one instance, or all of
+        them when the engine is stopping."""
         with self._pool_lock:
-            pending = list(self._inflight)
+            pending = [r for r in self._inflight if instance_id is None or r.instance_id == instance_id]
         for request in pending:
             request.cancelled.set()
             self.cancel(request)
@@ -881,6 +882,16 @@ class Isolates:
 
                 self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="isolde-async")
             return self._executor.submit(fn)
+
+    def cancel_instance(self, instance_id: str) -> None:
+        """Cancel an instance's isolate calls still under way (``DELETE``): a foreach or
+        parallel state was decided without them."""
+        with self._lock:
+            runners = list(self._runners.values())
+        for runner in runners:
+            cancel = getattr(runner, "cancel_inflight", None)
+            if cancel is not None:
+                cancel(instance_id)
 
     def cancel_all(self) -> None:
         """Engine.close() calls this first: isolate calls under way get their ``DELETE``."""

@@ -682,6 +682,15 @@ class Sidecar:
             grant.revoked = True
             self._cond.wait_for(lambda: grant.active == 0, timeout=REVOKE_WAIT)
 
+    def revoke_instance(self, instance: str) -> None:
+        """End every action id of an instance (it has ended): a call still running for it
+        -- a foreach item or parallel branch the state no longer waits for -- can no
+        longer write, so nothing lands after the instance's variables were removed."""
+        with self._cond:
+            aids = [aid for aid, g in self._grants.items() if g.instance == instance]
+        for aid in aids:
+            self.revoke(aid)
+
     @property
     def address(self) -> str:
         """``host:port`` isolates reach the sidecar at (``[::1]:port`` for IPv6);

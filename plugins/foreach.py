@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from isolde import StateContext, StateSpec, StateType, Workflow, hookimpl
+from isolde.isolates import isolates_for
 from isolde.errors import InstanceFailure, WorkflowError
 from isolde.expr import Query
 from isolde.plugins.action import ActionSpec, perform
@@ -190,6 +191,13 @@ def run_branches(
         threads.append(t)
     with run.cond:
         run.cond.wait_for(lambda: run.decided)
+        if run.next < len(branches) or any(t.is_alive() for t in threads if t is not threading.current_thread()):
+            # decided with calls still under way: first end their action ids (the sidecar
+            # refuses what they still send), then tell their isolates to stop (DELETE)
+            sidecar = ctx.engine.peek_resource("sidecar")
+            if sidecar is not None:
+                sidecar.revoke_instance(ctx.instance_id)
+            isolates_for(ctx.engine).cancel_instance(ctx.instance_id)
         if run.failure is not None:
             failure = run.failure
             if isinstance(failure, WorkflowError):

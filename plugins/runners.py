@@ -178,6 +178,15 @@ class PythonRunner(Runner):
         self.target = str(function.get("call", ""))
         self._fn: Callable[..., Any] | None = None
         self._lock = threading.Lock()
+        self._inflight: set[ActionRequest] = set()
+
+    def cancel_inflight(self, instance_id: str | None = None) -> None:
+        """Set ``request.cancelled`` of calls under way (all, or one instance's): a
+        callable that polls it stops early."""
+        with self._lock:
+            for request in self._inflight:
+                if instance_id is None or request.instance_id == instance_id:
+                    request.cancelled.set()
 
     @classmethod
     def key(cls, function: Mapping[str, Any], base_dir: Path) -> str:
@@ -222,10 +231,16 @@ class PythonRunner(Runner):
             finally:
                 done.set()
 
-        threading.Thread(target=work, name=f"isolde-python-{self.target}", daemon=True).start()
-        if not done.wait(request.remaining()):
-            request.cancelled.set()
-            raise ActionTimeout(self.describe(), request.timeout)
+        with self._lock:
+            self._inflight.add(request)
+        try:
+            threading.Thread(target=work, name=f"isolde-python-{self.target}", daemon=True).start()
+            if not done.wait(request.remaining()):
+                request.cancelled.set()
+                raise ActionTimeout(self.describe(), request.timeout)
+        finally:
+            with self._lock:
+                self._inflight.discard(request)
         kind, value = outcome[0]
         if kind == "error":
             if isinstance(value, WorkflowError):

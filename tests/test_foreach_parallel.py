@@ -355,3 +355,45 @@ def test_parallel_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     out = cli("run", str(wf))
     assert out.code == 1
     assert "my.code: nope" in out.stderr and "'p'" in out.stderr
+
+
+def late_writer(data: Any, request: Any) -> Any:
+    """Fails at once for ``fail``; otherwise waits (or is cancelled) and then tries to
+    write instance and workflow variables through the sidecar."""
+    import http.client
+
+    if data.get("fail"):
+        raise isolde.WorkflowError("x.y", "failed first")
+    request.cancelled.wait(1.0)
+    codes = []
+    for scope, key in (("instance", "leak"), ("workflow", "late")):
+        host, port = request.sidecar.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("POST", f"/var?aid={request.action_id}&scope={scope}&key={key}", b"1")
+        codes.append(conn.getresponse().status)
+        conn.close()
+    LATE.append((request.cancelled.is_set(), codes))
+    return {"ok": True}
+
+
+LATE: list[Any] = []
+
+
+def test_calls_left_running_by_a_decided_state_cannot_write_after_it(data_dir: Path) -> None:
+    """A failing item decides the foreach; the slower item is cancelled, and its late
+    sidecar writes are refused, so nothing outlives the instance."""
+    wf = (
+        "functions:\n- id: lw\n  type: python\n  call: test_foreach_parallel:late_writer\n"
+        "states:\n- id: each\n  type: foreach\n  array: 'jq(.items)'\n  action:\n    function: lw\n    input: 'jq(.)'\n"
+    )
+    LATE.clear()
+    with isolde.Engine(data_dir=data_dir, config={"sidecar": {"port": 0}}) as engine:
+        res = engine.run(wf, {"items": [{"slow": True}, {"fail": True}]})
+        assert res.error is not None and res.error.code == "x.y"
+        deadline = time.monotonic() + 5
+        while not LATE and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert LATE and LATE[0][0], "the slow call was not cancelled"
+        assert LATE[0][1] == [404, 404], LATE
+        assert engine.variables.list(scope="instance", instance=res.instance_id) == []
+        assert engine.variables.get("late", scope="workflow", workflow="workflow") is None
