@@ -130,8 +130,12 @@ def _compile_value(value: Any, raw: bool, jq: JqRuntime) -> Expr:
 
 
 def _context(state: StateSpec, slot: str, values: dict[str, Any] | None, ctx: StateContext,
-             data: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate a ``context`` mapping against the state data (programs compiled once per engine)."""
+             data: dict[str, Any], *, literal_computed: bool = False) -> dict[str, Any]:
+    """Evaluate a ``context`` mapping against the state data (programs compiled once per engine).
+
+    With ``literal_computed`` (filters), a value computed by jq from the data matches
+    exactly: its glob characters are escaped, so input such as ``"c*"`` cannot widen a
+    filter to other callers' events.  Globs written in the workflow stay globs."""
     if not values:
         return {}
     jq = ctx.engine.jq
@@ -139,11 +143,21 @@ def _context(state: StateSpec, slot: str, values: dict[str, Any] | None, ctx: St
     if cached is None or cached[0] is not jq:
         cached = (jq, [(str(k).lower(), _compile_value(v, ctx.workflow.raw, jq)) for k, v in values.items()])
         state.extra[slot] = cached
-    return {k: e.eval(data) for k, e in cached[1]}
+    out = {}
+    for k, e in cached[1]:
+        value = e.eval(data)
+        if literal_computed and not e.literal and isinstance(value, str):
+            value = _GLOB_CHARS.sub(r"[\1]", value)
+        out[k] = value
+    return out
+
+
+_GLOB_CHARS = re.compile(r"([*?\[])")
 
 
 def _filters(state: StateSpec, specs: list[dict[str, Any]], ctx: StateContext, data: dict[str, Any]) -> list[EventFilter]:
-    return [EventFilter(s["type"], _context(state, f"context{i}", s.get("context"), ctx, data)) for i, s in enumerate(specs)]
+    return [EventFilter(s["type"], _context(state, f"context{i}", s.get("context"), ctx, data, literal_computed=True))
+            for i, s in enumerate(specs)]
 
 
 def _place(data: dict[str, Any], received: Received) -> dict[str, Any]:

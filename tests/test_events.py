@@ -541,3 +541,17 @@ def test_corpus_simple_listener_with_its_async_generator(engine: isolde.Engine, 
     result = engine.run(tmp_path / "simple-listener.yaml")
     assert result.ok, result.error
     assert result.output["result"] == "x"
+
+
+def test_computed_filter_values_match_exactly_not_as_globs(engine: isolde.Engine) -> None:
+    """A filter value computed from (untrusted) input must not widen to other events."""
+    wf = (
+        "direktiv_api: workflow/v1\nstates:\n- id: w\n  type: consumeEvent\n  timeout: PT0.3S\n"
+        "  event:\n    type: order.paid\n    context:\n      customer: 'jq(.customer)'\n"
+    )
+    engine.events.publish("default", {"type": "order.paid", "source": "shop", "customer": "c42"})
+    res = engine.run(wf, {"customer": "c*"})
+    assert res.error is not None and res.error.code == "direktiv.cancels.timeout.soft"
+    engine.events.publish("default", {"type": "order.paid", "source": "shop", "customer": "c*"})
+    res = engine.run(wf, {"customer": "c*"})
+    assert res.ok and res.output["order.paid"]["customer"] == "c*"
