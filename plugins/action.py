@@ -39,7 +39,7 @@ from isolde import StateContext, StateSpec, StateType, Workflow, hookimpl
 from isolde.errors import InstanceFailure, IsoldeError, WorkflowError
 from isolde.expr import Expr
 from isolde.workflow import inside_root
-from isolde.isolates import ActionRequest, ActionSettings, ActionTimeout, Runner, interpret, isolates_for
+from isolde.isolates import TIMEOUT_CODE, ActionRequest, ActionSettings, ActionTimeout, Runner, interpret, isolates_for
 from isolde.store import InvalidKey, Variable, check_key
 from isolde.validate import Report
 
@@ -275,8 +275,13 @@ def perform(
     stage: Stage | None = None,
     flush: Callable[[], None] | None = None,
     background: bool = False,
+    deadline: float | None = None,
 ) -> Any:
     """Run one action (with its retries) and return its result (``.return``).
+
+    ``deadline`` (``time.monotonic()``), when given, bounds the whole action, retries
+    and their pauses included (foreach / parallel pass their state's): no attempt
+    runs past it, and a retry that could not start before it is a timeout.
 
     ``timeout`` is the state's (seconds); without it ``[actions] timeout``; never
     beyond the workflow's next timeout (``ctx.time_left()``).
@@ -298,6 +303,8 @@ def perform(
         left = None if background else ctx.time_left()  # the workflow's timeouts cut a call (and its retries) short
         if left is not None and left < limit:
             limit = max(left, 0.001)
+        if deadline is not None:
+            limit = min(limit, max(deadline - time.monotonic(), 0.001))
         try:
             return _call_once(
                 ctx, spec, runner, value, body, limit, iterator, stage or ctx.set, flush or ctx.commit, source, background
@@ -314,6 +321,12 @@ def perform(
                     f"last error {exc.code}: {exc.msg}",
                 ) from None
             pause = spec.retry_delay * spec.retry_multiplier**attempt
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                raise WorkflowError(
+                    TIMEOUT_CODE,
+                    f"the state's timeout leaves no time to retry function '{spec.function_id}' "
+                    f"(last error {exc.code}: {exc.msg})",
+                ) from None
             attempt += 1
             ctx.log(f"action '{spec.function_id}' failed with {exc.code}; retry {attempt} of {spec.retry_max} in {pause:g}s")
             time.sleep(pause)

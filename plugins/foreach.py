@@ -107,7 +107,7 @@ class _Run:
                 if left is not None and left <= 0:
                     raise WorkflowError(SOFT_TIMEOUT, "the state's timeout passed before this call could start")
                 value = perform(
-                    self.ctx, branch.spec, branch.source, timeout=left, iterator=i,
+                    self.ctx, branch.spec, branch.source, timeout=left, iterator=i, deadline=self.deadline,
                     stage=lambda scope, key, data, mime, i=i: self._stage(i, scope, key, data, mime),
                     flush=lambda i=i: self._flush(i),
                 )
@@ -190,7 +190,12 @@ def run_branches(
         t.start()
         threads.append(t)
     with run.cond:
-        run.cond.wait_for(lambda: run.decided)
+        if deadline is None:
+            run.cond.wait_for(lambda: run.decided)
+        elif not run.cond.wait_for(lambda: run.decided, timeout=max(deadline - time.monotonic(), 0) + 1.0):
+            # the calls overran the state's timeout (a runner that ignores its deadline)
+            run.decided = True
+            run.failure = WorkflowError(SOFT_TIMEOUT, "the state's timeout passed with calls still under way")
         if run.next < len(branches) or any(t.is_alive() for t in threads if t is not threading.current_thread()):
             # decided with calls still under way: first end their action ids (the sidecar
             # refuses what they still send), then tell their isolates to stop (DELETE)

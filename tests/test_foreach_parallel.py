@@ -397,3 +397,15 @@ def test_calls_left_running_by_a_decided_state_cannot_write_after_it(data_dir: P
         assert LATE[0][1] == [404, 404], LATE
         assert engine.variables.list(scope="instance", instance=res.instance_id) == []
         assert engine.variables.get("late", scope="workflow", workflow="workflow") is None
+
+
+def test_state_timeout_bounds_retries_too(eng: isolde.Engine) -> None:
+    body = {
+        "id": "each", "type": "foreach", "array": "jq(.items)", "timeout": "PT1S",
+        "action": {"function": "work", "input": "jq(.)",
+                   "retries": {"max_attempts": 5, "delay": "PT0.6S", "codes": ["x.*"]}},
+    }
+    start = time.monotonic()
+    res = eng.run(FUNCTIONS + "states:\n- " + json.dumps(body) + "\n", {"items": [{"id": "r", "fail": "x.y"}]})
+    assert res.error is not None and res.error.code == "direktiv.cancels.timeout.soft", res.error
+    assert time.monotonic() - start < 2.5
