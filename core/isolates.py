@@ -621,6 +621,18 @@ class IsolateProcess:
                     pass
         proc.stdout.close()
 
+    def exit_note(self, wait: float = 0.3) -> str:
+        """If the program has exited (or exits within ``wait`` seconds): its exit code and
+        last output lines, for the error of a call it broke off; else ""."""
+        proc = self._proc
+        if proc is None:
+            return ""
+        try:
+            code = proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return ""
+        return f"; the isolate exited with code {code}{self._tail_text()}"
+
     def _tail_text(self) -> str:
         if self._reader is not None:
             self._reader.join(0.2)  # let the last lines arrive

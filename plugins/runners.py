@@ -122,6 +122,14 @@ class ProcessRunner(HttpIsolate):
         if port != self._port:  # (re)started, maybe by a concurrent call: follow its port
             self.set_url(f"http://127.0.0.1:{port}/")
 
+    def _unavailable(self, exc: BaseException) -> WorkflowError:
+        """A broken-off call: say whether the program died, with its exit code and last output."""
+        error = super()._unavailable(exc)
+        note = self.process.exit_note()
+        if note:
+            error = WorkflowError(error.code, error.msg + note)
+        return error
+
     def close(self) -> None:
         super().close()
         self.process.close()

@@ -631,3 +631,21 @@ def test_process_isolates_die_with_a_killed_isolde(tmp_path: Path, data_dir: Pat
             proc.wait()
         for pid in _pids_running(script.name):
             os.kill(pid, 9)
+
+
+def test_an_isolate_dying_mid_call_is_reported_with_its_exit_code_and_output(data_dir: Path, tmp_path: Path) -> None:
+    import sys
+
+    script = tmp_path / "dies.py"
+    script.write_text(
+        "import os\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\n"
+        "class H(BaseHTTPRequestHandler):\n"
+        "    def do_POST(self):\n        print('about to die: diag-42', flush=True)\n        os._exit(3)\n"
+        "    def log_message(self, *a):\n        pass\n"
+        "HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n"
+    )
+    fn = "- " + json.dumps({"id": "d", "type": "process", "command": [sys.executable, str(script)]})
+    with make_engine(data_dir) as engine:
+        res = engine.run(workflow(fn, [action("a", {}, fid="d")]))
+    assert res.error is not None and res.error.code == "isolde.isolate.unavailable"
+    assert "exited with code 3" in res.error.message and "diag-42" in res.error.message
