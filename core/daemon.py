@@ -1535,7 +1535,8 @@ class Daemon:
                 self._write_record(info)  # it may call out at once: a crash must not run it twice
             if info.cancel is not None:
                 raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
-            result = run_instance(engine, wf, info.data, namespace=ns, instance_id=iid, sink=sink, start=start, on_step=on_step)
+            result = run_instance(engine, wf, info.data, namespace=ns, instance_id=iid, sink=sink, start=start,
+                                  on_step=on_step, started_at=info.created if start is not None else None)
         except Exception as exc:  # the store closed under us (stopping), or a bug
             if self._abandon or self._stopping:
                 info.done.set()

@@ -59,13 +59,15 @@ class InstanceGuard:
     __slots__ = ("engine", "wf", "namespace", "instance_id", "soft_at", "hard_at", "soft_spent", "expired",
                  "lock", "done", "_mutex_key", "interrupt", "kill")
 
-    def __init__(self, engine: Engine, wf: Workflow, namespace: str, instance_id: str) -> None:
+    def __init__(self, engine: Engine, wf: Workflow, namespace: str, instance_id: str,
+                 started_at: float | None = None) -> None:
         self.engine = engine
         self.wf = wf
         self.namespace = namespace
         self.instance_id = instance_id
         timeouts = wf.fields.get("timeouts") or {}
-        now = time.monotonic()
+        # a resumed instance (``started_at``: wall-clock start) keeps counting from its start
+        now = time.monotonic() - (0.0 if started_at is None else max(time.time() - started_at, 0.0))
         self.interrupt: float | None = timeouts.get("interrupt")
         self.kill: float | None = timeouts.get("kill")
         self.soft_at = None if self.interrupt is None else now + float(self.interrupt)

@@ -232,8 +232,12 @@ def run_instance(
     sink: LogSink | None = None,
     start: str | None = None,
     on_step: StepHook | None = None,
+    started_at: float | None = None,
 ) -> Result:
-    """Run ``wf`` from its start state (or from state ``start``, to resume) to its end."""
+    """Run ``wf`` from its start state (or from state ``start``, to resume) to its end.
+
+    ``started_at`` (``time.time()``) is when a resumed instance first started: its
+    workflow ``timeouts`` count from then."""
     ctx = StateContext(engine, wf, namespace, instance_id, sink)
     states = wf.states
     max_steps = engine.max_steps
@@ -241,7 +245,7 @@ def run_instance(
     state = wf.start if start is None else states[start]
     steps = 0
     result = Result(instance_id, "complete", log=ctx.log_lines, workflow=wf.id, namespace=namespace)
-    guard = ctx.guard = InstanceGuard(engine, wf, namespace, instance_id) if needs_guard(wf) else None
+    guard = ctx.guard = InstanceGuard(engine, wf, namespace, instance_id, started_at) if needs_guard(wf) else None
     try:
         if guard is not None:
             guard.start()
