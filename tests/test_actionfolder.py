@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
+from helpers import tree
+
 from isolde import WorkflowError
 from isolde.actionfolder import DIR_MIME, FILE_MIME, INLINE_MAX, ActionFolder, FileSpec, OutWatcher
 from isolde.archive import LIMIT_CODE, UNSAFE_CODE, ArchiveLimits
@@ -70,14 +72,6 @@ def make_tar(files: dict[str, bytes], *, gz: bool = True) -> bytes:
     return buf.getvalue()
 
 
-def listing(root: Path) -> dict[str, bytes | None]:
-    out: dict[str, bytes | None] = {}
-    for dirpath, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(dirpath, d), root)] = None
-        for f in files:
-            out[os.path.relpath(os.path.join(dirpath, f), root)] = Path(dirpath, f).read_bytes()
-    return out
 
 
 def write(folder: ActionFolder, readers: Readers, *specs: FileSpec) -> None:
@@ -176,8 +170,8 @@ def test_tar_types_with_and_without_as(folder: ActionFolder, store: LmdbStore, r
     put(store, "instance", "src", make_tar(files, gz=kind == "tar.gz"))
     write(folder, readers, FileSpec("src", type=kind), FileSpec("src", type=kind, as_="build/src"))
     expected = {"main.go": files["main.go"], "pkg": None, "pkg/util.go": files["pkg/util.go"], "big.bin": files["big.bin"]}
-    assert listing(folder.path / "src") == expected
-    assert listing(folder.path / "build" / "src") == expected
+    assert tree(folder.path / "src") == expected
+    assert tree(folder.path / "build" / "src") == expected
 
 
 @pytest.mark.parametrize("kind", ["tar", "tar.gz"])
@@ -189,16 +183,16 @@ def test_missing_archive_gives_empty_directory(folder: ActionFolder, readers: Re
 
 def test_directory_round_trip_through_a_variable(folder: ActionFolder, store: LmdbStore, readers: Readers, tmp_path: Path) -> None:
     """A directory an action left in out/ is a tar.gz a later action unpacks."""
-    tree = folder.path / "out" / "workflow" / "site"
-    (tree / "css").mkdir(parents=True)
-    (tree / "index.html").write_bytes(b"<h1>hi</h1>")
-    (tree / "css" / "a.css").write_bytes(b"body{}")
+    site = folder.path / "out" / "workflow" / "site"
+    (site / "css").mkdir(parents=True)
+    (site / "index.html").write_bytes(b"<h1>hi</h1>")
+    (site / "css" / "a.css").write_bytes(b"body{}")
     [(scope, key, data, mime)] = folder.collect()
     assert (scope, key, mime) == ("workflow", "site", DIR_MIME)
     put(store, scope, key, data, mime)
     with ActionFolder(base=str(tmp_path)) as second:
         second.write_files([FileSpec("site", "workflow", type="tar.gz")], *readers)
-        assert listing(second.path / "site") == {"index.html": b"<h1>hi</h1>", "css": None, "css/a.css": b"body{}"}
+        assert tree(second.path / "site") == {"index.html": b"<h1>hi</h1>", "css": None, "css/a.css": b"body{}"}
 
 
 def test_bad_archive_member_fails_and_extracts_nothing(folder: ActionFolder, store: LmdbStore, readers: Readers) -> None:

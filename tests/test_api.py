@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from helpers import install_plugin
 from test_daemon import NAP_PLUGIN, Served, eventually
 
 LIMITS = """
@@ -74,14 +75,7 @@ FLOWS = {
 
 
 def _site(base: Path) -> Path:
-    site = base / "site"
-    site.mkdir()
-    (site / "isolde_test_nap.py").write_text(NAP_PLUGIN)
-    info = site / "isolde_test_nap-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: isolde_test_nap\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[isolde]\nnap = isolde_test_nap\n")
-    return site
+    return install_plugin(base / "site", "isolde_test_nap", NAP_PLUGIN, "nap")
 
 
 def _env(site: Path) -> dict[str, str]:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import tree
+
 from isolde import WorkflowError
 from isolde.archive import (
     INVALID_CODE,
@@ -50,15 +52,6 @@ def make_tar(members: list[tuple[tarfile.TarInfo, bytes]], *, gz: bool = True, f
     return buf.getvalue()
 
 
-def tree(root: Path) -> dict[str, bytes | None]:
-    """Everything under root: relative path -> bytes (None for a directory)."""
-    out: dict[str, bytes | None] = {}
-    for dirpath, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(dirpath, d), root)] = None
-        for f in files:
-            out[os.path.relpath(os.path.join(dirpath, f), root)] = Path(dirpath, f).read_bytes()
-    return out
 
 
 def expect_refused(tmp_path: Path, data: bytes, code: str, *words: str, gz: bool = True, limits: ArchiveLimits = LIMITS) -> WorkflowError:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
+from helpers import install_plugin
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -230,14 +231,7 @@ states:
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     """The ``nap`` / ``poke`` test plugin installed as a distribution."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "isolde_test_nap.py").write_text(NAP_PLUGIN)
-    info = site / "isolde_test_nap-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: isolde_test_nap\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[isolde]\nnap = isolde_test_nap\n")
-    return site
+    return install_plugin(tmp_path / "site", "isolde_test_nap", NAP_PLUGIN, "nap")
 
 
 @pytest.fixture

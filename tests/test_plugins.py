@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import pytest
 
 import isolde
+from helpers import install_plugin
 from isolde import hookspecs
 from isolde.registry import BUILTIN_PLUGINS
 
@@ -63,13 +64,7 @@ def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Install
 
     def _install(name: str, source: str, version: str = "1.0") -> Path:
         module = "isolde_test_" + re.sub(r"\W", "_", name) + "_" + uuid.uuid4().hex[:8]
-        site = tmp_path / f"site-{module}"
-        site.mkdir()
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
-        info = site / f"{module}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text(f"[isolde]\n{name} = {module}\n")
+        site = install_plugin(tmp_path / f"site-{module}", module, textwrap.dedent(source), name, version)
         monkeypatch.syspath_prepend(str(site))
         modules.append(module)
         return site
