@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -328,6 +327,3 @@ def run_instance(
             engine.store.end_instance(namespace, instance_id)
     return result
 
-
-def now() -> float:
-    return time.time()

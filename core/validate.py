@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from . import store as _store
 from .errors import Diagnostic, ValidationError
-from .expr import Expr, Literal, compile_expr
+from .expr import Literal, compile_expr
 from .jqexpr import JqError, JqRuntime, uses_js
 from .loader import Document, Path
 from .schema import MISSING, Decl, Field, ListOf, Lit, MapOf, Named, Schema, Type, Union, type_str
@@ -523,4 +523,4 @@ def _what(decl: Decl) -> str:
     return decl.name
 
 
-__all__ = ["STATE_BASE", "Report", "Validator", "build_workflow", "parse_duration", "Expr"]
+__all__ = ["STATE_BASE", "Report", "Validator", "build_workflow", "parse_duration"]
