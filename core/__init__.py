@@ -1,19 +1,19 @@
 """isolde: Direktiv-style YAML workflows with persistent data, on one machine.
 
-The public API is what this module exports; everything else is internal.
+The API for programs that embed isolde is what this module exports; plugins use
+``isolde.plugin``; everything else is internal.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .config import Config, load_config
 from .engine import Engine, Variables
 from .errors import ConfigError, Diagnostic, InstanceFailure, IsoldeError, ValidationError, WorkflowError
-from .instance import ErrorInfo, Result, StateContext
-from .registry import hookimpl
-from .states import StateSpec, StateType
-from .workflow import Workflow
+from .hookspecs import hookimpl
+from .instance import ErrorInfo, Result
+from .report import Report
+from .version import __version__
+from .workflow import StateContext, StateSpec, StateType, Workflow
 
 __all__ = [
     "Config",
@@ -23,6 +23,7 @@ __all__ = [
     "ErrorInfo",
     "InstanceFailure",
     "IsoldeError",
+    "Report",
     "Result",
     "StateContext",
     "StateSpec",

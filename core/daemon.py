@@ -92,7 +92,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 from .errors import ConfigError, InstanceFailure, IsoldeError, ValidationError
-from .instance import ErrorInfo, Result, StateContext, run_instance
+from .instance import ErrorInfo, InstanceContext, Result
 from .store import LmdbStore, Put, Ref, StoreError, check_key
 from .variables import sniff_mime
 
@@ -101,8 +101,7 @@ if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
     from .engine import Engine
-    from .states import StateSpec
-    from .workflow import Workflow
+    from .workflow import StateSpec, Workflow
 
 __all__ = [
     "DEFAULT_API",
@@ -395,7 +394,7 @@ class InstanceInfo:
     resumed: bool = False
     ivars: bool = False  # may hold instance variables (the record says so at restart)
     cancel: str | None = None
-    ctx: StateContext | None = None  # its context, once it finished a state (to detach it at stop)
+    ctx: InstanceContext | None = None  # its context, once it finished a state (to detach it at stop)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -1085,7 +1084,7 @@ class Daemon:
         try:
             # Built from the bytes just read and hashed (Engine.load would read the file
             # again, and might see a newer write than the digest describes).
-            wf = self.engine._build(data, str(path), wid)
+            wf = self.engine.build(data, str(path), wid)
             wf.id = wid  # the file is the name, whatever `id:` says
             wf.root = self.root / ns  # a leading / in subflows and file keys
             errors: list[str] = []
@@ -1510,7 +1509,7 @@ class Daemon:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(message, extra={"fields": {"ns": ns, "id": iid, "state": state}})
 
-        def on_step(ctx: StateContext, state: StateSpec, nxt: str | None, data: dict[str, Any], pending: Sequence[Put]) -> Sequence[Put]:
+        def on_step(ctx: InstanceContext, state: StateSpec, nxt: str | None, data: dict[str, Any], pending: Sequence[Put]) -> Sequence[Put]:
             info.ctx = ctx
             if info.cancel is not None:
                 raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
@@ -1535,8 +1534,8 @@ class Daemon:
                 self._write_record(info)  # it may call out at once: a crash must not run it twice
             if info.cancel is not None:
                 raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
-            result = run_instance(engine, wf, info.data, namespace=ns, instance_id=iid, sink=sink, start=start,
-                                  on_step=on_step, started_at=info.created if start is not None else None)
+            result = engine.run_loaded(wf, info.data, namespace=ns, instance_id=iid, sink=sink, start=start,
+                                       on_step=on_step, started_at=info.created if start is not None else None)
         except Exception as exc:  # the store closed under us (stopping), or a bug
             if self._abandon or self._stopping:
                 info.done.set()

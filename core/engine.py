@@ -1,13 +1,18 @@
 """``isolde.Engine``: the embeddable interpreter (SPEC §5.2).
 
-An engine owns its plugin manager, jq runtime, store handle and workflow cache;
-nothing is shared between engines except what a process can only have once (an
-LMDB environment per data directory, which the store module shares by path).
+An engine builds its services once, in order, on first use (the variable store, the
+variable locks, the event bus, the action machinery with its runners and sidecar, the
+timeout watcher), registering each on an ``ExitStack`` as it is made, and closes them in
+reverse order.  Each module receives the collaborators it uses (``isolde.instance.Services``
+for running instances); nothing below the engine knows the engine.  Nothing is shared
+between engines except what a process can only have once (an LMDB environment per data
+directory, which the store shares by path).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import sys
 import threading
@@ -16,20 +21,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from .config import Config, config_from, resolve_data_dir
-from .errors import IsoldeError
-from .instance import LogSink, Result, run_instance
+from .errors import IsoldeError, ValidationError
+from .ids import new_instance_id
+from .instance import Lazy, Limits, LogSink, Result, Services, Subflows, run_instance
 from .jqexpr import JqRuntime
 from .loader import YamlError, load_document
-from .locks import LockTable, lock_table
-from .errors import ValidationError
 from .registry import Registry, load_plugins
-from .store import SCOPES, LmdbStore, Ref, Variable, check_key, check_scope
+from .store import SCOPES, Put, Ref, Variable, VariableStore, check_key, check_scope
 from .validate import build_workflow
 from .variables import decode, encode, parse_json
 from .workflow import Workflow
 
 if TYPE_CHECKING:
+    from .actions.call import Functions
     from .events import EventBus
+    from .guards import Deadlines
+    from .locks import VariableLocks
 
 WorkflowSource = Workflow | str | os.PathLike[str]
 CLOSE_GRACE = 5.0  # seconds close() waits for running instances to wind down
@@ -59,23 +66,126 @@ class Engine:
             max_output=int(self.config.limit("jq_max_output")),
         )
         self.log_sink = log
-        # read once: consulted by every instance
-        self.max_steps = int(self.config.limit("max_steps"))
-        self.max_variable_bytes = int(self.config.limit("max_variable_bytes"))
-        self.max_data_bytes = int(self.config.limit("max_data_bytes"))
-        self.lock_wait = float(self.config.limit("lock_wait"))
-        self._locks: LockTable | None = None
-        self._good_namespaces: set[str] = set()
-        self._store: LmdbStore | None = None
-        self._cache: dict[str, tuple[int, int, Workflow]] = {}
-        self.variables = Variables(self)
-        self._closed = False
+        _check_settings(self.config)
+        self._stack = contextlib.ExitStack()
+        self._lazy: list[Lazy[Any]] = []
+        self._made: list[Any] = []  # services in order of creation (cancelled first at close)
         self._resources: dict[str, Any] = {}
         self._resource_lock = threading.Lock()
+        self._closed = False
+        self._good_namespaces: set[str] = set()
+        self._cache: dict[str, tuple[int, int, Workflow]] = {}
         self._active = 0  # instances running now
         self._active_cond = threading.Condition()
+        self.services = Services(
+            config=self.config,
+            limits=Limits.from_config(self.config),
+            jq=self.jq,
+            store=self._service(self._open_store),
+            locks=self._service(self._open_locks),
+            events=self._service(self._open_events),
+            functions=self._service(self._open_functions),
+            deadlines=self._service(self._open_deadlines),
+            resource=self.resource,
+            load=self.load,
+            sink=log,
+            report_internal=self._report_internal,
+        )
+        self.services.subflows = Subflows(self.services, self.instance_input)
+        self.variables = Variables(self.services.store)
 
-    # -- lifecycle -----------------------------------------------------------
+    # -- services --------------------------------------------------------------------
+    def _service(self, factory: Callable[[], T]) -> Lazy[T]:
+        lazy: Lazy[T] = Lazy(factory, self._made_service)
+        self._lazy.append(lazy)
+        return lazy
+
+    def _made_service(self, service: Any) -> None:
+        self._made.append(service)
+        close = getattr(service, "close", None)
+        if close is not None:
+            self._stack.callback(self._quietly, close)
+
+    def _quietly(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # keep closing the rest
+            self._report_internal(exc)
+
+    def _open_store(self) -> VariableStore:
+        store: VariableStore | None = self.registry.pm.hook.isolde_store(config=self.config, data_dir=str(self.data_dir))
+        if store is None:
+            from .store import LmdbStore
+
+            table = self.config.data.get("store", {})
+            lmdb_store = LmdbStore(self.data_dir, durable=self.config.durable,
+                                   blob_threshold=table.get("blob_threshold", 1 << 20))
+            lmdb_store.sweep_orphans()
+            store = lmdb_store
+        return store
+
+    def _open_locks(self) -> VariableLocks:
+        from .locks import lock_table
+
+        return lock_table(str(self.data_dir))
+
+    def _open_events(self) -> EventBus:
+        from .events import EventBus
+
+        return EventBus.from_config(self.config, self._report_internal)
+
+    def _open_deadlines(self) -> Deadlines:
+        from .guards import Deadlines
+
+        return Deadlines()
+
+    def _open_functions(self) -> Functions:
+        from .actions.call import Functions
+        from .actions.folders import ActionFiles
+        from .archive import ArchiveLimits
+        from .isolates.hub import Isolates
+        from .sidecar import Sidecar, sidecar_settings
+
+        store = self.services.store.get()  # made first, so it is closed after the sidecar
+        settings = sidecar_settings(self.config)
+        settings["max_body"] = min(settings["max_body"], self.services.limits.max_variable_bytes)
+        isolates = Isolates(self.config, self.registry.runners)
+        files = ActionFiles(Sidecar(store, **settings), isolates.settings, ArchiveLimits.from_config(self.config),
+                            self.services.limits.max_variable_bytes)
+        return Functions(isolates, files, dict(self.config.data.get("secrets", {}) or {}))
+
+    @property
+    def store(self) -> VariableStore:
+        """The variable store, opened on first use (``validate`` never opens it)."""
+        return self.services.store.get()
+
+    @property
+    def events(self) -> EventBus:
+        """The engine's CloudEvents bus, made on first use.  Closing the engine closes it,
+        which wakes every instance waiting in a ``delay`` or an event state (they fail with
+        ``isolde.cancelled``)."""
+        return self.services.events.get()
+
+    @property
+    def locks(self) -> VariableLocks:
+        """Variable locks of this data directory (``lock: true``), shared within the process."""
+        return self.services.locks.get()
+
+    def resource(self, key: str, factory: Callable[[], T]) -> T:
+        """A per-engine object made on first use under ``key`` (plugins keep their state
+        here instead of in module globals).  At close, its ``cancel_all()`` (if any) runs
+        with the other services', then its ``close()`` in reverse order of creation."""
+        with self._resource_lock:
+            if self._closed:
+                raise IsoldeError("this Engine is closed")
+            if key not in self._resources:
+                made = factory()
+                self._resources[key] = made
+                self._made_service(made)
+            value: T = self._resources[key]
+            return value
+
+    # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> Engine:
         return self
 
@@ -83,96 +193,25 @@ class Engine:
         self.close()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Cancel what is in flight (waits are woken, isolate calls get their ``DELETE``),
+        let running instances finish their clean-up (bounded), then close every service
+        in reverse order of creation."""
         with self._resource_lock:
-            resources = list(self._resources.values())
-            self._resources.clear()
-        # Phase 1: cancel what is in flight (waiting instances are woken, isolate calls
-        # under way get their DELETE), so running instances end promptly; phase 2: let
-        # them finish their own clean-up (locks, instance variables) while the store is
-        # still open; phase 3: close isolates, the sidecar and the rest.
-        for res in resources:
-            cancel = getattr(res, "cancel_all", None)
+            if self._closed:
+                return
+            self._closed = True
+        for lazy in self._lazy:
+            lazy.closed = True
+        for service in list(self._made):
+            cancel = getattr(service, "cancel_all", None)
             if cancel is not None:
-                try:
-                    cancel()
-                except Exception as exc:
-                    self._report_internal(exc)
-        self._drain(CLOSE_GRACE)
-        for res in reversed(resources):  # last started, first stopped
-            close = getattr(res, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:  # keep closing the rest
-                    self._report_internal(exc)
-        self.jq.close()
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    def _drain(self, seconds: float) -> None:
-        """Wait (bounded) until no instance of this engine is running."""
+                self._quietly(cancel)
         with self._active_cond:
-            self._active_cond.wait_for(lambda: self._active == 0, timeout=seconds)
+            self._active_cond.wait_for(lambda: self._active == 0, timeout=CLOSE_GRACE)
+        self._stack.close()
+        self.jq.close()
 
-    def peek_resource(self, key: str) -> Any | None:
-        """The per-engine resource under ``key`` if it was made, without making it."""
-        with self._resource_lock:
-            return self._resources.get(key)
-
-    def resource(self, key: str, factory: Callable[[], T]) -> T:
-        """A per-engine object (sidecar, isolate processes, ...) made on first use.
-
-        When the engine closes, every resource's ``cancel_all()`` (if it has one) is
-        called first, to end what is in flight; then running instances are given
-        ``CLOSE_GRACE`` seconds to finish; then each ``close()`` runs, in reverse
-        order of creation.  Plugins use this instead of module globals, so several
-        engines in one process never share state.
-        """
-        with self._resource_lock:
-            if self._closed:
-                raise IsoldeError("this Engine is closed")
-            res = self._resources.get(key)
-            if res is None:
-                res = factory()
-                self._resources[key] = res
-            return res
-
-    @property
-    def locks(self) -> LockTable:
-        """Variable locks of this data directory (``lock: true``), shared within the process."""
-        if self._locks is None:
-            self._locks = lock_table(str(self.data_dir))
-        return self._locks
-
-    @property
-    def events(self) -> EventBus:
-        """The engine's in-process CloudEvents bus (``isolde.events``), made on first use.
-
-        Closing the engine closes it, which wakes every instance waiting in a
-        ``delay`` or an event state (they fail with ``isolde.cancelled``).
-        """
-        from .events import EventBus
-
-        return self.resource("events", lambda: EventBus.from_config(self.config, self._report_internal))
-
-    @property
-    def store(self) -> LmdbStore:
-        """The variable store, opened on first use (``validate`` never opens it)."""
-        if self._store is None:
-            if self._closed:
-                raise IsoldeError("this Engine is closed")
-            store = self.registry.pm.hook.isolde_store(config=self.config, data_dir=str(self.data_dir))
-            if store is None:
-                store = LmdbStore(self.data_dir, durable=self.config.durable, blob_threshold=self.config.data.get("store", {}).get("blob_threshold", 1 << 20))
-                store.sweep_orphans()
-            self._store = store
-        return self._store
-
-    # -- workflows -------------------------------------------------------------
+    # -- workflows -------------------------------------------------------------------
     def load(self, workflow: WorkflowSource, *, workflow_id: str | None = None) -> Workflow:
         """Validate a workflow given as a path, as YAML text, or already loaded.
 
@@ -186,7 +225,7 @@ class Engine:
         if isinstance(workflow, Workflow):
             return workflow
         if isinstance(workflow, str) and ("\n" in workflow or (":" in workflow and not os.path.exists(workflow))):
-            return self._build(workflow, "<string>", workflow_id or "workflow")
+            return self.build(workflow, "<string>", workflow_id or "workflow")
         path = os.path.abspath(os.fspath(workflow))
         st = os.stat(path)
         hit = self._cache.get(path)
@@ -194,12 +233,13 @@ class Engine:
             return hit[2]
         with open(path, "rb") as fh:
             text = fh.read()
-        wf = self._build(text, os.fspath(workflow), workflow_id or Path(path).stem)
+        wf = self.build(text, os.fspath(workflow), workflow_id or Path(path).stem)
         if workflow_id is None:
             self._cache[path] = (st.st_mtime_ns, st.st_size, wf)
         return wf
 
-    def _build(self, text: str | bytes, filename: str, default_id: str) -> Workflow:
+    def build(self, text: str | bytes, filename: str, default_id: str) -> Workflow:
+        """Validate YAML ``text`` (named ``filename`` in diagnostics) into a workflow."""
         try:
             doc = load_document(
                 text,
@@ -241,18 +281,24 @@ class Engine:
         parse, otherwise ``{"input": "<base64>"}``.  ``None`` is ``{}``.
         """
         wf = self.load(workflow, workflow_id=workflow_id)
+        return self.run_loaded(wf, self.instance_input(input), namespace=namespace, instance_id=instance_id)
+
+    def run_loaded(self, wf: Workflow, data: dict[str, Any], *, namespace: str = "default",
+                   instance_id: str | None = None, **loop: Any) -> Result:
+        """Run a loaded workflow on instance data (already an object); ``loop`` passes the
+        instance loop's options (``start``, ``on_step``, ``started_at``) for the daemon."""
         if namespace not in self._good_namespaces:
             check_name(namespace, "namespace")
             if len(self._good_namespaces) < 1024:
                 self._good_namespaces.add(namespace)
-        data = self.instance_input(input)
         iid = instance_id or new_instance_id()
         with self._active_cond:
             if self._closed:
                 raise IsoldeError("this Engine is closed")
             self._active += 1
         try:
-            return run_instance(self, wf, data, namespace=namespace, instance_id=iid, sink=self.log_sink)
+            return run_instance(self.services, wf, data, namespace=namespace, instance_id=iid,
+                                sink=loop.pop("sink", self.log_sink), **loop)
         finally:
             with self._active_cond:
                 self._active -= 1
@@ -280,7 +326,7 @@ class Engine:
             return value
         return {"input": value}
 
-    # -- namespaces and workflows as holders of variables ---------------------
+    # -- namespaces and workflows as holders of variables ---------------------------
     def namespaces(self) -> list[str]:
         return self.store.namespaces()
 
@@ -302,10 +348,14 @@ class Engine:
             traceback.print_exception(exc, file=sys.stderr)
 
 
-def new_instance_id() -> str:
-    """A random (version 4) UUID as text, without the cost of building a ``uuid.UUID``."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+def _check_settings(config: Config) -> None:
+    """[actions] and [sidecar] are checked at start: a typo there is one clear error
+    before any workflow runs, not a failure in the middle of one."""
+    from .isolates.settings import ActionSettings
+    from .sidecar import sidecar_settings
+
+    ActionSettings.from_config(config)
+    sidecar_settings(config)
 
 
 def check_name(value: str, what: str) -> None:
@@ -320,8 +370,8 @@ class Variables:
     ``instance`` (needs ``instance=``).
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, store: Lazy[VariableStore]) -> None:
+        self._store = store
 
     def _ref(self, key: str, scope: str, namespace: str, workflow: str | None, instance: str | None) -> Ref:
         check_name(namespace, "namespace")  # the same rule as run(): no namespace a workflow cannot use
@@ -341,7 +391,7 @@ class Variables:
     def get(self, key: str, *, scope: str = "namespace", namespace: str = "default",
             workflow: str | None = None, instance: str | None = None) -> Variable | None:
         """The stored variable (bytes, mime type, size, times) or None."""
-        return self._engine.store.get(self._ref(key, scope, namespace, workflow, instance))
+        return self._store.get().get(self._ref(key, scope, namespace, workflow, instance))
 
     def value(self, key: str, **where: Any) -> Any:
         """The variable decoded as a getter would see it (None when missing)."""
@@ -352,16 +402,14 @@ class Variables:
             namespace: str = "default", workflow: str | None = None, instance: str | None = None) -> None:
         """Store a value as a setter would (``bytes`` are stored as they are; None deletes)."""
         ref = self._ref(key, scope, namespace, workflow, instance)
-        from .store import Put
-
         if value is None:
-            self._engine.store.write([Put(ref, None)])
+            self._store.get().write([Put(ref, None)])
             return
         if isinstance(value, (bytes, bytearray)):
             data, mime = bytes(value), mime or "application/octet-stream"
         else:
             data, mime = encode(value, mime)
-        self._engine.store.write([Put(ref, data, mime)])
+        self._store.get().write([Put(ref, data, mime)])
 
     def delete(self, key: str, **where: Any) -> None:
         self.set(key, None, **where)
@@ -371,7 +419,7 @@ class Variables:
         check_name(namespace, "namespace")
         check_scope(scope)
         owner = workflow if scope == "workflow" else instance if scope == "instance" else ""
-        return self._engine.store.list(namespace, scope, owner or "")
+        return self._store.get().list(namespace, scope, owner or "")
 
     def __iter__(self) -> Iterator[str]:
         return iter(k for k, _ in self.list())

@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING
 from .errors import InstanceFailure, IsoldeError, WorkflowError
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .events import EventBus
+    from .instance.services import Lazy
+    from .locks import VariableLocks
     from .workflow import Workflow
 
 SOFT = "direktiv.cancels.timeout.soft"
@@ -56,12 +58,14 @@ def needs_guard(wf: Workflow) -> bool:
 class InstanceGuard:
     """Timeouts and the singular lock of one instance (see the module docstring)."""
 
-    __slots__ = ("engine", "wf", "namespace", "instance_id", "soft_at", "hard_at", "soft_spent", "expired",
+    __slots__ = ("locks", "deadlines", "events", "wf", "namespace", "instance_id", "soft_at", "hard_at", "soft_spent", "expired",
                  "lock", "done", "_mutex_key", "interrupt", "kill")
 
-    def __init__(self, engine: Engine, wf: Workflow, namespace: str, instance_id: str,
-                 started_at: float | None = None) -> None:
-        self.engine = engine
+    def __init__(self, locks: Lazy[VariableLocks], deadlines: Lazy[Deadlines], events: Lazy[EventBus],
+                 wf: Workflow, namespace: str, instance_id: str, started_at: float | None = None) -> None:
+        self.locks = locks
+        self.deadlines = deadlines
+        self.events = events
         self.wf = wf
         self.namespace = namespace
         self.instance_id = instance_id
@@ -84,7 +88,7 @@ class InstanceGuard:
         if self.wf.fields.get("singular"):
             key = f"{self.namespace}\x00singular\x00{self.wf.id}\x00".encode()
             try:
-                self.engine.locks.acquire(self.instance_id, [key], 0.0, {key: f"workflow '{self.wf.id}'"})
+                self.locks.get().acquire(self.instance_id, [key], 0.0, {key: f"workflow '{self.wf.id}'"})
             except WorkflowError:
                 raise WorkflowError(
                     MUTEX,
@@ -94,13 +98,13 @@ class InstanceGuard:
             self._mutex_key = key
         for when, kind in ((self.soft_at, "soft"), (self.hard_at, "hard")):
             if when is not None:
-                deadlines_for(self.engine).add(when, self, kind)
+                self.deadlines.get().add(when, self, kind)
 
     def finish(self) -> None:
         with self.lock:
             self.done = True
         if self._mutex_key is not None:
-            self.engine.locks.release(self.instance_id, [self._mutex_key])
+            self.locks.get().release(self.instance_id, [self._mutex_key])
             self._mutex_key = None
 
     # -- consulted by the instance loop and by actions -----------------------------------
@@ -148,7 +152,7 @@ class InstanceGuard:
             if self.expired != "hard":
                 self.expired = kind
             try:
-                self.engine.events.interrupt(self.instance_id, REASON)
+                self.events.get().interrupt(self.instance_id, REASON)
             except IsoldeError:  # the engine is closing: it cancels the waits itself
                 return False
         return True
@@ -203,10 +207,6 @@ class Deadlines:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=2)
-
-
-def deadlines_for(engine: Engine) -> Deadlines:
-    return engine.resource("isolde.deadlines", Deadlines)
 
 
 __all__ = ["HARD", "MUTEX", "SOFT", "Deadlines", "InstanceGuard", "needs_guard"]

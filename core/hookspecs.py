@@ -1,6 +1,6 @@
 """Every hook isolde calls, in one module (STYLE.md practice 1).
 
-Plugins implement them with ``@isolde.hookimpl``, built-ins included: the
+Plugins implement them with ``@hookimpl`` (``from isolde.plugin import hookimpl``), built-ins included: the
 modules in ``isolde.plugins`` register exactly like a package exposing an entry
 point in the ``isolde`` group.  Hooks are called with keyword arguments only;
 pluggy checks implementations against these signatures when they register.
@@ -8,16 +8,19 @@ pluggy checks implementations against these signatures when they register.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
     from .config import Config
-    from .isolates import Runner
-    from .states import StateType
+    from .isolates.runner import Runner
+    from .store import VariableStore
+    from .workflow import StateType
 
 hookspec = pluggy.HookspecMarker("isolde")
+hookimpl = pluggy.HookimplMarker("isolde")
+"""Marks a plugin's implementation of one of the hooks below."""
 
 
 @hookspec
@@ -50,11 +53,12 @@ def isolde_configure(config: Config) -> None:
 
 
 @hookspec(firstresult=True)
-def isolde_store(config: Config, data_dir: str) -> Any:
+def isolde_store(config: Config, data_dir: str) -> VariableStore | None:
     """Return a variable store for ``data_dir``, or None to leave it to the next plugin.
 
-    The first non-None result wins; the built-in LMDB store answers last.  A
-    store implements the interface of ``isolde.store.LmdbStore``.
+    The first non-None result wins; the built-in LMDB store answers last.  A store
+    implements ``isolde.plugin.VariableStore`` and passes the conformance suite
+    ``isolde.conformance.store`` (see docs/plugins.md).
     """
 
 
@@ -62,11 +66,13 @@ def isolde_store(config: Config, data_dir: str) -> Any:
 def isolde_isolate_runners() -> list[type[Runner]]:
     """Return the isolate runners this plugin provides.
 
-    Each is a subclass of ``isolde.isolates.Runner`` whose ``types`` lists the
+    Each is a subclass of ``isolde.plugin.Runner`` whose ``types`` lists the
     function ``type`` values it serves (``process``, ``http``, ...) and whose
     ``call(request)`` performs one call of the isolate and returns its reply
-    (``isolde.isolates.Response``); ``isolde.isolates.HttpIsolate`` already
-    speaks Direktiv's HTTP protocol.  The fields of a new function type are
+    (``isolde.plugin.Response``); ``isolde.plugin.HttpIsolate`` already
+    speaks Direktiv's HTTP protocol.  A runner is made with ``(host, function,
+    base_dir)``: ``host`` (``isolde.plugin.RunnerHost``) gives it the ``[actions]``
+    settings, the configuration and runners shared by key.  The fields of a new function type are
     declared separately, as ``function <type> {...}`` from
     ``isolde_declarations``.  A runner from an installed package may replace a
     built-in one (e.g. a container runner serving ``image:`` functions); two

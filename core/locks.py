@@ -184,3 +184,5 @@ def lock_table(data_dir: str) -> LockTable:
         if table is None:
             table = _tables[ident] = LockTable(data_dir)
         return table
+
+VariableLocks = LockTable  # replaced by a typing.Protocol

@@ -17,16 +17,19 @@ from typing import Any, Callable, Sequence
 import pluggy
 
 from . import hookspecs
+from .actions.compile import DECLARATIONS as ACTION_DECLARATIONS
 from .config import Config
 from .errors import ConfigError
+from .isolates.runner import Runner
 from .schema import Schema, SchemaError, parse_declarations
-from .states import StateType
+from .validate import STATE_BASE, Validator
+from .version import __version__
+from .workflow import StateType
 
 ENTRY_POINT_GROUP = "isolde"
+
 BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error", "action", "runners", "delay", "validate", "events", "foreach", "parallel")
 """Modules of ``isolde.plugins`` registered at every start, under these names."""
-
-hookimpl = pluggy.HookimplMarker("isolde")
 
 
 @dataclass(slots=True)
@@ -47,7 +50,7 @@ class Registry:
     schema: Schema
     state_types: dict[str, StateType]
     plugins: list[PluginInfo]
-    runners: dict[str, Any] = field(default_factory=dict)  # function type -> isolde.isolates.Runner subclass
+    runners: dict[str, type[Runner]] = field(default_factory=dict)  # function type -> runner class
 
 
 def _register(pm: pluggy.PluginManager, name: str, load: Callable[[], Any], info: list[PluginInfo], version: str, source: str) -> None:
@@ -77,9 +80,6 @@ def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
     ``extra`` is how an embedding program adds plugins without packaging them
     (``Engine(plugins=[module_or_object])``); they register under their
     ``__name__`` (or class name) through the same path as the others."""
-    from . import __version__
-    from .validate import STATE_BASE
-
     pm = pluggy.PluginManager("isolde")
     pm.add_hookspecs(hookspecs)
     for name in config.disabled_plugins:
@@ -109,8 +109,10 @@ def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
     except pluggy.PluginValidationError as exc:
         raise ConfigError(f"{exc} (hooks are listed in docs/plugins.md; every name starts with isolde_)") from exc
 
+    _check_requirements(pm, info)
     schema = Schema()
     schema.add(parse_declarations(STATE_BASE, "isolde core"))
+    schema.add(parse_declarations(ACTION_DECLARATIONS, "isolde core"))
     by_name = {i.name: i for i in info}
     state_types: dict[str, StateType] = {}
     for impl in pm.hook.isolde_declarations.get_hookimpls():
@@ -131,21 +133,32 @@ def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
             schema.add(decls)
             state_types[cls.name] = cls()
             by_name[impl.plugin_name].state_types.append(cls.name)
-    from .validate import Validator
-
     schema.check(set(Validator.BUILTIN_TYPES))
     runners = _collect_runners(pm, by_name)
     pm.hook.isolde_configure(config=config)
     return Registry(pm, schema, state_types, info, runners)
 
 
-def _collect_runners(pm: pluggy.PluginManager, by_name: dict[str, PluginInfo]) -> dict[str, Any]:
+def _check_requirements(pm: pluggy.PluginManager, info: list[PluginInfo]) -> None:
+    """A plugin lists the plugins it needs in a ``requires`` attribute (names, as in
+    ``isolde plugins``); one that is disabled or missing is one clear error at start."""
+    loaded = {i.name for i in info}
+    for name, plugin in pm.list_name_plugin():
+        for needed in getattr(plugin, "requires", ()) or ():
+            if needed in loaded:
+                continue
+            why = "disabled in [plugins] disable" if pm.is_blocked(needed) else "not installed"
+            raise ConfigError(
+                f"plugin '{name}' needs plugin '{needed}', which is {why} "
+                f"(enable '{needed}', or also disable '{name}')"
+            )
+
+
+def _collect_runners(pm: pluggy.PluginManager, by_name: dict[str, PluginInfo]) -> dict[str, type[Runner]]:
     """Function type -> runner class.  A third-party runner may replace a built-in
     one (a container runner taking over ``image:`` functions); two third-party
     runners for one type are an error."""
-    from .isolates import Runner
-
-    runners: dict[str, Any] = {}
+    runners: dict[str, type[Runner]] = {}
     origin_of: dict[str, str] = {}
     for impl in pm.hook.isolde_isolate_runners.get_hookimpls():  # registration order: built-ins first
         origin = f"plugin '{impl.plugin_name}'"

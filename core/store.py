@@ -1789,3 +1789,5 @@ class LmdbStore:
             if _is_blob(v):
                 put(_blob_name(v), dst + suffix, db=self._blobs)  # the index follows the record
         return True, (len(moved), drop)
+
+VariableStore = LmdbStore  # replaced by the typing.Protocol of the store package

@@ -12,13 +12,14 @@ import re
 from typing import Any, Callable
 
 from . import store as _store
-from .errors import Diagnostic, ValidationError
+from .durations import parse_duration
+from .errors import ValidationError
 from .expr import Literal, compile_expr
 from .jqexpr import JqError, JqRuntime, uses_js
 from .loader import Document, Path
 from .schema import MISSING, Decl, Field, ListOf, Lit, MapOf, Named, Schema, Type, Union, type_str
-from .states import StateSpec, StateType
-from .workflow import Workflow
+from .report import Report
+from .workflow import StateSpec, StateType, Workflow
 
 INVALID: Any = object()
 
@@ -69,50 +70,6 @@ struct timeouts {
 }
 """
 
-_ISO_DURATION = re.compile(
-    r"^P(?!$)(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
-    r"(?:T(?=\d)(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$"
-)
-_DURATION_SECONDS = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)
-
-
-def parse_duration(text: str) -> float | None:
-    """ISO-8601 duration in seconds (years and months approximated), or None if malformed."""
-    m = _ISO_DURATION.match(text)
-    if not m:
-        return None
-    return sum(float(g) * s for g, s in zip(m.groups(), _DURATION_SECONDS) if g)
-
-
-class Report:
-    """Collects diagnostics for one document, naming the state each one belongs to."""
-
-    def __init__(self, doc: Document) -> None:
-        self.doc = doc
-        self.diagnostics: list[Diagnostic] = []
-
-    def error(self, path: Path, message: str, *, key: bool = False, offset: int | None = None) -> None:
-        line, col = self.doc.where(path, key=key)
-        if offset is not None and not key:
-            line, col = self._inside(path, line, col, offset)
-        self.diagnostics.append(Diagnostic(self.doc.filename, line, col, message, self.state_of(path)))
-
-    def state_of(self, path: Path) -> str | None:
-        if len(path) >= 2 and path[0] == "states" and isinstance(path[1], int):
-            states = self.doc.value.get("states") if isinstance(self.doc.value, dict) else None
-            if isinstance(states, list) and path[1] < len(states) and isinstance(states[path[1]], dict):
-                sid = states[path[1]].get("id")
-                return str(sid) if sid is not None else f"#{path[1] + 1}"
-        return None
-
-    def _inside(self, path: Path, line: int, col: int, offset: int) -> tuple[int, int]:
-        """Position of character ``offset`` of a string scalar, for one-line plain/quoted scalars."""
-        style = self.doc.styles.get(path)
-        if style in ("", "'", '"'):
-            return line, col + offset + (1 if style else 0)
-        return line, col
-
-
 class Validator:
     BUILTIN_TYPES = (
         "any", "string", "int", "number", "bool", "object", "jx", "name", "stateid", "funcid",
@@ -126,7 +83,7 @@ class Validator:
         self.state_types = state_types
         self.jq = jq
         self.raw = raw
-        self.report = Report(doc)
+        self.report = Report(doc, jq=jq, raw=raw)
         self.state_refs: list[tuple[Path, str]] = []
         self.func_refs: list[tuple[Path, str]] = []
         self.builtins: dict[str, Callable[[Any, Path], Any]] = {

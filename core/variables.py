@@ -12,6 +12,8 @@ import json
 from typing import Any
 
 from .errors import WorkflowError
+from .expr import Expr
+from .store import InvalidKey, check_key
 
 JSON = "application/json"
 TEXT = "text/plain"
@@ -97,3 +99,18 @@ def sniff_mime(data: bytes) -> str:
         return JSON
     except ValueError:
         return TEXT
+
+
+def resolve_key(key: str | Expr, data: dict[str, Any]) -> str:
+    """A variable key as written, or computed by ``jq(...)`` from the state data and then
+    checked against the key rules (``direktiv.var.invalidKey``)."""
+    if isinstance(key, str):
+        return key
+    value = key.eval(data)
+    if not isinstance(value, str):
+        raise WorkflowError("direktiv.var.invalidKey", f"computed key must be a string, got {value!r}")
+    try:
+        check_key(value)
+    except InvalidKey as exc:
+        raise WorkflowError("direktiv.var.invalidKey", str(exc)) from None
+    return value

@@ -1,14 +1,101 @@
-"""The validated, compiled form of a workflow document."""
+"""The workflow model: a validated workflow, its states, and the contract of a state type.
+
+* :class:`Workflow` and :class:`StateSpec` are what validation builds (``isolde.validate``).
+* :class:`StateType` is the base class of every state type, built-in or third-party.
+* :class:`StateContext` is everything a state's ``run`` may use while an instance runs:
+  its variables, logging, the flow, the event bus and the action machinery.  The engine
+  provides it (``isolde.instance``); a plugin sees only this protocol.
+
+The engine owns everything common to all states (``log``, ``transform``,
+``transition``, ``catch``, committing variable writes atomically); a state type
+writes only its own step (STYLE.md practice 3)::
+
+    from isolde.plugin import StateType, hookimpl
+
+    class Hello(StateType):
+        name = "hello"
+        schema = '''
+        state hello "Greets someone." {
+            who!: jx "Whom to greet."
+        }
+        '''
+
+        def run(self, state, data, ctx):
+            return {**data, "greeting": f"Hello {state.fields['who'].eval(data)}"}
+
+    @hookimpl
+    def isolde_state_types():
+        return [Hello]
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence, TypeVar
 
-from .loader import Document
-from .states import StateSpec
+from .errors import WorkflowError
+from .expr import Expr
+
+if TYPE_CHECKING:
+    from .actions.spec import ActionSpec, Branch, Outcome
+    from .config import Config
+    from .events import EventBus
+    from .loader import Document
+    from .report import Report
+    from .store import Variable
+
+T = TypeVar("T")
+
+
+class StateType:
+    """Base class of every state type, built-in or third-party."""
+
+    name: ClassVar[str]
+    """The value of ``type:`` in YAML."""
+
+    schema: ClassVar[str]
+    """Declarations in the schema language: one ``state <name> {...}`` plus any helper ``struct``."""
+
+    example: ClassVar[str] = ""
+    """A short YAML example of the state, shown in the generated language reference."""
+
+    resumable: ClassVar[bool] = False
+    """True when running this state again from the same input is harmless: its only
+    effects are the writes it stages with ``ctx.set`` (committed atomically, or not at
+    all) and reads.  The daemon resumes an instance interrupted by a crash at such a
+    state; at any other state (an action already called an isolate) it marks the
+    instance failed with code ``interrupted`` instead of repeating the effect."""
+
+    def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
+        """Extra validation beyond the declared fields; report problems with ``report.error``
+        and precompute what ``run`` needs into ``state.extra``."""
+
+    def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
+        """Do the state's own work and return the new state data (before ``transform``).
+
+        Raise ``WorkflowError`` for a catchable failure; call ``ctx.transition(id)``
+        to choose the next state instead of the declared ``transition``.  Never
+        mutate ``data`` in place: return a new dict.
+        """
+        raise NotImplementedError
+
+
+@dataclass(slots=True, eq=False)
+class StateSpec:
+    """One validated state of a workflow, with its ``jx`` fields compiled."""
+
+    id: str
+    type: str
+    impl: StateType
+    fields: dict[str, Any]
+    path: tuple[Any, ...]
+    transform: Expr | None = None
+    transition: str | None = None
+    log: Expr | None = None
+    catch: tuple[tuple[str, str | None], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)  # per-plugin precomputed data (set in check)
 
 
 @dataclass(slots=True, eq=False)
@@ -30,6 +117,77 @@ class Workflow:
         return self.document.filename
 
 
+class StateContext(Protocol):
+    """What a state's ``run`` may use (the engine's instance context implements it)."""
+
+    namespace: str
+    instance_id: str
+    workflow: Workflow
+    state: StateSpec | None
+    step: int
+    """How many states this instance has entered (sent to isolates as ``Direktiv-Step``)."""
+
+    @property
+    def config(self) -> Config:
+        """The engine's configuration (a plugin's own table: ``config.section(name)``)."""
+
+    @property
+    def events(self) -> EventBus:
+        """The engine's CloudEvents bus (waiting in it is cancelled when the engine closes)."""
+
+    def limit(self, name: str) -> Any:
+        """A ``[limits]`` value of the configuration."""
+
+    def log(self, message: str) -> None:
+        """Append a line to the instance log."""
+
+    # -- variables -----------------------------------------------------------------
+    def get_many(self, items: Sequence[tuple[str, str]]) -> list[Variable | None]:
+        """Read ``(scope, key)`` variables of this instance's scopes from one snapshot."""
+
+    def set(self, scope: str, key: str, data: bytes | memoryview | None, mime: str = "application/json") -> None:
+        """Stage a write (``None`` deletes); all of a state's writes commit together after it."""
+
+    def lock(self, items: Sequence[tuple[str, str]]) -> None:
+        """Lock ``(scope, key)`` variables for this instance until it writes them or ends."""
+
+    def read_file(self, key: str) -> bytes | None:
+        """The bytes of a file of the namespace (``scope: file``), None when there is none."""
+
+    # -- flow ------------------------------------------------------------------------
+    def transition(self, state_id: str | None) -> None:
+        """Go to ``state_id`` next (None ends the instance), instead of the declared transition."""
+
+    def fail_at_end(self, code: str, message: str) -> None:
+        """Fail the instance with this error when it ends (the ``error`` state's rule)."""
+
+    def transform(self, expr: Expr, data: Any) -> dict[str, Any]:
+        """Apply a transform (``direktiv.jq.notObject`` unless it yields exactly one object)."""
+
+    def time_left(self) -> float | None:
+        """Seconds until the workflow's next timeout (``timeouts``), None without one."""
+
+    # -- functions -----------------------------------------------------------------------
+    def call_function(self, spec: ActionSpec, data: dict[str, Any], *, timeout: float | None = None) -> Any:
+        """Run one action as an ``action`` state does (input, secrets, files, retries, the
+        sidecar, ``out/`` staged with this state) and return its result (``.return``)."""
+
+    def start_function(self, spec: ActionSpec, data: dict[str, Any], *, timeout: float | None = None) -> None:
+        """Start an action in the background (``async: true``): its result is dropped."""
+
+    def run_branches(self, branches: Sequence[Branch], *, workers: int, timeout: float | None = None,
+                     first_success: bool = False) -> Outcome:
+        """Run several actions at once (``foreach``, ``parallel``): at most ``workers`` at a
+        time, bounded by ``timeout``; all must succeed, or the first success wins."""
+
+    def run_subflow(self, reference: str, input: Any, *, timeout: float) -> tuple[str, Any]:
+        """Run another workflow of the namespace as a child instance; returns (its instance
+        id, its output).  Raises its error as this state's."""
+
+    def resource(self, key: str, factory: Callable[[], T]) -> T:
+        """A per-engine object made on first use and closed (``close()``) with the engine."""
+
+
 def namespace_root(workflow: Workflow) -> Path:
     """The folder a leading ``/`` means in a subflow's ``workflow:`` or a ``scope: file`` key,
     and the folder neither may leave.
@@ -47,18 +205,23 @@ def namespace_root(workflow: Workflow) -> Path:
     return Path(os.path.abspath(name)).parent.resolve()
 
 
+def workflow_dir(workflow: Workflow) -> Path | None:
+    """The workflow file's directory (None for a workflow given as text)."""
+    name = workflow.filename
+    if not name or name.startswith("<"):
+        return None
+    return Path(os.path.abspath(name)).parent
+
+
 def inside_root(workflow: Workflow, name: str, *, what: str) -> Path:
     """``name`` resolved against the namespace root (a leading ``/``) or the workflow
     file's directory (relative), refused with ``isolde.files.unsafePath`` if it leaves
     the root (links included)."""
-    from .errors import WorkflowError
-
     root = namespace_root(workflow).resolve()
     if name.startswith("/"):
         base = root
     else:
-        fname = workflow.filename
-        base = Path(os.path.abspath(fname)).parent if fname and not fname.startswith("<") else root
+        base = workflow_dir(workflow) or root
     target = (base / name.lstrip("/")).resolve()
     if target != root and root not in target.parents:
         raise WorkflowError(
@@ -66,3 +229,6 @@ def inside_root(workflow: Workflow, name: str, *, what: str) -> Path:
             f"{what} {name!r} leaves the namespace root {root} (run with --root to choose another root)",
         )
     return target
+
+
+__all__ = ["StateContext", "StateSpec", "StateType", "Workflow", "inside_root", "namespace_root", "workflow_dir"]

@@ -1,6 +1,6 @@
 """The ``delay`` state: pause the instance for an ISO-8601 duration.
 
-The wait goes through the engine's event bus (``engine.events.sleep``), which
+The wait goes through the engine's event bus (``ctx.events.sleep``), which
 holds no lock while sleeping and is woken when the engine closes: the instance
 then fails with ``isolde.cancelled`` (not catchable: a closing engine must not
 run ``catch`` handlers).  The daemon can cancel one instance's delay with
@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, hookimpl
-from isolde.errors import IsoldeError
-from isolde.events import Cancelled, EventBus
+from isolde.plugin import Cancelled, EventBus, IsoldeError, StateContext, StateSpec, StateType, hookimpl
 
 
 def bus_of(ctx: StateContext) -> EventBus:
     """The engine's bus; an engine that is already closed cancels the instance instead."""
     try:
-        return ctx.engine.events
+        return ctx.events
     except IsoldeError:
         raise Cancelled("the engine is closing") from None
 

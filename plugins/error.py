@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, hookimpl
-from isolde.expr import to_text
+from isolde.plugin import StateContext, StateSpec, StateType, hookimpl, to_text
 
 _VERB = re.compile(r"%[vsdqf%]")
 

@@ -43,12 +43,23 @@ import binascii
 import re
 from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, Workflow, WorkflowError, hookimpl
-from isolde.events import EventError, EventFilter, Received
-from isolde.expr import Expr, Literal, Query, compile_expr
-from isolde.jqexpr import JqError, JqRuntime
-from isolde.plugins.delay import bus_of
-from isolde.validate import Report, parse_duration
+from isolde.plugin import (
+    Cancelled,
+    EventError,
+    EventFilter,
+    Expr,
+    Literal,
+    Received,
+    Report,
+    StateContext,
+    StateSpec,
+    StateType,
+    Workflow,
+    WorkflowError,
+    IsoldeError,
+    hookimpl,
+    parse_duration,
+)
 
 TIMEOUT = "direktiv.cancels.timeout.soft"
 INVALID_EVENT = "isolde.event.invalid"
@@ -80,12 +91,13 @@ struct event_out "The CloudEvent to publish." {
 """
 
 
-# -- context: compile at load (for errors), evaluate at run -------------------------------
+# -- context: compiled at load (errors located there), evaluated at run ------------------
 
 
-def _check_context(values: dict[str, Any] | None, raw: bool, path: tuple[Any, ...], report: Report,
-                   runtime: list[JqRuntime], *, generating: bool) -> None:
-    """Report bad keys and jq programs that do not compile in a ``context`` mapping."""
+def _compile_context(values: dict[str, Any] | None, raw: bool, path: tuple[Any, ...], report: Report,
+                     *, generating: bool) -> list[tuple[str, Expr]]:
+    """Check and compile a ``context`` mapping; bad keys and jq programs are reported."""
+    out: list[tuple[str, Expr]] = []
     for key, value in (values or {}).items():
         where = path + (key,)
         name = str(key).lower()
@@ -100,51 +112,23 @@ def _check_context(values: dict[str, Any] | None, raw: bool, path: tuple[Any, ..
         elif name in ("data", "data_base64"):
             report.error(where, "filters match context attributes only, not the event's data", key=True)
             continue
-        m = _TEMPLATE.match(value) if raw and isinstance(value, str) else None
-        if raw and m is None:
-            continue  # a literal
-        if not runtime:
-            runtime.append(JqRuntime())  # compile-only: no worker starts, nothing to close
-
-        def on_error(p: tuple[Any, ...], exc: JqError, offset: int | None) -> None:
-            report.error(p, f"invalid jq: {exc.msg}", offset=offset)
-
-        if m is not None:
-            try:
-                runtime[0].compile(m.group(1).strip())
-            except JqError as exc:
-                on_error(where, exc, None)
+        if raw:
+            m = _TEMPLATE.match(value) if isinstance(value, str) else None
+            expr = Literal(value) if m is None else report.compile(m.group(1).strip(), where, raw=True, shift=None)
         else:
-            compile_expr(value, raw=False, jq=runtime[0], path=where, on_error=on_error)
+            expr = report.compile(value, where, raw=False)
+        out.append((name, expr))
+    return out
 
 
-def _compile_value(value: Any, raw: bool, jq: JqRuntime) -> Expr:
-    if raw:
-        m = _TEMPLATE.match(value) if isinstance(value, str) else None
-        return Query(value, jq.compile(m.group(1).strip())) if m else Literal(value)
-
-    def on_error(p: tuple[Any, ...], exc: JqError, offset: int | None) -> None:
-        raise exc  # checked at load time; only a changed runtime could get here
-
-    return compile_expr(value, raw=False, jq=jq, path=(), on_error=on_error)
-
-
-def _context(state: StateSpec, slot: str, values: dict[str, Any] | None, ctx: StateContext,
-             data: dict[str, Any], *, literal_computed: bool = False) -> dict[str, Any]:
-    """Evaluate a ``context`` mapping against the state data (programs compiled once per engine).
+def _context(state: StateSpec, slot: str, data: dict[str, Any], *, literal_computed: bool = False) -> dict[str, Any]:
+    """Evaluate a compiled ``context`` mapping against the state data.
 
     With ``literal_computed`` (filters), a value computed by jq from the data matches
     exactly: its glob characters are escaped, so input such as ``"c*"`` cannot widen a
     filter to other callers' events.  Globs written in the workflow stay globs."""
-    if not values:
-        return {}
-    jq = ctx.engine.jq
-    cached = state.extra.get(slot)
-    if cached is None or cached[0] is not jq:
-        cached = (jq, [(str(k).lower(), _compile_value(v, ctx.workflow.raw, jq)) for k, v in values.items()])
-        state.extra[slot] = cached
     out = {}
-    for k, e in cached[1]:
+    for k, e in state.extra.get(slot, ()):
         value = e.eval(data)
         if literal_computed and not e.literal and isinstance(value, str):
             value = _GLOB_CHARS.sub(r"[\1]", value)
@@ -155,8 +139,8 @@ def _context(state: StateSpec, slot: str, values: dict[str, Any] | None, ctx: St
 _GLOB_CHARS = re.compile(r"([*?\[])")
 
 
-def _filters(state: StateSpec, specs: list[dict[str, Any]], ctx: StateContext, data: dict[str, Any]) -> list[EventFilter]:
-    return [EventFilter(s["type"], _context(state, f"context{i}", s.get("context"), ctx, data, literal_computed=True))
+def _filters(state: StateSpec, specs: list[dict[str, Any]], data: dict[str, Any]) -> list[EventFilter]:
+    return [EventFilter(s["type"], _context(state, f"context{i}", data, literal_computed=True))
             for i, s in enumerate(specs)]
 
 
@@ -175,7 +159,7 @@ def _place(data: dict[str, Any], received: Received) -> dict[str, Any]:
 
 def _wait(state: StateSpec, filters: list[EventFilter], ctx: StateContext, *, all: bool) -> Received:
     """Wait on the bus; log once when the wait blocks; raise the soft timeout."""
-    bus = bus_of(ctx)
+    bus = _bus(ctx)
     timeout = state.fields.get("timeout")
     timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
     got = bus.wait(ctx.namespace, filters, 0, all=all, owner=ctx.instance_id)
@@ -186,6 +170,14 @@ def _wait(state: StateSpec, filters: list[EventFilter], ctx: StateContext, *, al
         if got is None:
             raise WorkflowError(TIMEOUT, f"no event {what} arrived within {_span(timeout)} (state timeout)")
     return got
+
+
+def _bus(ctx: StateContext) -> Any:
+    """The engine's bus; an engine that is already closed cancels the instance instead."""
+    try:
+        return ctx.events
+    except IsoldeError:
+        raise Cancelled("the engine is closing") from None
 
 
 def _span(seconds: float) -> str:
@@ -223,7 +215,8 @@ class GenerateEvent(StateType):
         path = state.path + ("event",)
         if "datacontenttype" in ev and "data_content_type" in ev:
             report.error(path + ("data_content_type",), "give datacontenttype or data_content_type, not both", key=True)
-        _check_context(ev.get("context"), workflow.raw, path + ("context",), report, [], generating=True)
+        state.extra["context"] = _compile_context(ev.get("context"), workflow.raw, path + ("context",), report,
+                                                  generating=True)
         delay = state.fields.get("delay")
         seconds = 0.0
         if delay is not None and delay != "immediate":
@@ -238,7 +231,7 @@ class GenerateEvent(StateType):
         ev = state.fields["event"]
         ctype = ev.get("datacontenttype") or ev.get("data_content_type")
         event: dict[str, Any] = {"type": ev["type"], "source": ev["source"]}
-        for key, value in _context(state, "context", ev.get("context"), ctx, data).items():
+        for key, value in _context(state, "context", data).items():
             event[key] = value
         if ctype:
             event["datacontenttype"] = ctype
@@ -253,7 +246,7 @@ class GenerateEvent(StateType):
                     event["data"] = payload
             else:
                 event["data"] = payload
-        bus = bus_of(ctx)
+        bus = _bus(ctx)
         try:
             if state.extra["delay"] > 0:
                 sent = bus.publish_later(ctx.namespace, event, state.extra["delay"])
@@ -289,11 +282,11 @@ class ConsumeEvent(StateType):
 """
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
-        _check_context(state.fields["event"].get("context"), workflow.raw, state.path + ("event", "context"),
-                       report, [], generating=False)
+        state.extra["context0"] = _compile_context(state.fields["event"].get("context"), workflow.raw,
+                                                   state.path + ("event", "context"), report, generating=False)
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
-        filters = _filters(state, [state.fields["event"]], ctx, data)
+        filters = _filters(state, [state.fields["event"]], data)
         return _place(data, _wait(state, filters, ctx, all=False))
 
 
@@ -318,7 +311,7 @@ class EventsAnd(StateType):
         _check_events(state, workflow, report, [(i, e) for i, e in enumerate(state.fields["events"])], ())
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
-        filters = _filters(state, state.fields["events"], ctx, data)
+        filters = _filters(state, state.fields["events"], data)
         return _place(data, _wait(state, filters, ctx, all=True))
 
 
@@ -347,7 +340,7 @@ class EventsXor(StateType):
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
         branches = state.fields["events"]
-        filters = _filters(state, [b["event"] for b in branches], ctx, data)
+        filters = _filters(state, [b["event"] for b in branches], data)
         got = _wait(state, filters, ctx, all=False)
         branch = branches[got[0][0]]
         out = _place(data, got)
@@ -363,10 +356,11 @@ def _check_events(state: StateSpec, workflow: Workflow, report: Report, specs: l
                   inner: tuple[str, ...]) -> None:
     if not specs:
         report.error(state.path + ("events",), "at least one event is required")
-    runtime: list[JqRuntime] = []
     for i, spec in specs:
-        _check_context(spec.get("context"), workflow.raw, state.path + ("events", i) + inner + ("context",),
-                       report, runtime, generating=False)
+        state.extra[f"context{i}"] = _compile_context(
+            spec.get("context"), workflow.raw, state.path + ("events", i) + inner + ("context",), report,
+            generating=False,
+        )
 
 
 class EventAnd(EventsAnd):

@@ -1,10 +1,8 @@
 """The ``foreach`` state: one action per item of an array, results at ``.return[i]``.
 
-It also holds :func:`run_branches`, the machinery that runs several actions at
-once and that ``parallel`` shares: each action goes through
-``isolde.plugins.action.perform`` (retries, secrets, files, ``out/``, the
-sidecar, timeouts), so an action inside a ``foreach`` or ``parallel`` behaves
-exactly like an ``action`` state.
+Its items run through ``ctx.run_branches``, the engine's machinery for several
+actions at once (``parallel`` uses it too): each goes the way of an ``action``
+state (retries, secrets, files, ``out/``, the sidecar, timeouts).
 
 Decisions (Direktiv where it had a rule, written down where it did not):
 
@@ -33,188 +31,23 @@ Decisions (Direktiv where it had a rule, written down where it did not):
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, Workflow, hookimpl
-from isolde.isolates import isolates_for
-from isolde.errors import InstanceFailure, WorkflowError
-from isolde.expr import Query
-from isolde.plugins.action import ActionSpec, perform
-from isolde.validate import Report
+from isolde.plugin import (
+    ActionSpec,
+    Branch,
+    Query,
+    Report,
+    StateContext,
+    StateSpec,
+    StateType,
+    Workflow,
+    WorkflowError,
+    compile_action,
+    hookimpl,
+)
 
 BAD_ARRAY = "direktiv.foreach.badArray"
-SOFT_TIMEOUT = "direktiv.cancels.timeout.soft"
-
-
-# --------------------------------------------------------------------------- running actions side by side
-
-
-@dataclass(slots=True)
-class Branch:
-    """One action to run: what to call and the data its ``input`` is evaluated against."""
-
-    spec: ActionSpec
-    source: Any
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What :func:`run_branches` gives back.
-
-    ``results[i]`` is branch *i*'s result (None for a branch without one);
-    ``errors`` holds ``(i, error)`` in the order the failures arrived;
-    ``winner`` is the branch that decided a first-success run.
-    """
-
-    results: list[Any]
-    errors: list[tuple[int, WorkflowError]] = field(default_factory=list)
-    winner: int | None = None
-
-
-class _Run:
-    """Shared state of one :func:`run_branches` call; every field is guarded by ``cond``."""
-
-    def __init__(self, ctx: StateContext, branches: Sequence[Branch], deadline: float | None, first_success: bool) -> None:
-        self.ctx = ctx
-        self.branches = branches
-        self.deadline = deadline
-        self.first_success = first_success
-        self.cond = threading.Condition()
-        n = len(branches)
-        self.results: list[Any] = [None] * n
-        self.staged: list[list[tuple[str, str, Any, str]]] = [[] for _ in range(n)]
-        self.errors: list[tuple[int, WorkflowError]] = []
-        self.failure: BaseException | None = None  # uncatchable, or a bug
-        self.winner: int | None = None
-        self.next = 0
-        self.finished = 0
-        self.decided = False  # the state has its answer: start nothing more, drop late output
-
-    # -- workers -------------------------------------------------------------------------
-    def work(self) -> None:
-        while True:
-            with self.cond:
-                if self.decided or self.next >= len(self.branches):
-                    return
-                i = self.next
-                self.next += 1
-            branch = self.branches[i]
-            try:
-                left = self._time_left()
-                if left is not None and left <= 0:
-                    raise WorkflowError(SOFT_TIMEOUT, "the state's timeout passed before this call could start")
-                value = perform(
-                    self.ctx, branch.spec, branch.source, timeout=left, iterator=i, deadline=self.deadline,
-                    stage=lambda scope, key, data, mime, i=i: self._stage(i, scope, key, data, mime),
-                    flush=lambda i=i: self._flush(i),
-                )
-            except WorkflowError as exc:
-                self._done(i, error=exc)
-            except BaseException as exc:  # a bug below perform: fail the instance, not the thread
-                self._done(i, crash=exc)
-            else:
-                self._done(i, value=value)
-
-    def _time_left(self) -> float | None:
-        if self.deadline is None:
-            return None
-        return self.deadline - time.monotonic()
-
-    def _stage(self, i: int, scope: str, key: str, data: Any, mime: str) -> None:
-        with self.cond:
-            if not self.decided:
-                self.staged[i].append((scope, key, data, mime))
-
-    def _flush(self, i: int) -> None:
-        """A call failed with a catchable error: what it left in ``out/`` is stored at
-        once (as for an action state), unless the state has already moved on."""
-        with self.cond:
-            items, self.staged[i] = self.staged[i], []
-            if self.decided or not items:
-                return
-            for scope, key, data, mime in items:
-                self.ctx.set(scope, key, data, mime)
-            self.ctx.commit()
-
-    def _done(self, i: int, *, value: Any = None, error: WorkflowError | None = None, crash: BaseException | None = None) -> None:
-        with self.cond:
-            self.finished += 1
-            if self.decided:
-                return
-            if crash is not None or (error is not None and not error.catchable):
-                self.failure = crash if crash is not None else error
-                self.decided = True
-            elif error is not None:
-                self.errors.append((i, error))
-                if not self.first_success or self.finished == len(self.branches):
-                    self.decided = True
-            else:
-                self.results[i] = value
-                if self.first_success:
-                    self.winner = i
-                    self.decided = True
-                elif self.finished == len(self.branches):
-                    self.decided = True
-            if self.decided:
-                self.cond.notify_all()
-
-
-def run_branches(
-    ctx: StateContext,
-    branches: Sequence[Branch],
-    *,
-    workers: int,
-    timeout: float | None = None,
-    first_success: bool = False,
-) -> Outcome:
-    """Run ``branches`` with at most ``workers`` calls at a time and wait for the answer.
-
-    All-mode (``first_success=False``): done when every branch succeeded, or at
-    the first failure.  First-success mode: done at the first success, or when
-    every branch failed.  An uncatchable failure (or a bug) of any branch is
-    raised at once.  The ``out/`` values of the branches that count (all of
-    them; the winner) are staged on ``ctx`` in branch order, so they commit
-    with the state; everything a branch produces after the answer is dropped.
-    Calls still under way are not waited for.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    run = _Run(ctx, branches, deadline, first_success)
-    if not branches:
-        return Outcome([])
-    threads = []
-    for n in range(min(max(1, workers), len(branches))):
-        t = threading.Thread(target=run.work, name=f"isolde-branch-{ctx.instance_id[:8]}-{n}", daemon=True)
-        t.start()
-        threads.append(t)
-    with run.cond:
-        if deadline is None:
-            run.cond.wait_for(lambda: run.decided)
-        elif not run.cond.wait_for(lambda: run.decided, timeout=max(deadline - time.monotonic(), 0) + 1.0):
-            # the calls overran the state's timeout (a runner that ignores its deadline)
-            run.decided = True
-            run.failure = WorkflowError(SOFT_TIMEOUT, "the state's timeout passed with calls still under way")
-        if run.next < len(branches) or any(t.is_alive() for t in threads if t is not threading.current_thread()):
-            # decided with calls still under way: first end their action ids (the sidecar
-            # refuses what they still send), then tell their isolates to stop (DELETE)
-            sidecar = ctx.engine.peek_resource("sidecar")
-            if sidecar is not None:
-                sidecar.revoke_instance(ctx.instance_id)
-            isolates_for(ctx.engine).cancel_instance(ctx.instance_id)
-        if run.failure is not None:
-            failure = run.failure
-            if isinstance(failure, WorkflowError):
-                raise failure
-            raise InstanceFailure(f"{type(failure).__name__}: {failure}", code="isolde.internal") from failure
-        keep = [run.winner] if first_success else (range(len(branches)) if not run.errors else [])
-        for i in keep:
-            if i is None:
-                continue
-            for scope, key, data, mime in run.staged[i]:
-                ctx.set(scope, key, data, mime)
-        return Outcome(list(run.results), list(run.errors), run.winner)
 
 
 def state_timeout(state: StateSpec) -> float | None:
@@ -246,7 +79,7 @@ class Foreach(StateType):
 """
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
-        state.extra["spec"] = ActionSpec.build(state.fields["action"], workflow, report, state.path + ("action",))
+        state.extra["spec"] = compile_action(state.fields["action"], workflow, report, state.path + ("action",))
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
         items = items_of(state.fields["array"], data)
@@ -260,13 +93,9 @@ class Foreach(StateType):
                     )
         if not items:
             return {**data, "return": []}
-        ctx.log(f"foreach: {len(items)} item(s), at most {ctx.engine.config.limit('foreach_concurrency')} at a time")
-        outcome = run_branches(
-            ctx,
-            [Branch(spec, item) for item in items],
-            workers=int(ctx.engine.config.limit("foreach_concurrency")),
-            timeout=state_timeout(state),
-        )
+        workers = int(ctx.limit("foreach_concurrency"))
+        ctx.log(f"foreach: {len(items)} item(s), at most {workers} at a time")
+        outcome = ctx.run_branches([Branch(spec, item) for item in items], workers=workers, timeout=state_timeout(state))
         if outcome.errors:
             i, err = outcome.errors[0]
             ctx.log(f"foreach: item {i} failed with {err.code}")
@@ -302,4 +131,4 @@ def isolde_state_types() -> list[type[StateType]]:
     return [Foreach]
 
 
-__all__ = ["BAD_ARRAY", "Branch", "Foreach", "Outcome", "items_of", "run_branches", "state_timeout"]
+__all__ = ["BAD_ARRAY", "Foreach", "items_of"]

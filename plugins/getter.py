@@ -13,11 +13,20 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, Workflow, WorkflowError, hookimpl
-from isolde.expr import Expr
-from isolde.store import InvalidKey, check_key
-from isolde.validate import Report
-from isolde.variables import decode
+from isolde.plugin import (
+    Expr,
+    InvalidKey,
+    Report,
+    StateContext,
+    StateSpec,
+    StateType,
+    Workflow,
+    WorkflowError,
+    check_key,
+    decode,
+    hookimpl,
+    resolve_key,
+)
 
 
 class Getter(StateType):
@@ -84,8 +93,6 @@ class Getter(StateType):
 
 def _with_files(items: list[tuple[str, Any, str | None, bool]], data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
     """A getter that reads files of the namespace as well as variables (rare: the Knative era)."""
-    from isolde.plugins.action import read_file_scope
-
     current = data.get("var")
     var = dict(current) if isinstance(current, dict) else {}
     keys = {i: resolve_key(key, data) for i, (scope, key, _, _) in enumerate(items) if scope != "file"}
@@ -100,27 +107,9 @@ def _with_files(items: list[tuple[str, Any, str | None, bool]], data: dict[str, 
         path = key.eval(data) if isinstance(key, Expr) else key
         if not isinstance(path, str) or not path.strip("/"):
             raise WorkflowError("direktiv.var.invalidKey", f"computed file path must be a non-empty string, got {path!r}")
-        found = read_file_scope(ctx.workflow, path, ctx.max_variable_bytes)
-        var[name or path] = None if found is None else base64.b64encode(found.data).decode("ascii")
+        found = ctx.read_file(path)
+        var[name or path] = None if found is None else base64.b64encode(found).decode("ascii")
     return {**data, "var": var}
-
-
-def resolve_key(key: str | Expr, data: dict[str, Any]) -> str:
-    """A key as written, or computed by jq(...) and checked against the key rules then."""
-    if isinstance(key, str):
-        return key
-    value = key.eval(data)
-    if not isinstance(value, str):
-        from isolde import WorkflowError
-
-        raise WorkflowError("direktiv.var.invalidKey", f"computed key must be a string, got {value!r}")
-    try:
-        check_key(value)
-    except InvalidKey as exc:
-        from isolde import WorkflowError
-
-        raise WorkflowError("direktiv.var.invalidKey", str(exc)) from None
-    return value
 
 
 @hookimpl

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, hookimpl
+from isolde.plugin import StateContext, StateSpec, StateType, hookimpl
 
 
 class Noop(StateType):

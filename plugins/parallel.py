@@ -26,11 +26,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, Workflow, hookimpl
-from isolde.errors import WorkflowError
-from isolde.plugins.action import ActionSpec
-from isolde.plugins.foreach import Branch, run_branches, state_timeout
-from isolde.validate import Report
+from isolde.plugin import (
+    ActionSpec,
+    Branch,
+    Report,
+    StateContext,
+    StateSpec,
+    StateType,
+    Workflow,
+    WorkflowError,
+    compile_action,
+    hookimpl,
+)
 
 ALL_FAILED = "direktiv.parallel.allFailed"
 
@@ -63,17 +70,17 @@ class Parallel(StateType):
             report.error(state.path + ("actions",), "a parallel state needs at least one action")
             return
         state.extra["specs"] = [
-            ActionSpec.build(a, workflow, report, state.path + ("actions", i)) for i, a in enumerate(actions)
+            compile_action(a, workflow, report, state.path + ("actions", i)) for i, a in enumerate(actions)
         ]
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
         specs: list[ActionSpec] = state.extra["specs"]
         first_success = state.fields["mode"] == "or"
-        outcome = run_branches(
-            ctx,
+        timeout = state.fields.get("timeout")
+        outcome = ctx.run_branches(
             [Branch(spec, data) for spec in specs],
             workers=len(specs),
-            timeout=state_timeout(state),
+            timeout=None if timeout is None else float(timeout),
             first_success=first_success,
         )
         if first_success:

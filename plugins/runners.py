@@ -2,7 +2,7 @@
 
 Each is an ``isolde.isolates.Runner`` registered through ``isolde_isolate_runners``,
 the same hook a third-party package uses (a container runner, say).  The fields
-of each function type are declared in ``isolde.plugins.action``.
+of each function type are declared here too (``FUNCTIONS``).
 
 * ``process`` starts ``command`` once per engine (``$PORT``, ``$DIREKTIV_SIDECAR``),
   waits for it to listen, reuses it, restarts it if it died, stops it at close.
@@ -20,27 +20,85 @@ import importlib
 import json
 import shlex
 import threading
-import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
-from isolde import hookimpl
-from isolde.errors import ConfigError, InstanceFailure, IsoldeError, ValidationError, WorkflowError
-from isolde.isolates import (
+from isolde.plugin import (
     UNAVAILABLE_CODE,
     ActionRequest,
     ActionTimeout,
+    Config,
+    ConfigError,
+    ErrorReply,
     HttpIsolate,
+    InstanceFailure,
+    IsoldeError,
     IsolateProcess,
     Response,
     Runner,
-    isolates_for,
+    RunnerHost,
+    WorkflowError,
+    hookimpl,
     parse_url,
     stderr_line,
 )
 
-if TYPE_CHECKING:
-    from isolde import Config, Engine, Workflow
+FUNCTIONS = """
+struct envvar "An environment variable of an isolate." {
+    name!: string
+    value: string | number | bool
+}
+function isolated "A container image (Direktiv v0.3-v0.6 isolated function); isolde runs it as [images.\\"NAME\\"] in isolde.toml maps it." {
+    image!: string         "The image; map it in isolde.toml: [images.\\"NAME\\"] with command = [...] or url = \\"...\\"."
+    cmd: string            "Direktiv's command override (isolde runs what the mapping says)."
+    size: "small" | "medium" | "large"  "Direktiv's resource size (ignored by isolde)."
+    scale: int             "Direktiv's minimum scale (ignored by isolde)."
+    files: [file]          "Variables written into the action folder before each call (v0.3 era)."
+    envs: [envvar]         "Environment variables for the isolate's process."
+}
+function reusable "A container image kept running between calls (Direktiv v0.3-v0.6); mapped like isolated." {
+    image!: string         "The image; map it in isolde.toml: [images.\\"NAME\\"]."
+    cmd: string            "Direktiv's command override (ignored)."
+    size: "small" | "medium" | "large"  "Direktiv's resource size (ignored)."
+    scale: int             "Direktiv's minimum scale (ignored)."
+    files: [file]          "Variables written into the action folder before each call."
+    envs: [envvar]         "Environment variables for the isolate's process."
+}
+function knative-workflow "A container image of this workflow (Direktiv v0.6+); mapped like isolated." {
+    image!: string         "The image; map it in isolde.toml: [images.\\"NAME\\"]."
+    cmd: string            "Direktiv's command override (ignored)."
+    size: "small" | "medium" | "large"  "Direktiv's resource size (ignored)."
+    envs: [envvar]         "Environment variables for the isolate's process."
+    patches: any           "Direktiv's Knative service patches (ignored)."
+    files: [file]          "Variables written into the action folder before each call."
+}
+function knative-namespace "A service of the namespace (Direktiv v0.4+); map its name in isolde.toml [images.\\"NAME\\"]." {
+    service!: string       "The service's name or path."
+    files: [file]          "Variables written into the action folder before each call."
+}
+function knative-global "A service shared by all namespaces (Direktiv v0.4+); map its name in isolde.toml [images.\\"NAME\\"]." {
+    service!: string       "The service's name."
+    files: [file]          "Variables written into the action folder before each call."
+}
+function subflow "Another workflow of the namespace, run as a child instance." {
+    workflow!: string      "Its file, relative to this workflow's directory (a leading / means the namespace root; .yaml may be left out)."
+}
+function process "A program isolde starts and calls over HTTP (it listens on $PORT)." {
+    command!: [string] | string  "The program and its arguments, run in the workflow's directory."
+    port: int              "A fixed port instead of a free one."
+    env: {string}          "Extra environment variables."
+    files: [file]          "Variables written into the action folder before each call."
+}
+function http "An isolate already listening at a URL (e.g. a container you started)." {
+    url!: string           "Where to POST, e.g. http://127.0.0.1:8080/."
+    files: [file]          "Variables written into the action folder before each call."
+}
+function python "A Python callable run in-process, function(input, request) (for embedding)." {
+    call!: string          "module:function; the module must be importable."
+    files: [file]          "Variables written into the action folder before each call."
+}
+"""
+
 
 IMAGE_TYPES = ("isolated", "reusable", "knative-workflow", "knative-namespace", "knative-global")
 _IMAGE_KEYS = ("command", "url", "env", "port")
@@ -93,11 +151,11 @@ class ProcessRunner(HttpIsolate):
 
     types = ("process",)
 
-    def __init__(self, engine: Engine, function: Mapping[str, Any], base_dir: Path) -> None:
-        super().__init__(engine, function, base_dir)
+    def __init__(self, host: RunnerHost, function: Mapping[str, Any], base_dir: Path) -> None:
+        super().__init__(host, function, base_dir)
         name = str(function.get("name") or function.get("id") or "process")
         where = f"function '{name}'"
-        settings = isolates_for(engine).settings
+        settings = host.settings
         self.process = IsolateProcess(
             _command(function.get("command"), where),
             name=name,
@@ -140,8 +198,8 @@ class HttpRunner(HttpIsolate):
 
     types = ("http",)
 
-    def __init__(self, engine: Engine, function: Mapping[str, Any], base_dir: Path) -> None:
-        super().__init__(engine, function, base_dir)
+    def __init__(self, host: RunnerHost, function: Mapping[str, Any], base_dir: Path) -> None:
+        super().__init__(host, function, base_dir)
         try:
             self.set_url(str(function.get("url", "")))
         except ConfigError as exc:
@@ -181,8 +239,8 @@ class PythonRunner(Runner):
 
     types = ("python",)
 
-    def __init__(self, engine: Engine, function: Mapping[str, Any], base_dir: Path) -> None:
-        super().__init__(engine, function, base_dir)
+    def __init__(self, host: RunnerHost, function: Mapping[str, Any], base_dir: Path) -> None:
+        super().__init__(host, function, base_dir)
         self.target = str(function.get("call", ""))
         self._fn: Callable[..., Any] | None = None
         self._lock = threading.Lock()
@@ -252,7 +310,7 @@ class PythonRunner(Runner):
         kind, value = outcome[0]
         if kind == "error":
             if isinstance(value, WorkflowError):
-                raise value
+                raise ErrorReply(value.code, value.msg) if value.catchable else value
             raise InstanceFailure(f"{self.describe()} raised {type(value).__name__}: {value}", code="isolde.isolate.failed")
         if isinstance(value, Response):
             return value
@@ -262,20 +320,6 @@ class PythonRunner(Runner):
 
 
 # --------------------------------------------------------------------------- subflow
-
-
-def resolve_subflow(name: str, parent: Workflow) -> Path:
-    """Where ``workflow:`` of a subflow points: relative to the parent workflow file's
-    directory, or with a leading ``/`` to the namespace root
-    (``isolde.workflow.namespace_root``), never outside that root; ``.yaml`` /
-    ``.yml`` may be left out."""
-    from isolde.workflow import inside_root
-
-    first = inside_root(parent, name, what="subflow")
-    for candidate in (first, first.with_name(first.name + ".yaml"), first.with_name(first.name + ".yml")):
-        if candidate.is_file():
-            return candidate
-    return first
 
 
 class SubflowRunner(Runner):
@@ -303,54 +347,7 @@ class SubflowRunner(Runner):
         if ctx is None:
             raise IsoldeError("a subflow call needs the calling state's context")
         name = str(request.function.get("workflow", ""))
-        path = resolve_subflow(name, ctx.workflow)
-        engine = ctx.engine
-        hub = isolates_for(engine)
-        depth = hub.depth.get(ctx.instance_id, 0) + 1
-        limit = int(engine.config.limit("max_subflow_depth"))
-        if depth > limit:
-            raise WorkflowError(
-                "direktiv.limits.depth",
-                f"subflow '{name}' would nest {depth} deep, over the limit of {limit} "
-                "(raise [limits] max_subflow_depth in isolde.toml)",
-            )
-        root = ctx.workflow.root
-        try:
-            if root is not None:  # daemon mode: the child is the workflow its path names
-                wid = path.relative_to(root).with_suffix("").as_posix()
-                workflow = engine.load(path, workflow_id=wid)
-                workflow.id, workflow.root = wid, root
-            else:
-                workflow = engine.load(path)
-        except FileNotFoundError:
-            raise WorkflowError(
-                "isolde.subflow.notFound",
-                f"subflow '{name}' not found: looked for {path} (relative names start at the calling "
-                "workflow's directory, a leading / at the namespace root)",
-            ) from None
-        except ValidationError as exc:
-            first = exc.diagnostics[0] if exc.diagnostics else exc
-            raise WorkflowError("isolde.subflow.invalid", f"subflow '{name}' is not a valid workflow: {first}") from None
-        child = str(uuid.uuid4())
-        hub.depth[child] = depth
-        try:
-            if request.background:
-                # Fire and forget: the parent may have ended and its engine begun to close,
-                # which makes engine.run refuse new instances; a child started before that
-                # still runs to its end (the isolates hub waits for it before the store closes).
-                from isolde.instance import run_instance
-
-                data = engine.instance_input(request.input)
-                result = run_instance(engine, workflow, data, namespace=ctx.namespace, instance_id=child, sink=engine.log_sink)
-            else:
-                result = engine.run(workflow, input=request.input, namespace=ctx.namespace, instance_id=child)
-        finally:
-            hub.depth.pop(child, None)
-        if not result.ok:
-            err = result.error
-            code, message = (err.code, err.message) if err is not None else ("isolde.subflow.failed", "failed")
-            raise WorkflowError(code, message)
-        return Response.of(result.output)
+        return Response.of(ctx.run_subflow(name, request.input, background=request.background))
 
 
 # --------------------------------------------------------------------------- images
@@ -398,8 +395,8 @@ class ImageRunner(Runner):
 
     types = IMAGE_TYPES
 
-    def __init__(self, engine: Engine, function: Mapping[str, Any], base_dir: Path) -> None:
-        super().__init__(engine, function, base_dir)
+    def __init__(self, host: RunnerHost, function: Mapping[str, Any], base_dir: Path) -> None:
+        super().__init__(host, function, base_dir)
         self.name = str(function.get("image") or function.get("service") or "")
         self._target: Runner | None = None
 
@@ -409,22 +406,22 @@ class ImageRunner(Runner):
     def _resolve(self) -> Runner:
         if self._target is not None:
             return self._target
-        config = self.engine.config
+        config = self.host.config
         found = image_lookup(config.data.get("images", {}) or {}, self.name)
         if found is None:
             raise WorkflowError("isolde.image.unmapped", unmapped_message(self.function))
         mapped, entry = found
-        hub = isolates_for(self.engine)
+        hub = self.host
         config_dir = config.path.parent.resolve() if config.path else Path.cwd()
         if "url" in entry:
             fn = {"id": self.function.get("id"), "type": "http", "url": entry["url"]}
-            self._target = hub.shared(HttpRunner.key(fn, config_dir), lambda: HttpRunner(self.engine, fn, config_dir))
+            self._target = hub.shared(HttpRunner.key(fn, config_dir), lambda: HttpRunner(self.host, fn, config_dir))
         else:
             env = {**_env(entry.get("env"), f"[images.{json.dumps(mapped)}]"),
                    **_env(self.function.get("envs"), f"function '{self.function.get('id')}'")}
             fn = {"id": self.function.get("id"), "name": mapped, "type": "process",
                   "command": entry["command"], "env": env, "port": entry.get("port")}
-            self._target = hub.shared(ProcessRunner.key(fn, config_dir), lambda: ProcessRunner(self.engine, fn, config_dir))
+            self._target = hub.shared(ProcessRunner.key(fn, config_dir), lambda: ProcessRunner(self.host, fn, config_dir))
         return self._target
 
     def call(self, request: ActionRequest) -> Response:
@@ -467,6 +464,11 @@ def isolde_isolate_runners() -> list[type[Runner]]:
 
 
 @hookimpl
+def isolde_declarations() -> str:
+    return FUNCTIONS
+
+
+@hookimpl
 def isolde_configure(config: Config) -> None:
     check_images(config)
 
@@ -479,6 +481,5 @@ __all__ = [
     "PythonRunner",
     "SubflowRunner",
     "image_lookup",
-    "resolve_subflow",
     "unmapped_message",
 ]

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, Workflow, hookimpl
-from isolde.plugins.getter import resolve_key
-from isolde.validate import Report
-from isolde.variables import JSON, encode
+from isolde.plugin import JSON, Report, StateContext, StateSpec, StateType, Workflow, encode, hookimpl, resolve_key
 
 
 class Setter(StateType):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, hookimpl
-from isolde.expr import truthy
+from isolde.plugin import StateContext, StateSpec, StateType, hookimpl, truthy
 
 
 class Switch(StateType):

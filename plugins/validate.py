@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, Workflow, WorkflowError, hookimpl
-from isolde.validate import Report
+from isolde.plugin import Report, StateContext, StateSpec, StateType, Workflow, WorkflowError, hookimpl
 
 SCHEMA_FAILED = "direktiv.schema.failed"
 MAX_LISTED = 10

@@ -99,7 +99,7 @@ GREETER = '''
         """
 
         def run(self, state, data, ctx):
-            greeting = ctx.engine.config.section("greeter").get("greeting", "Hello")
+            greeting = ctx.config.section("greeter").get("greeting", "Hello")
             return {**data, "greetings": [f"{greeting} {p['name']}" for p in state.fields["people"]]}
 
 
@@ -256,7 +256,7 @@ def test_hook_isolde_store(install: Install, tmp_path: Path) -> None:
 RUNNER_PLUGIN = '''
     """A function type `upper` served by an in-process runner."""
     from isolde import hookimpl
-    from isolde.isolates import Response, Runner
+    from isolde.plugin import Response, Runner
 
 
     class Upper(Runner):
@@ -461,7 +461,7 @@ TICK = '''
         schema = 'state tick "Counts its runs, per engine." { }'
 
         def run(self, state, data, ctx):
-            counter = ctx.engine.resource("tick-test", itertools.count)  # per engine, closed with it
+            counter = ctx.resource("tick-test", itertools.count)  # per engine, closed with it
             return {"tick": next(counter) + 1}
 
 

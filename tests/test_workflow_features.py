@@ -399,8 +399,6 @@ def test_scope_file_cannot_read_outside_the_root_or_special_files(engine: Any, t
 
 
 def test_a_resumed_instance_keeps_counting_its_timeouts_from_its_start(engine: Any) -> None:
-    from isolde.instance import run_instance
-
     wf = engine.load(
         "id: t\ntimeouts:\n  interrupt: PT2S\nstates:\n- id: a\n  type: delay\n  duration: PT5S\n"
     )
@@ -408,6 +406,6 @@ def test_a_resumed_instance_keeps_counting_its_timeouts_from_its_start(engine: A
 
     begun = _time.monotonic()
     # started 1.8 s ago (as a record restored after a restart would say): 0.2 s are left
-    res = run_instance(engine, wf, {}, namespace="default", instance_id="resumed-1", started_at=_time.time() - 1.8)
+    res = engine.run_loaded(wf, {}, instance_id="resumed-1", started_at=_time.time() - 1.8)
     assert res.error is not None and res.error.code == "direktiv.cancels.timeout.soft"
     assert _time.monotonic() - begun < 1.5

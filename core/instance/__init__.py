@@ -1,0 +1,15 @@
+"""Running instances: the loop, the context states see, the services they use."""
+
+from __future__ import annotations
+
+from .context import InstanceContext
+from .loop import StepHook, run_instance
+from .result import ErrorInfo, Result
+from .services import Lazy, Limits, LogSink, Services
+from .subflows import Subflows, resolve_subflow
+from .transform import apply_transform
+
+__all__ = [
+    "ErrorInfo", "InstanceContext", "Lazy", "Limits", "LogSink", "Result", "Services", "StepHook", "Subflows",
+    "apply_transform", "resolve_subflow", "run_instance",
+]

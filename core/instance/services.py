@@ -1,0 +1,109 @@
+"""The collaborators of running instances, built by the ``Engine`` (STYLE.md practice 11).
+
+Each service is made on first use (``validate`` never opens the store, a workflow
+without actions never starts the sidecar) and registered with the engine's
+``ExitStack`` when it is made, so the engine closes them in reverse order of creation.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+
+from ..errors import IsoldeError
+
+if TYPE_CHECKING:
+    from ..actions.call import Functions
+    from ..config import Config
+    from ..events import EventBus
+    from ..guards import Deadlines
+    from ..jqexpr import JqRuntime
+    from ..locks import VariableLocks
+    from ..store import VariableStore
+    from ..workflow import Workflow
+
+T = TypeVar("T")
+
+LogSink = Callable[[str, str, str], None]
+"""Receives (instance id, state id, message) for each instance log line."""
+
+
+class Lazy(Generic[T]):
+    """A service made by ``factory`` on first :meth:`get`, then handed to ``made``
+    (the engine registers its ``close`` there)."""
+
+    __slots__ = ("_factory", "_made", "_value", "_lock", "closed")
+
+    def __init__(self, factory: Callable[[], T], made: Callable[[T], None]) -> None:
+        self._factory = factory
+        self._made = made
+        self._value: T | None = None
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def get(self) -> T:
+        value = self._value
+        if value is not None:
+            return value
+        with self._lock:
+            if self._value is None:
+                if self.closed:
+                    raise IsoldeError("this Engine is closed")
+                value = self._factory()
+                self._made(value)
+                self._value = value
+            return self._value
+
+    def peek(self) -> T | None:
+        """The service if it was made, without making it."""
+        return self._value
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The ``[limits]`` an instance consults on every state, read once."""
+
+    max_steps: int
+    max_variable_bytes: int
+    max_data_bytes: int
+    lock_wait: float
+    foreach_concurrency: int
+    max_subflow_depth: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> Limits:
+        return cls(
+            max_steps=int(config.limit("max_steps")),
+            max_variable_bytes=int(config.limit("max_variable_bytes")),
+            max_data_bytes=int(config.limit("max_data_bytes")),
+            lock_wait=float(config.limit("lock_wait")),
+            foreach_concurrency=int(config.limit("foreach_concurrency")),
+            max_subflow_depth=int(config.limit("max_subflow_depth")),
+        )
+
+
+@dataclass(slots=True)
+class Services:
+    """What instances run with: one set per engine."""
+
+    config: Config
+    limits: Limits
+    jq: JqRuntime
+    store: Lazy[VariableStore]
+    locks: Lazy[VariableLocks]
+    events: Lazy[EventBus]
+    functions: Lazy[Functions]
+    deadlines: Lazy[Deadlines]
+    resource: Callable[[str, Callable[[], Any]], Any]
+    """A per-engine object made on first use under a key, closed with the engine."""
+    load: Callable[..., Workflow]
+    """``load(path, workflow_id=None)``: a workflow file, validated (for subflows)."""
+    subflows: Callable[[Any, str, Any, bool], Any] = lambda ctx, ref, input, background: None
+    """``(calling context, reference, input, background)``: run a child instance (set by the engine)."""
+    sink: LogSink | None = None
+    report_internal: Callable[[BaseException], None] = lambda exc: None
+    """Where a bug in a state type or a callback is reported (``ISOLDE_DEBUG``)."""
+
+
+__all__ = ["Lazy", "Limits", "LogSink", "Services"]

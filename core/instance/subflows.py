@@ -1,0 +1,81 @@
+"""Subflows: another workflow of the namespace run as a child instance (``type: subflow``).
+
+The child gets the action input as its input; its output becomes ``.return``; its
+failure fails the action with the child's code (catchable).  Children nest at most
+``[limits] max_subflow_depth`` deep (``direktiv.limits.depth``).  The child runs in
+the caller's thread, so a state ``timeout`` does not cut it off; the child's own
+states' timeouts apply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..ids import new_instance_id
+from ..errors import ValidationError, WorkflowError
+from ..workflow import Workflow, inside_root
+from .loop import run_instance
+
+if TYPE_CHECKING:
+    from .context import InstanceContext
+    from .services import Services
+
+
+def resolve_subflow(name: str, parent: Workflow) -> Path:
+    """Where ``workflow:`` of a subflow points: relative to the parent workflow file's
+    directory, or with a leading ``/`` to the namespace root, never outside that root;
+    ``.yaml`` / ``.yml`` may be left out."""
+    first = inside_root(parent, name, what="subflow")
+    for candidate in (first, first.with_name(first.name + ".yaml"), first.with_name(first.name + ".yml")):
+        if candidate.is_file():
+            return candidate
+    return first
+
+
+class Subflows:
+    """Runs child instances with the engine's services (``ctx.run_subflow``)."""
+
+    def __init__(self, services: Services, instance_input: Callable[[Any], dict[str, Any]]) -> None:
+        self.services = services
+        self.instance_input = instance_input
+
+    def __call__(self, ctx: InstanceContext, name: str, input: Any, background: bool) -> Any:
+        path = resolve_subflow(name, ctx.workflow)
+        depth = ctx.depth + 1
+        limit = self.services.limits.max_subflow_depth
+        if depth > limit:
+            raise WorkflowError(
+                "direktiv.limits.depth",
+                f"subflow '{name}' would nest {depth} deep, over the limit of {limit} "
+                "(raise [limits] max_subflow_depth in isolde.toml)",
+            )
+        root = ctx.workflow.root
+        try:
+            if root is not None:  # daemon mode: the child is the workflow its path names
+                wid = path.relative_to(root).with_suffix("").as_posix()
+                workflow = self.services.load(path, workflow_id=wid)
+                workflow.id, workflow.root = wid, root
+            else:
+                workflow = self.services.load(path)
+        except FileNotFoundError:
+            raise WorkflowError(
+                "isolde.subflow.notFound",
+                f"subflow '{name}' not found: looked for {path} (relative names start at the calling "
+                "workflow's directory, a leading / at the namespace root)",
+            ) from None
+        except ValidationError as exc:
+            first = exc.diagnostics[0] if exc.diagnostics else exc
+            raise WorkflowError("isolde.subflow.invalid", f"subflow '{name}' is not a valid workflow: {first}") from None
+        child = new_instance_id()
+        data = self.instance_input(input)
+        result = run_instance(self.services, workflow, data, namespace=ctx.namespace, instance_id=child,
+                              sink=self.services.sink, depth=depth)
+        if not result.ok:
+            err = result.error
+            code, message = (err.code, err.message) if err is not None else ("isolde.subflow.failed", "failed")
+            raise WorkflowError(code, message)
+        return result.output
+
+
+__all__ = ["Subflows", "resolve_subflow"]

@@ -1,0 +1,61 @@
+"""The public plugin API: everything a plugin may use, in one module (STYLE.md practice 10).
+
+Built-in plugins (``isolde.plugins.*``) import only this module, exactly as a
+third-party package does; if a plugin needs something of the core, it is added here,
+for every plugin.  What each name is for:
+
+* writing a state type: :class:`StateType`, :class:`StateSpec`, :class:`StateContext`
+  (what ``run`` gets), :class:`Report` (what ``check`` gets), :class:`Workflow`,
+  :func:`hookimpl`;
+* calling functions from a state: :func:`compile_action` (in ``check``) and
+  ``ctx.call_function`` / ``ctx.start_function`` / ``ctx.run_branches`` with
+  :class:`ActionSpec`, :class:`Branch`, :class:`Outcome`;
+* errors: :class:`WorkflowError` (catchable, with a code), :class:`InstanceFailure`
+  (uncatchable), :class:`ConfigError`, :class:`ValidationError`, :class:`IsoldeError`;
+* values: :class:`Expr` and its kinds, :func:`truthy`, :func:`to_text`, :func:`encode` /
+  :func:`decode` (variables as a setter / getter sees them), :func:`parse_json`,
+  :func:`check_key`, :func:`parse_duration`;
+* events: :class:`EventFilter`, :class:`Received`, :class:`EventError`, :class:`Cancelled`;
+* isolate runners: :class:`Runner`, :class:`RunnerHost`, :class:`HttpIsolate`,
+  :class:`IsolateProcess`, :class:`ActionRequest`, :class:`Response`,
+  :class:`ActionTimeout`;
+* services a backend plugin provides (``isolde_store``): :class:`VariableStore` and the
+  value types :class:`Ref`, :class:`Put`, :class:`Variable`, :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+from .actions.compile import compile_action
+from .actions.spec import ActionSpec, Branch, FileItem, Outcome
+from .config import Config
+from .durations import parse_duration
+from .errors import ConfigError, InstanceFailure, IsoldeError, ValidationError, WorkflowError
+from .events import Cancelled, EventBus, EventError, EventFilter, Received
+from .expr import Expr, Interpolation, Literal, Query, to_text, truthy
+from .hookspecs import hookimpl
+from .isolates import (
+    UNAVAILABLE_CODE,
+    ActionRequest,
+    ActionTimeout,
+    ErrorReply,
+    HttpIsolate,
+    IsolateProcess,
+    Response,
+    Runner,
+    RunnerHost,
+    parse_url,
+    stderr_line,
+)
+from .report import Report
+from .store import InvalidKey, Put, Ref, StoreError, Variable, VariableStore, check_key
+from .variables import JSON, OCTETS, TEXT, decode, encode, parse_json, resolve_key
+from .workflow import StateContext, StateSpec, StateType, Workflow
+
+__all__ = [
+    "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "ErrorReply", "EventBus", "EventError",
+    "EventFilter", "Expr", "FileItem", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
+    "IsoldeError", "JSON", "Literal", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
+    "Runner", "RunnerHost", "StateContext", "StateSpec", "StateType", "StoreError", "TEXT", "UNAVAILABLE_CODE",
+    "ValidationError", "Variable", "VariableStore", "Workflow", "WorkflowError", "check_key", "compile_action",
+    "decode", "encode", "hookimpl", "parse_duration", "parse_json", "parse_url", "resolve_key", "stderr_line", "to_text", "truthy",
+]
