@@ -73,7 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from . import archive
+import isolde.archive as archive
 from .archive import DIR_FLAGS as _DIR_FLAGS
 from .archive import READ_FLAGS as _READ_FLAGS
 from .archive import WRITE_FLAGS as _WRITE_FLAGS

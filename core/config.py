@@ -15,33 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .settings import DEFAULT_LIMITS, check
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_LIMITS: dict[str, float | int] = {
-    "jq_timeout": 5.0,  # seconds a guarded jq program may run
-    "jq_max_output": 64 << 20,  # bytes of jq output from a guarded program
-    "max_steps": 10_000,  # state transitions per instance
-    "max_input_bytes": 32 << 20,  # instance input
-    "max_data_bytes": 64 << 20,  # state data after each state (JSON), so a loop can't grow it without bound
-    "max_variable_bytes": 64 << 20,  # one variable value
-    "max_yaml_bytes": 1 << 20,  # one workflow document
-    "max_yaml_nodes": 100_000,  # YAML nodes after alias expansion
-    "max_event_bytes": 1 << 20,  # one CloudEvent, as JSON
-    "event_retain_count": 100,  # events kept per namespace while no instance waits for them
-    "event_retain_seconds": 60,  # how long such an event is kept
-    "lock_wait": 30.0,  # seconds an instance waits for a locked variable (lock: true)
-    "max_subflow_depth": 10,  # subflows nested in subflows (direktiv.limits.depth)
-    "foreach_concurrency": 10,  # calls of one foreach state running at once
-    "archive_max_members": 10_000,  # entries of one tar / tar.gz (files: and out/ directories)
-    "archive_max_member_bytes": 1 << 30,  # one file inside an archive
-    "archive_max_total_bytes": 4 << 30,  # all files of one archive, unpacked
-}
-
-_KNOWN_TOP = {"data_dir", "store", "limits", "plugins", "images", "sidecar", "secrets", "actions", "daemon"}
 
 
 @dataclass(slots=True)
@@ -53,11 +33,7 @@ class Config:
 
     @property
     def durable(self) -> bool:
-        store = self.data.get("store", {})
-        durability = store.get("durability", "full")
-        if durability not in ("full", "fast"):
-            raise ConfigError(f"{self._where()}: [store] durability must be \"full\" or \"fast\", got {durability!r}")
-        return durability == "full"
+        return bool(self.data.get("store", {}).get("durability", "full") == "full")
 
     def limit(self, name: str) -> Any:
         return self.data.get("limits", {}).get(name, DEFAULT_LIMITS[name])
@@ -75,25 +51,8 @@ class Config:
         return str(self.path) if self.path else "config"
 
     def validate(self) -> None:
-        for table in ("store", "limits", "plugins", "images", "sidecar", "secrets", "actions", "daemon"):
-            if table in self.data and not isinstance(self.data[table], dict):
-                raise ConfigError(f"{self._where()}: '{table}' must be a table ([{table}]), got {type(self.data[table]).__name__}")
-        if "data_dir" in self.data and not isinstance(self.data["data_dir"], str):
-            raise ConfigError(f"{self._where()}: data_dir must be a string (a path)")
-        for key in self.data:
-            if key not in _KNOWN_TOP:
-                raise ConfigError(f"{self._where()}: unknown setting '{key}' (known: {', '.join(sorted(_KNOWN_TOP))})")
-        limits = self.data.get("limits", {})
-        for key, value in limits.items():
-            if key not in DEFAULT_LIMITS:
-                raise ConfigError(f"{self._where()}: unknown limit '{key}' (known: {', '.join(sorted(DEFAULT_LIMITS))})")
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-                raise ConfigError(f"{self._where()}: [limits] {key} must be a positive, finite number")
-        disable = self.data.get("plugins", {}).get("disable", [])
-        if not isinstance(disable, list) or not all(isinstance(n, str) for n in disable):
-            # a bare string would otherwise be read letter by letter
-            raise ConfigError(f'{self._where()}: [plugins] disable must be a list of plugin names, e.g. disable = ["checksum"]')
-        self.durable  # noqa: B018 - validates the value
+        """Check every table and key against ``isolde.settings`` (one clear line at start)."""
+        check(self.data, self._where())
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Config:

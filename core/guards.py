@@ -37,7 +37,7 @@ from .errors import InstanceFailure, IsoldeError, WorkflowError
 
 if TYPE_CHECKING:
     from .events import EventBus
-    from .instance.services import Lazy
+    from .lazy import Lazy
     from .locks import VariableLocks
     from .workflow import Workflow
 

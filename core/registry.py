@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import pluggy
 
-from . import hookspecs
+import isolde.hookspecs as hookspecs
 from .actions.compile import DECLARATIONS as ACTION_DECLARATIONS
 from .config import Config
 from .errors import ConfigError

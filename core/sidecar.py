@@ -71,16 +71,13 @@ import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable, Final
+from typing import Any, Callable, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from .errors import ConfigError, IsoldeError
 from .store import Put, Ref, StoreError, check_key, check_scope
 
-if TYPE_CHECKING:
-    from .engine import Engine
-
-__all__ = ["DEFAULT_PORT", "Sidecar", "SidecarError", "sidecar_for"]
+__all__ = ["DEFAULT_PORT", "Sidecar", "SidecarError", "sidecar_settings"]
 
 DEFAULT_HOST: Final[str] = "127.0.0.1"
 DEFAULT_PORT: Final[int] = 8889
@@ -873,15 +870,3 @@ def sidecar_settings(config: Any) -> dict[str, Any]:
     return out
 
 
-def sidecar_for(engine: Engine) -> Sidecar:
-    """The engine's sidecar, made on first use from ``[sidecar]`` (host, port,
-    pinned, max_body, max_log) and closed with the engine.  A variable written
-    through it is also bounded by ``[limits] max_variable_bytes``.  The server
-    itself starts only when the first action is granted an id."""
-
-    def make() -> Sidecar:
-        settings = sidecar_settings(engine.config)
-        settings["max_body"] = min(settings["max_body"], int(engine.config.limit("max_variable_bytes")))
-        return Sidecar(engine.store, **settings)
-
-    return engine.resource("sidecar", make)

@@ -11,7 +11,7 @@ import difflib
 import re
 from typing import Any, Callable
 
-from . import store as _store
+from .store import SCOPES, StoreError, check_key
 from .durations import parse_duration
 from .errors import ValidationError
 from .expr import Literal, compile_expr
@@ -252,16 +252,16 @@ class Validator:
         if not isinstance(value, str):
             return self.error(path, f"expected a variable key, got {_show(value)}")
         try:
-            _store.check_key(value)
-        except _store.StoreError as exc:
+            check_key(value)
+        except StoreError as exc:
             return self.error(path, str(exc))
         return value
 
     def _scope(self, value: Any, path: Path) -> Any:
-        if value in _store.SCOPES:
+        if value in SCOPES:
             return value
-        hint = _did_you_mean(str(value), list(_store.SCOPES))
-        return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(_store.SCOPES)}{hint}")
+        hint = _did_you_mean(str(value), list(SCOPES))
+        return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(SCOPES)}{hint}")
 
     def _filekey(self, value: Any, path: Path) -> Any:
         """A variable key, or a path of a file of the namespace (a key with a ``/``,
@@ -277,8 +277,8 @@ class Validator:
         """A scope, or ``file`` (a file of the namespace) where a declaration allows it."""
         if value == "file":
             return value
-        if value not in _store.SCOPES and isinstance(value, str) and _did_you_mean(value, ["file"]):
-            return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(_store.SCOPES)}, file (did you mean 'file'?)")
+        if value not in SCOPES and isinstance(value, str) and _did_you_mean(value, ["file"]):
+            return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(SCOPES)}, file (did you mean 'file'?)")
         return self._scope(value, path)
 
     def _duration(self, value: Any, path: Path) -> Any:

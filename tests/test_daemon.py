@@ -55,7 +55,7 @@ class Nap(StateType):
     """
 
     def run(self, state, data, ctx):
-        ctx.engine.events.sleep(state.fields["seconds"], owner=ctx.instance_id, namespace=ctx.namespace)
+        ctx.events.sleep(state.fields["seconds"], owner=ctx.instance_id, namespace=ctx.namespace)
         return {**data, "naps": data.get("naps", 0) + 1}
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import isolde
 from isolde.errors import ConfigError
-from isolde.sidecar import DEFAULT_PORT, Sidecar, SidecarError, is_loopback_host, sidecar_for
+from isolde.sidecar import DEFAULT_PORT, Sidecar, SidecarError, is_loopback_host
 from isolde.store import LmdbStore, Ref
 
 NS, WF, INST = "default", "wf", "inst-a"
@@ -245,8 +245,8 @@ def test_expect_continue_is_answered_once_accepted(sidecar: Sidecar, store: Lmdb
 def test_variable_limit_from_config_caps_the_body(tmp_path: Path) -> None:
     config = {"sidecar": {"port": 0, "max_body": 1 << 20}, "limits": {"max_variable_bytes": 10}}
     with isolde.Engine(data_dir=tmp_path / "data", config=config) as engine:
-        sc = sidecar_for(engine)
-        assert sidecar_for(engine) is sc  # one per engine
+        sc = engine.services.functions.get().files.sidecar
+        assert engine.services.functions.get().files.sidecar is sc  # one per engine
         aid = sc.grant(NS, WF, INST, Log())
         status, _, body = request(sc, "POST", var_path(aid), b"x" * 11)
         assert status == 413 and "max_variable_bytes" in error_of(body)
@@ -451,7 +451,7 @@ def test_engine_sidecar_uses_config_and_closes_with_the_engine(tmp_path: Path) -
         port = probe.getsockname()[1]
     config = {"sidecar": {"host": "localhost", "port": port, "pinned": True}}
     with isolde.Engine(data_dir=tmp_path / "data", config=config) as engine:
-        sc = sidecar_for(engine)
+        sc = engine.services.functions.get().files.sidecar
         assert sc.address == f"127.0.0.1:{port}"
         log = Log()
         aid = sc.grant(NS, WF, INST, log)

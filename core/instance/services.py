@@ -7,11 +7,10 @@ without actions never starts the sidecar) and registered with the engine's
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import IsoldeError
+from ..lazy import Lazy
 
 if TYPE_CHECKING:
     from ..actions.call import Functions
@@ -23,41 +22,8 @@ if TYPE_CHECKING:
     from ..store import VariableStore
     from ..workflow import Workflow
 
-T = TypeVar("T")
-
 LogSink = Callable[[str, str, str], None]
 """Receives (instance id, state id, message) for each instance log line."""
-
-
-class Lazy(Generic[T]):
-    """A service made by ``factory`` on first :meth:`get`, then handed to ``made``
-    (the engine registers its ``close`` there)."""
-
-    __slots__ = ("_factory", "_made", "_value", "_lock", "closed")
-
-    def __init__(self, factory: Callable[[], T], made: Callable[[T], None]) -> None:
-        self._factory = factory
-        self._made = made
-        self._value: T | None = None
-        self._lock = threading.Lock()
-        self.closed = False
-
-    def get(self) -> T:
-        value = self._value
-        if value is not None:
-            return value
-        with self._lock:
-            if self._value is None:
-                if self.closed:
-                    raise IsoldeError("this Engine is closed")
-                value = self._factory()
-                self._made(value)
-                self._value = value
-            return self._value
-
-    def peek(self) -> T | None:
-        """The service if it was made, without making it."""
-        return self._value
 
 
 @dataclass(frozen=True, slots=True)

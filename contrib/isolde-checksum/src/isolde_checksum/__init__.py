@@ -19,12 +19,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from isolde import StateContext, StateSpec, StateType, Workflow, WorkflowError, hookimpl
-
-if TYPE_CHECKING:
-    from isolde.validate import Report
+from isolde.plugin import Report, StateContext, StateSpec, StateType, Workflow, WorkflowError, hookimpl
 
 INVALID_VALUE = "checksum.invalidValue"
 """Error code (catchable) for a value that has no canonical bytes, e.g. a string with a lone surrogate."""
