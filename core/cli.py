@@ -207,7 +207,7 @@ def vars_get(key: str, namespace: str, workflow: str | None, instance: str | Non
     if var is None:
         click.echo(f"isolde: variable '{key}' not found", err=True)
         sys.exit(EXIT_FAILED)
-    out = click.get_binary_stream("stdout")
+    out = click.open_file("-", "wb")
     out.write(var.data)
     if sys.stdout.isatty() and not var.data.endswith(b"\n"):
         out.write(b"\n")

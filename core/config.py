@@ -112,7 +112,7 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None, config: Config) ->
     configured = config.data.get("data_dir")
     if configured:
         base = config.path.parent if config.path else Path.cwd()
-        return (base / configured).resolve()
+        return (base / str(configured)).resolve()
     import platformdirs
 
     return Path(platformdirs.user_data_dir("isolde"))

@@ -8,6 +8,8 @@ pluggy checks implementations against these signatures when they register.
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -32,6 +34,7 @@ def isolde_state_types() -> list[type[StateType]]:
     ``grammar/schema.lark``) and a ``run`` method.  Two plugins providing the same
     name is an error at engine start.
     """
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
@@ -41,6 +44,7 @@ def isolde_declarations() -> str | None:
     For plugins that add function types or shared structures without adding a
     state type.  The text is parsed with the same grammar as a state's ``schema``.
     """
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
@@ -60,6 +64,7 @@ def isolde_store(config: Config, data_dir: str) -> VariableStore | None:
     implements ``isolde.plugin.VariableStore`` and passes the conformance suite
     ``isolde.conformance.store`` (see docs/plugins.md).
     """
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
@@ -78,3 +83,8 @@ def isolde_isolate_runners() -> list[type[Runner]]:
     built-in one (e.g. a container runner serving ``image:`` functions); two
     installed packages serving one type is an error at engine start.
     """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+SPECS: ModuleType = sys.modules[__name__]
+"""This module, as pluggy's ``add_hookspecs`` takes it."""

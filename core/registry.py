@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence
 
 import pluggy
 
-import isolde.hookspecs as hookspecs
 from .actions.compile import DECLARATIONS as ACTION_DECLARATIONS
 from .config import Config
+from .hookspecs import SPECS
 from .errors import ConfigError
 from .isolates.runner import Runner
 from .schema import Schema, SchemaError, parse_declarations
@@ -81,12 +81,12 @@ def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
     (``Engine(plugins=[module_or_object])``); they register under their
     ``__name__`` (or class name) through the same path as the others."""
     pm = pluggy.PluginManager("isolde")
-    pm.add_hookspecs(hookspecs)
+    pm.add_hookspecs(SPECS)
     for name in config.disabled_plugins:
         pm.set_blocked(name)
     info: list[PluginInfo] = []
     for name in BUILTIN_PLUGINS:
-        _register(pm, name, lambda n=name: importlib.import_module(f"isolde.plugins.{n}"), info, __version__, "builtin")
+        _register(pm, name, _importer(f"isolde.plugins.{name}"), info, __version__, "builtin")
     known = set(BUILTIN_PLUGINS)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         known.add(ep.name)
@@ -95,7 +95,7 @@ def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
     for obj in extra:
         name = getattr(obj, "__name__", None) or type(obj).__name__
         known.add(name)
-        _register(pm, name, lambda o=obj: o, info, getattr(obj, "__version__", "-"), "embedded")
+        _register(pm, name, _given(obj), info, getattr(obj, "__version__", "-"), "embedded")
     for name in config.disabled_plugins:
         if name not in known:
             hint = difflib.get_close_matches(name, sorted(known), n=1)
@@ -117,11 +117,11 @@ def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
     state_types: dict[str, StateType] = {}
     for impl in pm.hook.isolde_declarations.get_hookimpls():
         text = impl.function()
-        if text:
+        if isinstance(text, str) and text:
             schema.add(parse_declarations(text, f"plugin '{impl.plugin_name}'"))
             by_name[impl.plugin_name].declarations.append(text)
     for impl in pm.hook.isolde_state_types.get_hookimpls():
-        for cls in impl.function() or []:
+        for cls in _listed(impl.function()):
             origin = f"plugin '{impl.plugin_name}'"
             if not (isinstance(cls, type) and issubclass(cls, StateType)):
                 raise SchemaError(f"{origin}: isolde_state_types returned {cls!r}, not a StateType subclass")
@@ -137,6 +137,18 @@ def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
     runners = _collect_runners(pm, by_name)
     pm.hook.isolde_configure(config=config)
     return Registry(pm, schema, state_types, info, runners)
+
+
+def _importer(module: str) -> Callable[[], Any]:
+    return lambda: importlib.import_module(module)
+
+
+def _given(obj: Any) -> Callable[[], Any]:
+    return lambda: obj
+
+
+def _listed(value: object) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else []
 
 
 def _check_requirements(pm: pluggy.PluginManager, info: list[PluginInfo]) -> None:
@@ -163,7 +175,7 @@ def _collect_runners(pm: pluggy.PluginManager, by_name: dict[str, PluginInfo]) -
     for impl in pm.hook.isolde_isolate_runners.get_hookimpls():  # registration order: built-ins first
         origin = f"plugin '{impl.plugin_name}'"
         builtin = by_name[impl.plugin_name].source == "builtin"
-        for cls in impl.function() or []:
+        for cls in _listed(impl.function()):
             if not (isinstance(cls, type) and issubclass(cls, Runner) and cls.types):
                 raise SchemaError(f"{origin}: isolde_isolate_runners returned {cls!r}, not a Runner subclass with `types`")
             for ftype in cls.types:

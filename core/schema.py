@@ -228,9 +228,9 @@ def _parse_text(text: str) -> ParsedDecls:
     def unquote(tok: Token) -> str:
         import json
 
-        return json.loads(str(tok))
+        return str(json.loads(str(tok)))
 
-    def to_type(node: Tree | Token) -> Type:
+    def to_type(node: Tree[Token] | Token) -> Type:
         assert isinstance(node, Tree)
         if node.data == "union":
             alts = tuple(to_type(c) for c in node.children)
@@ -245,7 +245,7 @@ def _parse_text(text: str) -> ParsedDecls:
             return Lit(unquote(node.children[0]))  # type: ignore[arg-type]
         raise SchemaError(f"unknown type node {node.data}")  # pragma: no cover
 
-    def to_literal(node: Tree) -> Any:
+    def to_literal(node: Tree[Token]) -> Any:
         import json
 
         kind = node.data

@@ -389,7 +389,8 @@ def build_workflow(
             if isinstance(spec, StateSpec) and spec.id not in states:
                 states[spec.id] = spec
     seen: set[str] = set()  # from the raw list: a state that failed validation still has an id
-    for i, raw_state in enumerate(value.get("states") if isinstance(value.get("states"), list) else ()):
+    raw_states = value.get("states")
+    for i, raw_state in enumerate(raw_states if isinstance(raw_states, list) else ()):
         sid = raw_state.get("id") if isinstance(raw_state, dict) else None
         if isinstance(sid, (str, int)) and not isinstance(sid, bool):
             if str(sid) in seen:

@@ -180,9 +180,10 @@ class StateContext(Protocol):
         """Run several actions at once (``foreach``, ``parallel``): at most ``workers`` at a
         time, bounded by ``timeout``; all must succeed, or the first success wins."""
 
-    def run_subflow(self, reference: str, input: Any, *, timeout: float) -> tuple[str, Any]:
-        """Run another workflow of the namespace as a child instance; returns (its instance
-        id, its output).  Raises its error as this state's."""
+    def run_subflow(self, reference: str, input: Any, *, background: bool = False) -> Any:
+        """Run another workflow of the namespace (``reference``: its path, relative to this
+        workflow's directory, or from the namespace root with a leading ``/``) as a child
+        instance on ``input``, and return its output; its error is raised as this state's."""
 
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         """A per-engine object made on first use and closed (``close()``) with the engine."""

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Sequence
@@ -54,8 +55,7 @@ class _Run:
                     raise WorkflowError(SOFT_TIMEOUT, "the state's timeout passed before this call could start")
                 value = self.functions.perform(
                     self.ctx, branch.spec, branch.source, timeout=left, iterator=i, deadline=self.deadline,
-                    stage=lambda scope, key, data, mime, i=i: self._stage(i, scope, key, data, mime),
-                    flush=lambda i=i: self._flush(i),
+                    stage=functools.partial(self._stage, i), flush=functools.partial(self._flush, i),
                 )
             except WorkflowError as exc:
                 self._done(i, error=exc)

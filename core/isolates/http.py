@@ -150,7 +150,8 @@ class HttpIsolate(Runner):
                 conn.timeout = remaining
                 if conn.sock is None:
                     conn.connect()
-                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    if conn.sock is not None:
+                        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 else:
                     conn.sock.settimeout(remaining)
                 conn.request(method, self._path, body, headers)
