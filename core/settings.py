@@ -108,7 +108,8 @@ DEFAULT_LIMITS: dict[str, float | int] = {
 TABLES: dict[str, Table] = {
     "store": Table({"durability": _choice("full", "fast"), "blob_threshold": _int(1)}),
     "limits": Table({name: _positive for name in DEFAULT_LIMITS}),
-    "actions": Table({"timeout": _seconds, "startup_timeout": _seconds, "keep_folders": _bool, "temp_dir": _path}),
+    "actions": Table({"timeout": _seconds, "startup_timeout": _seconds, "keep_folders": _bool, "temp_dir": _path,
+                      "pass_env": _names}),
     "sidecar": Table({"host": _str, "port": _int(0, 65535), "pinned": _bool, "max_body": _int(1), "max_log": _int(1)}),
     "daemon": Table({
         "api": _str, "token": _str, "delete_vars_with_files": _bool, "settle": _number, "delete_grace": _number,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shlex
 import threading
 from pathlib import Path
@@ -164,6 +165,7 @@ class ProcessRunner(HttpIsolate):
             port=function.get("port"),
             startup_timeout=settings.startup_timeout,
             output=stderr_line,
+            base_env=settings.isolate_environment(dict(os.environ)),
         )
 
     @classmethod

@@ -651,3 +651,80 @@ def test_an_isolate_dying_mid_call_is_reported_with_its_exit_code_and_output(dat
         res = engine.run(workflow(fn, [action("a", {}, fid="d")]))
     assert res.error is not None and res.error.code == "isolde.isolate.unavailable"
     assert "exited with code 3" in res.error.message and "diag-42" in res.error.message
+
+
+# --------------------------------------------------------------------------- containment (issue 12)
+
+
+ENV_ISOLATE = (
+    "import json, os\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\n"
+    "class H(BaseHTTPRequestHandler):\n"
+    "    def do_POST(self):\n"
+    "        self.rfile.read(int(self.headers.get('Content-Length') or 0))\n"
+    "        body = json.dumps(sorted(os.environ)).encode()\n"
+    "        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
+    "        self.wfile.write(body)\n"
+    "    def log_message(self, *a):\n        pass\n"
+    "HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n"
+)
+
+
+def test_an_isolate_process_gets_a_minimal_environment_not_isoldes(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ISOLDE_API_TOKEN", "api-token")
+    monkeypatch.setenv("ISOLDE_SECRET_DB", "hunter2")
+    monkeypatch.setenv("SOME_TOOL_SETTING", "passed on by name")
+    script = tmp_path / "env.py"
+    script.write_text(ENV_ISOLATE)
+    fn = "- " + json.dumps({"id": "e", "type": "process", "command": [sys.executable, str(script)],
+                            "env": {"MINE": "1"}})
+    with make_engine(data_dir, actions={"pass_env": ["SOME_TOOL_SETTING"]}) as engine:
+        res = engine.run(workflow(fn, [action("a", {}, fid="e")]))
+    assert res.ok, res.error
+    names = set(res.output["return"])
+    assert not {n for n in names if n.startswith("ISOLDE_")}, names
+    assert {"PORT", "DIREKTIV_SIDECAR", "MINE", "PATH", "SOME_TOOL_SETTING"} <= names
+    assert names <= {"PORT", "DIREKTIV_SIDECAR", "MINE", "SOME_TOOL_SETTING", *isolde_base_env()}, names
+
+
+def isolde_base_env() -> set[str]:
+    from isolde.isolates.settings import BASE_ENVIRONMENT
+
+    return {*BASE_ENVIRONMENT, *(k for k in os.environ if k.startswith("LC_"))}
+
+
+def test_an_isolate_that_dies_mid_action_commits_none_of_its_out_files(data_dir: Path, tmp_path: Path) -> None:
+    """Only a reply commits out/: a process that wrote a file and then died without answering
+    (a crash, SIGKILL) leaves nothing behind, even where a catch handles the error."""
+    script = tmp_path / "dies.py"
+    script.write_text(
+        "import os\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\n"
+        "class H(BaseHTTPRequestHandler):\n"
+        "    def do_POST(self):\n"
+        "        d = self.headers['Direktiv-TempDir']\n"
+        "        with open(os.path.join(d, 'out', 'workflow', 'half'), 'w') as f:\n            f.write('partial')\n"
+        "        os._exit(9)\n"
+        "    def log_message(self, *a):\n        pass\n"
+        "HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n"
+    )
+    fn = "- " + json.dumps({"id": "d", "type": "process", "command": [sys.executable, str(script)]})
+    states = [action("a", {}, fid="d", catch=[{"error": "*", "transition": "handled"}]),
+              {"id": "handled", "type": "noop"}]
+    with make_engine(data_dir) as engine:
+        res = engine.run(workflow(fn, states), namespace="ns")
+        assert res.ok and res.output["error"]["code"] == "isolde.isolate.unavailable", res
+        assert engine.variables.get("half", scope="workflow", workflow="workflow", namespace="ns") is None
+
+
+def test_an_error_reply_still_commits_the_out_files(data_dir: Path, record: Path) -> None:
+    """The other side of the rule: an isolate that answered with Direktiv-ErrorCode finished,
+    so what it left in out/ is kept (and a catch sees the error)."""
+    states = [action("a", {"op": "out", "files": {"workflow/kept": "yes"}, "code": "probe.failed"}, fid="probe",
+                     catch=[{"error": "*", "transition": "handled"}]),
+              {"id": "handled", "type": "noop"}]
+    with make_engine(data_dir) as engine:
+        res = engine.run(workflow(probe_function(record), states), namespace="ns")
+        assert res.ok, res.error
+        var = engine.variables.get("kept", scope="workflow", workflow="workflow", namespace="ns")
+        assert var is not None and var.data == b"yes"

@@ -54,6 +54,7 @@ class IsolateProcess:
         port: int | None,
         startup_timeout: float,
         output: Callable[[str], None] | None = None,
+        base_env: Mapping[str, str] | None = None,
     ) -> None:
         if not command:
             raise ConfigError(f"isolate {name}: command is empty")
@@ -61,6 +62,8 @@ class IsolateProcess:
         self.name = name
         self.cwd = cwd
         self.env = dict(env)
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        """What the program inherits before ``env`` (the runner passes a minimal set)."""
         self.fixed_port = port
         self.port = 0
         self.startup_timeout = startup_timeout
@@ -104,7 +107,7 @@ class IsolateProcess:
                 f"isolate {self.name}: port {port} is already in use by another program; "
                 "choose another `port` or leave it out (isolde then picks a free one)",
             )
-        env = {**os.environ, **self.env, "PORT": str(port)}
+        env = {**self.base_env, **self.env, "PORT": str(port)}
         if sidecar:
             env["DIREKTIV_SIDECAR"] = sidecar
         self._tail.clear()
