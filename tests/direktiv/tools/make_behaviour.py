@@ -11,6 +11,14 @@ from pathlib import Path
 import yaml
 
 OUT = Path(__file__).resolve().parents[1] / "behaviour"
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value and not value.startswith(("\n", " ")) and " \n" not in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+yaml.SafeDumper.add_representer(str, _text)
 D = "direktiv/direktiv"
 V10 = "6156f450798d002ab52bd933a03dd1ffaf545a20"
 V08 = "d1093d4cae740ab864a46f8e5381b5c164fbe291"
@@ -324,7 +332,7 @@ names = set()
 for c in cases:
     assert c["name"] not in names, c["name"]
     names.add(c["name"])
-    for k, v in list(c["files"].items()):
-        c["files"][k] = v
+    # the leading newline of a JS template string is dropped so the text reads as a block
+    c["files"] = {k: v[1:] if v.startswith("\n") else v for k, v in c["files"].items()}
     (OUT / f"{c['name']}.yaml").write_text(yaml.safe_dump(c, sort_keys=False, allow_unicode=True, width=1000))
 print(len(cases))
