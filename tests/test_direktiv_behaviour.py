@@ -127,7 +127,7 @@ def compare(site: Site, ns: str, exp: dict[str, Any], res: Any) -> list[str]:
         if not any(text in line for line in res.log):
             diffs.append(f"log: expected a line with {text!r}, got {res.log[:5]}")
     if "event_sent" in exp:
-        sent = site.engine.events.pending(ns)
+        sent = [{k: v for k, v in e.items() if k not in ("id", "time")} for e in site.engine.events.pending(ns)]
         if not any(subset(exp["event_sent"], e) for e in sent):
             diffs.append(f"event: expected one like {json.dumps(exp['event_sent'])}, sent {json.dumps(sent)[:250]}")
     for var in exp.get("vars") or []:
@@ -170,6 +170,39 @@ def _params() -> list[Any]:
 def test_behaviour(site: Site, name: str) -> None:
     diffs = site.run_case(CASES[name])
     assert not diffs, "\n".join(diffs)
+
+
+# -- issue 11 known gaps that live in the CLI ------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="gap: `isolde run --input` with non-JSON text silently becomes base64 input; "
+                   "issue 11 wants exit 2 and an explicit raw-bytes flag -> core/cli.py")
+def test_run_refuses_non_json_input_text(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from isolde.cli import main
+
+    wf = tmp_path / "n.yaml"
+    wf.write_text("states:\n- id: a\n  type: noop\n")
+    res = CliRunner().invoke(main, ["run", str(wf), "--input", "Hello", "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 2, res.output
+
+
+@pytest.mark.xfail(strict=True, reason="gap: `isolde validate` says nothing about image: functions with no [images] "
+                   "mapping; issue 11 wants a located warning (exit 0, non-zero with --strict) -> core/validate.py, core/cli.py")
+def test_validate_warns_about_unmapped_images(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from isolde.cli import main
+
+    wf = tmp_path / "g.yaml"
+    wf.write_text("functions:\n- id: g\n  image: direktiv/greeting:v3\n  type: knative-workflow\n"
+                  "states:\n- id: a\n  type: action\n  action:\n    function: g\n")
+    res = CliRunner().invoke(main, ["validate", str(wf)])
+    assert res.exit_code == 0
+    assert f"{wf}:2:" in res.output and "image" in res.output
+    strict = CliRunner().invoke(main, ["validate", "--strict", str(wf)])
+    assert strict.exit_code != 0
 
 
 def write_gaps() -> None:

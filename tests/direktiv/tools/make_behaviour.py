@@ -287,9 +287,9 @@ case("setter-key-template", ["variables", "jq-template"], (D, V10, "pkg/flow/sta
 case("setter-invalid-key", ["variables", "catch"], (D, V10, "pkg/flow/states/setter.go", "run-time key check: direktiv.var.invalidKey (ERAS §4.10)"),
      {"s.yaml": "\nstates:\n- id: s\n  type: setter\n  variables:\n  - key: 'jq(.k)'\n    scope: workflow\n    value: 7\n"},
      {"status": "failed", "error": {"code": "direktiv.var.invalidKey"}}, input={"k": "bad key!"})
-case("setter-text-plain", ["variables"], (EX[0], EX[1], "variable-mime-type/variable-string-plaintext.yaml", "text/plain stored raw, read back by a getter"),
-     {"s.yaml": "\nstates:\n- id: s\n  type: setter\n  variables:\n  - key: t\n    scope: workflow\n    mimeType: text/plain\n    value: hello\n  transition: g\n- id: g\n  type: getter\n  variables:\n  - key: t\n    scope: workflow\n"},
-     {"status": "complete", "output": {"var": {"t": "hello"}}, "vars_raw": [{"scope": "workflow", "workflow": "s", "key": "t", "data": "hello", "mime": "text/plain"}]})
+case("getter-text-plain-is-base64", ["variables"], (D, "d00476f360e0980ee4c2bba586dbf951e7f009c7", "tests/services/files.test.js", "a getter returns non-JSON bytes as base64 whatever the mime type (var.e; issue 11 known gap)"),
+     {"s.yaml": "states:\n- id: s\n  type: setter\n  variables:\n  - key: t\n    scope: workflow\n    mimeType: text/plain\n    value: hello\n  transition: g\n- id: g\n  type: getter\n  variables:\n  - key: t\n    scope: workflow\n"},
+     {"status": "complete", "output": {"var": {"t": "aGVsbG8="}}, "vars_raw": [{"scope": "workflow", "workflow": "s", "key": "t", "data": "hello", "mime": "text/plain"}]})
 case("getter-system-instance", ["variables"], (D, V10, "pkg/flow/states/getter.go", "getter scope system, key instance (0.6.1+, ERAS §4.10)"),
      {"g.yaml": "\nstates:\n- id: g\n  type: getter\n  variables:\n  - key: instance\n    scope: system\n  transform: 'jq({ok: (.var.instance | type == \"string\")})'\n"},
      {"status": "complete", "output": {"ok": True}})
@@ -328,6 +328,8 @@ case("switch-condition-error-uncatchable", ["switch", "catch"], (D, V10, "pkg/fl
 case("transform-empty-is-noop", ["jq-template"], (D, V10, "pkg/flow/states/common.go", "transform '' and '.' mean no-op (ERAS §4.1)"),
      {"t.yaml": "\nstates:\n- id: a\n  type: noop\n  transform: ''\n  transition: b\n- id: b\n  type: noop\n  transform: '.'\n"}, {"status": "complete", "output": {"k": 1}}, input={"k": 1})
 cases = [c for c in cases if c]
+for old in OUT.glob("*.yaml"):
+    old.unlink()
 names = set()
 for c in cases:
     assert c["name"] not in names, c["name"]
