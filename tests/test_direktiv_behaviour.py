@@ -55,6 +55,10 @@ class Site:
             self.engine.variables.set(var["key"], var["value"], namespace=ns, **where)
         for event in case.get("events") or []:
             self.engine.events.publish(ns, event)
+        for rel in case.get("before") or []:  # workflows run first (a generator whose event is kept)
+            first = self._run(folder, {**case, "run": rel, "input": None}, ns)
+            if isinstance(first, str) or not first.ok:
+                return [f"{rel} (run before) did not complete: {first if isinstance(first, str) else first.error}"]
         exp = case["expect"]
         res: Any = None
         for _ in range(int(case.get("repeat", 1))):
@@ -123,6 +127,9 @@ def compare(site: Site, ns: str, exp: dict[str, Any], res: Any) -> list[str]:
         got = path_value(res.output, path)
         if got != want:
             diffs.append(f"output {path}: expected {want!r}, got {got!r}")
+    for text in exp.get("logs_equal") or []:
+        if text not in res.log:
+            diffs.append(f"log: expected the line {text!r}, got {res.log[:5]}")
     for text in exp.get("logs_contain") or []:
         if not any(text in line for line in res.log):
             diffs.append(f"log: expected a line with {text!r}, got {res.log[:5]}")

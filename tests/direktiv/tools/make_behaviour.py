@@ -328,6 +328,54 @@ case("switch-condition-error-uncatchable", ["switch", "catch"], (D, V10, "pkg/fl
 case("transform-empty-is-noop", ["jq-template"], (D, V10, "pkg/flow/states/common.go", "transform '' and '.' mean no-op (ERAS §4.1)"),
      {"t.yaml": "\nstates:\n- id: a\n  type: noop\n  transform: ''\n  transition: b\n- id: b\n  type: noop\n  transform: '.'\n"}, {"status": "complete", "output": {"k": 1}}, input={"k": 1})
 cases = [c for c in cases if c]
+
+# ---------------------------------------------------------------- v0.7 Go integration tests (cmd/flow/tests-*.go), verbatim workflows
+V072 = "0b6a275062f41f2dc5ff8c1f7af38a59184f8144"
+TIC = lambda t: (D, V072, "cmd/flow/tests-instance-common.go", t)
+case("flow-log-simple", ["logs"], TIC("testStateLogSimple (log line is the JSON text \"Hello, world!\")"),
+     {"testwf.yaml": "states:\n  - id: a\n    type: noop\n    log: \"Hello, world!\"\n"}, {"status": "complete", "logs_equal": ["\"Hello, world!\""]})
+case("flow-log-jq", ["logs", "jq-template"], TIC("testStateLogJQ"),
+     {"testwf.yaml": "states:\n  - id: a\n    type: noop\n    log: 'jq(.name)!'\n"}, {"status": "complete", "logs_equal": ["\"Direktiv!\""]}, input={"name": "Direktiv"})
+case("flow-log-jq-nested", ["logs", "jq-template"], TIC("testStateLogJQNested"),
+     {"testwf.yaml": "states:\n  - id: a\n    type: noop\n    log: 'Hello, jq(.name)!'\n"}, {"status": "complete", "logs_equal": ["\"Hello, Direktiv!\""]}, input={"name": "Direktiv"})
+case("flow-log-jq-object", ["logs", "jq-template"], TIC("testStateLogJQObject (an object is logged as indented JSON)"),
+     {"testwf.yaml": "states:\n  - id: a\n    type: noop\n    log:\n      Name: 'jq(.name)'\n      Constant: 5\n"}, {"status": "complete", "logs_equal": ["{\n  \"Constant\": 5,\n  \"Name\": \"Direktiv\"\n}"]}, input={"name": "Direktiv"})
+CHECKED = lambda x: {"specversion": "1.0", "type": f"{x}-checked", "source": "https://test.io", "id": f"id-{x}", "data": {"event": x}}
+case("flow-event-and", ["events"], TIC("testInstanceEventAnd"),
+     {"testwf.yaml": "states:\n- id: eventstart\n  type: eventAnd\n  events:\n  - type: a-checked\n  - type: b-checked\n  transition: a\n- id: a\n  type: noop\n  transform:\n    execute: a\n"},
+     {"status": "complete", "output": {"execute": "a"}}, events=[CHECKED("a"), CHECKED("b")])
+XOR = "states:\n- id: eventstart\n  type: eventXor\n  events:\n  - event:\n      type: a-checked\n    transition: a\n  - event:\n      type: b-checked\n    transition: b\n- id: a\n  type: noop\n  transform:\n    execute: a\n- id: b\n  type: noop\n  transform:\n    execute: b\n"
+case("flow-event-xor-a", ["events"], TIC("testInstanceEventXor (event a)"), {"testwf.yaml": XOR}, {"status": "complete", "output": {"execute": "a"}}, events=[CHECKED("a")])
+case("flow-event-xor-b", ["events"], TIC("testInstanceEventXor (event b)"), {"testwf.yaml": XOR}, {"status": "complete", "output": {"execute": "b"}}, events=[CHECKED("b")])
+VERR = "description: A simple 'error' state workflow that checks an email attempts to validate it.\nstates:\n- id: validate-email\n  type: validate\n  subject: jq(.)\n  schema:\n    type: object\n    properties:\n      email:\n        type: string\n        format: email\n  catch:\n  - error: direktiv.schema.*\n    transition: email-not-valid\n  transition: email-valid\n- id: email-not-valid\n  type: error\n  error: direktiv.schema.*\n  message: \"email '.email' is not valid\"\n- id: email-valid\n  type: noop\n  transform:\n    result: \"Email is valid.\"\n"
+case("flow-error-invalid-email", ["error", "validate", "catch"], TIC("testInstanceError (invalid email)"), {"testwf.yaml": VERR},
+     {"status": "failed", "error": {"code": "direktiv.schema.*", "message": "email '.email' is not valid"}}, input={"email": "trent.hilliamvorteil.io"})
+case("flow-error-valid-email", ["error", "validate"], TIC("testInstanceError (valid email)"), {"testwf.yaml": VERR},
+     {"status": "complete", "output": {"result": "Email is valid."}}, input={"email": "trent.hilliam@vorteil.io"})
+VAL = VERR.replace("  type: error\n  error: direktiv.schema.*\n  message: \"email '.email' is not valid\"\n", "  type: noop\n  transform:\n    result: \"Email is not valid.\"\n").replace("description: A simple 'error' state workflow that checks an email attempts to validate it.\n", "")
+case("flow-validate-valid", ["validate"], TIC("testInstanceValidate (valid email)"), {"testwf.yaml": VAL}, {"status": "complete", "output": {"result": "Email is valid."}}, input={"email": "trent.hilliam@vorteil.io"})
+case("flow-validate-invalid", ["validate", "catch"], TIC("testInstanceValidate (invalid email)"), {"testwf.yaml": VAL}, {"status": "complete", "output": {"result": "Email is not valid."}}, input={"email": "trent.hilliamvorteil.io"})
+case("flow-simple-chain", ["noop"], TIC("testInstanceSimpleChain"),
+     {"testwf.yaml": "states:\n  - id: a\n    type: noop\n    transition: b\n  - id: b\n    type: noop\n    transition: c\n  - id: c\n    type: noop\n"}, {"status": "complete", "output": {"name": "Direktiv"}}, input={"name": "Direktiv"})
+case("flow-switch-loop", ["switch", "jq-template"], TIC("testInstanceSwitchLoop (b runs 6 times)"),
+     {"testwf.yaml": "states:\n  - id: a\n    type: noop\n    transform:\n      k: 5\n    transition: b\n  - id: b\n    type: switch\n    conditions:\n      - condition: 'jq(.k > 0)'\n        transition: b\n        transform: 'jq(.k -= 1)'\n    defaultTransition: c\n  - id: c\n    type: noop\n"},
+     {"status": "complete", "output": {"k": 0}})
+case("flow-generate-consume-event", ["events"], TIC("testInstanceGenerateConsumeEvent"),
+     {"testwf-consume.yaml": "states:\n- id: a\n  type: consumeEvent\n  transition: b\n  timeout: PT10S\n  event:\n    type: testcloudevent\n- id: b\n  type: noop\n",
+      "testwf-generate.yaml": "states:\n- id: a\n  type: generateEvent\n  event:\n    type: testcloudevent\n    source: Direktiv\n    data:\n      message: \"helloworld\"\n"},
+     {"status": "complete", "output_paths": {".testcloudevent.data.message": "helloworld", ".testcloudevent.source": "Direktiv"}}, before=["testwf-generate.yaml"])
+TSUB = "functions:\n- id: sub\n  type: subflow\n  workflow: testwf-timeout-subflow\nstates:\n- id: a\n  type: action\n  action:\n    function: sub\n  catch:\n    - error: \"{code}\"\n      transition: b\n- id: b\n  type: noop\n  transform:\n    code: jq(.error.code)\n"
+case("flow-timeout-kill", ["timeouts", "subflows", "catch"], TIC("testInstanceTimeoutKill (catch code is flow.ErrCodeHardTimeout; transform added to observe it)"),
+     {"testwf-timeout.yaml": TSUB.format(code="direktiv.cancels.timeout.hard"), "testwf-timeout-subflow.yaml": "timeouts:\n  kill: PT2S\nstates:\n  - id: a\n    type: delay\n    duration: PT50S\n"},
+     {"status": "complete", "output": {"code": "direktiv.cancels.timeout.hard"}})
+case("flow-timeout-interrupt", ["timeouts", "subflows", "catch"], TIC("testInstanceTimeoutInterrupt (catch code is flow.ErrCodeSoftTimeout; transform added to observe it)"),
+     {"testwf-timeout.yaml": TSUB.format(code="direktiv.cancels.timeout.soft"), "testwf-timeout-subflow.yaml": "timeouts:\n  interrupt: PT2S\nstates:\n  - id: a\n    type: delay\n    duration: PT50S\n"},
+     {"status": "complete", "output": {"code": "direktiv.cancels.timeout.soft"}})
+case("flow-secrets-superflow", ["secrets", "subflows"], (D, V072, "cmd/flow/tests-secrets.go", "testSecretsSubflow (action with secrets and no input: the subflow gets the data plus .secrets)"),
+     {"test-superflow.yaml": "functions:\n  - id: sf\n    type: subflow\n    workflow: '/test-subflow'\nstates:\n  - id: a\n    type: action\n    action:\n      function: sf\n      secrets: ['testSecret']\n",
+      "test-subflow.yaml": "states:\n  - id: a\n    type: noop\n"},
+     {"status": "complete", "output_paths": {".return.secrets.testSecret": "s3cr3t"}}, secrets={"testSecret": "s3cr3t"})
+
 for old in OUT.glob("*.yaml"):
     old.unlink()
 names = set()
