@@ -66,7 +66,6 @@ class Engine:
             max_output=int(self.config.limit("jq_max_output")),
         )
         self.log_sink = log
-        _check_settings(self.config)
         self._stack = contextlib.ExitStack()
         self._lazy: list[Lazy[Any]] = []
         self._made: list[Any] = []  # services in order of creation (cancelled first at close)
@@ -346,16 +345,6 @@ class Engine:
     def _report_internal(self, exc: BaseException) -> None:
         if os.environ.get("ISOLDE_DEBUG"):
             traceback.print_exception(exc, file=sys.stderr)
-
-
-def _check_settings(config: Config) -> None:
-    """[actions] and [sidecar] are checked at start: a typo there is one clear error
-    before any workflow runs, not a failure in the middle of one."""
-    from .isolates.settings import ActionSettings
-    from .sidecar import sidecar_settings
-
-    ActionSettings.from_config(config)
-    sidecar_settings(config)
 
 
 def check_name(value: str, what: str) -> None:

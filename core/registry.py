@@ -11,13 +11,13 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Callable, Sequence
 
 import pluggy
 
 from .actions.compile import DECLARATIONS as ACTION_DECLARATIONS
 from .config import Config
+from .entrypoints import entry_points
 from .hookspecs import SPECS
 from .errors import ConfigError
 from .isolates.runner import Runner
@@ -90,8 +90,7 @@ def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
     known = set(BUILTIN_PLUGINS)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         known.add(ep.name)
-        dist = getattr(ep, "dist", None)
-        _register(pm, ep.name, ep.load, info, dist.version if dist else "?", dist.name if dist else "?")
+        _register(pm, ep.name, ep.load, info, ep.version, ep.dist)
     for obj in extra:
         name = getattr(obj, "__name__", None) or type(obj).__name__
         known.add(name)

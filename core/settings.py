@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from .durations import parse_duration
 from .errors import ConfigError
+from .loopback import loopback_address
 
 Check = Callable[[Any], str | None]
 """Returns None when a value is fine, else what was expected ("a positive integer")."""
@@ -63,15 +64,23 @@ def _seconds(v: Any) -> str | None:
     return 'a positive number of seconds or an ISO-8601 duration like "PT5M"'
 
 
+def _loopback(v: Any) -> str | None:
+    if isinstance(v, str) and loopback_address(v) is not None:
+        return None
+    return "a loopback address (127.x.x.x, ::1 or localhost): it serves variables to anyone who can reach it"
+
+
 def _choice(*values: str) -> Check:
     def check(v: Any) -> str | None:
         return None if v in values else " or ".join(f'"{x}"' for x in values)
     return check
 
 
-def _names(v: Any) -> str | None:
-    ok = isinstance(v, list) and all(isinstance(n, str) for n in v)
-    return None if ok else 'a list of names, e.g. ["checksum"]'
+def _names(what: str, example: str) -> Check:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, list) and all(isinstance(n, str) for n in v)
+        return None if ok else f"a list of {what}, e.g. {example}"
+    return check
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +118,8 @@ TABLES: dict[str, Table] = {
     "store": Table({"durability": _choice("full", "fast"), "blob_threshold": _int(1)}),
     "limits": Table({name: _positive for name in DEFAULT_LIMITS}),
     "actions": Table({"timeout": _seconds, "startup_timeout": _seconds, "keep_folders": _bool, "temp_dir": _path,
-                      "pass_env": _names}),
-    "sidecar": Table({"host": _str, "port": _int(0, 65535), "pinned": _bool, "max_body": _int(1), "max_log": _int(1)}),
+                      "pass_env": _names("environment variable names", '["HTTPS_PROXY"]')}),
+    "sidecar": Table({"host": _loopback, "port": _int(0, 65535), "pinned": _bool, "max_body": _int(1), "max_log": _int(1)}),
     "daemon": Table({
         "api": _str, "token": _str, "delete_vars_with_files": _bool, "settle": _number, "delete_grace": _number,
         "max_running": _int(1), "max_queue": _int(1), "keep_instances": _int(1), "keep_log_lines": _int(0),
@@ -118,7 +127,7 @@ TABLES: dict[str, Table] = {
     }),
     "secrets": Table({}, open=lambda v: None if isinstance(v, (str, int, float, bool)) else "a string"),
     "images": Table({}, subtables=True),  # [images."NAME"]: checked by the runners plugin
-    "plugins": Table({"disable": _names}, subtables=True),  # [plugins.NAME]: each plugin's own
+    "plugins": Table({"disable": _names("plugin names", '["checksum"]')}, subtables=True),  # [plugins.NAME]: each plugin's own
 }
 TOP: dict[str, Check] = {"data_dir": _path}
 

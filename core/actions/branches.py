@@ -7,14 +7,16 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import InstanceFailure, WorkflowError
 from .spec import Branch, Outcome
 
 if TYPE_CHECKING:
-    from .call import Functions
     from .caller import CallerContext
+
+Perform = Callable[..., Any]
+"""``Functions.perform``: runs one action with its retries."""
 
 SOFT_TIMEOUT = "direktiv.cancels.timeout.soft"
 
@@ -22,9 +24,9 @@ SOFT_TIMEOUT = "direktiv.cancels.timeout.soft"
 class _Run:
     """Shared state of one :func:`run_branches` call; every field is guarded by ``cond``."""
 
-    def __init__(self, functions: Functions, ctx: CallerContext, branches: Sequence[Branch], deadline: float | None,
+    def __init__(self, perform: Perform, ctx: CallerContext, branches: Sequence[Branch], deadline: float | None,
                  first_success: bool) -> None:
-        self.functions = functions
+        self.perform = perform
         self.ctx = ctx
         self.branches = branches
         self.deadline = deadline
@@ -53,7 +55,7 @@ class _Run:
                 left = self._time_left()
                 if left is not None and left <= 0:
                     raise WorkflowError(SOFT_TIMEOUT, "the state's timeout passed before this call could start")
-                value = self.functions.perform(
+                value = self.perform(
                     self.ctx, branch.spec, branch.source, timeout=left, iterator=i, deadline=self.deadline,
                     stage=functools.partial(self._stage, i), flush=functools.partial(self._flush, i),
                 )
@@ -109,7 +111,8 @@ class _Run:
 
 
 def run_branches(
-    functions: Functions,
+    perform: Perform,
+    stop_calls: Callable[[str], None],
     ctx: CallerContext,
     branches: Sequence[Branch],
     *,
@@ -128,7 +131,7 @@ def run_branches(
     Calls still under way are not waited for.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    run = _Run(functions, ctx, branches, deadline, first_success)
+    run = _Run(perform, ctx, branches, deadline, first_success)
     if not branches:
         return Outcome([])
     threads = []
@@ -146,8 +149,7 @@ def run_branches(
         if run.next < len(branches) or any(t.is_alive() for t in threads if t is not threading.current_thread()):
             # decided with calls still under way: first end their action ids (the sidecar
             # refuses what they still send), then tell their isolates to stop (DELETE)
-            functions.files.revoke_instance(ctx.instance_id)
-            functions.isolates.cancel_instance(ctx.instance_id)
+            stop_calls(ctx.instance_id)
         if run.failure is not None:
             failure = run.failure
             if isinstance(failure, WorkflowError):

@@ -25,13 +25,14 @@ import json
 import secrets as _secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import InstanceFailure, IsoldeError, WorkflowError
 from ..isolates.protocol import TIMEOUT_CODE, ActionRequest, ErrorReply, interpret
+from .branches import run_branches
 from .folders import ActionFiles, Stage
 from .secrets import with_secrets
-from .spec import ActionSpec
+from .spec import ActionSpec, Branch, Outcome
 
 if TYPE_CHECKING:
     from ..isolates.hub import Isolates
@@ -155,6 +156,18 @@ class Functions:
                 raise InstanceFailure(str(exc), code="isolde.isolate.failed") from None
             call.stage_outputs(stage)
             return result
+
+    def run_branches(self, ctx: CallerContext, branches: Sequence[Branch], *, workers: int,
+                     timeout: float | None = None, first_success: bool = False) -> Outcome:
+        """Several actions at once (``foreach``, ``parallel``); see :func:`run_branches`."""
+        return run_branches(self.perform, self.stop_calls, ctx, branches, workers=workers, timeout=timeout,
+                            first_success=first_success)
+
+    def stop_calls(self, instance_id: str) -> None:
+        """Calls of an instance still under way lose their action ids (the sidecar refuses
+        what they still send) and their isolates are told to stop (``DELETE``)."""
+        self.files.revoke_instance(instance_id)
+        self.isolates.cancel_instance(instance_id)
 
     def start_async(self, ctx: CallerContext, spec: ActionSpec, data: dict[str, Any], *, timeout: float | None) -> None:
         """``async: true``: start the call in the background and go on.  Its result and

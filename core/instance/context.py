@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from ..actions.branches import run_branches
 from ..errors import WorkflowError
 from ..namespace_files import read_file_scope
 from ..store import Put, Ref, StoreError, Variable
@@ -180,8 +179,8 @@ class InstanceContext:
 
     def run_branches(self, branches: Sequence[Branch], *, workers: int, timeout: float | None = None,
                      first_success: bool = False) -> Outcome:
-        return run_branches(self.services.functions.get(), self, branches, workers=workers, timeout=timeout,
-                            first_success=first_success)
+        return self.services.functions.get().run_branches(self, branches, workers=workers, timeout=timeout,
+                                                          first_success=first_success)
 
     def run_subflow(self, reference: str, input: Any, *, background: bool = False) -> Any:
         return self.services.subflows(self, reference, input, background)
