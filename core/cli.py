@@ -347,6 +347,27 @@ def reference(config_path: str | None, output: str | None) -> None:
     _emit(text, output)
 
 
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("-f", "--format", "fmt", type=click.Choice(["mermaid", "dot", "svg", "json"]), default="mermaid",
+              show_default=True, help="mermaid (paste into Markdown), dot (Graphviz), svg (a standalone picture), json.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (plugins enabled or disabled there count).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@_handled
+def graph(file: str, fmt: str, config_path: str | None, output: str | None) -> None:
+    """Draw the workflow in FILE as a graph of its states and transitions.
+
+    Transitions are solid, default transitions bold, catch handlers dashed (labelled
+    with their error pattern).
+    """
+    from .engine import Engine
+    from .graph import render, workflow_graph
+
+    with Engine(config=config_path) as engine:
+        text = render(workflow_graph(engine.load(file), engine.registry.schema), fmt)
+    _emit(text, output)
+
+
 def _emit(text: str, output: str | None) -> None:
     if output:
         Path(output).write_text(text, encoding="utf-8")
