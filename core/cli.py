@@ -368,6 +368,56 @@ def graph(file: str, fmt: str, config_path: str | None, output: str | None) -> N
     _emit(text, output)
 
 
+@main.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("-v", "--verbose", is_flag=True, help="Print every test with its result.")
+@click.option("-k", "keyword", metavar="TEXT", help="Run only tests whose name contains TEXT.")
+@_handled
+def test_command(paths: tuple[str, ...], verbose: bool, keyword: str | None) -> None:
+    """Run workflow tests (*.test.yaml files) with their functions mocked.
+
+    PATHS are test files or folders searched for *.test.yaml / *_test.yaml (default:
+    the current folder).  Exit 0 when every test passed, 1 when one failed, 4 for a
+    malformed test file, 5 when no test was found (as pytest).
+    """
+    import time as _time
+
+    from .testing import collect, find_test_files, run_case
+
+    begun = _time.perf_counter()
+    files = find_test_files(paths or ["."])
+    passed = failed = 0
+    broken = False
+    for path in files:
+        try:
+            cases = collect(path)
+        except ValidationError as exc:
+            for d in exc.diagnostics:
+                click.echo(f"ERROR {d}", err=True)
+            broken = True
+            continue
+        for case in cases:
+            if keyword and keyword not in case.name:
+                continue
+            outcome = run_case(case)
+            if outcome.ok:
+                passed += 1
+                if verbose:
+                    click.echo(f"PASSED {case.location} {case.name}")
+            else:
+                failed += 1
+                click.echo(f"FAILED {outcome.report()}")
+    took = _time.perf_counter() - begun
+    summary = f"{passed} passed, {failed} failed in {took:.2f}s"
+    click.echo(summary if passed or failed else f"no tests ran in {took:.2f}s")
+    if broken:
+        sys.exit(4)
+    if failed:
+        sys.exit(EXIT_FAILED)
+    if not passed:
+        sys.exit(5)
+
+
 def _emit(text: str, output: str | None) -> None:
     if output:
         Path(output).write_text(text, encoding="utf-8")

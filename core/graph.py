@@ -159,7 +159,7 @@ def _svg(g: Graph) -> str:
         rows.setdefault(level[sid], []).append(sid)
     w, h, gap_x, gap_y = 170, 46, 40, 70
     width = max(len(r) for r in rows.values()) * (w + gap_x) + gap_x
-    pos = {}
+    pos: dict[str, tuple[float, float]] = {}
     for lv, members in rows.items():
         offset = (width - len(members) * (w + gap_x) + gap_x) / 2
         for i, sid in enumerate(members):
@@ -172,7 +172,7 @@ def _svg(g: Graph) -> str:
            'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
     for e in g.edges:
         (x1, y1), (x2, y2) = pos[e.source], pos[e.target]
-        sx, sy, tx, ty = x1 + w / 2, y1 + h, x2 + w / 2, y2
+        sx, sy, tx, ty = x1 + w / 2, y1 + h, x2 + w / 2, float(y2)
         if ty <= sy:  # a loop back up: leave from the side
             sx, sy, tx, ty = x1 + w, y1 + h / 2, x2 + w, y2 + h / 2
         color = {"catch": "#c0392b", "default": "#2c3e50"}.get(e.kind, "#555")

@@ -59,6 +59,7 @@ def run_instance(
     state = wf.start if start is None else states[start]
     steps = 0
     result = Result(instance_id, "complete", log=ctx.log_lines, workflow=wf.id, namespace=namespace)
+    visited = result.states
     guard = ctx.guard = (
         InstanceGuard(services.locks, services.deadlines, services.events, wf, namespace, instance_id, started_at)
         if needs_guard(wf) else None
@@ -75,6 +76,7 @@ def run_instance(
                 )
             ctx.state = state
             ctx.step = steps
+            visited.append(state.id)
             ctx._next = _DEFAULT
             try:
                 if guard is not None:

@@ -28,6 +28,8 @@ class Result:
     log: list[str] = field(default_factory=list)
     workflow: str = ""
     namespace: str = ""
+    states: list[str] = field(default_factory=list)
+    """The ids of the states the instance entered, in order."""
 
     @property
     def ok(self) -> bool:
