@@ -837,7 +837,7 @@ class Isolates:
         self.engine = engine
         self.sidecar = sidecar
         self.watcher = watcher
-        """The engine's shared ``out/`` watcher (``isolde.actionfolder.OutWatcher``)."""
+        """The engine's shared ``out/`` watcher (``isolde.files.OutWatcher``)."""
         self.later = Scheduler()
         """Delayed work: starting the ``out/`` watcher of calls that take a while."""
         self.reaper = Reaper()
@@ -951,7 +951,7 @@ def isolates_for(engine: Engine) -> Isolates:
     hub = engine.__dict__.get(_HUB_ATTR)
     if hub is not None:
         return hub  # type: ignore[no-any-return]
-    from .actionfolder import OutWatcher
+    from .files import OutWatcher
     from .sidecar import sidecar_for
 
     # Made (not started) before the hub, so they are closed after it: background

@@ -24,6 +24,7 @@ One action, start to end (:func:`perform`):
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -355,24 +356,27 @@ def _call_once(
         )
         return interpret(runner.call(request), runner.describe())
 
-    from isolde.actionfolder import ActionFolder
-    from isolde.archive import ArchiveLimits
+    from isolde.files import ActionFolders, ArchiveLimits
     from isolde.sidecar import SidecarError
 
     hub = isolates_for(ctx.engine)
     settings: ActionSettings = hub.settings
-    folder = ActionFolder(
-        base=settings.temp_dir,
-        limits=ArchiveLimits.from_config(ctx.engine.config),
-        max_variable_bytes=ctx.max_variable_bytes,
-        keep=settings.keep_folders,
-    )
+
+    def folders() -> ActionFolders:  # one per engine: its first folder sweeps those of dead processes
+        return ActionFolders(
+            base=settings.temp_dir, limits=ArchiveLimits.from_config(ctx.engine.config), keep=settings.keep_folders
+        )
+
+    try:
+        maker = ctx.engine.resource("isolde.actionfolders", folders)
+    except IsoldeError:  # the engine is closing under a background action: no sweep now
+        maker = folders()
+    folder = maker.new(max_variable_bytes=ctx.max_variable_bytes)
     aid: str | None = None
     watch: _DeferredWatch | None = None
     try:
         files = _file_specs(ctx, spec, source)
-        folder.write_files(files, _reader(ctx, spec), read_into=_streamer(ctx, spec))
-        _chmod(folder.path, spec, files)
+        folder.write_files(files, _opener(ctx))
         try:
             aid = hub.sidecar.grant(ctx.namespace, wf.id, ctx.instance_id, ctx.log)
             sidecar = hub.sidecar.address
@@ -460,7 +464,7 @@ def _note_instance_vars(ctx: StateContext) -> None:
 
 
 def _file_specs(ctx: StateContext, spec: ActionSpec, data: dict[str, Any]) -> list[Any]:
-    from isolde.actionfolder import FileSpec
+    from isolde.files import FileSpec
 
     out = []
     for i, item in enumerate(spec.files):
@@ -480,7 +484,7 @@ def _file_specs(ctx: StateContext, spec: ActionSpec, data: dict[str, Any]) -> li
         if item.permissions == -1:
             raise WorkflowError("direktiv.var.invalidPermissions", f"files[{i}]: permissions must be octal digits like \"0755\"")
         name = item.as_ or (key.lstrip("/") if scope == "file" else key)
-        out.append(FileSpec(key, scope=scope, as_=name, type=item.type))
+        out.append(FileSpec(key, scope=scope, as_=name, type=item.type, mode=item.permissions))
     return out
 
 
@@ -522,36 +526,55 @@ def read_file_scope(workflow: Workflow, key: str, max_bytes: int) -> Variable | 
     return Variable(blob, "application/octet-stream", len(blob), st.st_mtime, st.st_mtime, 0)
 
 
-def _reader(ctx: StateContext, spec: ActionSpec) -> Callable[[str, str], Variable | None]:
-    def read(scope: str, key: str) -> Variable | None:
+class _MemoryValue(io.BytesIO):
+    """A value held in memory as the readable stream ``files:`` reads (``mime``, ``size``)."""
+
+    def __init__(self, data: bytes, mime: str) -> None:
+        super().__init__(data)
+        self.mime = mime
+        self.size = len(data)
+
+
+def _opener(ctx: StateContext) -> Callable[[str, str], Any]:
+    """``open_value(scope, key)`` for ``ActionFolder.write_files``: the value as a
+    readable stream, or None when the variable is missing."""
+
+    def open_value(scope: str, key: str) -> Any:
         if scope == "file":
-            return read_file_scope(ctx.workflow, key, ctx.max_variable_bytes)
-        return ctx.get_many([(scope, key)])[0]
+            var = read_file_scope(ctx.workflow, key, ctx.max_variable_bytes)
+            return None if var is None else _MemoryValue(var.data, var.mime)
+        return _open_stored(ctx.store, ctx.ref(scope, key))
 
-    return read
-
-
-def _streamer(ctx: StateContext, spec: ActionSpec) -> Callable[..., Variable | None]:
-    def read_into(scope: str, key: str, write: Callable[[memoryview], object]) -> Variable | None:
-        if scope == "file":
-            var = _reader(ctx, spec)(scope, key)
-            if var is not None:
-                write(memoryview(var.data))
-            return var
-        return ctx.store.read_into(ctx.ref(scope, key), write)
-
-    return read_into
+    return open_value
 
 
-def _chmod(root: Path, spec: ActionSpec, files: list[Any]) -> None:
-    for item, fs in zip(spec.files, files):
-        if item.permissions is not None and item.permissions >= 0:
-            target = Path(root) / (fs.as_ or fs.key)
-            try:
-                if target.is_file() and not target.is_symlink():
-                    os.chmod(target, item.permissions & 0o777)
-            except OSError as exc:
-                raise WorkflowError("direktiv.var.invalidPermissions", f"cannot set permissions of {fs.as_}: {exc}") from None
+class _FileValue(io.BufferedReader):  # TEMP until store.open lands
+    def __init__(self, raw: io.FileIO, mime: str, size: int) -> None:
+        super().__init__(raw, buffer_size=1 << 20)
+        self.mime = mime
+        self.size = size
+
+
+def _open_stored(store: Any, ref: Any) -> Any:  # TEMP until store.open lands
+    """``store.open(ref)`` where the store has it; else the same result built from
+    the store as it is: a value kept in LMDB in memory, a blob streamed from its file
+    (found as ``LmdbStore.read_into`` finds it, read again if a writer replaced it)."""
+    opener = getattr(store, "open", None)
+    if opener is not None:
+        return opener(ref)
+    kb = store._kb(ref)
+    for _ in range(8):
+        got = store._read(store._get_body, kb)
+        if got is None:
+            return None
+        if isinstance(got, Variable):
+            return _MemoryValue(bytes(got.data), got.mime)
+        try:
+            return _FileValue(io.FileIO(store._blob_path(got.name), "rb"), got.mime, got.size)
+        except FileNotFoundError:
+            continue  # replaced meanwhile: read the new record
+    var = store.get(ref)  # rewritten all the time: take one whole snapshot
+    return None if var is None else _MemoryValue(bytes(var.data), var.mime)
 
 
 # --------------------------------------------------------------------------- secrets and async

@@ -16,7 +16,7 @@ import pytest
 from helpers import tree
 
 from isolde import WorkflowError
-from isolde.archive import (
+from isolde.files import (
     INVALID_CODE,
     LIMIT_CODE,
     MAX_META_BYTES,
@@ -487,7 +487,7 @@ def test_too_deep_or_too_long_names_are_unsafe(tmp_path: Path) -> None:
 
 
 def test_remove_tree_handles_depth_beyond_recursion_and_no_links(tmp_path: Path) -> None:
-    from isolde.archive import remove_tree
+    from isolde.files import remove_tree
 
     outside = tmp_path / "keep"
     outside.mkdir()

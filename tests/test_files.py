@@ -1,4 +1,4 @@
-"""The action folder (core/actionfolder.py): files: in, out/<scope>/ back, with a real LMDB store."""
+"""The files package (core/files/): the action folder, files: in, out/<scope>/ back, with a real LMDB store."""
 
 from __future__ import annotations
 
@@ -17,9 +17,18 @@ import pytest
 from helpers import tree
 
 from isolde import WorkflowError
-from isolde.actionfolder import DIR_MIME, FILE_MIME, INLINE_MAX, ActionFolder, FileSpec, OutWatcher
-from isolde.archive import LIMIT_CODE, UNSAFE_CODE, ArchiveLimits
-from isolde.store import LmdbStore, Put, Ref, Variable
+from isolde.files import (
+    DIR_MIME,
+    FILE_MIME,
+    INLINE_MAX,
+    LIMIT_CODE,
+    UNSAFE_CODE,
+    ActionFolder,
+    ArchiveLimits,
+    FileSpec,
+    OutWatcher,
+)
+from isolde.store import LmdbStore, Put, Ref
 
 NS, WF, IID = "ns", "wf", "inst-1"
 
@@ -42,20 +51,41 @@ def folder(tmp_path: Path) -> Iterator[ActionFolder]:
         yield f
 
 
-Readers = tuple[Callable[[str, str], Variable | None], Callable[[str, str, Callable[[Any], Any]], Variable | None] | None]
+class Value(io.BytesIO):
+    """A stored value as the readable stream the folder reads (``store.open(ref)``'s shape)."""
+
+    def __init__(self, data: bytes, mime: str) -> None:
+        super().__init__(data)
+        self.mime = mime
+        self.size = len(data)
 
 
-@pytest.fixture(params=["whole", "streamed"])
-def readers(request: pytest.FixtureRequest, store: LmdbStore) -> Readers:
-    """Both ways the engine can hand values over: whole (read) and chunked (read_into)."""
+class Trickle(Value):
+    """A stream that hands out at most 4093 bytes per read, as a pipe or socket may."""
 
-    def read(scope: str, key: str) -> Variable | None:
-        return store.get(ref(scope, key))
+    def read(self, size: int | None = -1, /) -> bytes:
+        return super().read(4093 if size is None or size < 0 or size > 4093 else size)
 
-    def read_into(scope: str, key: str, write: Callable[[Any], Any]) -> Variable | None:
-        return store.read_into(ref(scope, key), write, chunk_size=4096)  # small chunks: many hand-overs
 
-    return (read, read_into if request.param == "streamed" else None)
+Readers = Callable[[str, str], Any]
+
+
+@pytest.fixture(params=["whole", "trickle"])
+def readers(request: pytest.FixtureRequest, store: LmdbStore) -> Iterator[Readers]:
+    """``open_value(scope, key)`` over the real store: whole reads, and reads that
+    come in small odd pieces.  Every stream the folder opens must be closed."""
+    opened: list[Value] = []
+    cls = Value if request.param == "whole" else Trickle
+
+    def open_value(scope: str, key: str) -> Value | None:
+        var = store.get(ref(scope, key))
+        if var is None:
+            return None
+        opened.append(cls(bytes(var.data), var.mime))
+        return opened[-1]
+
+    yield open_value
+    assert all(v.closed for v in opened), "a value stream was left open"
 
 
 def put(store: LmdbStore, scope: str, key: str, data: bytes, mime: str = "application/octet-stream") -> None:
@@ -75,7 +105,7 @@ def make_tar(files: dict[str, bytes], *, gz: bool = True) -> bytes:
 
 
 def write(folder: ActionFolder, readers: Readers, *specs: FileSpec) -> None:
-    folder.write_files(list(specs), *readers)
+    folder.write_files(list(specs), readers)
 
 
 # --------------------------------------------------------------------------- the folder itself
@@ -191,7 +221,7 @@ def test_directory_round_trip_through_a_variable(folder: ActionFolder, store: Lm
     assert (scope, key, mime) == ("workflow", "site", DIR_MIME)
     put(store, scope, key, data, mime)
     with ActionFolder(base=str(tmp_path)) as second:
-        second.write_files([FileSpec("site", "workflow", type="tar.gz")], *readers)
+        second.write_files([FileSpec("site", "workflow", type="tar.gz")], readers)
         assert tree(second.path / "site") == {"index.html": b"<h1>hi</h1>", "css": None, "css/a.css": b"body{}"}
 
 
@@ -208,7 +238,7 @@ def test_archive_cap_from_folder_limits(tmp_path: Path, store: LmdbStore, reader
     put(store, "instance", "big", make_tar({"zeros": bytes(2 << 20)}))
     with ActionFolder(base=str(tmp_path), limits=ArchiveLimits(max_member_bytes=1 << 20)) as f:
         with pytest.raises(WorkflowError) as info:
-            f.write_files([FileSpec("big", type="tar.gz")], *readers)
+            f.write_files([FileSpec("big", type="tar.gz")], readers)
         assert info.value.code == LIMIT_CODE
         assert sorted(os.listdir(f.path)) == ["out"]
 
@@ -409,10 +439,11 @@ def watcher(request: pytest.FixtureRequest) -> Iterator[OutWatcher | None]:
 def wait_staged(folder: ActionFolder, scope: str, name: str) -> str:
     """The watcher's staged copy (an internal: the only way to see the cache work)."""
     deadline = time.monotonic() + 10
-    while (scope, name) not in folder._state.staged:
+    stage = folder._res.stage
+    while stage.known(scope, name) is None:
         assert time.monotonic() < deadline, f"the watcher never staged {scope}/{name}"
         time.sleep(0.01)
-    return folder._state.staged[(scope, name)][1]
+    return stage._copies[(scope, name)][1]
 
 
 def test_watcher_stages_closed_files_and_collect_stays_authoritative(folder: ActionFolder, watcher: OutWatcher | None) -> None:
