@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -14,7 +18,9 @@ from typing import Any, Callable
 
 import pytest
 
-from helpers import tree
+import isolde
+
+from helpers import tree, wait_until
 
 from isolde import WorkflowError
 from isolde.files import (
@@ -503,3 +509,98 @@ def test_shared_watcher_serves_many_folders(tmp_path: Path) -> None:
         w.close()
     with pytest.raises(RuntimeError):
         OutWatcher.schedule(w, None, [])
+
+
+# --------------------------------------------------------------------------- through the engine and the CLI
+
+HERE = Path(__file__).resolve().parent
+PROBE = HERE / "isolates" / "probe.py"
+
+
+def file_modes(data: Any, request: Any) -> dict[str, int]:
+    """A ``type: python`` function: the mode bits of the named files in its action folder."""
+    folder = Path(request.temp_dir)
+    return {name: stat.S_IMODE(os.stat(folder / name).st_mode) for name in data["names"]}
+
+
+def modes_function(**files: str) -> str:
+    entries = [{"key": name, "permissions": mode} for name, mode in files.items()]
+    fn = {"id": "modes", "type": "python", "call": "test_files:file_modes", "files": entries}
+    return "- " + json.dumps(fn)
+
+
+def modes_workflow(**files: str) -> str:
+    state = {"id": "a", "type": "action", "action": {"function": "modes", "input": {"names": sorted(files)}}}
+    return f"functions:\n{modes_function(**files)}\nstates:\n- {json.dumps(state)}\n"
+
+
+def test_permissions_never_give_setuid_or_group_and_other_write(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``permissions:`` is masked with 0o755 (issue 12): no setuid / setgid / sticky, no group or other write."""
+    monkeypatch.syspath_prepend(str(HERE))
+    with isolde.Engine(data_dir=data_dir, config={"sidecar": {"port": 0}}) as eng:
+        res = eng.run(modes_workflow(suid="4777", shared="0666", script="0750", private="0600"))
+    assert res.ok, res.error
+    assert res.output["return"] == {"suid": 0o755, "shared": 0o644, "script": 0o750, "private": 0o600}
+
+
+def _action_folders(base: Path) -> set[str]:
+    return {p.name for p in base.iterdir() if p.name.startswith("isolde-action-")}
+
+
+def _hanging_run(tmp_path: Path, name: str, base: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A real ``isolde run`` whose action (with an input file) hangs in the probe isolate;
+    returns once the isolate has the call, i.e. once the action folder exists."""
+    record = tmp_path / f"{name}.jsonl"
+    fn = {"id": "probe", "type": "process", "command": [sys.executable, str(PROBE)], "env": {"RECORD": str(record)}}
+    state = {"id": "a", "type": "action", "action": {"function": "probe", "input": {"op": "hang", "seconds": 120},
+                                                        "files": [{"key": "input.txt", "scope": "file"}]}}
+    (tmp_path / "input.txt").write_text("unpacked input\n")
+    wf = tmp_path / f"{name}.yaml"
+    wf.write_text(f"functions:\n- {json.dumps(fn)}\nstates:\n- {json.dumps(state)}\n")
+    config = tmp_path / "isolde.toml"
+    config.write_text(f"[actions]\ntemp_dir = {json.dumps(str(base))}\n[sidecar]\nport = 0\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISOLDE_")}
+    cmd = [sys.executable, "-m", "isolde.cli", "run", str(wf), "--config", str(config), "--data-dir", str(tmp_path / f"{name}-data")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: record.exists() and '"POST"' in record.read_text() or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, "isolde run ended before its isolate got the call"
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return proc, record
+
+
+def test_folders_of_a_killed_process_are_swept_and_live_ones_kept(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of ``isolde run`` leaves its action folder behind; the next engine's
+    first action removes it, and leaves the folder of a live ``isolde run`` alone (issue 12)."""
+    base = tmp_path / "actions"
+    base.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        dead, _ = _hanging_run(tmp_path, "dead", base)
+        procs.append(dead)
+        (dead_folder,) = _action_folders(base)
+        assert (base / dead_folder / "input.txt").read_text() == "unpacked input\n"
+        dead.send_signal(signal.SIGKILL)
+        dead.wait()
+        assert _action_folders(base) == {dead_folder}  # nothing could clean up
+
+        live, _ = _hanging_run(tmp_path, "live", base)
+        procs.append(live)
+        (live_folder,) = _action_folders(base) - {dead_folder}
+
+        monkeypatch.syspath_prepend(str(HERE))
+        with isolde.Engine(data_dir=data_dir, config={"sidecar": {"port": 0}, "actions": {"temp_dir": str(base)}}) as eng:
+            res = eng.run(modes_workflow())
+        assert res.ok, res.error
+        assert _action_folders(base) == {live_folder}
+        assert (base / live_folder / "input.txt").exists()
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()

@@ -57,7 +57,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, Final, Protocol, cast
 
 from ..errors import WorkflowError
 from .paths import WRITE_FLAGS, remove_tree, safe_relpath, write_all
@@ -69,6 +69,7 @@ __all__ = [
     "INVALID_CODE",
     "MAX_META_BYTES",
     "MAX_META_CHAIN",
+    "Readable",
     "extract",
     "limit_hint",
 ]
@@ -134,10 +135,16 @@ def limit_hint(setting: str) -> str:
 # --------------------------------------------------------------------------- reading
 
 
+class Readable(Protocol):
+    """What :func:`extract` reads from: a binary file, a socket file, the store's value stream."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _Prefixed:
     """``source`` with ``head`` (already read from it) put back in front."""
 
-    def __init__(self, head: bytes, source: BinaryIO) -> None:
+    def __init__(self, head: bytes, source: Readable) -> None:
         self._head = head
         self._source = source
 
@@ -228,7 +235,7 @@ class _Extractor:
             return guard.unsafe(pax_headers.get("GNU.sparse.name") or member.name, _SPARSE_WHY)
 
         class _GuardedTarInfo(tarfile.TarInfo):
-            def _proc_member(self, tf: tarfile.TarFile) -> Any:  # type: ignore[override]
+            def _proc_member(self, tf: tarfile.TarFile) -> Any:
                 guard.header(self)
                 return super()._proc_member(tf)  # type: ignore[misc]
 
@@ -244,7 +251,7 @@ class _Extractor:
         return _GuardedTarInfo
 
     # -- the walk
-    def run(self, source: BinaryIO) -> None:
+    def run(self, source: Readable) -> None:
         head = source.read(_CHUNK)
         if not head:
             return  # zero bytes: an empty directory (a missing variable)
@@ -265,7 +272,7 @@ class _Extractor:
                     member = tf.next()
                     if member is None:
                         break
-                    tf.members.clear()  # stream mode keeps every TarInfo otherwise
+                    cast(Any, tf).members.clear()  # stream mode keeps every TarInfo otherwise
                     self.chain = 0
                     self.member(tf, member)
         except WorkflowError:
@@ -367,7 +374,7 @@ def _rmtree(path: str) -> None:
 
 
 def extract(
-    source: BinaryIO,
+    source: Readable,
     dest_dir: Path,
     *,
     gzip: bool,

@@ -172,8 +172,7 @@ class Materialiser:
             source = open_value(spec.scope, spec.key)
             try:
                 if kind in ("tar", "tar.gz"):
-                    data: Any = source if source is not None else io.BytesIO(b"")
-                    extract(data, Path(dest), gzip=kind == "tar.gz", limits=self.limits, label=spec.describe())
+                    extract(source if source is not None else io.BytesIO(b""), Path(dest), gzip=kind == "tar.gz", limits=self.limits, label=spec.describe())
                 else:
                     self._write_file(spec, rel, dest, source, kind == "base64")
             finally:

@@ -246,7 +246,7 @@ class Collector:
 
 def _read_capped(fd: int, cap: int) -> bytes | None:
     """Read to EOF, or None once more than ``cap`` bytes arrive."""
-    parts = []
+    parts: list[bytes] = []
     total = 0
     while True:
         part = os.read(fd, _CHUNK)

@@ -152,12 +152,12 @@ def pack_dir(
     sink = _Sink(out)
     try:
         packer = _Packer(limits, what)
-        gz = _gzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=_GZIP_LEVEL, mtime=0)  # type: ignore[arg-type]
+        gz = _gzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=_GZIP_LEVEL, mtime=0)
         try:
             # Plain "w" mode over our own GzipFile is what tarfile's "w:gz"
             # does, minus the file name and timestamp in the gzip header.
-            tf = tarfile.open(
-                fileobj=gz,  # type: ignore[arg-type]
+            tf = tarfile.TarFile(
+                fileobj=gz,
                 mode="w",
                 format=tarfile.PAX_FORMAT,
                 encoding="utf-8",
