@@ -1,4 +1,4 @@
-"""The archive safety rules (core/archive.py): real tars made with tarfile, real files."""
+"""The archive safety rules (core/files/archive.py, packing.py): real tars made with tarfile, real files."""
 
 from __future__ import annotations
 
