@@ -30,6 +30,7 @@ Life of one folder::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -56,6 +57,7 @@ STAGE_PREFIX: Final = "isolde-stage-"
 _OWNED: Final = re.compile(r"isolde-(?:action|stage)-(\d+)-(\d+)-([0-9a-f]{8})-")
 
 
+@functools.cache
 def _machine_tag() -> str:
     host, boot, pidns = _machine()
     return hashlib.sha256(f"{host}\x00{boot}\x00{pidns}".encode()).hexdigest()[:8]
