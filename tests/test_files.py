@@ -284,6 +284,7 @@ def test_unknown_type(folder: ActionFolder, readers: Readers) -> None:
 def test_filespec_from_mapping() -> None:
     assert FileSpec.from_mapping({"key": "a"}) == FileSpec("a", "instance", None, "plain")
     assert FileSpec.from_mapping({"key": "a", "scope": "workflow", "as": "x/y", "type": "tar"}) == FileSpec("a", "workflow", "x/y", "tar")
+    assert FileSpec.from_mapping({"key": "a", "permissions": "0750"}).mode == 0o750
 
 
 # --------------------------------------------------------------------------- out/<scope>/
@@ -604,3 +605,36 @@ def test_folders_of_a_killed_process_are_swept_and_live_ones_kept(tmp_path: Path
             except ProcessLookupError:
                 pass
             proc.wait()
+
+
+def test_sweep_removes_only_dead_owners_of_this_machine_and_never_follows_links(tmp_path: Path) -> None:
+    from isolde.files import sweep_dead_folders
+
+    base = tmp_path / "actions"
+    base.mkdir()
+    live = ActionFolder(base=str(base))
+    kept = ActionFolder(base=str(base), keep=True)  # a debugging folder carries no owner
+    mine = live.path.name.split("-")  # isolde-action-<pid>-<start>-<machine>-<random>
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    dead_pid = ended.pid  # reaped: no such process any more
+    dead = base / f"isolde-action-{dead_pid}-1-{mine[4]}-x1"
+    (dead / "out" / "instance").mkdir(parents=True)
+    dead_stage = base / f"isolde-stage-{dead_pid}-1-{mine[4]}-x2"
+    dead_stage.mkdir()
+    elsewhere = base / f"isolde-action-{dead_pid}-1-00000000-x3"  # another host, boot or pid namespace
+    elsewhere.mkdir()
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "f").write_text("keep me")
+    (base / f"isolde-action-{dead_pid}-1-{mine[4]}-x4").symlink_to(target)
+    unrelated = base / "isolde-action-notours"
+    unrelated.mkdir()
+    try:
+        assert sweep_dead_folders(str(base)) == 2
+        assert not dead.exists() and not dead_stage.exists()
+        assert live.path.exists() and kept.path.exists() and elsewhere.exists() and unrelated.exists()
+        assert (target / "f").read_text() == "keep me"
+    finally:
+        live.close()
+        kept.close()
