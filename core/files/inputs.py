@@ -172,7 +172,8 @@ class Materialiser:
             source = open_value(spec.scope, spec.key)
             try:
                 if kind in ("tar", "tar.gz"):
-                    extract(source if source is not None else io.BytesIO(b""), Path(dest), gzip=kind == "tar.gz", limits=self.limits, label=spec.describe())
+                    archive = source if source is not None else io.BytesIO(b"")  # missing: an empty directory
+                    extract(archive, Path(dest), gzip=kind == "tar.gz", limits=self.limits, label=spec.describe())
                 else:
                     self._write_file(spec, rel, dest, source, kind == "base64")
             finally:
