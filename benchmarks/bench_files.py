@@ -5,10 +5,10 @@
 What it measures (PERFORMANCE.md, "files"):
 
 * **in**: a tar.gz variable of ``--mb`` MB (unpacked) into an action folder.
-  Floor: ``tar -xzf`` of the same file.  isolde rows: ``archive.extract`` from
-  the file, and the real path, ``ActionFolder.write_files`` streaming the
-  value out of the store with ``read_into`` (a value this large is a blob
-  file beside LMDB, see core/store.py "Large values").
+  Floor: ``tar -xzf`` of the same file.  isolde rows: ``files.extract`` from
+  the file, and the real path, ``ActionFolder.write_files`` reading the value
+  as a stream the store opens (``store.open(ref)``; a value this large is a
+  blob file beside LMDB, see core/store.py "Large values").
 * **out**: a ``--mb`` MB directory in ``out/instance/`` back as one value.
   Floor: ``tar -czf`` (gzip level 6, as ``pack_dir``).  isolde rows:
   ``ActionFolder.collect_outputs`` (a staged tar.gz), and the same plus the
@@ -104,8 +104,7 @@ def _reset_hwm() -> None:
 
 
 def child(case: str, work: Path) -> dict[str, Any]:
-    from isolde.actionfolder import ActionFolder, FileSpec
-    from isolde.archive import ArchiveLimits, extract
+    from isolde.files import ActionFolder, ArchiveLimits, FileSpec, extract
     from isolde.store import LmdbStore, Put, Ref
 
     limits = ArchiveLimits()
@@ -127,11 +126,7 @@ def child(case: str, work: Path) -> dict[str, Any]:
                     extract(f, folder.path / "tree", gzip=True, limits=limits)
             elif case == "in-store":
                 assert store is not None
-                folder.write_files(
-                    [FileSpec("tree", "namespace", None, "tar.gz")],
-                    lambda s, k: store.get(ref),
-                    lambda s, k, w: store.read_into(ref, w),
-                )
+                folder.write_files([FileSpec("tree", "namespace", None, "tar.gz")], lambda s, k: store.open(ref))
             elif case == "out":
                 outs = folder.collect_outputs()
             elif case == "out-store":
@@ -214,7 +209,7 @@ def main() -> None:
         print(f"{'case':<46} {'time s':>8} {'tar s':>7} {'ratio':>6} {'VmHWM +MB':>10} {'heap +MB':>9}")
         labels = {
             "in-file": ("in", "extract(file) -> folder"),
-            "in-store": ("in", "write_files(read_into, store) -> folder"),
+            "in-store": ("in", "write_files(store.open) -> folder"),
             "out": ("out", "collect_outputs() -> staged tar.gz"),
             "out-store": ("out", "collect_outputs() + durable store put"),
         }

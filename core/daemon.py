@@ -18,7 +18,7 @@ Drop folders
     ``NAME.yaml.KEY`` beside ``NAME.yaml`` is workflow variable ``KEY`` of
     workflow ``NAME``; ``DIR/<ns>/.vars/KEY`` is namespace variable ``KEY``.  A
     directory in either place is stored as a deterministic tar.gz
-    (:func:`isolde.archive.pack_dir`, mime ``application/gzip``, as ``out/``
+    (:func:`isolde.files.pack_dir`, mime ``application/gzip``, as ``out/``
     directories).  Deleting the file leaves the variable unless ``[daemon]
     delete_vars_with_files = true``.
 
@@ -1373,7 +1373,7 @@ class Daemon:
         self.log.info("variable stored", extra={"fields": {**fields, "bytes": len(data), "mime": mime}})
 
     def _pack(self, path: Path, fields: dict[str, Any]) -> bytes | None:
-        from .archive import ArchiveLimits, pack_dir
+        from .files import ArchiveLimits, pack_dir
         from .errors import WorkflowError
 
         buf = _CappedBuffer(self._max_var)

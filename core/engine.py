@@ -141,7 +141,7 @@ class Engine:
     def _open_functions(self) -> Functions:
         from .actions.call import Functions
         from .actions.folders import ActionFiles
-        from .archive import ArchiveLimits
+        from .files import ArchiveLimits
         from .isolates.hub import Isolates
         from .sidecar import Sidecar, sidecar_settings
 

@@ -1,4 +1,4 @@
-"""The archive safety rules (core/archive.py): real tars made with tarfile, real files."""
+"""The archive safety rules (core/files/archive.py, packing.py): real tars made with tarfile, real files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from helpers import tree
 
 from isolde import WorkflowError
-from isolde.archive import (
+from isolde.files import (
     INVALID_CODE,
     LIMIT_CODE,
     MAX_META_BYTES,
@@ -221,6 +221,39 @@ def test_refuses_sparse_member(tmp_path: Path) -> None:
     ti, data = member("sparse", b"x" * 512)
     ti.type = tarfile.GNUTYPE_SPARSE
     expect_refused(tmp_path, make_tar([(ti, data)], fmt=tarfile.GNU_FORMAT), UNSAFE_CODE, "'sparse'", "sparse")
+
+
+def pax_sparse(version: str) -> bytes:
+    """A tar with one GNU pax sparse member ``f`` holding ``hello`` (as GNU tar writes
+    them: 1.0 keeps its map at the start of the data, 0.0 / 0.1 in the pax records)."""
+    if version == "1.0":
+        body = b"1\n0\n5\n".ljust(512, b"\0") + b"hello"
+        ti = tarfile.TarInfo("GNUSparseFile.0/f")
+        ti.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "f", "GNU.sparse.realsize": "5"}
+    else:
+        body = b"hello"
+        ti = tarfile.TarInfo("f")
+        ti.pax_headers = (
+            {"GNU.sparse.map": "0,5", "GNU.sparse.size": "5", "GNU.sparse.numblocks": "1"}
+            if version == "0.1"
+            else {"GNU.sparse.size": "5", "GNU.sparse.numblocks": "1", "GNU.sparse.offset": "0", "GNU.sparse.numbytes": "5"}
+        )
+    ti.size = len(body)
+    return make_tar([(ti, body)], gz=False)
+
+
+@pytest.mark.parametrize("version", ["0.0", "0.1", "1.0"])
+def test_refuses_pax_sparse_members(tmp_path: Path, version: str) -> None:
+    """Every sparse form is refused, not only the old GNU 'S' type (issue 12)."""
+    expect_refused(tmp_path, pax_sparse(version), UNSAFE_CODE, "'f'", "sparse", gz=False)
+
+
+def test_refuses_sparse_records_in_a_global_header(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"GNU.sparse.size": "5"}) as tf:
+        ti, data = member("f", b"hello")
+        tf.addfile(ti, io.BytesIO(data))
+    expect_refused(tmp_path, buf.getvalue(), UNSAFE_CODE, "'f'", "sparse", gz=False)
 
 
 def test_refuses_file_where_directory_was(tmp_path: Path) -> None:
@@ -487,7 +520,7 @@ def test_too_deep_or_too_long_names_are_unsafe(tmp_path: Path) -> None:
 
 
 def test_remove_tree_handles_depth_beyond_recursion_and_no_links(tmp_path: Path) -> None:
-    from isolde.archive import remove_tree
+    from isolde.files import remove_tree
 
     outside = tmp_path / "keep"
     outside.mkdir()

@@ -3,12 +3,12 @@ context provides it; a plugin only sees ``StateContext``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..workflow import StateContext
 
 if TYPE_CHECKING:
-    from ..store import Variable
+    from ..files import ValueStream
 
 
 class CallerContext(StateContext, Protocol):
@@ -16,7 +16,8 @@ class CallerContext(StateContext, Protocol):
 
     def commit(self) -> None: ...
 
-    def read_into(self, scope: str, key: str, write: Callable[[memoryview], object]) -> Variable | None: ...
+    def open_value(self, scope: str, key: str) -> ValueStream | None:
+        """A variable's value as a readable stream (``mime``, ``size``), None when missing."""
 
     def owns_instance_variables(self) -> None: ...
 

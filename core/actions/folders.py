@@ -9,19 +9,17 @@ revoked and the folder removed (in the background) whatever happened.
 
 from __future__ import annotations
 
-import os
+import io
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from ..actionfolder import ActionFolder, FileSpec, OutWatcher
-from ..archive import ArchiveLimits
 from ..errors import WorkflowError
 from ..expr import Expr
+from ..files import ActionFolder, ActionFolders, ArchiveLimits, FileSpec, OutWatcher, ValueStream
 from ..isolates.background import Later, Reaper
 from ..sidecar import Sidecar, SidecarError
-from ..store import InvalidKey, Variable, check_key
+from ..store import InvalidKey, check_key
 from .spec import ActionSpec
 
 if TYPE_CHECKING:
@@ -34,18 +32,15 @@ Stage = Callable[[str, str, Any, str], None]
 WATCH_AFTER = 0.05
 """Seconds a call runs before its ``out/`` watcher starts (a faster call is swept only)."""
 
-PERMISSION_MASK = 0o755
-"""Modes ``permissions:`` may give a file: no setuid/setgid/sticky, no group/other write."""
-
-
 class ActionFiles:
     """Action folders, the sidecar and the ``out/`` watcher of one engine."""
 
     def __init__(self, sidecar: Sidecar, settings: ActionSettings, limits: ArchiveLimits, max_variable_bytes: int) -> None:
         self.sidecar = sidecar
         self.settings = settings
-        self.limits = limits
         self.max_variable_bytes = max_variable_bytes
+        self.folders = ActionFolders(base=settings.temp_dir, limits=limits, keep=settings.keep_folders)
+        """Makes the folders; its first folder sweeps those left by dead processes."""
         self.watcher = OutWatcher()
         self.later = Later()
         self.reaper = Reaper()
@@ -62,15 +57,10 @@ class ActionFiles:
 
     @contextmanager
     def prepare(self, ctx: CallerContext, spec: ActionSpec, source: dict[str, Any]) -> Iterator[FolderCall]:
-        folder = ActionFolder(
-            base=self.settings.temp_dir, limits=self.limits, max_variable_bytes=self.max_variable_bytes,
-            keep=self.settings.keep_folders,
-        )
-        call = FolderCall(self, ctx, folder)
+        folder = self.folders.new(max_variable_bytes=self.max_variable_bytes)
+        call = FolderCall(ctx, folder)
         try:
-            files = _file_specs(spec, source)
-            folder.write_files(files, call.read, read_into=call.read_into)
-            _chmod(folder.path, spec, files)
+            folder.write_files(_file_specs(spec, source), call.open_value)
             try:
                 call.action_id = self.sidecar.grant(ctx.namespace, ctx.workflow.id, ctx.instance_id, ctx.log)
                 call.sidecar = self.sidecar.address
@@ -91,8 +81,7 @@ class ActionFiles:
 class FolderCall:
     """One call's folder: its path, action id and sidecar address, and its ``out/``."""
 
-    def __init__(self, files: ActionFiles, ctx: CallerContext, folder: ActionFolder) -> None:
-        self._files = files
+    def __init__(self, ctx: CallerContext, folder: ActionFolder) -> None:
         self._ctx = ctx
         self.folder = folder
         self.path = str(folder.path)
@@ -100,19 +89,12 @@ class FolderCall:
         self.sidecar = ""
         self.watch: _DeferredWatch | None = None
 
-    def read(self, scope: str, key: str) -> Variable | None:
+    def open_value(self, scope: str, key: str) -> ValueStream | None:
+        """A ``files:`` value as a readable stream (None: the variable is missing)."""
         if scope == "file":
             data = self._ctx.read_file(key)
-            return None if data is None else Variable(data, "application/octet-stream", len(data), 0.0, 0.0, 0)
-        return self._ctx.get_many([(scope, key)])[0]
-
-    def read_into(self, scope: str, key: str, write: Callable[[memoryview], object]) -> Variable | None:
-        if scope == "file":
-            var = self.read(scope, key)
-            if var is not None:
-                write(memoryview(var.data))
-            return var
-        return self._ctx.read_into(scope, key, write)
+            return None if data is None else _InMemory(data, "application/octet-stream")
+        return self._ctx.open_value(scope, key)
 
     def call_ended(self) -> None:
         if self.watch is not None:
@@ -181,19 +163,17 @@ def _file_specs(spec: ActionSpec, data: dict[str, Any]) -> list[FileSpec]:
         if item.permissions == -1:
             raise WorkflowError("direktiv.var.invalidPermissions", f"files[{i}]: permissions must be octal digits like \"0755\"")
         name = item.as_ or (key.lstrip("/") if scope == "file" else key)
-        out.append(FileSpec(key, scope=scope, as_=name, type=item.type))
+        out.append(FileSpec(key, scope=scope, as_=name, type=item.type, mode=item.permissions))
     return out
 
 
-def _chmod(root: Path, spec: ActionSpec, files: list[FileSpec]) -> None:
-    for item, fs in zip(spec.files, files):
-        if item.permissions is not None and item.permissions >= 0:
-            target = Path(root) / (fs.as_ or fs.key)
-            try:
-                if target.is_file() and not target.is_symlink():
-                    os.chmod(target, item.permissions & PERMISSION_MASK)
-            except OSError as exc:
-                raise WorkflowError("direktiv.var.invalidPermissions", f"cannot set permissions of {fs.as_}: {exc}") from None
+class _InMemory(io.BytesIO):
+    """Bytes as the readable stream ``files:`` reads (``mime``, ``size``)."""
+
+    def __init__(self, data: bytes, mime: str) -> None:
+        super().__init__(data)
+        self.mime = mime
+        self.size = len(data)
 
 
-__all__ = ["ActionFiles", "FolderCall", "PERMISSION_MASK", "Stage", "WATCH_AFTER"]
+__all__ = ["ActionFiles", "FolderCall", "Stage", "WATCH_AFTER"]

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..actions.spec import ActionSpec, Branch, Outcome
     from ..config import Config
     from ..events import EventBus
+    from ..files import ValueStream
     from ..guards import InstanceGuard
     from ..workflow import StateSpec, Workflow
     from .services import LogSink, Services
@@ -89,9 +90,9 @@ class InstanceContext:
         except StoreError as exc:
             raise _store_error(exc) from None
 
-    def read_into(self, scope: str, key: str, write: Callable[[memoryview], object]) -> Variable | None:
+    def open_value(self, scope: str, key: str) -> ValueStream | None:
         try:
-            return self.store.read_into(self.ref(scope, key), write)
+            return self.store.open(self.ref(scope, key))
         except StoreError as exc:
             raise _store_error(exc) from None
 

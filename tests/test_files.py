@@ -1,10 +1,14 @@
-"""The action folder (core/actionfolder.py): files: in, out/<scope>/ back, with a real LMDB store."""
+"""The files package (core/files/): the action folder, files: in, out/<scope>/ back, with a real LMDB store."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -14,12 +18,23 @@ from typing import Any, Callable
 
 import pytest
 
-from helpers import tree
+import isolde
+
+from helpers import tree, wait_until
 
 from isolde import WorkflowError
-from isolde.actionfolder import DIR_MIME, FILE_MIME, INLINE_MAX, ActionFolder, FileSpec, OutWatcher
-from isolde.archive import LIMIT_CODE, UNSAFE_CODE, ArchiveLimits
-from isolde.store import LmdbStore, Put, Ref, Variable
+from isolde.files import (
+    DIR_MIME,
+    FILE_MIME,
+    INLINE_MAX,
+    LIMIT_CODE,
+    UNSAFE_CODE,
+    ActionFolder,
+    ArchiveLimits,
+    FileSpec,
+    OutWatcher,
+)
+from isolde.store import LmdbStore, Put, Ref
 
 NS, WF, IID = "ns", "wf", "inst-1"
 
@@ -42,20 +57,41 @@ def folder(tmp_path: Path) -> Iterator[ActionFolder]:
         yield f
 
 
-Readers = tuple[Callable[[str, str], Variable | None], Callable[[str, str, Callable[[Any], Any]], Variable | None] | None]
+class Value(io.BytesIO):
+    """A stored value as the readable stream the folder reads (``store.open(ref)``'s shape)."""
+
+    def __init__(self, data: bytes, mime: str) -> None:
+        super().__init__(data)
+        self.mime = mime
+        self.size = len(data)
 
 
-@pytest.fixture(params=["whole", "streamed"])
-def readers(request: pytest.FixtureRequest, store: LmdbStore) -> Readers:
-    """Both ways the engine can hand values over: whole (read) and chunked (read_into)."""
+class Trickle(Value):
+    """A stream that hands out at most 4093 bytes per read, as a pipe or socket may."""
 
-    def read(scope: str, key: str) -> Variable | None:
-        return store.get(ref(scope, key))
+    def read(self, size: int | None = -1, /) -> bytes:
+        return super().read(4093 if size is None or size < 0 or size > 4093 else size)
 
-    def read_into(scope: str, key: str, write: Callable[[Any], Any]) -> Variable | None:
-        return store.read_into(ref(scope, key), write, chunk_size=4096)  # small chunks: many hand-overs
 
-    return (read, read_into if request.param == "streamed" else None)
+Readers = Callable[[str, str], Any]
+
+
+@pytest.fixture(params=["whole", "trickle"])
+def readers(request: pytest.FixtureRequest, store: LmdbStore) -> Iterator[Readers]:
+    """``open_value(scope, key)`` over the real store: whole reads, and reads that
+    come in small odd pieces.  Every stream the folder opens must be closed."""
+    opened: list[Value] = []
+    cls = Value if request.param == "whole" else Trickle
+
+    def open_value(scope: str, key: str) -> Value | None:
+        var = store.get(ref(scope, key))
+        if var is None:
+            return None
+        opened.append(cls(bytes(var.data), var.mime))
+        return opened[-1]
+
+    yield open_value
+    assert all(v.closed for v in opened), "a value stream was left open"
 
 
 def put(store: LmdbStore, scope: str, key: str, data: bytes, mime: str = "application/octet-stream") -> None:
@@ -75,7 +111,7 @@ def make_tar(files: dict[str, bytes], *, gz: bool = True) -> bytes:
 
 
 def write(folder: ActionFolder, readers: Readers, *specs: FileSpec) -> None:
-    folder.write_files(list(specs), *readers)
+    folder.write_files(list(specs), readers)
 
 
 # --------------------------------------------------------------------------- the folder itself
@@ -191,7 +227,7 @@ def test_directory_round_trip_through_a_variable(folder: ActionFolder, store: Lm
     assert (scope, key, mime) == ("workflow", "site", DIR_MIME)
     put(store, scope, key, data, mime)
     with ActionFolder(base=str(tmp_path)) as second:
-        second.write_files([FileSpec("site", "workflow", type="tar.gz")], *readers)
+        second.write_files([FileSpec("site", "workflow", type="tar.gz")], readers)
         assert tree(second.path / "site") == {"index.html": b"<h1>hi</h1>", "css": None, "css/a.css": b"body{}"}
 
 
@@ -208,7 +244,7 @@ def test_archive_cap_from_folder_limits(tmp_path: Path, store: LmdbStore, reader
     put(store, "instance", "big", make_tar({"zeros": bytes(2 << 20)}))
     with ActionFolder(base=str(tmp_path), limits=ArchiveLimits(max_member_bytes=1 << 20)) as f:
         with pytest.raises(WorkflowError) as info:
-            f.write_files([FileSpec("big", type="tar.gz")], *readers)
+            f.write_files([FileSpec("big", type="tar.gz")], readers)
         assert info.value.code == LIMIT_CODE
         assert sorted(os.listdir(f.path)) == ["out"]
 
@@ -248,6 +284,7 @@ def test_unknown_type(folder: ActionFolder, readers: Readers) -> None:
 def test_filespec_from_mapping() -> None:
     assert FileSpec.from_mapping({"key": "a"}) == FileSpec("a", "instance", None, "plain")
     assert FileSpec.from_mapping({"key": "a", "scope": "workflow", "as": "x/y", "type": "tar"}) == FileSpec("a", "workflow", "x/y", "tar")
+    assert FileSpec.from_mapping({"key": "a", "permissions": "0750"}).mode == 0o750
 
 
 # --------------------------------------------------------------------------- out/<scope>/
@@ -409,10 +446,11 @@ def watcher(request: pytest.FixtureRequest) -> Iterator[OutWatcher | None]:
 def wait_staged(folder: ActionFolder, scope: str, name: str) -> str:
     """The watcher's staged copy (an internal: the only way to see the cache work)."""
     deadline = time.monotonic() + 10
-    while (scope, name) not in folder._state.staged:
+    stage = folder._res.stage
+    while stage.known(scope, name) is None:
         assert time.monotonic() < deadline, f"the watcher never staged {scope}/{name}"
         time.sleep(0.01)
-    return folder._state.staged[(scope, name)][1]
+    return stage._copies[(scope, name)][1]
 
 
 def test_watcher_stages_closed_files_and_collect_stays_authoritative(folder: ActionFolder, watcher: OutWatcher | None) -> None:
@@ -472,3 +510,131 @@ def test_shared_watcher_serves_many_folders(tmp_path: Path) -> None:
         w.close()
     with pytest.raises(RuntimeError):
         OutWatcher.schedule(w, None, [])
+
+
+# --------------------------------------------------------------------------- through the engine and the CLI
+
+HERE = Path(__file__).resolve().parent
+PROBE = HERE / "isolates" / "probe.py"
+
+
+def file_modes(data: Any, request: Any) -> dict[str, int]:
+    """A ``type: python`` function: the mode bits of the named files in its action folder."""
+    folder = Path(request.temp_dir)
+    return {name: stat.S_IMODE(os.stat(folder / name).st_mode) for name in data["names"]}
+
+
+def modes_function(**files: str) -> str:
+    entries = [{"key": name, "permissions": mode} for name, mode in files.items()]
+    fn = {"id": "modes", "type": "python", "call": "test_files:file_modes", "files": entries}
+    return "- " + json.dumps(fn)
+
+
+def modes_workflow(**files: str) -> str:
+    state = {"id": "a", "type": "action", "action": {"function": "modes", "input": {"names": sorted(files)}}}
+    return f"functions:\n{modes_function(**files)}\nstates:\n- {json.dumps(state)}\n"
+
+
+def test_permissions_never_give_setuid_or_group_and_other_write(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``permissions:`` is masked with 0o755 (issue 12): no setuid / setgid / sticky, no group or other write."""
+    monkeypatch.syspath_prepend(str(HERE))
+    with isolde.Engine(data_dir=data_dir, config={"sidecar": {"port": 0}}) as eng:
+        res = eng.run(modes_workflow(suid="4777", shared="0666", script="0750", private="0600"))
+    assert res.ok, res.error
+    assert res.output["return"] == {"suid": 0o755, "shared": 0o644, "script": 0o750, "private": 0o600}
+
+
+def _action_folders(base: Path) -> set[str]:
+    return {p.name for p in base.iterdir() if p.name.startswith("isolde-action-")}
+
+
+def _hanging_run(tmp_path: Path, name: str, base: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A real ``isolde run`` whose action (with an input file) hangs in the probe isolate;
+    returns once the isolate has the call, i.e. once the action folder exists."""
+    record = tmp_path / f"{name}.jsonl"
+    fn = {"id": "probe", "type": "process", "command": [sys.executable, str(PROBE)], "env": {"RECORD": str(record)}}
+    state = {"id": "a", "type": "action", "action": {"function": "probe", "input": {"op": "hang", "seconds": 120},
+                                                        "files": [{"key": "input.txt", "scope": "file"}]}}
+    (tmp_path / "input.txt").write_text("unpacked input\n")
+    wf = tmp_path / f"{name}.yaml"
+    wf.write_text(f"functions:\n- {json.dumps(fn)}\nstates:\n- {json.dumps(state)}\n")
+    config = tmp_path / "isolde.toml"
+    config.write_text(f"[actions]\ntemp_dir = {json.dumps(str(base))}\n[sidecar]\nport = 0\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISOLDE_")}
+    cmd = [sys.executable, "-m", "isolde.cli", "run", str(wf), "--config", str(config), "--data-dir", str(tmp_path / f"{name}-data")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: record.exists() and '"POST"' in record.read_text() or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, "isolde run ended before its isolate got the call"
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return proc, record
+
+
+def test_folders_of_a_killed_process_are_swept_and_live_ones_kept(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of ``isolde run`` leaves its action folder behind; the next engine's
+    first action removes it, and leaves the folder of a live ``isolde run`` alone (issue 12)."""
+    base = tmp_path / "actions"
+    base.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        dead, _ = _hanging_run(tmp_path, "dead", base)
+        procs.append(dead)
+        (dead_folder,) = _action_folders(base)
+        assert (base / dead_folder / "input.txt").read_text() == "unpacked input\n"
+        dead.send_signal(signal.SIGKILL)
+        dead.wait()
+        assert _action_folders(base) == {dead_folder}  # nothing could clean up
+
+        live, _ = _hanging_run(tmp_path, "live", base)
+        procs.append(live)
+        (live_folder,) = _action_folders(base) - {dead_folder}
+
+        monkeypatch.syspath_prepend(str(HERE))
+        with isolde.Engine(data_dir=data_dir, config={"sidecar": {"port": 0}, "actions": {"temp_dir": str(base)}}) as eng:
+            res = eng.run(modes_workflow())
+        assert res.ok, res.error
+        assert _action_folders(base) == {live_folder}
+        assert (base / live_folder / "input.txt").exists()
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def test_sweep_removes_only_dead_owners_of_this_machine_and_never_follows_links(tmp_path: Path) -> None:
+    from isolde.files import sweep_dead_folders
+
+    base = tmp_path / "actions"
+    base.mkdir()
+    live = ActionFolder(base=str(base))
+    kept = ActionFolder(base=str(base), keep=True)  # a debugging folder carries no owner
+    mine = live.path.name.split("-")  # isolde-action-<pid>-<start>-<machine>-<random>
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    dead_pid = ended.pid  # reaped: no such process any more
+    dead = base / f"isolde-action-{dead_pid}-1-{mine[4]}-x1"
+    (dead / "out" / "instance").mkdir(parents=True)
+    dead_stage = base / f"isolde-stage-{dead_pid}-1-{mine[4]}-x2"
+    dead_stage.mkdir()
+    elsewhere = base / f"isolde-action-{dead_pid}-1-00000000-x3"  # another host, boot or pid namespace
+    elsewhere.mkdir()
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "f").write_text("keep me")
+    (base / f"isolde-action-{dead_pid}-1-{mine[4]}-x4").symlink_to(target)
+    unrelated = base / "isolde-action-notours"
+    unrelated.mkdir()
+    try:
+        assert sweep_dead_folders(str(base)) == 2
+        assert not dead.exists() and not dead_stage.exists()
+        assert live.path.exists() and kept.path.exists() and elsewhere.exists() and unrelated.exists()
+        assert (target / "f").read_text() == "keep me"
+    finally:
+        live.close()
+        kept.close()

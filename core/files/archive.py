@@ -1,9 +1,11 @@
 """The archive safety rules, in one place (SPEC §4.3, §7).
 
-Every path that reads or writes a tar goes through this module: ``files:``
-entries of type ``tar`` / ``tar.gz`` are unpacked with :func:`extract`, and
-directories an isolate leaves in ``out/<scope>/`` are packed with
-:func:`pack_dir`.  Keeping the rules here means one place to audit.
+Every path that reads or writes a tar goes through this module and its
+writing half, :mod:`isolde.files.packing`: ``files:`` entries of type ``tar``
+/ ``tar.gz`` are unpacked with :func:`extract`, and directories an isolate
+leaves in ``out/<scope>/`` (or a daemon finds in its folder) are packed with
+:func:`~isolde.files.packing.pack_dir`.  Keeping the rules here means one
+place to audit.
 
 Reading (:func:`extract`)
     * Streaming only (``tarfile`` mode ``r|``), so memory stays flat whatever
@@ -13,7 +15,10 @@ Reading (:func:`extract`)
       is slow on highly compressible data).
     * Only regular files and directories.  Symlinks, hard links, devices,
       FIFOs and sparse files are refused: we never create a link, so no later
-      member can be written "through" one.
+      member can be written "through" one.  Sparse means every form: old GNU
+      ``S`` members and the pax ones (GNU.sparse 0.0, 0.1 and 1.0, announced
+      by ``GNU.sparse.*`` records); they are refused before tarfile reads
+      their sparse map.
     * Member names are normalised by :func:`safe_relpath`: leading ``/`` is
       stripped (Direktiv's packer writes ``/a/b``; an absolute name therefore
       lands *inside* the destination), ``.`` and empty components are dropped,
@@ -33,18 +38,7 @@ Reading (:func:`extract`)
     * An empty source (zero bytes) is an empty directory, as in Direktiv,
       where a missing variable reads as zero bytes.
 
-Writing (:func:`pack_dir`)
-    * A deterministic tar.gz: members sorted per directory by the bytes of
-      their names (a directory is followed by its contents, like GNU
-      ``tar --sort=name``), names relative without a leading ``./`` or ``/``,
-      mtime/uid/gid zero, empty owner names, modes normalised to 0755/0644,
-      gzip header with mtime 0 and no file name, compression level 6 (gzip's
-      default, so the speed is comparable to ``tar czf``).
-    * Never follows a symlink: the tree is walked with directory file
-      descriptors and ``O_NOFOLLOW``, so swapping a directory for a link while
-      we walk cannot redirect us.  Links, FIFOs, sockets and devices anywhere
-      in the tree are refused with an error naming them.
-    * The same caps as reading.
+Writing: :func:`isolde.files.packing.pack_dir`, with the same limits and codes.
 
 Error codes (all :class:`isolde.WorkflowError`, so ``catch`` can match them):
 ``direktiv.limits.archive`` (a cap was reached; the message names the
@@ -63,9 +57,10 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Final
+from typing import Any, Final, Protocol, cast
 
-from .errors import WorkflowError
+from ..errors import WorkflowError
+from .paths import WRITE_FLAGS, remove_tree, safe_relpath, write_all
 
 __all__ = [
     "ArchiveLimits",
@@ -74,11 +69,9 @@ __all__ = [
     "INVALID_CODE",
     "MAX_META_BYTES",
     "MAX_META_CHAIN",
-    "MAX_DEPTH",
+    "Readable",
     "extract",
-    "file_kind",
-    "pack_dir",
-    "safe_relpath",
+    "limit_hint",
 ]
 
 LIMIT_CODE: Final = "direktiv.limits.archive"
@@ -89,27 +82,12 @@ INVALID_CODE: Final = "isolde.archive.invalid"
 MAX_META_BYTES: Final = 1 << 20
 #: Longest run of such headers before a real member (tarfile recurses on them).
 MAX_META_CHAIN: Final = 16
-#: Deepest directory nesting pack_dir follows (one open descriptor per level).
-MAX_DEPTH: Final = 128
-MAX_NAME_BYTES: Final = 1024  # a member name or an `as` path (PATH_MAX is 4096)
 
 _CHUNK: Final = 1 << 20
-_GZIP_LEVEL: Final = 6
 _META_TYPES: Final = frozenset(
     {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE}
 )
-_O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY: Final = getattr(os, "O_DIRECTORY", 0)
-_O_NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
-# The open flags of every path that reads or writes files the isolate or an archive
-# could have planted (here and in actionfolder): never follow a link at the end.
-DIR_FLAGS: Final = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
-# O_NONBLOCK: if a file is swapped for a FIFO between lstat and open, the open
-# must not hang waiting for a writer.
-READ_FLAGS: Final = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
-WRITE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOEXEC
-_DIR_FLAGS, _READ_FLAGS, _WRITE_FLAGS = DIR_FLAGS, READ_FLAGS, WRITE_FLAGS
+_SPARSE_WHY: Final = "is a sparse file (only plain regular files and directories are allowed)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,45 +114,6 @@ class ArchiveLimits:
         )
 
 
-# --------------------------------------------------------------------------- names
-
-
-def safe_relpath(name: str) -> str:
-    """Normalise an archive member name or an ``as`` path to ``a/b/c``.
-
-    Leading slashes are stripped (Direktiv's packer writes ``/a/b``), empty
-    and ``.`` components dropped; ``""`` means the root itself.  Raises
-    ValueError with the reason for a ``..`` component or a NUL byte: a name
-    with ``..`` is refused even when it would stay inside, because nothing
-    legitimate needs it and resolving it safely needs the filesystem.
-    """
-    if "\x00" in name:
-        raise ValueError("contains a NUL byte")
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        raise ValueError(f"is longer than {MAX_NAME_BYTES} bytes")
-    parts = [p for p in name.split("/") if p and p != "."]
-    if ".." in parts:
-        raise ValueError("has a '..' component (names must stay inside the folder)")
-    if len(parts) > MAX_DEPTH:
-        raise ValueError(f"is nested deeper than {MAX_DEPTH} directories")
-    return "/".join(parts)
-
-
-def file_kind(mode: int) -> str:
-    """What a non-regular file is, for messages (also used by actionfolder)."""
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode):
-        return "character device"
-    if stat.S_ISBLK(mode):
-        return "block device"
-    return "special file"
-
-
 def _member_kind(m: tarfile.TarInfo) -> str:
     if m.issym():
         return f"symbolic link (to {m.linkname!r})"
@@ -189,17 +128,23 @@ def _member_kind(m: tarfile.TarInfo) -> str:
     return f"member of unsupported type {m.type!r}"
 
 
-def _limit_hint(setting: str) -> str:
+def limit_hint(setting: str) -> str:
     return f"raise [limits] {setting} in isolde.toml if this archive is legitimate"
 
 
 # --------------------------------------------------------------------------- reading
 
 
+class Readable(Protocol):
+    """What :func:`extract` reads from: a binary file, a socket file, the store's value stream."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _Prefixed:
     """``source`` with ``head`` (already read from it) put back in front."""
 
-    def __init__(self, head: bytes, source: BinaryIO) -> None:
+    def __init__(self, head: bytes, source: Readable) -> None:
         self._head = head
         self._source = source
 
@@ -236,7 +181,7 @@ class _Extractor:
         return WorkflowError(UNSAFE_CODE, f"{self.what}: member {name!r} {why}; nothing was extracted")
 
     def limit(self, msg: str, setting: str) -> WorkflowError:
-        return WorkflowError(LIMIT_CODE, f"{self.what}: {msg}; nothing was extracted ({_limit_hint(setting)})")
+        return WorkflowError(LIMIT_CODE, f"{self.what}: {msg}; nothing was extracted ({limit_hint(setting)})")
 
     def invalid(self, exc: BaseException) -> WorkflowError:
         detail = str(exc) or type(exc).__name__
@@ -248,7 +193,7 @@ class _Extractor:
     # -- header guard, called by tarfile for every raw header (see _tarinfo_class)
     def header(self, ti: tarfile.TarInfo) -> None:
         if ti.type == tarfile.GNUTYPE_SPARSE:
-            raise self.unsafe(ti.name, "is a sparse file (only plain regular files and directories are allowed)")
+            raise self.unsafe(ti.name, _SPARSE_WHY)
         if ti.type in _META_TYPES:
             if ti.size > MAX_META_BYTES:
                 raise self.limit(
@@ -277,18 +222,36 @@ class _Extractor:
         way to see a pax header's size before tarfile reads it into memory.
         ``test_archive`` has a pax bomb that fails if this hook ever stops
         being called.
+
+        The three ``_proc_gnusparse_*`` methods are where tarfile's pax
+        reader applies a GNU.sparse 0.0 / 0.1 / 1.0 record to the member it
+        announces (1.0 first reads a sparse map of any length from the data);
+        they refuse instead.  :meth:`member` checks the member again, so a
+        tarfile that stopped calling them would still not expand one.
         """
         guard = self
 
+        def refuse(member: tarfile.TarInfo, pax_headers: dict[str, str]) -> WorkflowError:
+            return guard.unsafe(pax_headers.get("GNU.sparse.name") or member.name, _SPARSE_WHY)
+
         class _GuardedTarInfo(tarfile.TarInfo):
-            def _proc_member(self, tf: tarfile.TarFile) -> Any:  # type: ignore[override]
+            def _proc_member(self, tf: tarfile.TarFile) -> Any:
                 guard.header(self)
                 return super()._proc_member(tf)  # type: ignore[misc]
+
+            def _proc_gnusparse_00(self, next: tarfile.TarInfo, pax_headers: dict[str, str], buf: bytes) -> None:
+                raise refuse(next, pax_headers)
+
+            def _proc_gnusparse_01(self, next: tarfile.TarInfo, pax_headers: dict[str, str]) -> None:
+                raise refuse(next, pax_headers)
+
+            def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict[str, str], tf: tarfile.TarFile) -> None:
+                raise refuse(next, pax_headers)
 
         return _GuardedTarInfo
 
     # -- the walk
-    def run(self, source: BinaryIO) -> None:
+    def run(self, source: Readable) -> None:
         head = source.read(_CHUNK)
         if not head:
             return  # zero bytes: an empty directory (a missing variable)
@@ -309,7 +272,7 @@ class _Extractor:
                     member = tf.next()
                     if member is None:
                         break
-                    tf.members.clear()  # stream mode keeps every TarInfo otherwise
+                    cast(Any, tf).members.clear()  # stream mode keeps every TarInfo otherwise
                     self.chain = 0
                     self.member(tf, member)
         except WorkflowError:
@@ -321,6 +284,8 @@ class _Extractor:
 
     def member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         name = m.name
+        if m.sparse is not None or any(k.startswith("GNU.sparse.") for k in m.pax_headers):
+            raise self.unsafe(name, _SPARSE_WHY)
         self.members += 1
         if self.members > self.limits.max_members:
             raise self.limit(f"more than {self.limits.max_members} members", "archive_max_members")
@@ -360,7 +325,7 @@ class _Extractor:
         self.kinds[rel] = "file"
         mode = 0o755 if m.mode & 0o100 else 0o644
         try:
-            fd = os.open(os.path.join(self.root, rel), _WRITE_FLAGS, mode)
+            fd = os.open(os.path.join(self.root, rel), WRITE_FLAGS, mode)
         except OSError as exc:
             raise self.io_error(name, exc) from None
         try:
@@ -373,7 +338,7 @@ class _Extractor:
                     raise tarfile.ReadError(f"unexpected end of data in member {name!r}")
                 remaining -= len(chunk)
                 try:
-                    _write_all(fd, chunk)
+                    write_all(fd, chunk)
                 except OSError as exc:
                     raise self.io_error(name, exc) from None
         finally:
@@ -401,66 +366,6 @@ class _Extractor:
             kinds[sub] = "dir"
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def remove_tree(path: str) -> None:
-    """Remove a directory tree, best effort: iterative (any depth, where ``shutil.rmtree``
-    recurses), through directory descriptors (no path-length limit), never following a
-    link, and giving back the permissions an isolate may have taken from a directory."""
-    try:
-        top = os.open(path, DIR_FLAGS)
-    except OSError:
-        return
-    stack: list[tuple[int, str]] = [(top, "")]
-    stuck: set[tuple[int, int]] = set()
-    try:
-        while stack:
-            fd = stack[-1][0]
-            child = None
-            try:
-                entries = list(os.scandir(fd))
-            except OSError:
-                entries = []
-            for e in entries:
-                try:
-                    if e.is_dir(follow_symlinks=False):
-                        st = e.stat(follow_symlinks=False)
-                        if (st.st_dev, st.st_ino) in stuck:
-                            continue
-                        try:
-                            child = os.open(e.name, DIR_FLAGS, dir_fd=fd)
-                        except PermissionError:
-                            os.chmod(e.name, 0o700, dir_fd=fd)
-                            child = os.open(e.name, DIR_FLAGS, dir_fd=fd)
-                        stack.append((child, e.name))
-                        break
-                    os.unlink(e.name, dir_fd=fd)
-                except OSError:
-                    continue
-            if child is not None:
-                continue
-            done_fd, name = stack.pop()
-            st = os.fstat(done_fd)
-            os.close(done_fd)
-            if stack:
-                try:
-                    os.rmdir(name, dir_fd=stack[-1][0])
-                except OSError:
-                    stuck.add((st.st_dev, st.st_ino))
-    finally:
-        for fd, _ in stack:
-            os.close(fd)
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
 def _rmtree(path: str) -> None:
     try:
         remove_tree(path)
@@ -469,7 +374,7 @@ def _rmtree(path: str) -> None:
 
 
 def extract(
-    source: BinaryIO,
+    source: Readable,
     dest_dir: Path,
     *,
     gzip: bool,
@@ -508,166 +413,3 @@ def extract(
     except BaseException:
         _rmtree(tmp)
         raise
-
-
-# --------------------------------------------------------------------------- writing
-
-
-class _Packer:
-    def __init__(self, limits: ArchiveLimits, what: str) -> None:
-        self.limits = limits
-        self.what = what
-        self.members = 0
-        self.total = 0
-
-    def unsafe(self, rel: str, why: str) -> WorkflowError:
-        return WorkflowError(UNSAFE_CODE, f"{self.what}: {rel!r} {why}; links and special files are never followed or stored")
-
-    def limit(self, msg: str, setting: str) -> WorkflowError:
-        return WorkflowError(LIMIT_CODE, f"{self.what}: {msg} ({_limit_hint(setting)})")
-
-    def count(self) -> None:
-        self.members += 1
-        if self.members > self.limits.max_members:
-            raise self.limit(f"more than {self.limits.max_members} entries", "archive_max_members")
-
-    @staticmethod
-    def info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
-        ti = tarfile.TarInfo(name)
-        ti.type = kind
-        ti.mode = mode
-        ti.size = size
-        ti.mtime = 0
-        ti.uid = ti.gid = 0
-        ti.uname = ti.gname = ""
-        return ti
-
-    def walk(self, tf: tarfile.TarFile, dir_fd: int, prefix: str, depth: int) -> None:
-        with os.scandir(dir_fd) as it:
-            names = sorted((os.fsencode(e.name), e.name) for e in it)
-        for _, name in names:
-            rel = prefix + name
-            try:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # removed while we walk: it is not part of the result
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                self.count()
-                if depth + 1 > MAX_DEPTH:
-                    raise self.unsafe(rel, f"is nested deeper than {MAX_DEPTH} directories")
-                try:
-                    sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-                except OSError as exc:
-                    raise self.unsafe(rel, f"could not be opened as a directory ({exc.strerror})") from None
-                try:
-                    tf.addfile(self.info(rel, tarfile.DIRTYPE, 0o755, 0))
-                    self.walk(tf, sub, rel + "/", depth + 1)
-                finally:
-                    os.close(sub)
-            elif stat.S_ISREG(mode):
-                self.file(tf, dir_fd, name, rel)
-            else:
-                raise self.unsafe(rel, f"is a {file_kind(mode)}")
-
-    def file(self, tf: tarfile.TarFile, dir_fd: int, name: str, rel: str) -> None:
-        self.count()
-        try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            raise self.unsafe(rel, f"could not be opened as a regular file ({exc.strerror})") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise self.unsafe(rel, f"is a {file_kind(st.st_mode)}")
-            size = st.st_size
-            if size > self.limits.max_member_bytes:
-                raise self.limit(
-                    f"{rel!r} is {size} bytes, over the {self.limits.max_member_bytes}-byte per-file cap",
-                    "archive_max_member_bytes",
-                )
-            self.total += size
-            if self.total > self.limits.max_total_bytes:
-                raise self.limit(f"more than {self.limits.max_total_bytes} bytes in total", "archive_max_total_bytes")
-            mode = 0o755 if st.st_mode & 0o100 else 0o644
-            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
-                try:
-                    tf.addfile(self.info(rel, tarfile.REGTYPE, mode, size), f)
-                except OSError as exc:
-                    if "unexpected end of data" in str(exc):
-                        raise WorkflowError(
-                            INVALID_CODE, f"{self.what}: {rel!r} shrank while it was being packed"
-                        ) from None
-                    raise
-        finally:
-            os.close(fd)
-
-
-def pack_dir(
-    src_dir: Path | str,
-    out: BinaryIO | IO[bytes],
-    *,
-    limits: ArchiveLimits,
-    label: str | None = None,
-    dir_fd: int | None = None,
-) -> None:
-    """Write a deterministic tar.gz of ``src_dir``'s files and directories to ``out``.
-
-    Streaming: memory use does not depend on the tree's size.  ``dir_fd``
-    makes ``src_dir`` relative to an open directory (and the walk then never
-    passes through a path that could be swapped for a link).  Raises
-    WorkflowError naming the path for a link, FIFO, socket or device anywhere
-    in the tree, or when a cap is reached; ``out`` then holds a partial
-    stream the caller discards.
-    """
-    what = label or f"directory {os.fspath(src_dir)!r}"
-    try:
-        root = os.open(src_dir, _DIR_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:
-        try:
-            st = os.stat(src_dir, dir_fd=dir_fd, follow_symlinks=False)
-        except OSError:
-            raise WorkflowError(INVALID_CODE, f"{what}: cannot open ({exc.strerror})") from None
-        raise WorkflowError(UNSAFE_CODE, f"{what} is a {file_kind(st.st_mode)}, not a directory; it is never followed") from None
-    sink = _Sink(out)
-    try:
-        packer = _Packer(limits, what)
-        gz = _gzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=_GZIP_LEVEL, mtime=0)  # type: ignore[arg-type]
-        try:
-            # Plain "w" mode over our own GzipFile is what tarfile's "w:gz"
-            # does, minus the file name and timestamp in the gzip header.
-            tf = tarfile.open(
-                fileobj=gz,  # type: ignore[arg-type]
-                mode="w",
-                format=tarfile.PAX_FORMAT,
-                encoding="utf-8",
-                errors="surrogateescape",
-                copybufsize=_CHUNK,
-            )
-            packer.walk(tf, root, "", 0)
-            tf.close()
-        except BaseException:
-            sink.dead = True  # the caller discards the stream: don't write a trailer into it
-            raise
-        finally:
-            gz.close()
-    finally:
-        os.close(root)
-
-
-class _Sink:
-    """``out`` behind a switch, so an aborted gzip stream writes nothing more."""
-
-    def __init__(self, out: Any) -> None:
-        self.out = out
-        self.dead = False
-
-    def write(self, data: bytes) -> int:
-        if self.dead:
-            return len(data)
-        n = self.out.write(data)
-        return len(data) if n is None else n
-
-    def flush(self) -> None:
-        if not self.dead and hasattr(self.out, "flush"):
-            self.out.flush()
