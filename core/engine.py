@@ -155,9 +155,9 @@ class Engine:
         Closing the engine closes it, which wakes every instance waiting in a
         ``delay`` or an event state (they fail with ``isolde.cancelled``).
         """
-        from .events import EventBus
+        from .events import InProcessEventBus
 
-        return self.resource("events", lambda: EventBus.from_config(self.config, self._report_internal))
+        return self.resource("events", lambda: InProcessEventBus.from_config(self.config, self._report_internal))
 
     @property
     def store(self) -> LmdbStore:
