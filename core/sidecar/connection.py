@@ -43,6 +43,9 @@ _REASONS: Final[dict[int, bytes]] = {s.value: s.phrase.encode() for s in HTTPSta
 _JSON: Final[tuple[bytes, bytes]] = (b"Content-Type", b"application/json")
 _CLOSE: Final[tuple[bytes, bytes]] = (b"Connection", b"close")
 _CONTINUE: Final = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+_END: Final = h11.EndOfMessage()
+_OK_EMPTY: Final = h11.Response(status_code=200, headers=[(b"Content-Length", b"0")], reason=b"OK")
+"""The answer to most writes, built (and checked by h11) once."""
 
 
 class Closed(Exception):
@@ -209,15 +212,17 @@ class Connection:
         h = self.h
         if h.their_state is h11.SEND_BODY:  # an unread body would be taken for the next request
             close = True
-        fields = [(b"Content-Length", b"%d" % len(body)), *headers]
-        if close:
-            fields.append(_CLOSE)
-        out = h.send_with_data_passthrough(
-            h11.Response(status_code=status, headers=fields, reason=_REASONS.get(status, b""))
-        ) or []
+        if status == 200 and not body and not headers and not close:
+            response = _OK_EMPTY
+        else:
+            fields = [(b"Content-Length", b"%d" % len(body)), *headers]
+            if close:
+                fields.append(_CLOSE)
+            response = h11.Response(status_code=status, headers=fields, reason=_REASONS.get(status, b""))
+        out = h.send_with_data_passthrough(response) or []
         if body and self.method != "HEAD":  # a HEAD answer has the header fields of GET, no body
             out.extend(h.send_with_data_passthrough(h11.Data(data=body)) or ())
-        out.extend(h.send_with_data_passthrough(h11.EndOfMessage()) or ())
+        out.extend(h.send_with_data_passthrough(_END) or ())
         if len(body) < 65536:
             self._write(b"".join(out))
         else:
