@@ -39,7 +39,8 @@ recognised are also written to the instance log, because isolates often ignore
 the sidecar's answers.
 
 Modules: ``server`` (sockets, connection slots, lifecycle: :class:`Sidecar`),
-``connection`` (HTTP/1.1 with h11, limits, timeouts), ``routes`` (what /var
+``connection`` (the request loop and answers), ``framing`` (HTTP/1.1
+request heads and bodies within size and time limits), ``routes`` (what /var
 and /log mean), ``body`` (bodies in memory or spooled to a file), ``grants``
 (action ids and revocation), ``settings`` (``[sidecar]``), ``addresses``
 (loopback checks), ``errors`` and ``refused``.

@@ -1,6 +1,6 @@
 """What ``/var`` and ``/log`` mean (SPEC §4.4): a parsed request in, an answer out.
 
-The HTTP framing (h11, limits, timeouts, keep-alive) is ``connection.py``'s;
+The HTTP framing (limits, timeouts, keep-alive) is ``framing.py``'s and ``connection.py``'s;
 this module sees a request as an :class:`Exchange` and reads its body only
 once the request is accepted (so ``Expect: 100-continue`` is answered only
 then, and an oversized body is refused before it is sent).
