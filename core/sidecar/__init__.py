@@ -48,6 +48,7 @@ and /log mean), ``body`` (bodies in memory or spooled to a file), ``grants``
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Protocol
 
 from .addresses import DEFAULT_HOST, is_loopback_host
@@ -103,10 +104,7 @@ def sidecar_for(engine: _Engine) -> Sidecar:
     def make() -> Sidecar:
         settings = sidecar_settings(engine.config)
         limit = min(settings.max_body, int(engine.config.limit("max_variable_bytes")))
-        return Sidecar(
-            engine.store, host=settings.host, port=settings.port, pinned=settings.pinned,
-            max_body=limit, max_log=settings.max_log, request_timeout=settings.request_timeout,
-        )
+        return Sidecar.from_settings(engine.store, replace(settings, max_body=limit))
 
     sidecar: Sidecar = engine.resource("sidecar", make)
     return sidecar
