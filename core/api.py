@@ -47,7 +47,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .variables import parse_json
 from .errors import ConfigError, IsoldeError
-from .sidecar import is_loopback_host
+from .loopback import is_loopback_host
 from .store import Put, Ref, StoreError, check_key
 
 if TYPE_CHECKING:

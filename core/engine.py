@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import os
 import sys
 import threading
@@ -129,9 +130,9 @@ class Engine:
         return lock_table(str(self.data_dir))
 
     def _open_events(self) -> EventBus:
-        from .events import EventBus
+        from .events import InProcessEventBus
 
-        return EventBus.from_config(self.config, self._report_internal)
+        return InProcessEventBus.from_config(self.config, self._report_internal)
 
     def _open_deadlines(self) -> Deadlines:
         from .guards import Deadlines
@@ -147,9 +148,10 @@ class Engine:
 
         store = self.services.store.get()  # made first, so it is closed after the sidecar
         settings = sidecar_settings(self.config)
-        settings["max_body"] = min(settings["max_body"], self.services.limits.max_variable_bytes)
+        limit = min(settings.max_body, self.services.limits.max_variable_bytes)
+        sidecar = Sidecar.from_settings(store, dataclasses.replace(settings, max_body=limit))
         isolates = Isolates(self.config, self.registry.runners)
-        files = ActionFiles(Sidecar(store, **settings), isolates.settings, ArchiveLimits.from_config(self.config),
+        files = ActionFiles(sidecar, isolates.settings, ArchiveLimits.from_config(self.config),
                             self.services.limits.max_variable_bytes)
         return Functions(isolates, files, dict(self.config.data.get("secrets", {}) or {}))
 

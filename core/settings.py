@@ -119,7 +119,8 @@ TABLES: dict[str, Table] = {
     "limits": Table({name: _positive for name in DEFAULT_LIMITS}),
     "actions": Table({"timeout": _seconds, "startup_timeout": _seconds, "keep_folders": _bool, "temp_dir": _path,
                       "pass_env": _names("environment variable names", '["HTTPS_PROXY"]')}),
-    "sidecar": Table({"host": _loopback, "port": _int(0, 65535), "pinned": _bool, "max_body": _int(1), "max_log": _int(1)}),
+    "sidecar": Table({"host": _loopback, "port": _int(0, 65535), "pinned": _bool, "max_body": _int(1), "max_log": _int(1),
+                      "request_timeout": _positive}),
     "daemon": Table({
         "api": _str, "token": _str, "delete_vars_with_files": _bool, "settle": _number, "delete_grace": _number,
         "max_running": _int(1), "max_queue": _int(1), "keep_instances": _int(1), "keep_log_lines": _int(0),

@@ -11,14 +11,15 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
 import isolde
 from helpers import in_thread, wait_until
 from conftest import Cli
-from isolde.events import Cancelled, EventBus, EventError, EventFilter, normalize
+from isolde.conformance.events import EventBusConformance
+from isolde.events import EventBus, EventError, EventFilter, InProcessEventBus, normalize
 
 
 def run_waiting(engine: isolde.Engine, wf: str | Path, *, namespace: str = "default", waits: int = 1,
@@ -42,6 +43,16 @@ def ev(type: str, **attrs: Any) -> dict[str, Any]:
 
 
 # -- the bus itself ---------------------------------------------------------------------------
+
+
+class TestInProcessBusConformance(EventBusConformance):
+    """The in-process bus passes the suite every event bus backend runs."""
+
+    @pytest.fixture
+    def bus(self) -> Iterator[EventBus]:
+        b = InProcessEventBus()
+        yield b
+        b.close()
 
 
 def test_normalize_fills_in_and_checks() -> None:
@@ -80,7 +91,7 @@ def test_filters_match_type_and_context_globs() -> None:
 
 
 def test_an_event_nobody_waits_for_is_kept_once_and_bounded() -> None:
-    bus = EventBus(retain_count=2, retain_seconds=60)
+    bus = InProcessEventBus(retain_count=2, retain_seconds=60)
     for i in range(3):
         bus.publish("ns", ev("t", seq=i))
     assert [e["seq"] for e in bus.pending("ns")] == [1, 2]  # the oldest went first
@@ -89,75 +100,21 @@ def test_an_event_nobody_waits_for_is_kept_once_and_bounded() -> None:
     assert bus.wait("ns", [EventFilter("t")], 0)[0][1]["seq"] == 2
     assert bus.wait("ns", [EventFilter("t")], 0) is None  # each kept event is taken once
     assert bus.pending("other") == []
-    short = EventBus(retain_seconds=0.05)
+    short = InProcessEventBus(retain_seconds=0.05)
     short.publish("ns", ev("t"))
     time.sleep(0.08)
     assert short.wait("ns", [EventFilter("t")], 0) is None
 
 
-def test_publish_reaches_every_current_waiter_of_its_namespace_only() -> None:
-    bus = EventBus()
-    waits = [in_thread(lambda: bus.wait(ns, [EventFilter("t")], 5)) for ns in ("a", "a", "b")]
-    wait_until(lambda: len(bus.waiting("a")) == 2 and len(bus.waiting("b")) == 1)
-    sent = bus.publish("a", ev("t", data={"n": 1}))
-    for t, out in waits[:2]:
-        t.join(5)
-        assert out[0] == [(0, sent)]
-    assert out[0][0][1] is not waits[0][1][0][0][1]  # each instance gets its own copy
-    assert bus.pending("a") == []  # taken: not kept
-    bus.close()
-    waits[2][0].join(5)
-    assert isinstance(waits[2][1][0], Cancelled)
 
 
-def test_wait_all_collects_one_event_per_filter_in_any_order() -> None:
-    bus = EventBus()
-    bus.publish("ns", ev("b", n=1))
-    t, out = in_thread(lambda: bus.wait("ns", [EventFilter("a"), EventFilter("b")], 5, all=True))
-    wait_until(lambda: bus.waiting("ns") != [])
-    bus.publish("ns", ev("b", n=2))  # b is already filled: this one is not taken
-    bus.publish("ns", ev("a", n=3))
-    t.join(5)
-    assert [(i, e["type"], e["n"]) for i, e in out[0]] == [(0, "a", 3), (1, "b", 1)]
-    assert [e["n"] for e in bus.pending("ns")] == [2]
 
 
-def test_wait_times_out_and_interrupt_cancels() -> None:
-    bus = EventBus()
-    t0 = time.monotonic()
-    assert bus.wait("ns", [EventFilter("t")], 0.05) is None
-    assert time.monotonic() - t0 >= 0.05
-    t, out = in_thread(lambda: bus.wait("ns", [EventFilter("t")], 5, owner="i1"))
-    wait_until(lambda: bus.waiting("ns") != [])
-    assert bus.waiting("ns")[0][0] == "i1"
-    assert bus.interrupt("i1", "stop") == 1
-    t.join(5)
-    assert isinstance(out[0], Cancelled) and out[0].code == "isolde.cancelled" and out[0].msg == "stop"
-    assert bus.waiting("ns") == []
-
-
-def test_subscriptions_see_matching_events_without_taking_them() -> None:
-    bus = EventBus()
-    seen: list[Any] = []
-    stop = bus.subscribe("ns", [EventFilter("start", {"region": "eu-*"})], seen.append)
-    both: list[Any] = []
-    bus.subscribe("ns", [EventFilter("x"), EventFilter("y")], both.append, all=True)
-    bus.publish("ns", ev("start", region="eu-west"))
-    bus.publish("ns", ev("start", region="us-east"))
-    bus.publish("ns", ev("x", n=1))
-    bus.publish("ns", ev("x", n=2))
-    bus.publish("ns", ev("y", n=3))
-    assert [r[0][1]["region"] for r in seen] == ["eu-west"]
-    assert [[(i, e["n"]) for i, e in r] for r in both] == [[(0, 1), (1, 3)]]
-    assert len(bus.pending("ns")) == 5  # subscriptions never take events from waiters
-    stop()
-    bus.publish("ns", ev("start", region="eu-north"))
-    assert len(seen) == 1
 
 
 def test_a_failing_subscriber_does_not_break_the_publisher() -> None:
     errors: list[BaseException] = []
-    bus = EventBus(on_callback_error=errors.append)
+    bus = InProcessEventBus(on_callback_error=errors.append)
 
     def broken(received: Any) -> None:
         raise RuntimeError("subscriber bug")
@@ -167,18 +124,6 @@ def test_a_failing_subscriber_does_not_break_the_publisher() -> None:
     assert [str(e) for e in errors] == ["subscriber bug"]
 
 
-def test_delayed_publish_and_close() -> None:
-    bus = EventBus()
-    bus.publish_later("ns", ev("later"), 0.05)
-    assert bus.wait("ns", [EventFilter("later")], 5) is not None
-    bus.publish_later("ns", ev("never"), 30)
-    bus.close()
-    with pytest.raises(isolde.IsoldeError, match="closed"):
-        bus.publish("ns", ev("t"))
-    with pytest.raises(Cancelled):
-        bus.wait("ns", [EventFilter("t")], 1)
-    with pytest.raises(Cancelled):
-        bus.sleep(1)
 
 
 def test_engine_limits_configure_the_bus(data_dir: Path) -> None:
@@ -528,7 +473,7 @@ def test_cli_waiting_instance_times_out(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_retain_for_infinity_survives_expiry() -> None:
-    bus = EventBus(retain_seconds=0.01)
+    bus = InProcessEventBus(retain_seconds=0.01)
     bus.publish("ns", ev("t"), retain_for=math.inf)
     time.sleep(0.03)
     assert bus.wait("ns", [EventFilter("t")], 0) is not None

@@ -557,3 +557,130 @@ def test_http_10_gets_one_request_per_connection(sidecar: Sidecar) -> None:
     aid = sidecar.grant(NS, WF, INST, Log())
     answer = raw_exchange(sidecar, f"GET {var_path(aid)} HTTP/1.0\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in answer
+
+
+# --------------------------------------------------------------------------- hostile clients (issue 12)
+
+
+def open_hostile(sc: Sidecar, count: int) -> list[socket.socket]:
+    """``count`` connections that each sent part of a request head and then hold."""
+    host, port = sc.address.rsplit(":", 1)
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(b"POST /var?aid=x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Drip: ")
+        socks.append(s)
+    return socks
+
+
+def test_slow_connections_cannot_lock_the_live_action_out(sidecar: Sidecar, store: LmdbStore) -> None:
+    aid = sidecar.grant(NS, WF, INST, Log())
+    host, port = sidecar.address.rsplit(":", 1)
+    kept = http.client.HTTPConnection(host, int(port), timeout=10)  # the isolate's kept-alive connection
+    kept.request("POST", var_path(aid, "a"), body=b"1")
+    assert kept.getresponse().read() == b""
+    hostile = open_hostile(sidecar, 300)  # more than the 256-connection cap
+    try:
+        kept.request("POST", var_path(aid, "a"), body=b"2")
+        assert kept.getresponse().status == 200
+        status, _, body = request(sidecar, "POST", var_path(aid, "b"), b"3")  # a new connection too
+        assert status == 200, body
+        assert store.get(Ref(NS, "workflow", WF, "a")).data == b"2"  # type: ignore[union-attr]
+        assert store.get(Ref(NS, "workflow", WF, "b")).data == b"3"  # type: ignore[union-attr]
+    finally:
+        kept.close()
+        for s in hostile:
+            s.close()
+
+
+def test_a_dripping_request_times_out_as_a_whole(store: LmdbStore) -> None:
+    with Sidecar(store, port=0, request_timeout=0.3) as sc:
+        aid = sc.grant(NS, WF, INST, Log())
+        host, port = sc.address.rsplit(":", 1)
+        pace = threading.Event()  # never set: paces the drip, synchronises nothing
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"POST {var_path(aid)} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Drip: ".encode())
+            answer = b""
+            for _ in range(200):  # a byte every 50 ms, each well within any per-read timeout
+                try:
+                    s.sendall(b"a")
+                except OSError:
+                    break
+                pace.wait(0.05)
+                s.setblocking(False)
+                try:
+                    answer += s.recv(65536)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    break
+                finally:
+                    s.setblocking(True)
+                if answer:
+                    break
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b"request_timeout" in answer
+        assert request(sc, "GET", var_path(aid))[0] == 200  # the server serves on
+
+
+def test_request_timeout_is_a_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="request_timeout"):
+        isolde.Engine(data_dir=tmp_path / "data", config={"sidecar": {"request_timeout": 0}})
+    config = {"sidecar": {"port": 0, "request_timeout": 2.5}}
+    with isolde.Engine(data_dir=tmp_path / "data", config=config) as engine:
+        assert engine.services.functions.get().files.sidecar.request_timeout == 2.5
+
+
+def test_a_large_body_is_stored_exactly_without_being_held_in_memory(sidecar: Sidecar, store: LmdbStore) -> None:
+    import tracemalloc
+
+    aid = sidecar.grant(NS, WF, INST, Log())
+    payload = bytes(range(256)) * (128 << 10)  # 32 MiB
+    tracemalloc.start()
+    try:
+        status, _, _ = request(sidecar, "POST", var_path(aid, "big"), payload, {"Content-Type": "application/x-big"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status == 200
+    assert peak < 8 << 20, f"peak {peak} bytes while receiving a {len(payload)}-byte body"
+    stored = store.get(Ref(NS, "workflow", WF, "big"))
+    assert stored is not None and stored.size == len(payload) and stored.mime == "application/x-big"
+    assert stored.data == payload
+
+
+def test_a_chunked_body_over_the_spool_threshold_is_stored_exactly(sidecar: Sidecar, store: LmdbStore) -> None:
+    aid = sidecar.grant(NS, WF, INST, Log())
+    parts = [bytes([i]) * 300_000 for i in range(8)]  # 2.4 MB in chunks: spooled part way through
+    host, port = sidecar.address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("POST", var_path(aid, "chunked"), body=iter(parts), encode_chunked=True)
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert store.get(Ref(NS, "workflow", WF, "chunked")).data == b"".join(parts)  # type: ignore[union-attr]
+
+
+def test_a_key_too_long_with_its_namespace_is_400(store: LmdbStore, sidecar: Sidecar) -> None:
+    log = Log()
+    aid = sidecar.grant("n" * 200, "w" * 100, INST, log)
+    key = "k" * 250  # legal alone (at most 255 bytes)
+    for method in ("GET", "POST"):
+        status, _, body = request(sidecar, method, var_path(aid, key), b"v" if method == "POST" else None)
+        assert status == 400, body
+        assert "too long" in error_of(body) and "shorter key" in error_of(body)
+    assert len(log) == 2 and "too long" in log[0]
+
+
+def test_etag_is_a_strong_validator_matched_exactly(sidecar: Sidecar) -> None:
+    aid = sidecar.grant(NS, WF, INST, Log())
+    path = var_path(aid, "n")
+    assert request(sidecar, "POST", path, b"1")[0] == 200
+    status, headers, _ = request(sidecar, "GET", path)
+    tag = headers["etag"]
+    assert status == 200 and tag.startswith('"') and tag.endswith('"') and len(tag) > 2
+    for near in (tag[1:-1], f"0{tag[1:-1]}", f'"0{tag[1:-1]}"', f"{tag}, {tag}", f"W/{tag}"):
+        status, _, body = request(sidecar, "POST", path, b"2", {"If-Match": near})
+        assert status == 400 and "exactly the ETag" in error_of(body), near
+    status, headers, _ = request(sidecar, "POST", path, b"2", {"If-Match": tag})
+    assert status == 200 and headers["etag"] != tag
+    assert request(sidecar, "GET", path)[1]["etag"] == headers["etag"]

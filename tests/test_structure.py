@@ -110,3 +110,17 @@ def test_a_plugin_that_needs_a_disabled_one_says_so(tmp_path: Path) -> None:
 
     with pytest.raises(isolde.ConfigError, match="plugin 'NeedsRunners' needs plugin 'runners', which is disabled"):
         isolde.Engine(data_dir=tmp_path, config={"plugins": {"disable": ["runners"]}}, plugins=[NeedsRunners()])
+
+
+def test_every_core_package_is_in_the_distribution() -> None:
+    """pyproject.toml lists packages by hand (core/ is mapped to isolde): a new package
+    directory missing there would be left out of a wheel."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    present = {".".join(["isolde", *p.parent.relative_to(ROOT / "core").parts]) for p in (ROOT / "core").rglob("__init__.py")}
+    assert present <= listed, f"add to [tool.setuptools] packages: {sorted(present - listed)}"

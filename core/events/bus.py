@@ -1,9 +1,9 @@
-"""The in-process event bus: CloudEvents-shaped events, one bus per ``Engine``.
+"""The in-process event bus (:class:`InProcessEventBus`), one per ``Engine``.
 
 Direktiv routes CloudEvents between workflows of a namespace: ``generateEvent``
 publishes one, ``consumeEvent`` / ``eventsAnd`` / ``eventsXor`` wait for them,
 and workflows whose ``start`` is an event type are started by them.  isolde keeps
-that model inside one process: ``engine.events`` is an :class:`EventBus`; the
+that model inside one process: ``engine.events`` is an :class:`InProcessEventBus`; the
 state plugins, the CLI (``isolde run --event``) and the daemon's HTTP API all
 publish into it.
 
@@ -40,173 +40,21 @@ The event itself is a plain dict in CloudEvents' JSON format (``specversion``,
 
 from __future__ import annotations
 
-import base64
-import fnmatch
-import json
 import math
 import threading
 import time
-import uuid
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from .variables import parse_json
-from .errors import InstanceFailure, IsoldeError
+from ..errors import IsoldeError
+from .cloudevents import copy_value, normalize
+from .errors import Cancelled
+from .filters import EventFilter
+from .protocol import Received
 
 if TYPE_CHECKING:
-    from .config import Config
-
-SPECVERSION = "1.0"
-CANCELLED = "isolde.cancelled"
-
-_RESERVED = frozenset(("data", "data_base64"))
-_SCALARS = (str, int, float, bool)
-_STRINGS = frozenset(("time", "subject", "dataschema", "datacontenttype"))
-
-
-class EventError(IsoldeError):
-    """An event is malformed or too large (the message says which field and why)."""
-
-
-class Cancelled(InstanceFailure):
-    """A wait or sleep was interrupted: the engine is closing, or the instance was cancelled."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, code=CANCELLED)
-
-
-# -- the event --------------------------------------------------------------------------
-
-
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def normalize(event: Any, *, max_bytes: int | None = None) -> dict[str, Any]:
-    """A checked copy of ``event`` with ``specversion``, ``id`` and ``time`` filled in.
-
-    ``type`` and ``source`` are required (non-empty strings).  Attribute names
-    follow CloudEvents (lower-case letters and digits); attribute values are
-    strings, numbers or booleans; ``data`` and ``data_base64`` exclude each other.
-    Raises :class:`EventError`.
-    """
-    if not isinstance(event, dict):
-        raise EventError(f"an event must be a JSON object, got {_kind(event)}")
-    for key in ("type", "source"):
-        value = event.get(key)
-        if not isinstance(value, str) or not value:
-            raise EventError(f"event attribute '{key}' is required (a non-empty string)")
-    spec = event.get("specversion", SPECVERSION)
-    if spec != SPECVERSION:
-        raise EventError(f"event specversion {spec!r} is not supported (only {SPECVERSION!r})")
-    eid = event.get("id")
-    if eid is None:
-        eid = str(uuid.uuid4())
-    elif not isinstance(eid, str) or not eid:
-        raise EventError("event attribute 'id' must be a non-empty string")
-    out: dict[str, Any] = {"specversion": SPECVERSION, "id": eid, "source": event["source"], "type": event["type"]}
-    if "time" not in event:
-        out["time"] = now_rfc3339()
-    for key, value in event.items():
-        if key in out or key in _RESERVED:
-            continue
-        if not isinstance(key, str) or not key.isascii() or not key.isalnum() or key != key.lower():
-            raise EventError(
-                f"event attribute name {key!r} is invalid: CloudEvents attribute names use only "
-                "lower-case letters a-z and digits"
-            )
-        if value is not None and not isinstance(value, _SCALARS):
-            raise EventError(f"event attribute '{key}' must be a string, number or boolean, got {_kind(value)}")
-        if key in _STRINGS and not isinstance(value, str):
-            raise EventError(f"event attribute '{key}' must be a string, got {_kind(value)}")
-        out[key] = value
-    if "data" in event and "data_base64" in event:
-        raise EventError("an event has either 'data' or 'data_base64', not both")
-    if "data_base64" in event:
-        b64 = event["data_base64"]
-        try:
-            if not isinstance(b64, str):
-                raise ValueError
-            base64.b64decode(b64, validate=True)
-        except ValueError:
-            raise EventError("event 'data_base64' must be a base64 string") from None
-        out["data_base64"] = b64
-    elif "data" in event:
-        out["data"] = event["data"]
-    if max_bytes is not None:
-        try:
-            size = len(json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode())
-        except (TypeError, ValueError) as exc:
-            raise EventError(f"event is not valid JSON: {exc}") from None
-        if size > max_bytes:
-            raise EventError(
-                f"event of type '{out['type']}' is {size} bytes, over the {max_bytes}-byte limit "
-                "(raise [limits] max_event_bytes in isolde.toml)"
-            )
-    return out
-
-
-def _copy(value: Any) -> Any:
-    """A deep copy of a JSON value, so no two instances ever share a mutable event."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
-
-
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Which events a waiter or subscriber wants: an exact ``type`` and context conditions."""
-
-    type: str
-    context: Mapping[str, Any] = field(default_factory=dict)
-
-    def matches(self, event: Mapping[str, Any]) -> bool:
-        if event.get("type") != self.type:
-            return False
-        for key, want in self.context.items():
-            if key in _RESERVED:
-                return False
-            have = event.get(key)
-            if want is None:
-                if have is not None:
-                    return False
-            elif have is None:
-                return False
-            elif isinstance(want, str):
-                if not fnmatch.fnmatchcase(have if isinstance(have, str) else _text(have), want):
-                    return False
-            elif have != want and _text(have) != _text(want):
-                return False
-        return True
-
-    def describe(self) -> str:
-        if not self.context:
-            return f"'{self.type}'"
-        conds = ", ".join(f"{k}={_text(v)}" for k, v in self.context.items())
-        return f"'{self.type}' ({conds})"
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-# -- waiting ------------------------------------------------------------------------------
-
-Received = list[tuple[int, dict[str, Any]]]
-"""What a wait gives back: ``(index of the filter, event)`` pairs, in filter order."""
+    from ..config import Config
 
 
 class _Waiter:
@@ -242,7 +90,7 @@ class _Waiter:
                     break
         if best < 0:
             return False
-        self.got[best] = _copy(event)
+        self.got[best] = copy_value(event)
         self.done = not self.all or all(g is not None for g in self.got)
         return True
 
@@ -266,8 +114,9 @@ class _Kept:
     event: dict[str, Any]
 
 
-class EventBus:
-    """Thread-safe publish / wait / subscribe for one engine (see the module docstring)."""
+class InProcessEventBus:
+    """Thread-safe publish / wait / subscribe for one engine (see the module docstring);
+    implements :class:`isolde.events.protocol.EventBus`."""
 
     def cancel_all(self) -> None:
         """Engine.close() calls this first: every waiting instance wakes up cancelled."""
@@ -294,7 +143,7 @@ class EventBus:
         self._timers: set[threading.Timer] = set()
 
     @classmethod
-    def from_config(cls, config: Config, on_callback_error: Callable[[BaseException], None] | None = None) -> EventBus:
+    def from_config(cls, config: Config, on_callback_error: Callable[[BaseException], None] | None = None) -> InProcessEventBus:
         return cls(
             max_event_bytes=int(config.limit("max_event_bytes")),
             retain_count=int(config.limit("event_retain_count")),
@@ -387,7 +236,7 @@ class EventBus:
         """The events kept in ``namespace`` because no instance has taken them yet (oldest first)."""
         with self._lock:
             self._purge(namespace)
-            return [_copy(k.event) for k in self._kept.get(namespace, ())]
+            return [copy_value(k.event) for k in self._kept.get(namespace, ())]
 
     # -- waiting -----------------------------------------------------------------------
     def wait(
@@ -533,62 +382,3 @@ class EventBus:
             self._kept.clear()
         for t in timers:
             t.cancel()
-
-
-# -- the command line's events --------------------------------------------------------------
-
-CLI_SOURCE = "isolde-cli"
-
-
-def parse_event_args(values: Iterable[str], read_stdin: Callable[[], str] | None = None) -> list[dict[str, Any]]:
-    """Events given as ``isolde run --event``: JSON objects (or arrays of them), ``@FILE`` or ``@-`` (stdin).
-
-    A missing ``source`` becomes ``isolde-cli``; the bus fills in ``id``,
-    ``specversion`` and ``time``.  Raises :class:`EventError` naming the bad argument.
-    """
-    events: list[dict[str, Any]] = []
-    for n, raw in enumerate(values, 1):
-        where = f"--event #{n}"
-        text = raw
-        if raw.startswith("@"):
-            name = raw[1:]
-            where = f"--event {raw}"
-            try:
-                if name == "-":
-                    if read_stdin is None:
-                        raise EventError(f"{where}: standard input is not available")
-                    text = read_stdin()
-                else:
-                    text = Path(name).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise EventError(f"{where}: cannot read {name}: {exc.strerror or exc}") from None
-        try:
-            value = parse_json(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise EventError(
-                f"{where}: not valid JSON ({exc}); give an object such as "
-                '\'{"type": "my.event", "data": {"x": 1}}\''
-            ) from None
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if not isinstance(item, dict):
-                raise EventError(f"{where}: an event must be a JSON object, got {_kind(item)}")
-            item = dict(item)
-            item.setdefault("source", CLI_SOURCE)
-            try:
-                events.append(normalize(item))
-            except EventError as exc:
-                raise EventError(f"{where}: {exc}") from None
-    return events
-
-
-__all__ = [
-    "CANCELLED",
-    "Cancelled",
-    "EventBus",
-    "EventError",
-    "EventFilter",
-    "Received",
-    "normalize",
-    "parse_event_args",
-]
