@@ -399,7 +399,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _start(self, ns: str, path: str) -> None:
         d = self.server.api.daemon
         d.workflow_owner(ns, path)  # 404 before reading a body
-        body = self._read_body(int(d.engine.config.limit("max_input_bytes")), "[limits] max_input_bytes")
+        body = self._read_body(d.max_input_bytes, "[limits] max_input_bytes")
         wait = self.query.get("wait", "").lower() in ("1", "true", "yes")
         timeout = d.settings.max_wait
         if "timeout" in self.query:
@@ -435,7 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _list_vars(self, ns: str, scope: str, owner: str) -> None:
         d = self.server.api.daemon
         d.check_namespace(ns)
-        rows = d.engine.store.list(ns, scope, owner)
+        rows = d.store.list(ns, scope, owner)
         self._json(200, {"namespace": ns, **({"workflow": owner} if scope == "workflow" else {}),
                          "variables": [_var_meta(k, v) for k, v in rows]})
 
@@ -445,7 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
                            {"Allow": "GET, PUT, DELETE"})
         d = self.server.api.daemon
         ref = self._ref(ns, scope, path, key)
-        store = d.engine.store
+        store = d.store
         where = f"variable '{key}' of workflow '{ref.owner}'" if scope == "workflow" else f"namespace variable '{key}'"
         if method in ("GET", "HEAD"):
             var = store.get(ref)
@@ -457,7 +457,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(404, "isolde.variable.notFound", f"no {where} in namespace '{ns}'")
             store.write([Put(ref, None)])
             return self._send(204, b"", None)
-        limit = d._max_var
+        limit = d.max_variable_bytes
         data = self._read_body(limit, "[limits] max_variable_bytes")
         mime = (self.headers.get("Content-Type") or _OCTETS).strip()
         if len(mime) > 255 or not mime.isprintable():
@@ -470,7 +470,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _event(self, ns: str) -> None:
         d = self.server.api.daemon
         d.check_namespace(ns)
-        body = self._read_body(int(d.engine.config.limit("max_event_bytes")), "[limits] max_event_bytes")
+        body = self._read_body(d.max_event_bytes, "[limits] max_event_bytes")
         ev, started = d.publish_event(ns, _cloudevent(self.headers, body))
         self._json(202, {"id": ev["id"], "type": ev["type"], "instances": started})
 
