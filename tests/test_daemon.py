@@ -756,6 +756,61 @@ def test_sigterm_stops_gracefully_and_the_next_start_resumes(root: Path, serve: 
     assert plugin_cli("vars", "list", "-n", "ns1", "--instance", iid).stdout == ""
 
 
+LOCKED = """
+direktiv_api: workflow/v1
+states:
+- id: get
+  type: getter
+  variables:
+  - key: x
+    scope: namespace
+    lock: true
+  transition: mark
+- id: mark
+  type: setter
+  variables:
+  - key: seen
+    scope: namespace
+    value: jq(.var.x)
+  transition: sit
+- id: sit
+  type: nap
+  seconds: {seconds}
+  transition: put
+- id: put
+  type: setter
+  variables:
+  - key: x
+    scope: namespace
+    value: jq(.var.x + 1)
+"""
+
+
+@pytest.mark.parametrize("how", ["kill9", "sigterm"])
+def test_a_resumed_instance_that_held_a_lock_reads_again(
+    root: Path, serve: Callable[..., Served], plugin_cli: Cli, how: str
+) -> None:
+    """Issue 12: stopped after a ``lock: true`` getter, the instance must not resume past
+    it with the value it read (x went from 3 back to 1): it re-runs the getter."""
+    write(root / "ns1" / "inc.yaml", LOCKED.format(seconds=30))
+    assert plugin_cli("vars", "set", "x", "0", "-n", "ns1").code == 0
+    d = serve(root, config="[daemon]\nstop_grace = 0.2\n")
+    r = d.start("ns1", "inc", wait=False)
+    iid = r.json["id"]
+    eventually(lambda: d.get("/api/namespaces/ns1/variables/seen").status == 200)  # read 0, holds the lock
+    if how == "kill9":
+        d.kill9()
+    else:
+        assert d.stop() == 0
+    assert plugin_cli("vars", "set", "x", "3", "-n", "ns1").code == 0  # a newer write meanwhile
+    write(root / "ns1" / "inc.yaml", LOCKED.format(seconds=0))
+    d = serve(root)
+    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x)
+    assert done["status"] == "complete", done
+    assert plugin_cli("vars", "get", "x", "-n", "ns1").stdout == "4"  # read again under the lock: 3 + 1
+    assert plugin_cli("vars", "get", "seen", "-n", "ns1").stdout == "3"
+
+
 def _hanging_action(root: Path, record: Path) -> None:
     """``call.yaml``: a setter (instance + workflow variable), then an action on the probe
     isolate that hangs until its ``DELETE`` (or 30 s), then a getter."""
