@@ -69,9 +69,20 @@ class Poke(Nap):
     """
 
 
+class Boom(StateType):
+    name = "boom"
+    schema = """
+    state boom "Its check has a bug: it raises." {
+    }
+    """
+
+    def check(self, state, workflow, report):
+        raise RuntimeError("a bug in boom's check")
+
+
 @hookimpl
 def isolde_state_types():
-    return [Nap, Poke]
+    return [Nap, Poke, Boom]
 '''
 
 
@@ -364,6 +375,29 @@ def test_editor_save_by_rename_keeps_variables(root: Path, serve: Callable[..., 
     assert cli("vars", "get", "n", "-n", "ns1", "-w", "flow").stdout == "1"
     assert sorted(d.workflows("ns1")) == ["flow"]
     assert "workflow deleted" not in d.log_text()
+
+
+BOOM = """
+direktiv_api: workflow/v1
+states:
+- id: a
+  type: boom
+"""
+
+
+def test_a_workflow_that_fails_to_load_leaves_the_daemon_serving(root: Path, serve: Callable[..., Served]) -> None:
+    """Issue 12: any exception while loading a dropped file (here a plugin's check that
+    raises) makes an invalid workflow with a located error, at start and later."""
+    write(root / "ns1" / "early.yaml", BOOM)
+    write(root / "ns1" / "fine.yaml", NOOP.format(word="fine"))
+    d = serve(root)
+    write(root / "ns1" / "late.yaml", BOOM)
+    wfs = eventually(lambda: (w := d.workflows("ns1")).get("late") and w)
+    for name in ("early", "late"):
+        assert not wfs[name]["valid"] and not wfs[name]["serving"], wfs[name]
+        assert f"{name}.yaml:1:1: the workflow could not be loaded: RuntimeError" in wfs[name]["errors"][0], wfs[name]
+    assert d.start("ns1", "fine").json["output"] == {"says": "fine"}
+    assert "late.yaml:1:1: the workflow could not be loaded" in d.log_text()
 
 
 def test_half_written_workflow_never_registers(root: Path, serve: Callable[..., Served]) -> None:
