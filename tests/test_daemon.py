@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from helpers import install_plugin
+from isolde.conformance.records import InstanceRecordsConformance
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -965,3 +966,21 @@ def test_refuses_a_missing_folder_and_a_public_api_without_token(tmp_path: Path,
     assert r.code == 2 and "not a directory" in r.stderr
     r = cli("serve", str(root), "--api", "0.0.0.0:0", timeout=30)
     assert r.code == 2 and "without a token" in r.stderr, r.stderr
+
+
+# --------------------------------------------------------------------------- 7. interfaces
+
+
+class TestLmdbInstanceRecords(InstanceRecordsConformance):
+    """The LMDB records pass the suite every ``InstanceRecords`` backend runs."""
+
+    @pytest.fixture
+    def records(self, tmp_path: Path) -> Iterator[Any]:
+        from isolde.daemon import LmdbInstanceRecords
+        from isolde.store import LmdbStore
+
+        store = LmdbStore(tmp_path / "data")
+        try:
+            yield LmdbInstanceRecords(store, keep=self.KEEP)
+        finally:
+            store.close()
