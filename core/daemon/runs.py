@@ -150,16 +150,13 @@ class Runs:
         self.abandon = False
 
     # -- starting -----------------------------------------------------------------
-    def start(self, ns: str, path: str, input: Any = None, *, trigger: str = "api", announce: bool = True,
-              run_here: bool = False) -> InstanceInfo:
+    def start(self, ns: str, path: str, input: Any = None, *, trigger: str = "api", announce: bool = True) -> InstanceInfo:
         """Queue an instance of a served workflow; raises DaemonError (404, 409, 503, 400).
 
         With ``announce`` its record is durable before this returns, so an id handed out
         survives a crash.  A caller that waits for the outcome passes False and saves that
         commit: should the daemon die first, the caller gets no id, and the instance left
-        no trace unless it committed something (which writes its record with it).  With
-        ``run_here`` the instance runs on the calling thread when a run slot is free (the
-        caller waits for it anyway), else it is queued as usual."""
+        no trace unless it committed something (which writes its record with it)."""
         if self.stopping:
             raise DaemonError(503, "isolde.daemon.stopping", "the daemon is stopping")
         wid = workflow_id(path)
@@ -185,38 +182,15 @@ class Runs:
                                   f"{self.running} instances running and {len(self._queue)} queued "
                                   "(raise [daemon] max_running / max_queue)")
             self.instances[iid] = info
-            here = run_here and self.running < self.settings.max_running
-            if here:
-                self.running += 1
         try:
             if announce:
                 self.records.create(info.record())
         except StoreError as exc:
             with self._lock:
                 self.instances.pop(iid, None)
-                if here:
-                    self._release_slot()
             raise DaemonError(507, getattr(exc, "code", "isolde.store"), str(exc)) from None
-        if not here:
-            self.submit(info, wf, None)
-            return info
-        try:
-            self._run_one(info, wf, None)
-        except Exception as exc:  # a bug: the caller gets the instance as it stands
-            self.log.error("instance runner failed", exc_info=exc, extra={"fields": {"id": iid}})
-            info.done.set()
-        finally:
-            with self._lock:
-                self._release_slot()
+        self.submit(info, wf, None)
         return info
-
-    def _release_slot(self) -> None:
-        """A run slot is free (called with the lock held): the oldest queued job takes it."""
-        self.running -= 1
-        if self._queue and not self.stopping:
-            self.submit(*self._queue.popleft())
-        else:
-            self._idle_cond.notify_all()
 
     def adopt(self, info: InstanceInfo, wf: Workflow, start: str | None) -> None:
         """Run an instance taken over from a previous daemon (``start``: its state)."""

@@ -173,15 +173,13 @@ class Daemon:
 
     def start_and_view(self, ns: str, path: str, body: bytes | None, *, wait: bool, timeout: float | None) -> dict[str, Any]:
         """Start an instance for the API and return its view: at once, or with ``wait`` once
-        it ended (or ``timeout`` passed; None: ``max_wait``).  Waited for without a timeout,
-        it runs on the caller's thread when a run slot is free: no hand-over to a worker
-        thread and back (``max_wait`` then bounds nothing: the answer comes when it ends)."""
+        it ended (or ``timeout`` passed; None: ``max_wait``).  A waited-for start makes no
+        commit of its own: the outcome's record is the one commit (docs/daemon.md)."""
         if not wait:
             return self.runs.start(ns, path, body).view()
-        info = self.runs.start(ns, path, body, announce=False, run_here=timeout is None)
-        if not info.done.is_set():
-            info.done.wait(self.settings.max_wait if timeout is None else timeout)
-        return info.view() if info.done.is_set() and info.status in ("complete", "failed") else self.instance(ns, info.id)
+        info = self.runs.start(ns, path, body, announce=False)
+        info.done.wait(self.settings.max_wait if timeout is None else timeout)
+        return info.view() if info.status in ("complete", "failed") else self.instance(ns, info.id)
 
     def instance(self, ns: str, iid: str) -> dict[str, Any]:
         """An instance's status, output and error (404 when unknown)."""

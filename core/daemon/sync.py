@@ -127,6 +127,8 @@ class FolderSync:
                 self.sync(paths)
             except Exception as exc:  # a bug must not stop the watcher
                 self.log.error("sync failed", exc_info=exc, extra={"fields": {"paths": len(paths)}})
+            finally:
+                self.pending.synced()
 
     def sync(self, paths: list[Path]) -> None:
         items: list[Item] = []

@@ -43,6 +43,7 @@ class Pending:
         self.last_event: dict[Path, float] = {}
         self.moves: dict[Path, tuple[Path, float]] = {}  # destination -> (source, when) of a recent rename
         self.closed = False
+        self.busy = False  # paths were taken and are being synced
 
     def mark(self, path: Path, delay: float) -> None:
         now = time.monotonic()
@@ -110,12 +111,25 @@ class Pending:
                 if ready:
                     for _, _, p in ready:
                         del self.due[p]
+                    self.busy = True
                     return [p for _, _, p in ready]
                 nxt = min(self.due.values(), default=deadline)
                 if now >= deadline:
                     return []
                 self.cond.wait(max(0.0, min(nxt, deadline) - now))
             return []
+
+    def synced(self) -> None:
+        """The paths last taken are synced."""
+        with self.cond:
+            self.busy = False
+            self.cond.notify_all()
+
+    def wait_quiet(self, timeout: float) -> bool:
+        """Wait until no path is due (later ones included: a deletion's grace, a recheck)
+        and none is being synced: every change seen so far is applied."""
+        with self.cond:
+            return self.cond.wait_for(lambda: self.closed or (not self.due and not self.busy), timeout)
 
     def close(self) -> None:
         with self.cond:
@@ -228,6 +242,7 @@ class FileReader:
                 # Still open for writing (a slow writer, or found by a scan of a folder that
                 # just appeared): its close event comes later; look again in a while anyway.
                 self.pending.recheck(path, max(self.settle, WRITER_RECHECK))
+                self.log.debug("file still open for writing, looked at later", extra={"fields": {"file": str(path)}})
                 return None
             before = os.fstat(fd)
             chunks = []
