@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IsoldeError
 from .catalog import Catalog
+from .dropvars import DropVariables
 from .layout import workflow_id
 from .records import InstanceRecords, LmdbInstanceRecords
 from .recovery import DataDirLock, DeferredSweep, Recovery
@@ -76,12 +77,14 @@ class Daemon:
                          end_instance=store.end_instance, interrupt=lambda iid, why: None if engine.events.interrupt(iid, why) else None)
         self.triggers = Triggers(self.catalog, lambda: engine.events, self.runs.start, log, self._scheduler)
         self.manifests = Manifests(store)
+        reader = FileReader(self.pending, settings.settle, log)
+        drop = DropVariables(store, self.catalog, self.pending, reader, settings, log,
+                             max_variable_bytes=self.max_variable_bytes, pack=self._packer())
         self.sync = FolderSync(
-            self.root, self.catalog, self.pending, FileReader(self.pending, settings.settle, log), settings, log,
-            store=store, manifests=self.manifests, triggers=self.triggers, runs=self.runs,
+            self.root, self.catalog, self.pending, reader, settings, log,
+            store=store, manifests=self.manifests, triggers=self.triggers, runs=self.runs, drop=drop,
             build=engine._build, delete_workflow=engine.delete_workflow, delete_namespace=engine.delete_namespace,
-            max_variable_bytes=self.max_variable_bytes, max_yaml_bytes=int(engine.config.limit("max_yaml_bytes")),
-            pack=self._packer(),
+            max_yaml_bytes=int(engine.config.limit("max_yaml_bytes")),
         )
         self.recovery = Recovery(self.records, self.runs, self.catalog, log,
                                  has_instance_vars=lambda ns, iid: bool(store.list(ns, "instance", iid)),

@@ -1,4 +1,5 @@
-"""Folder -> store: the served folder's workflows, namespaces and drop files, kept in step.
+"""Folder -> store: the served folder's workflows and namespaces, kept in step (drop files
+are ``dropvars``'s).
 
 A due path (see ``watch``) is classified (``layout``) and synced: a workflow file is read
 whole and built; one that does not build is registered invalid with its located errors
@@ -10,7 +11,6 @@ workflows the daemon manages, so deletions while it was down are applied at star
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, cast
 
 from ..errors import ValidationError
-from ..store import LmdbStore, Put, Ref, StoreError, check_key
+from ..store import LmdbStore, Put, Ref
 from .catalog import Catalog, WorkflowEntry
-from .layout import Item, classify, guess_mime, is_under, valid_namespace
+from .dropvars import DropVariables
+from .layout import Item, classify, is_under, valid_namespace
 from .records import RECORD_OWNER
 from .runs import Runs
 from .settings import DaemonSettings
@@ -37,7 +38,6 @@ __all__ = ["FolderSync", "Manifests"]
 
 MANIFEST_KEY: Final = "workflows"
 """The per-namespace record listing the workflow files the daemon manages (id -> digest)."""
-DIR_MIME: Final = "application/gzip"  # the same type as directories collected from out/
 
 BuildFn = Callable[[bytes, str, str], "Workflow"]
 
@@ -84,8 +84,8 @@ class FolderSync:
 
     def __init__(self, root: Path, catalog: Catalog, pending: Pending, reader: FileReader, settings: DaemonSettings,
                  log: logging.Logger, *, store: LmdbStore, manifests: Manifests, triggers: Triggers, runs: Runs,
-                 build: BuildFn, delete_workflow: Callable[[str, str], int], delete_namespace: Callable[[str], int],
-                 max_variable_bytes: int, max_yaml_bytes: int, pack: Callable[[Path, io.BytesIO, str], None]) -> None:
+                 drop: DropVariables, build: BuildFn, delete_workflow: Callable[[str, str], int],
+                 delete_namespace: Callable[[str], int], max_yaml_bytes: int) -> None:
         self.root = root
         self.catalog = catalog
         self.pending = pending
@@ -99,8 +99,7 @@ class FolderSync:
         self._build = build  # (bytes, filename, workflow id) -> Workflow, raises ValidationError
         self._delete_workflow_vars = delete_workflow  # (wid, ns) -> variables deleted
         self._delete_namespace_vars = delete_namespace
-        self._pack_dir = pack  # packs a directory as tar.gz into a buffer (raises WorkflowError)
-        self.max_var = max_variable_bytes
+        self.drop = drop
         self.max_yaml = max_yaml_bytes
         self.stopping = False
         self._thread: threading.Thread | None = None
@@ -157,7 +156,7 @@ class FolderSync:
         elif item.kind == "wf":
             self.sync_workflow(item)
         else:
-            self._sync_var(item)
+            self.drop.sync(item)
 
     def _gone_recently(self, path: Path) -> bool:
         return self.pending.gone_recently(path, self.settings.delete_grace)
@@ -186,7 +185,7 @@ class FolderSync:
                 if item is None:
                     continue
                 if item.kind in ("nvar", "wvar"):
-                    self._sync_var(item)  # a variable directory: don't walk into it
+                    self.drop.sync(item)  # a variable directory: don't walk into it
                 elif item.kind in ("vars", "dir"):
                     keep.append(name)
             dirnames[:] = keep
@@ -197,7 +196,7 @@ class FolderSync:
                 if item.kind == "wf":
                     self.sync_workflow(item)
                 elif item.kind in ("nvar", "wvar"):
-                    self._sync_var(item)
+                    self.drop.sync(item)
 
     # -- namespaces and folders ---------------------------------------------------
     def _sync_ns(self, item: Item) -> None:
@@ -429,78 +428,3 @@ class FolderSync:
                     self.manifests.set(ns, wid, None)
                     self.log.info("workflow deleted (its file went while the daemon was down)",
                                   extra={"fields": {"ns": ns, "workflow": wid, "variables": n}})
-
-    # -- drop-folder variables ----------------------------------------------------
-    def _sync_var(self, item: Item) -> None:
-        scope = "namespace" if item.kind == "nvar" else "workflow"
-        fields = {"ns": item.namespace, "workflow": item.workflow or None, "key": item.key, "file": str(item.path)}
-        try:
-            check_key(item.key)
-        except StoreError as exc:
-            self.log.warning("drop file ignored: its name is not a valid variable key", extra={"fields": {**fields, "error": str(exc)}})
-            return
-        ref = Ref(item.namespace, scope, item.workflow if scope == "workflow" else "", item.key)
-        try:
-            st = os.lstat(item.path)
-        except FileNotFoundError:
-            st = None
-        store = self.store
-        if st is None:
-            if not self.settings.delete_vars_with_files or self._gone_recently(item.path):
-                return
-            if store.get(ref) is not None:
-                store.write([Put(ref, None)])
-                self.log.info("variable deleted with its file", extra={"fields": fields})
-            return
-        if _stat.S_ISREG(st.st_mode):
-            data = self.reader.read(item.path, st, self.max_var + 1)
-            if data is None:
-                return
-            mime = guess_mime(item.key, data)
-        elif _stat.S_ISDIR(st.st_mode):
-            packed = self._pack(item.path, fields)
-            if packed is None:
-                return
-            data, mime = packed, DIR_MIME
-        else:
-            self.log.warning("drop file ignored: not a regular file or directory (links are never followed)", extra={"fields": fields})
-            return
-        with self.catalog.lock:
-            self.catalog.namespaces.add(item.namespace)
-        old = store.get(ref)
-        if old is not None and old.mime == mime and old.data == data:
-            return
-        store.write([Put(ref, data, mime)])
-        self.log.info("variable stored", extra={"fields": {**fields, "bytes": len(data), "mime": mime}})
-
-    def _pack(self, path: Path, fields: dict[str, Any]) -> bytes | None:
-        from ..errors import WorkflowError
-
-        buf = _CappedBuffer(self.max_var)
-        try:
-            self._pack_dir(path, buf, f"drop folder {path}")
-        except WorkflowError as exc:
-            self.log.error("variable directory not stored", extra={"fields": {**fields, "error": exc.msg}})
-            return None
-        except _TooBig:
-            self.log.error("variable directory not stored: its tar.gz is over [limits] max_variable_bytes",
-                           extra={"fields": {**fields, "limit": self.max_var}})
-            return None
-        return buf.getvalue()
-
-
-class _TooBig(Exception):
-    pass
-
-
-class _CappedBuffer(io.BytesIO):
-    """A BytesIO that refuses to grow past ``cap`` (a packed directory over the variable limit)."""
-
-    def __init__(self, cap: int) -> None:
-        super().__init__()
-        self.cap = cap
-
-    def write(self, data: Any) -> int:
-        if self.tell() + len(data) > self.cap:
-            raise _TooBig()
-        return super().write(data)
