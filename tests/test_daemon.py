@@ -125,14 +125,27 @@ class _Client:
         """``fn()`` once it is truthy (see ``eventually``)."""
         return eventually(fn, timeout)
 
-    def wait_log(self, text: str, *, timeout: float = 10.0, since: int = 0) -> str:
-        """The first line (from ``since``) containing ``text``; the daemon notifies each
-        line, so this wakes when it is logged (the timeout only bounds a failing test)."""
+    def ended(self, iid: str) -> dict[str, Any]:
+        """The instance once the daemon logged its end (``instance complete`` is a debug
+        line: the process daemons of these tests run with ``--verbose``)."""
+        ends = ('msg="instance complete"', 'msg="instance failed"')
+        deadline = time.monotonic() + 30
+        with self._cond:
+            while not any(f"id={iid}" in x and any(e in x for e in ends) for x in self.lines):
+                left = deadline - time.monotonic()
+                assert left > 0 and not self._gone(), "no end of instance %s; log:\n%s" % (iid, "\n".join(self.lines[-30:]))
+                self._cond.wait(left)
+        view: dict[str, Any] = self.get(f"/api/namespaces/ns1/instances/{iid}").json
+        return view
+
+    def wait_log(self, text: str, *also: str, timeout: float = 30.0, since: int = 0) -> str:
+        """The first line (from ``since``) containing ``text`` (and each of ``also``); each
+        line wakes the waiter as it is logged (the timeout only bounds a failing test)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 for line in self.lines[since:]:
-                    if text in line:
+                    if text in line and all(a in line for a in also):
                         return line
                 left = deadline - time.monotonic()
                 if left <= 0 or self._gone():
@@ -436,7 +449,7 @@ def serve_process(tmp_path: Path, data_dir: Path, site: Path) -> Iterator[Callab
             cfg = tmp_path / f"isolde-{len(started)}.toml"
             cfg.write_text(textwrap.dedent(config))
             extra += ["--config", str(cfg)]
-        s = Served(root, data_dir, tuple(extra), env, tmp_path)
+        s = Served(root, data_dir, ("--verbose", *extra), env, tmp_path)  # debug lines: instance ends, state logs
         started.append(s)
         return s.ready() if ready else s
 
@@ -846,6 +859,7 @@ states:
     value: jq(.n)
   transition: sit
 - id: sit
+  log: sitting
   type: {kind}
   seconds: {seconds}
   transition: read
@@ -858,13 +872,12 @@ states:
 
 
 def _sitting(d: _Client, wf: str) -> str:
+    """Start ``wf`` and return its id once it sits in state ``sit``: its ``log: sitting``
+    line comes after the setter's writes (and the record with them) were committed."""
     r = d.start("ns1", wf, {"n": 5}, wait=False)
     assert r.status == 202, r.body
     iid: str = r.json["id"]
-    eventually(lambda: d.get(f"/api/namespaces/ns1/instances/{iid}").json["state"] == "sit")
-    # "state" changes when the setter is done; its writes (and the instance's record, in the
-    # same transaction) are committed a moment later: wait for them before pulling the plug.
-    eventually(lambda: d.get(f"/api/namespaces/ns1/workflows/{wf}/variables/committed").status == 200)
+    d.wait_log("msg=sitting", f"id={iid}")
     return iid
 
 
@@ -876,7 +889,7 @@ def test_kill9_in_a_resumable_state_resumes(root: Path, serve_process: Callable[
     write(root / "ns1" / "sit.yaml", SITTING.format(kind="nap", seconds=0.2))  # a shorter nap this time
     d = serve_process(root)
     d.wait_log("resuming instance")
-    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x)
+    done = d.ended(iid)
     assert done["status"] == "complete", done
     assert done["resumed"] is True
     assert done["output"]["var"] == {"scratch": 5}  # its instance variable survived the crash
@@ -906,7 +919,7 @@ def test_kill9_in_a_delay_state(root: Path, serve_process: Callable[..., Served]
     iid = _sitting(d, "wait")
     d.kill9()
     d = serve_process(root)
-    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x, timeout=15)
+    done = d.ended(iid)
     import isolde
 
     with isolde.Engine(data_dir=plugin_cli.data_dir / "probe", config={}) as probe:
@@ -930,7 +943,7 @@ def test_sigterm_stops_gracefully_and_the_next_start_resumes(root: Path, serve_p
     assert "instances still running at stop" in d.log_text()
     write(root / "ns1" / "sit.yaml", SITTING.format(kind="nap", seconds=0.1))
     d = serve_process(root)
-    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x)
+    done = d.ended(iid)
     assert done["status"] == "complete", done
     assert plugin_cli("vars", "list", "-n", "ns1", "--instance", iid).stdout == ""
 
@@ -953,6 +966,7 @@ states:
     value: jq(.var.x)
   transition: sit
 - id: sit
+  log: sitting
   type: nap
   seconds: {seconds}
   transition: put
@@ -967,27 +981,33 @@ states:
 
 @pytest.mark.parametrize("how", ["kill9", "sigterm"])
 def test_a_resumed_instance_that_held_a_lock_reads_again(
-    root: Path, serve_process: Callable[..., Served], plugin_cli: Cli, how: str
+    root: Path, serve_process: Callable[..., Served], data_dir: Path, how: str
 ) -> None:
     """Issue 12: stopped after a ``lock: true`` getter, the instance must not resume past
     it with the value it read (x went from 3 back to 1): it re-runs the getter."""
     write(root / "ns1" / "inc.yaml", LOCKED.format(seconds=30))
-    assert plugin_cli("vars", "set", "x", "0", "-n", "ns1").code == 0
     d = serve_process(root, config="[daemon]\nstop_grace = 0.2\n")
+    assert d.request("PUT", "/api/namespaces/ns1/variables/x", "0", {"Content-Type": "application/json"}).status == 201
     r = d.start("ns1", "inc", wait=False)
     iid = r.json["id"]
-    eventually(lambda: d.get("/api/namespaces/ns1/variables/seen").status == 200)  # read 0, holds the lock
+    d.wait_log("msg=sitting", f"id={iid}")  # read 0 and wrote `seen`, holds the lock
     if how == "kill9":
         d.kill9()
     else:
         assert d.stop() == 0
-    assert plugin_cli("vars", "set", "x", "3", "-n", "ns1").code == 0  # a newer write meanwhile
+    from isolde.store import LmdbStore, Put, Ref
+
+    store = LmdbStore(data_dir)  # a newer write while no daemon runs
+    try:
+        store.write([Put(Ref("ns1", "namespace", "", "x"), b"3", "application/json")])
+    finally:
+        store.close()
     write(root / "ns1" / "inc.yaml", LOCKED.format(seconds=0))
     d = serve_process(root)
-    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x)
+    done = d.ended(iid)
     assert done["status"] == "complete", done
-    assert plugin_cli("vars", "get", "x", "-n", "ns1").stdout == "4"  # read again under the lock: 3 + 1
-    assert plugin_cli("vars", "get", "seen", "-n", "ns1").stdout == "3"
+    assert d.get("/api/namespaces/ns1/variables/x").body == b"4"  # read again under the lock: 3 + 1
+    assert d.get("/api/namespaces/ns1/variables/seen").body == b"3"
 
 
 def _hanging_action(root: Path, record: Path) -> None:
