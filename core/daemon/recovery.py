@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IsoldeError
 from ..registry import hookimpl
@@ -84,13 +84,13 @@ class Recovery:
     """Resumes or ends the instances a previous daemon left running."""
 
     def __init__(self, records: InstanceRecords, runs: Runs, catalog: Catalog, log: logging.Logger, *,
-                 has_instance_vars: Any, end_instance: Any) -> None:
+                 has_instance_vars: Callable[[str, str], bool], end_instance: Callable[[str, str], None]) -> None:
         self.records = records
         self.runs = runs
         self.catalog = catalog
         self.log = log
-        self._has_ivars = has_instance_vars  # (ns, iid) -> bool
-        self._end_instance = end_instance  # (ns, iid) -> None
+        self._has_ivars = has_instance_vars  # are its instance variables there?
+        self._end_instance = end_instance  # removes its instance variables
         self.left: list[dict[str, Any]] = []
 
     def take_over(self) -> None:

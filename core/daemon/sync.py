@@ -18,7 +18,7 @@ import stat as _stat
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, cast
+from typing import TYPE_CHECKING, Callable, Final, Iterable, cast
 
 from ..errors import ValidationError
 from ..store import LmdbStore, Put, Ref
