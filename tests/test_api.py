@@ -17,8 +17,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from helpers import install_plugin
-from test_daemon import NAP_PLUGIN, Served, eventually
+from test_daemon import InProcess, Served, _Client
 
 LIMITS = """
 [limits]
@@ -74,10 +73,6 @@ FLOWS = {
 }
 
 
-def _site(base: Path) -> Path:
-    return install_plugin(base / "site", "isolde_test_nap", NAP_PLUGIN, "nap")
-
-
 def _env(site: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ISOLDE_")}
     env["PYTHONPATH"] = str(site)
@@ -85,7 +80,7 @@ def _env(site: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
     base = tmp_path_factory.mktemp("api")
     root = base / "flows"
     for name, text in FLOWS.items():
@@ -95,7 +90,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     (root / "ns2").mkdir()
     cfg = base / "isolde.toml"
     cfg.write_text(LIMITS)
-    d = Served(root, base / "data", ("--config", str(cfg)), _env(_site(base)), base).ready()
+    d = InProcess(root, base / "data", config=cfg)
     yield d
     assert d.stop() == 0
 
@@ -124,7 +119,7 @@ def err(r: Any) -> str:
     return str(body["error"]["code"])
 
 
-def raw(d: Served, request: bytes) -> bytes:
+def raw(d: _Client, request: bytes) -> bytes:
     """Send bytes as they are; returns the whole answer (the server closes after it)."""
     with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
         s.sendall(request)
@@ -141,7 +136,30 @@ def raw(d: Served, request: bytes) -> bytes:
 # --------------------------------------------------------------------------- discovery
 
 
-def test_openapi_document_lists_every_route(api: Served) -> None:
+
+def test_every_route_is_documented_and_every_documented_path_is_routed(api: InProcess) -> None:
+    """The router and /api/openapi.json are made from one table: check both directions."""
+    import re
+
+    from isolde.api import ROUTES, url_map
+
+    doc = api.get("/api/openapi.json").json
+    for route in ROUTES:
+        path = re.sub(r"<(?:[a-z]+:)?([a-z]+)>", r"{\1}", route.rule)
+        assert route.method.lower() in doc["paths"].get(path, {}), (route.method, path)
+    adapter = url_map().bind("isolde")
+    samples = {"ns": "ns1", "path": "sub/wf", "key": "k", "id": "abc"}
+    for path, item in doc["paths"].items():
+        concrete = re.sub(r"{([a-z]+)}", lambda m: samples[m.group(1)], path)
+        for method in item.keys() - {"parameters"}:
+            index, args = adapter.match(concrete, method=method.upper())
+            assert ROUTES[index].method == method.upper() and set(args) == set(re.findall(r"{([a-z]+)}", path))
+            for name in re.findall(r"{([a-z]+)}", path):
+                assert any(p["name"] == name for p in item["parameters"]), (path, name)
+        assert all(op.get("summary") and op.get("responses") for m, op in item.items() if m != "parameters"), path
+
+
+def test_openapi_document_lists_every_route(api: InProcess) -> None:
     r = api.get("/api/openapi.json")
     assert r.status == 200 and r.headers["content-type"] == "application/json"
     doc = r.json
@@ -168,13 +186,13 @@ def test_openapi_document_lists_every_route(api: Served) -> None:
         assert name in doc["components"][kind], ref
 
 
-def test_status_and_namespaces(api: Served) -> None:
+def test_status_and_namespaces(api: InProcess) -> None:
     assert api.get("/api/namespaces").json == {"namespaces": [{"name": "ns1", "workflows": 5}, {"name": "ns2", "workflows": 0}]}
     status = api.get("/api/status").json
     assert status["workflows"] == 5 and status["invalid"] == 1 and status["namespaces"] == 2
 
 
-def test_workflows_with_validation_status(api: Served) -> None:
+def test_workflows_with_validation_status(api: InProcess) -> None:
     r = api.get("/api/namespaces/ns1/workflows")
     assert r.status == 200
     wfs = {w["path"]: w for w in r.json["workflows"]}
@@ -191,7 +209,7 @@ def test_workflows_with_validation_status(api: Served) -> None:
 # --------------------------------------------------------------------------- instances
 
 
-def test_start_and_wait(api: Served) -> None:
+def test_start_and_wait(api: InProcess) -> None:
     r = api.start("ns1", "hello", {"name": "Ada"})
     assert r.status == 200
     assert r.json["status"] == "complete" and r.json["output"] == {"greeting": "hello Ada", "input": None}
@@ -205,7 +223,7 @@ def test_start_and_wait(api: Served) -> None:
     assert api.request("POST", "/api/namespaces/ns1/workflows/hello.yaml/instances?wait=true").status == 200
 
 
-def test_start_without_waiting_then_poll(api: Served) -> None:
+def test_start_without_waiting_then_poll(api: InProcess) -> None:
     r = api.start("ns1", "slow", wait=False)
     assert r.status == 202 and r.json["status"] in ("pending", "running")
     iid = r.json["id"]
@@ -215,11 +233,11 @@ def test_start_without_waiting_then_poll(api: Served) -> None:
     assert listed[iid]["status"] == "running"
     r = api.request("POST", "/api/namespaces/ns1/workflows/slow/instances?wait=true&timeout=0.1")
     assert r.status == 202 and r.json["status"] == "running"  # gave up waiting, still runs
-    done = eventually(lambda: (x := api.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] == "complete" and x)
+    done = api.done("ns1", iid)
     assert done["output"] == {"naps": 1} and done["ended"] >= done["started"] >= done["created"]
 
 
-def test_failed_instance_and_logs(api: Served) -> None:
+def test_failed_instance_and_logs(api: InProcess) -> None:
     r = api.start("ns1", "sub/fails")
     assert r.status == 200 and r.json["status"] == "failed"
     assert r.json["error"] == {"code": "app.boom", "message": "it went boom", "state": "boom"}
@@ -229,7 +247,7 @@ def test_failed_instance_and_logs(api: Served) -> None:
     assert isinstance(logs["logs"][0]["time"], float)
 
 
-def test_instance_errors(api: Served) -> None:
+def test_instance_errors(api: InProcess) -> None:
     r = api.start("ns1", "nope")
     assert r.status == 404 and err(r) == "isolde.workflow.notFound"
     r = api.start("ghost", "hello")
@@ -254,7 +272,7 @@ def test_instance_errors(api: Served) -> None:
 
 
 @pytest.mark.parametrize("base", ["/api/namespaces/ns1", "/api/namespaces/ns1/workflows/hello"])
-def test_variables_put_get_list_delete(api: Served, base: str) -> None:
+def test_variables_put_get_list_delete(api: InProcess, base: str) -> None:
     url = f"{base}/variables/greeting.txt"
     assert api.get(url).status == 404
     r = api.request("PUT", url, b"hi there", {"Content-Type": "text/plain; charset=utf-8"})
@@ -277,12 +295,12 @@ def test_variables_put_get_list_delete(api: Served, base: str) -> None:
     assert api.get(f"{base}/variables").json["variables"] == []
 
 
-def test_variables_are_what_workflows_see(api: Served, tmp_path: Path) -> None:
+def test_variables_are_what_workflows_see(api: InProcess, tmp_path: Path) -> None:
     api.request("PUT", "/api/namespaces/ns1/workflows/hello/variables/n", b"41", {"Content-Type": "application/json"})
     assert api.get("/api/namespaces/ns1/variables/n").status == 404  # scopes are exact
 
 
-def test_variable_errors(api: Served) -> None:
+def test_variable_errors(api: InProcess) -> None:
     r = api.request("PUT", "/api/namespaces/ns1/variables/1bad", b"x")
     assert r.status == 400 and err(r) == "direktiv.var.invalidKey"
     r = api.request("PUT", "/api/namespaces/ns1/variables/big", b"x" * 2001)
@@ -299,7 +317,7 @@ def test_variable_errors(api: Served) -> None:
     assert r.status == 405 and r.headers["allow"] == "GET"
 
 
-def test_chunked_and_expect_continue(api: Served) -> None:
+def test_chunked_and_expect_continue(api: InProcess) -> None:
     body = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     out = raw(api, b"PUT /api/namespaces/ns1/variables/chunky HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                    b"Transfer-Encoding: chunked\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" + body)
@@ -316,23 +334,23 @@ def test_chunked_and_expect_continue(api: Served) -> None:
 # --------------------------------------------------------------------------- events
 
 
-def test_events(api: Served) -> None:
+def test_events(api: InProcess) -> None:
     r = api.request("POST", "/api/namespaces/ns1/events", json.dumps({"type": "api.test", "source": "t", "data": {"x": 1}}))
     assert r.status == 202 and r.json["type"] == "api.test" and r.json["id"]
     [iid] = r.json["instances"]
-    done = eventually(lambda: (x := api.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] == "complete" and x)
+    done = api.done("ns1", iid)
     assert done["output"] == {"got": {"x": 1}} and done["trigger"] == "event"
     # binary mode: attributes in ce-* headers, the body is the data
     r = api.request("POST", "/api/namespaces/ns1/events", b'{"y": 2}',
                     {"ce-specversion": "1.0", "ce-type": "api.test", "ce-source": "t", "ce-id": "e-1", "Content-Type": "application/json"})
     assert r.status == 202 and r.json["id"] == "e-1"
     [iid] = r.json["instances"]
-    assert eventually(lambda: api.get(f"/api/namespaces/ns1/instances/{iid}").json["output"]) == {"got": {"y": 2}}
+    assert api.done("ns1", iid)["output"] == {"got": {"y": 2}}
     # an event nobody starts from is accepted all the same
     assert api.request("POST", "/api/namespaces/ns2/events", json.dumps({"type": "other", "source": "t"})).json["instances"] == []
 
 
-def test_event_errors(api: Served) -> None:
+def test_event_errors(api: InProcess) -> None:
     r = api.request("POST", "/api/namespaces/ns1/events", b"{not json")
     assert r.status == 400 and err(r) == "isolde.event.invalid"
     r = api.request("POST", "/api/namespaces/ns1/events", json.dumps({"source": "t"}))
@@ -350,7 +368,7 @@ def test_event_errors(api: Served) -> None:
 # --------------------------------------------------------------------------- protocol and security
 
 
-def test_unknown_paths(api: Served) -> None:
+def test_unknown_paths(api: InProcess) -> None:
     for path in ("/", "/api", "/api/", "/api/nothing", "/api/namespaces/ns1", "/api/namespaces/ns1/other",
                  "/api/namespaces/ns1/workflows/hello", "/api/namespaces/ns1/instances/x/y/z"):
         r = api.get(path)
@@ -359,7 +377,7 @@ def test_unknown_paths(api: Served) -> None:
     assert r.status == 405 and r.headers["allow"] == "GET"
 
 
-def test_browser_and_rebinding_requests_are_refused(api: Served) -> None:
+def test_browser_and_rebinding_requests_are_refused(api: InProcess) -> None:
     r = api.get("/api/namespaces", headers={"Origin": "http://evil.example"})
     assert r.status == 403 and err(r) == "isolde.api.forbidden"
     r = api.get("/api/namespaces", headers={"Sec-Fetch-Site": "cross-site"})
@@ -391,7 +409,7 @@ def test_beyond_loopback_needs_a_token(serve_with: Callable[..., Served]) -> Non
     assert d.get("/api/namespaces", headers={"Host": "box.example", "Authorization": "Bearer t"}).status == 200
 
 
-def test_port_taken_is_a_clear_error(serve_with: Callable[..., Served], api: Served) -> None:
+def test_port_taken_is_a_clear_error(serve_with: Callable[..., Served], api: InProcess) -> None:
     d = serve_with("--api", f"127.0.0.1:{api.port}", ready=False)
     assert d.proc.wait(30) == 2
     d._close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import tarfile
 import textwrap
 import threading
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
@@ -30,6 +32,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from helpers import install_plugin
+from isolde.conformance.records import InstanceRecordsConformance
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -69,9 +72,20 @@ class Poke(Nap):
     """
 
 
+class Boom(StateType):
+    name = "boom"
+    schema = """
+    state boom "Its check has a bug: it raises." {
+    }
+    """
+
+    def check(self, state, workflow, report):
+        raise RuntimeError("a bug in boom's check")
+
+
 @hookimpl
 def isolde_state_types():
-    return [Nap, Poke]
+    return [Nap, Poke, Boom]
 '''
 
 
@@ -89,7 +103,214 @@ class Response:
         return json.loads(self.body)
 
 
-class Served:
+class _Client:
+    """HTTP helpers and log-line waits shared by the in-process and the process daemon."""
+
+    url = ""
+    lines: list[str]
+    _cond: threading.Condition
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 0
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def _gone(self) -> bool:
+        return False
+
+    def until(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """``fn()`` once it is truthy (see ``eventually``)."""
+        return eventually(fn, timeout)
+
+    def ended(self, iid: str) -> dict[str, Any]:
+        """The instance once the daemon logged its end (``instance complete`` is a debug
+        line: the process daemons of these tests run with ``--verbose``)."""
+        ends = ('msg="instance complete"', 'msg="instance failed"')
+        deadline = time.monotonic() + 30
+        with self._cond:
+            while not any(f"id={iid}" in x and any(e in x for e in ends) for x in self.lines):
+                left = deadline - time.monotonic()
+                assert left > 0 and not self._gone(), "no end of instance %s; log:\n%s" % (iid, "\n".join(self.lines[-30:]))
+                self._cond.wait(left)
+        view: dict[str, Any] = self.get(f"/api/namespaces/ns1/instances/{iid}").json
+        return view
+
+    def wait_log(self, text: str, *also: str, timeout: float = 30.0, since: int = 0) -> str:
+        """The first line (from ``since``) containing ``text`` (and each of ``also``); each
+        line wakes the waiter as it is logged (the timeout only bounds a failing test)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[since:]:
+                    if text in line and all(a in line for a in also):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self._gone():
+                    raise AssertionError(f"no log line with {text!r}; log:\n" + "\n".join(self.lines[-40:]))
+                self._cond.wait(left)
+
+    def log_text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def request(self, method: str, path: str, body: bytes | str | None = None,
+                headers: dict[str, str] | None = None, timeout: float = 30.0) -> Response:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = body.encode() if isinstance(body, str) else body
+            conn.request(method, path, body=data, headers=headers or {})
+            resp = conn.getresponse()
+            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
+    def get(self, path: str, **kw: Any) -> Response:
+        return self.request("GET", path, **kw)
+
+    def start(self, ns: str, wf: str, body: Any = None, *, wait: bool = True) -> Response:
+        data = None if body is None else json.dumps(body)
+        return self.request("POST", f"/api/namespaces/{ns}/workflows/{wf}/instances" + ("?wait=true" if wait else ""), data)
+
+    def workflows(self, ns: str) -> dict[str, dict[str, Any]]:
+        r = self.get(f"/api/namespaces/{ns}/workflows")
+        if r.status == 404:
+            return {}
+        return {w["path"]: w for w in r.json["workflows"]}
+
+
+class _Lines(logging.Handler):
+    """Collects the daemon's logfmt lines and wakes whoever waits for one."""
+
+    def __init__(self, owner: _Client) -> None:
+        super().__init__(logging.DEBUG)
+        self.owner = owner
+        from isolde.daemon import LogfmtFormatter
+
+        self.setFormatter(LogfmtFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        with self.owner._cond:
+            self.owner.lines.append(line)
+            if record.getMessage() != "api request":  # the test's own requests change nothing
+                self.owner.changes += 1
+            self.owner._cond.notify_all()
+
+
+def nap_plugin() -> types.ModuleType:
+    """The ``nap`` / ``poke`` / ``boom`` plugin as a module object, for an in-process engine."""
+    mod = types.ModuleType("isolde_test_nap_inprocess")
+    exec(compile(NAP_PLUGIN, "isolde_test_nap_inprocess", "exec"), mod.__dict__)
+    return mod
+
+
+class InProcess(_Client):
+    """A ``Daemon`` running in this process (the API on a free port), its log collected.
+    Everything but signals, ``kill -9`` and exit codes is tested this way."""
+
+    def __init__(self, root: Path, data_dir: Path, *, config: Path | None = None) -> None:
+        import isolde
+        from isolde.daemon import Daemon, DaemonSettings
+
+        self.lines = []
+        self.changes = 0
+        self._probes = 0
+        self._cond = threading.Condition()
+        if hasattr(signal, "SIGIO"):
+            signal.signal(signal.SIGIO, signal.SIG_IGN)  # as `serve` does: leases tell open writers
+        self.logger = logging.getLogger(f"isolde.test.daemon.{id(self)}")
+        self.logger.handlers[:] = [_Lines(self)]
+        self.logger.propagate = False
+        self.logger.setLevel(logging.DEBUG)  # instance ends and files still being written are debug lines
+        self.engine = isolde.Engine(data_dir=data_dir, config=str(config) if config else {}, plugins=[nap_plugin()])
+        try:
+            settings = DaemonSettings.from_config(self.engine.config, api="127.0.0.1:0")
+            self.daemon = Daemon(root, self.engine, settings, logger=self.logger)
+            self.daemon.start()
+        except BaseException:
+            self.engine.close()
+            raise
+        self.url = self.daemon.api.url
+        self.stopped = False
+
+    def ready(self) -> InProcess:
+        return self
+
+    def until(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """``fn()`` once it is truthy, re-checked each time the daemon logs something (every
+        change it applies is logged: registrations, stores, deletions, instance ends); the
+        timeout only bounds a failing test."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                seen = self.changes
+            err: BaseException | None = None
+            try:
+                value = fn()
+                if value:
+                    return value
+            except (AssertionError, LookupError) as exc:  # not there yet
+                err = exc
+            with self._cond:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if err is not None:
+                        raise err
+                    raise AssertionError(f"condition not met; log:\n" + "\n".join(self.lines[-30:]))
+                self._cond.wait_for(lambda: self.changes != seen, left)
+
+    def settle(self, ns: str = "ns1") -> None:
+        """Return once every change to the folder made so far is applied, deletions past
+        their grace included: a probe file is logged after all earlier events (they are
+        delivered in order), then nothing is due or being synced."""
+        self._probes += 1
+        probe = f"settle probe {self._probes}"
+        mark = self.mark()
+        (self.daemon.root / ns / ".vars").mkdir(parents=True, exist_ok=True)
+        (self.daemon.root / ns / ".vars" / probe).write_bytes(b"")  # not a valid key: only logged
+        self.wait_log(probe, since=mark, timeout=30)
+        assert self.daemon.pending.wait_quiet(30)
+
+    # -- the daemon's store, read and written as the CLI would (a JSON value, or text) --
+    def _ref(self, ns: str, key: str, wf: str | None) -> Any:
+        from isolde.store import Ref
+
+        return Ref(ns, "workflow" if wf else "namespace", wf or "", key)
+
+    def set_var(self, ns: str, key: str, value: str, *, wf: str | None = None) -> bool:
+        from isolde.store import Put
+
+        self.daemon.store.write([Put(self._ref(ns, key, wf), value.encode(), "application/json")])
+        return True
+
+    def var(self, ns: str, key: str, *, wf: str | None = None) -> str | None:
+        got = self.daemon.store.get(self._ref(ns, key, wf))
+        return None if got is None else bytes(got.data).decode()
+
+    def var_keys(self, ns: str, *, wf: str | None = None) -> list[str]:
+        return [k for k, _ in self.daemon.store.list(ns, "workflow" if wf else "namespace", wf or "")]
+
+    def store_namespaces(self) -> list[str]:
+        return list(self.daemon.store.namespaces())
+
+    def store_workflows(self, ns: str) -> list[str]:
+        return list(self.daemon.store.workflows(ns))
+
+    def done(self, ns: str, iid: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The instance once it ended (waits on the daemon's own completion event)."""
+        return self.daemon.wait_for(ns, iid, timeout)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if not self.stopped:
+            self.stopped = True
+            self.daemon.stop()
+        return 0
+
+
+class Served(_Client):
     """One ``isolde serve`` process, its stderr collected line by line."""
 
     def __init__(self, root: Path, data_dir: Path, args: tuple[str, ...], env: dict[str, str], cwd: Path) -> None:
@@ -121,53 +342,8 @@ class Served:
                 self.url = part[4:]
         return self
 
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or 0
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.lines)
-
-    def wait_log(self, text: str, *, timeout: float = 10.0, since: int = 0) -> str:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines[since:]:
-                    if text in line:
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no log line with {text!r}; stderr:\n" + "\n".join(self.lines[-40:]))
-                self._cond.wait(min(left, 0.2))
-
-    def log_text(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def request(self, method: str, path: str, body: bytes | str | None = None,
-                headers: dict[str, str] | None = None, timeout: float = 30.0) -> Response:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            data = body.encode() if isinstance(body, str) else body
-            conn.request(method, path, body=data, headers=headers or {})
-            resp = conn.getresponse()
-            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-        finally:
-            conn.close()
-
-    def get(self, path: str, **kw: Any) -> Response:
-        return self.request("GET", path, **kw)
-
-    def start(self, ns: str, wf: str, body: Any = None, *, wait: bool = True) -> Response:
-        data = None if body is None else json.dumps(body)
-        return self.request("POST", f"/api/namespaces/{ns}/workflows/{wf}/instances" + ("?wait=true" if wait else ""), data)
-
-    def workflows(self, ns: str) -> dict[str, dict[str, Any]]:
-        r = self.get(f"/api/namespaces/{ns}/workflows")
-        if r.status == 404:
-            return {}
-        return {w["path"]: w for w in r.json["workflows"]}
+    def _gone(self) -> bool:
+        return self.proc.poll() is not None and not self._reader.is_alive()
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
@@ -242,8 +418,27 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def serve(tmp_path: Path, data_dir: Path, site: Path) -> Iterator[Callable[..., Served]]:
-    """``serve(root, *args, config=None)`` starts a daemon and waits until it is ready."""
+def serve(tmp_path: Path, data_dir: Path) -> Iterator[Callable[..., InProcess]]:
+    """``serve(root, config=None)`` starts a daemon in this process."""
+    started: list[InProcess] = []
+
+    def _serve(root: Path, *, config: str | None = None) -> InProcess:
+        cfg = None
+        if config is not None:
+            cfg = tmp_path / f"isolde-{len(started)}.toml"
+            cfg.write_text(textwrap.dedent(config))
+        d = InProcess(root, data_dir, config=cfg)
+        started.append(d)
+        return d
+
+    yield _serve
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path, data_dir: Path, site: Path) -> Iterator[Callable[..., Served]]:
+    """``serve_process(root, *args, config=None)`` starts ``isolde serve`` and waits until it is ready."""
     started: list[Served] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith("ISOLDE_")}
     env["PYTHONPATH"] = str(site)
@@ -254,7 +449,7 @@ def serve(tmp_path: Path, data_dir: Path, site: Path) -> Iterator[Callable[..., 
             cfg = tmp_path / f"isolde-{len(started)}.toml"
             cfg.write_text(textwrap.dedent(config))
             extra += ["--config", str(cfg)]
-        s = Served(root, data_dir, tuple(extra), env, tmp_path)
+        s = Served(root, data_dir, ("--verbose", *extra), env, tmp_path)  # debug lines: instance ends, state logs
         started.append(s)
         return s.ready() if ready else s
 
@@ -272,7 +467,7 @@ def plugin_cli(cli: Cli, site: Path) -> Cli:
 # --------------------------------------------------------------------------- 1. watched workflows
 
 
-def test_initial_scan_registers_what_is_there(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+def test_initial_scan_registers_what_is_there(root: Path, serve: Callable[..., InProcess], cli: Cli) -> None:
     write(root / "ns1" / "hello.yaml", NOOP.format(word="hello"))
     write(root / "ns1" / "sub" / "deep" / "wf.yml", NOOP.format(word="deep"))
     write(root / "ns1" / "broken.yaml", "states:\n- id: a\n  type: nope\n")
@@ -294,14 +489,14 @@ def test_initial_scan_registers_what_is_there(root: Path, serve: Callable[..., S
     assert "broken.yaml:3:9: state 'a'" in d.log_text()
 
 
-def test_create_change_invalid_change_delete(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+def test_create_change_invalid_change_delete(root: Path, serve: Callable[..., InProcess], cli: Cli) -> None:
     d = serve(root)
     f = write(root / "ns1" / "flow.yaml", NOOP.format(word="one"))
-    eventually(lambda: d.workflows("ns1").get("flow"))
+    d.until(lambda: d.workflows("ns1").get("flow"))
     assert d.start("ns1", "flow").json["output"] == {"says": "one"}
 
     write(f, NOOP.format(word="two"))
-    eventually(lambda: d.start("ns1", "flow").json["output"] == {"says": "two"})
+    d.until(lambda: d.start("ns1", "flow").json["output"] == {"says": "two"})
 
     mark = d.mark()
     write(f, NOOP.format(word="three").replace("type: noop", "type: noop\n  transition: nowhere"))
@@ -312,44 +507,45 @@ def test_create_change_invalid_change_delete(root: Path, serve: Callable[..., Se
     assert info["serving"] and not info["valid"] and info["errors"]
     assert d.start("ns1", "flow").json["output"] == {"says": "two"}  # the last good version
 
-    assert cli("vars", "set", "kept", "1", "-n", "ns1", "-w", "flow").code == 0
+    assert d.set_var("ns1", "kept", "1", wf="flow")
     f.unlink()
-    eventually(lambda: "flow" not in d.workflows("ns1"))
-    assert cli("vars", "list", "-n", "ns1", "-w", "flow").stdout == ""  # its variables went with it
+    d.wait_log('msg="workflow deleted" ns=ns1 workflow=flow')  # logged once its variables went
+    assert "flow" not in d.workflows("ns1")
+    assert d.var_keys("ns1", wf="flow") == []  # its variables went with it
     assert d.start("ns1", "flow").status == 404
 
 
-def test_rename_and_move_keep_variables(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+def test_rename_and_move_keep_variables(root: Path, serve: Callable[..., InProcess], cli: Cli) -> None:
     write(root / "ns1" / "a.yaml", NOOP.format(word="a"))
     (root / "ns2").mkdir()
     d = serve(root)
-    assert cli("vars", "set", "n", "7", "-n", "ns1", "-w", "a").code == 0
+    assert d.set_var("ns1", "n", "7", wf="a")
 
     (root / "ns1" / "a.yaml").rename(root / "ns1" / "b.yaml")
-    eventually(lambda: sorted(d.workflows("ns1")) == ["b"])
-    assert cli("vars", "get", "n", "-n", "ns1", "-w", "b").stdout == "7"
-    assert cli("vars", "list", "-n", "ns1", "-w", "a").stdout == ""
+    d.until(lambda: sorted(d.workflows("ns1")) == ["b"])
+    assert d.var("ns1", "n", wf="b") == "7"
+    assert d.var_keys("ns1", wf="a") == []
 
     (root / "ns1" / "sub").mkdir()
     (root / "ns1" / "b.yaml").rename(root / "ns1" / "sub" / "c.yaml")
-    eventually(lambda: sorted(d.workflows("ns1")) == ["sub/c"])
-    assert cli("vars", "get", "n", "-n", "ns1", "-w", "sub/c").stdout == "7"
+    d.until(lambda: sorted(d.workflows("ns1")) == ["sub/c"])
+    assert d.var("ns1", "n", wf="sub/c") == "7"
 
     (root / "ns1" / "sub").rename(root / "ns1" / "folder")  # a whole folder renamed
-    eventually(lambda: sorted(d.workflows("ns1")) == ["folder/c"])
-    assert cli("vars", "get", "n", "-n", "ns1", "-w", "folder/c").stdout == "7"
+    d.until(lambda: sorted(d.workflows("ns1")) == ["folder/c"])
+    assert d.var("ns1", "n", wf="folder/c") == "7"
 
     (root / "ns1" / "folder" / "c.yaml").rename(root / "ns2" / "c.yaml")  # to another namespace
-    eventually(lambda: sorted(d.workflows("ns2")) == ["c"] and not d.workflows("ns1"))
-    assert cli("vars", "get", "n", "-n", "ns2", "-w", "c").stdout == "7"
-    assert cli("workflows", "list", "-n", "ns1").stdout == ""
+    d.until(lambda: sorted(d.workflows("ns2")) == ["c"] and not d.workflows("ns1"))
+    assert d.var("ns2", "n", wf="c") == "7"
+    assert d.store_workflows("ns1") == []
 
 
-def test_editor_save_by_rename_keeps_variables(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+def test_editor_save_by_rename_keeps_variables(root: Path, serve: Callable[..., InProcess], cli: Cli) -> None:
     """vim's default save: the file is renamed to a backup, a new one written, the backup removed."""
     f = write(root / "ns1" / "flow.yaml", NOOP.format(word="old"))
     d = serve(root)
-    assert cli("vars", "set", "n", "1", "-n", "ns1", "-w", "flow").code == 0
+    assert d.set_var("ns1", "n", "1", wf="flow")
     backup = root / "ns1" / "flow.yaml~"
     f.rename(backup)
     (root / "ns1" / "4913").write_text("")  # vim's probe file
@@ -359,89 +555,116 @@ def test_editor_save_by_rename_keeps_variables(root: Path, serve: Callable[..., 
     write(f, NOOP.format(word="new"))
     backup.unlink()
     swap.unlink()
-    eventually(lambda: d.start("ns1", "flow").json["output"] == {"says": "new"})
-    time.sleep(0.5)  # past the delete grace: nothing may have been deleted
-    assert cli("vars", "get", "n", "-n", "ns1", "-w", "flow").stdout == "1"
+    d.until(lambda: d.start("ns1", "flow").json["output"] == {"says": "new"})
+    d.settle()  # past the delete grace: nothing may have been deleted
+    assert d.var("ns1", "n", wf="flow") == "1"
     assert sorted(d.workflows("ns1")) == ["flow"]
     assert "workflow deleted" not in d.log_text()
 
 
-def test_half_written_workflow_never_registers(root: Path, serve: Callable[..., Served]) -> None:
+BOOM = """
+direktiv_api: workflow/v1
+states:
+- id: a
+  type: boom
+"""
+
+
+def test_a_workflow_that_fails_to_load_leaves_the_daemon_serving(root: Path, serve: Callable[..., InProcess]) -> None:
+    """Issue 12: any exception while loading a dropped file (here a plugin's check that
+    raises) makes an invalid workflow with a located error, at start and later."""
+    write(root / "ns1" / "early.yaml", BOOM)
+    write(root / "ns1" / "fine.yaml", NOOP.format(word="fine"))
+    d = serve(root)
+    write(root / "ns1" / "late.yaml", BOOM)
+    wfs = d.until(lambda: (w := d.workflows("ns1")).get("late") and w)
+    for name in ("early", "late"):
+        assert not wfs[name]["valid"] and not wfs[name]["serving"], wfs[name]
+        assert f"{name}.yaml:1:1: the workflow could not be loaded: RuntimeError" in wfs[name]["errors"][0], wfs[name]
+    assert d.start("ns1", "fine").json["output"] == {"says": "fine"}
+    assert "late.yaml:1:1: the workflow could not be loaded" in d.log_text()
+
+
+def test_half_written_workflow_never_registers(root: Path, serve: Callable[..., InProcess]) -> None:
     d = serve(root)
     text = textwrap.dedent(NOOP.format(word="whole")).lstrip("\n").encode()
     path = root / "ns1" / "slow.yaml"
     with open(path, "wb") as fh:
         fh.write(text[:40])  # "direktiv_api: ...\nstates:\n- id: a" -- would even parse
         fh.flush()
-        time.sleep(0.6)
+        mark = d.mark()
+        d.daemon.pending.mark(path, 0.0)  # make the daemon look at it now, as a rescan would
+        d.wait_log(f"file={path}", since=mark)  # "still open for writing, looked at later"
         assert "slow" not in d.workflows("ns1")
         fh.write(text[40:])
-    eventually(lambda: d.start("ns1", "slow").json["output"] == {"says": "whole"})
+    d.until(lambda: d.start("ns1", "slow").json["output"] == {"says": "whole"})
 
 
-def test_namespace_folder_removed_and_renamed(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+def test_namespace_folder_removed_and_renamed(root: Path, serve: Callable[..., InProcess], cli: Cli) -> None:
     write(root / "ns1" / "a.yaml", NOOP.format(word="a"))
     write(root / "ns1" / ".vars" / "shared", "42")
     write(root / "gone" / "b.yaml", NOOP.format(word="b"))
     d = serve(root)
-    assert cli("vars", "set", "w", "1", "-n", "gone", "-w", "b").code == 0
-    assert cli("vars", "set", "x", "2", "-n", "gone").code == 0
+    assert d.set_var("gone", "w", "1", wf="b")
+    assert d.set_var("gone", "x", "2")
 
     shutil.rmtree(root / "gone")
-    eventually(lambda: [n["name"] for n in d.get("/api/namespaces").json["namespaces"]] == ["ns1"])
-    assert "gone" not in cli("namespaces", "list").stdout.split()
-    assert cli("vars", "list", "-n", "gone").stdout == ""
+    d.until(lambda: [n["name"] for n in d.get("/api/namespaces").json["namespaces"]] == ["ns1"])
+    d.wait_log('msg="namespace removed" ns=gone')  # its variables are deleted after it stops serving
+    assert "gone" not in d.store_namespaces()
+    assert d.var_keys("gone") == []
 
     (root / "ns1").rename(root / "renamed")
-    eventually(lambda: [n["name"] for n in d.get("/api/namespaces").json["namespaces"]] == ["renamed"])
-    eventually(lambda: sorted(d.workflows("renamed")) == ["a"])
-    assert cli("vars", "get", "shared", "-n", "renamed").stdout == "42"
-    assert cli("vars", "list", "-n", "ns1").stdout == ""
+    d.until(lambda: [n["name"] for n in d.get("/api/namespaces").json["namespaces"]] == ["renamed"])
+    d.until(lambda: sorted(d.workflows("renamed")) == ["a"])
+    d.wait_log('msg="namespace removed" ns=ns1')
+    assert d.var("renamed", "shared") == "42"
+    assert d.var_keys("ns1") == []
 
 
-def test_changes_while_down_are_applied_at_start(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+def test_changes_while_down_are_applied_at_start(root: Path, serve: Callable[..., InProcess], cli: Cli) -> None:
     write(root / "ns1" / "a.yaml", NOOP.format(word="a"))
     write(root / "ns1" / "b.yaml", NOOP.format(word="b"))
     write(root / "old" / "c.yaml", NOOP.format(word="c"))
     d = serve(root)
     for ns, wf in (("ns1", "a"), ("ns1", "b"), ("old", "c")):
         assert cli("vars", "set", "v", "1", "-n", ns, "-w", wf).code == 0
-    assert cli("vars", "set", "mine", "1", "-n", "ns1", "-w", "cli-run").code == 0  # not the daemon's
+    assert d.set_var("ns1", "mine", "1", wf="cli-run")  # not the daemon's
     assert d.stop() == 0
     (root / "ns1" / "a.yaml").rename(root / "ns1" / "renamed.yaml")  # same content: a rename
     (root / "ns1" / "b.yaml").unlink()
     shutil.rmtree(root / "old")
     d = serve(root)
     assert sorted(d.workflows("ns1")) == ["renamed"]
-    assert cli("vars", "get", "v", "-n", "ns1", "-w", "renamed").stdout == "1"
-    assert cli("vars", "list", "-n", "ns1", "-w", "b").stdout == ""
-    assert cli("vars", "list", "-n", "old").stdout == "" and "old" not in cli("namespaces", "list").stdout.split()
-    assert cli("vars", "get", "mine", "-n", "ns1", "-w", "cli-run").stdout == "1"
+    assert d.var("ns1", "v", wf="renamed") == "1"
+    assert d.var_keys("ns1", wf="b") == []
+    assert d.var_keys("old") == [] and "old" not in d.store_namespaces()
+    assert d.var("ns1", "mine", wf="cli-run") == "1"
 
 
 # --------------------------------------------------------------------------- 2. drop folders
 
 
-def test_drop_files_become_variables(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+def test_drop_files_become_variables(root: Path, serve: Callable[..., InProcess], cli: Cli) -> None:
     write(root / "ns1" / "flow.yaml", NOOP.format(word="x"))
     write(root / "ns1" / "flow.yaml.before", "early")
     d = serve(root)
-    assert cli("vars", "get", "before", "-n", "ns1", "-w", "flow").stdout == "early"
+    assert d.var("ns1", "before", wf="flow") == "early"
 
     write(root / "ns1" / ".vars" / "config.json", '{"a": 1}')
     write(root / "ns1" / "flow.yaml.count", "5")
     write(root / "ns1" / ".vars" / "notes.txt", "hello")
-    r = eventually(lambda: (x := d.get("/api/namespaces/ns1/variables/config.json")).status == 200 and x)
+    r = d.until(lambda: (x := d.get("/api/namespaces/ns1/variables/config.json")).status == 200 and x)
     assert json.loads(r.body) == {"a": 1} and r.headers["content-type"] == "application/json"
-    assert eventually(lambda: d.get("/api/namespaces/ns1/workflows/flow/variables/count").body == b"5")
-    assert eventually(lambda: d.get("/api/namespaces/ns1/variables/notes.txt").headers.get("content-type") == "text/plain")
+    assert d.until(lambda: d.get("/api/namespaces/ns1/workflows/flow/variables/count").body == b"5")
+    assert d.until(lambda: d.get("/api/namespaces/ns1/variables/notes.txt").headers.get("content-type") == "text/plain")
 
     write(root / "ns1" / "flow.yaml.count", "6")  # a change is stored again
-    assert eventually(lambda: d.get("/api/namespaces/ns1/workflows/flow/variables/count").body == b"6")
+    assert d.until(lambda: d.get("/api/namespaces/ns1/workflows/flow/variables/count").body == b"6")
 
     # deleting the file leaves the variable (the default)
     (root / "ns1" / ".vars" / "notes.txt").unlink()
-    time.sleep(0.6)
+    d.settle()
     assert d.get("/api/namespaces/ns1/variables/notes.txt").status == 200
 
     # a file whose name is no valid key is refused with a log line
@@ -449,7 +672,7 @@ def test_drop_files_become_variables(root: Path, serve: Callable[..., Served], c
     d.wait_log("not a valid variable key")
 
 
-def test_drop_directory_is_stored_as_tar_gz(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+def test_drop_directory_is_stored_as_tar_gz(root: Path, serve: Callable[..., InProcess], cli: Cli) -> None:
     write(root / "ns1" / "flow.yaml", NOOP.format(word="x"))
     write(root / "ns1" / ".vars" / "site" / "index.html", "<h1>hi</h1>")
     d = serve(root)
@@ -463,67 +686,38 @@ def test_drop_directory_is_stored_as_tar_gz(root: Path, serve: Callable[..., Ser
 
     assert members("/api/namespaces/ns1/variables/site") == {"index.html": b"<h1>hi</h1>"}
     write(root / "ns1" / ".vars" / "site" / "css" / "a.css", "b{}")
-    eventually(lambda: members("/api/namespaces/ns1/variables/site") == {"index.html": b"<h1>hi</h1>", "css/a.css": b"b{}"})
+    d.until(lambda: members("/api/namespaces/ns1/variables/site") == {"index.html": b"<h1>hi</h1>", "css/a.css": b"b{}"})
     write(root / "ns1" / "flow.yaml.assets" / "x.txt", "x")  # a workflow variable directory
-    eventually(lambda: members("/api/namespaces/ns1/workflows/flow/variables/assets") == {"x.txt": b"x"})
+    d.until(lambda: members("/api/namespaces/ns1/workflows/flow/variables/assets") == {"x.txt": b"x"})
 
 
-def test_half_written_drop_file_is_not_read(root: Path, serve: Callable[..., Served]) -> None:
+def test_half_written_drop_file_is_not_read(root: Path, serve: Callable[..., InProcess]) -> None:
     d = serve(root)
     path = root / "ns1" / ".vars" / "big"
     path.parent.mkdir()
     with open(path, "wb") as fh:
         fh.write(b"first half, ")
         fh.flush()
-        time.sleep(0.6)
+        mark = d.mark()
+        d.daemon.pending.mark(path, 0.0)  # make the daemon look at it now, as a rescan would
+        d.wait_log(f"file={path}", since=mark)  # "still open for writing, looked at later"
         assert d.get("/api/namespaces/ns1/variables/big").status == 404
         fh.write(b"second half")
-    assert eventually(lambda: d.get("/api/namespaces/ns1/variables/big").body == b"first half, second half")
+    assert d.until(lambda: d.get("/api/namespaces/ns1/variables/big").body == b"first half, second half")
 
 
-def test_delete_vars_with_files_option(root: Path, serve: Callable[..., Served]) -> None:
+def test_delete_vars_with_files_option(root: Path, serve: Callable[..., InProcess]) -> None:
     write(root / "ns1" / ".vars" / "temp", "1")
     d = serve(root, config="[daemon]\ndelete_vars_with_files = true\n")
     assert d.get("/api/namespaces/ns1/variables/temp").status == 200
     (root / "ns1" / ".vars" / "temp").unlink()
-    eventually(lambda: d.get("/api/namespaces/ns1/variables/temp").status == 404)
-
-
-def test_drop_file_latency(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
-    """Time from a file closing in .vars/ to the variable being readable (docs/daemon.md)."""
-    (root / "ns1" / ".vars").mkdir()
-    serve(root)  # the daemon runs; the test reads the store directly
-    import isolde
-    from isolde.store import LmdbStore, Ref
-
-    store = LmdbStore(cli.data_dir)
-    try:
-        times = []
-        for i in range(15):
-            path = root / "ns1" / ".vars" / f"k{i}"
-            want = f"value {i}".encode()
-            t0 = time.perf_counter()
-            path.write_bytes(want)
-            while True:
-                var = store.get(Ref("ns1", "namespace", "", f"k{i}"))
-                if var is not None and var.data == want:
-                    break
-                if time.perf_counter() - t0 > 5:
-                    raise AssertionError(f"k{i} not stored within 5 s")
-                time.sleep(0.001)
-            times.append(time.perf_counter() - t0)
-    finally:
-        store.close()
-    times.sort()
-    median = times[len(times) // 2]
-    print(f"drop-folder latency: median {median * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms (isolde {isolde.__version__})")
-    assert median < 1.0  # the target is 100 ms; this only catches a broken path on a busy machine
+    d.until(lambda: d.get("/api/namespaces/ns1/variables/temp").status == 404)
 
 
 # --------------------------------------------------------------------------- 3. starts
 
 
-def test_cron_start_fires(root: Path, serve: Callable[..., Served], cli: Cli) -> None:
+def test_cron_start_fires(root: Path, serve: Callable[..., InProcess], cli: Cli) -> None:
     write(root / "ns1" / "tick.yaml", """
         direktiv_api: workflow/v1
         start:
@@ -536,17 +730,15 @@ def test_cron_start_fires(root: Path, serve: Callable[..., Served], cli: Cli) ->
     d = serve(root)
     assert d.workflows("ns1")["tick"]["cron"] == "* * * * * *"
     assert d.workflows("ns1")["tick"]["next_run"] > time.time() - 1
-    runs = eventually(lambda: [i for i in d.get("/api/namespaces/ns1/instances").json["instances"]
-                               if i["trigger"] == "cron" and i["status"] == "complete"][1:], timeout=6)
+    runs = d.until(lambda: [i for i in d.get("/api/namespaces/ns1/instances").json["instances"]
+                             if i["trigger"] == "cron" and i["status"] == "complete"][1:])
     assert all(r["workflow"] == "tick" for r in runs)
     (root / "ns1" / "tick.yaml").unlink()
-    eventually(lambda: "tick" not in d.workflows("ns1"))
-    count = len(d.get("/api/namespaces/ns1/instances").json["instances"])
-    time.sleep(1.2)
-    assert len(d.get("/api/namespaces/ns1/instances").json["instances"]) == count  # unscheduled
+    d.until(lambda: "tick" not in d.workflows("ns1"))
+    assert d.daemon.triggers.scheduler.next_fire("ns1", "tick") is None  # unscheduled
 
 
-def test_event_starts(root: Path, serve: Callable[..., Served]) -> None:
+def test_event_starts(root: Path, serve: Callable[..., InProcess]) -> None:
     write(root / "ns1" / "on-greet.yaml", """
         direktiv_api: workflow/v1
         start:
@@ -598,7 +790,7 @@ def test_event_starts(root: Path, serve: Callable[..., Served]) -> None:
         return r.json["instances"]
 
     def output(iid: str) -> Any:
-        return eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] == "complete" and x)["output"]
+        return d.until(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] == "complete" and x)["output"]
 
     [iid] = post({"type": "greet", "source": "tests/a", "hello": "world", "data": {"name": "Ada"}})
     assert output(iid) == {"name": "Ada", "hello": "world"}
@@ -614,7 +806,7 @@ def test_event_starts(root: Path, serve: Callable[..., Served]) -> None:
     assert output(c) == {"paid": "p2", "shipped": "s2"}  # correlated on `order`
 
 
-def test_singular_refuses_a_second_instance(root: Path, serve: Callable[..., Served]) -> None:
+def test_singular_refuses_a_second_instance(root: Path, serve: Callable[..., InProcess]) -> None:
     write(root / "ns1" / "one.yaml", """
         direktiv_api: workflow/v1
         singular: true
@@ -629,11 +821,11 @@ def test_singular_refuses_a_second_instance(root: Path, serve: Callable[..., Ser
     second = d.start("ns1", "one", wait=False)
     assert second.status == 409
     assert second.json["error"]["code"] == "direktiv.mutex" and first.json["id"] in second.json["error"]["message"]
-    eventually(lambda: d.get(f"/api/namespaces/ns1/instances/{first.json['id']}").json["status"] == "complete")
+    d.until(lambda: d.get(f"/api/namespaces/ns1/instances/{first.json['id']}").json["status"] == "complete")
     assert d.start("ns1", "one").status == 200
 
 
-def test_queue_beyond_max_running(root: Path, serve: Callable[..., Served]) -> None:
+def test_queue_beyond_max_running(root: Path, serve: Callable[..., InProcess]) -> None:
     write(root / "ns1" / "nap.yaml", """
         direktiv_api: workflow/v1
         states:
@@ -647,7 +839,7 @@ def test_queue_beyond_max_running(root: Path, serve: Callable[..., Served]) -> N
     third = d.start("ns1", "nap", wait=False)
     assert third.status == 503 and third.json["error"]["code"] == "isolde.daemon.busy"
     for iid in (first, second):
-        eventually(lambda: d.get(f"/api/namespaces/ns1/instances/{iid}").json["status"] == "complete")
+        d.until(lambda: d.get(f"/api/namespaces/ns1/instances/{iid}").json["status"] == "complete")
     assert d.get("/api/status").json["complete"] == 2
 
 
@@ -667,6 +859,7 @@ states:
     value: jq(.n)
   transition: sit
 - id: sit
+  log: sitting
   type: {kind}
   seconds: {seconds}
   transition: read
@@ -678,26 +871,25 @@ states:
 """
 
 
-def _sitting(d: Served, wf: str) -> str:
+def _sitting(d: _Client, wf: str) -> str:
+    """Start ``wf`` and return its id once it sits in state ``sit``: its ``log: sitting``
+    line comes after the setter's writes (and the record with them) were committed."""
     r = d.start("ns1", wf, {"n": 5}, wait=False)
     assert r.status == 202, r.body
     iid: str = r.json["id"]
-    eventually(lambda: d.get(f"/api/namespaces/ns1/instances/{iid}").json["state"] == "sit")
-    # "state" changes when the setter is done; its writes (and the instance's record, in the
-    # same transaction) are committed a moment later: wait for them before pulling the plug.
-    eventually(lambda: d.get(f"/api/namespaces/ns1/workflows/{wf}/variables/committed").status == 200)
+    d.wait_log("msg=sitting", f"id={iid}")
     return iid
 
 
-def test_kill9_in_a_resumable_state_resumes(root: Path, serve: Callable[..., Served], plugin_cli: Cli) -> None:
+def test_kill9_in_a_resumable_state_resumes(root: Path, serve_process: Callable[..., Served], plugin_cli: Cli) -> None:
     write(root / "ns1" / "sit.yaml", SITTING.format(kind="nap", seconds=30))
-    d = serve(root)
+    d = serve_process(root)
     iid = _sitting(d, "sit")
     d.kill9()
     write(root / "ns1" / "sit.yaml", SITTING.format(kind="nap", seconds=0.2))  # a shorter nap this time
-    d = serve(root)
+    d = serve_process(root)
     d.wait_log("resuming instance")
-    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x)
+    done = d.ended(iid)
     assert done["status"] == "complete", done
     assert done["resumed"] is True
     assert done["output"]["var"] == {"scratch": 5}  # its instance variable survived the crash
@@ -705,12 +897,12 @@ def test_kill9_in_a_resumable_state_resumes(root: Path, serve: Callable[..., Ser
     assert plugin_cli("vars", "get", "committed", "-n", "ns1", "-w", "sit").stdout == "5"
 
 
-def test_kill9_in_an_unsafe_state_fails_interrupted(root: Path, serve: Callable[..., Served], plugin_cli: Cli) -> None:
+def test_kill9_in_an_unsafe_state_fails_interrupted(root: Path, serve_process: Callable[..., Served], plugin_cli: Cli) -> None:
     write(root / "ns1" / "sit.yaml", SITTING.format(kind="poke", seconds=30))
-    d = serve(root)
+    d = serve_process(root)
     iid = _sitting(d, "sit")
     d.kill9()
-    d = serve(root)
+    d = serve_process(root)
     info = d.get(f"/api/namespaces/ns1/instances/{iid}").json
     assert info["status"] == "failed" and info["error"]["code"] == "interrupted", info
     assert "poke" in info["error"]["message"]
@@ -719,15 +911,15 @@ def test_kill9_in_an_unsafe_state_fails_interrupted(root: Path, serve: Callable[
     assert d.get(f"/api/namespaces/ns1/instances/{iid}/logs").status == 200
 
 
-def test_kill9_in_a_delay_state(root: Path, serve: Callable[..., Served], plugin_cli: Cli) -> None:
+def test_kill9_in_a_delay_state(root: Path, serve_process: Callable[..., Served], plugin_cli: Cli) -> None:
     """The built-in ``delay``: resumed when its type says it is safe, else interrupted."""
     write(root / "ns1" / "wait.yaml", SITTING.format(kind="delay", seconds=0).replace("seconds: 0", "duration: PT1S"))
-    d = serve(root)
+    d = serve_process(root)
     assert d.workflows("ns1")["wait"]["serving"], "the built-in delay state must be installed"
     iid = _sitting(d, "wait")
     d.kill9()
-    d = serve(root)
-    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x, timeout=15)
+    d = serve_process(root)
+    done = d.ended(iid)
     import isolde
 
     with isolde.Engine(data_dir=plugin_cli.data_dir / "probe", config={}) as probe:
@@ -740,20 +932,82 @@ def test_kill9_in_a_delay_state(root: Path, serve: Callable[..., Served], plugin
     assert plugin_cli("vars", "get", "committed", "-n", "ns1", "-w", "wait").stdout == "5"
 
 
-def test_sigterm_stops_gracefully_and_the_next_start_resumes(root: Path, serve: Callable[..., Served], plugin_cli: Cli) -> None:
+def test_sigterm_stops_gracefully_and_the_next_start_resumes(root: Path, serve_process: Callable[..., Served], plugin_cli: Cli) -> None:
     write(root / "ns1" / "sit.yaml", SITTING.format(kind="nap", seconds=30))
     write(root / "ns1" / "quick.yaml", NOOP.format(word="quick"))
-    d = serve(root, config="[daemon]\nstop_grace = 0.3\n")
+    d = serve_process(root, config="[daemon]\nstop_grace = 0.3\n")
     iid = _sitting(d, "sit")
     t0 = time.monotonic()
     assert d.stop() == 0
     assert time.monotonic() - t0 < 10
     assert "instances still running at stop" in d.log_text()
     write(root / "ns1" / "sit.yaml", SITTING.format(kind="nap", seconds=0.1))
-    d = serve(root)
-    done = eventually(lambda: (x := d.get(f"/api/namespaces/ns1/instances/{iid}").json)["status"] != "running" and x)
+    d = serve_process(root)
+    done = d.ended(iid)
     assert done["status"] == "complete", done
     assert plugin_cli("vars", "list", "-n", "ns1", "--instance", iid).stdout == ""
+
+
+LOCKED = """
+direktiv_api: workflow/v1
+states:
+- id: get
+  type: getter
+  variables:
+  - key: x
+    scope: namespace
+    lock: true
+  transition: mark
+- id: mark
+  type: setter
+  variables:
+  - key: seen
+    scope: namespace
+    value: jq(.var.x)
+  transition: sit
+- id: sit
+  log: sitting
+  type: nap
+  seconds: {seconds}
+  transition: put
+- id: put
+  type: setter
+  variables:
+  - key: x
+    scope: namespace
+    value: jq(.var.x + 1)
+"""
+
+
+@pytest.mark.parametrize("how", ["kill9", "sigterm"])
+def test_a_resumed_instance_that_held_a_lock_reads_again(
+    root: Path, serve_process: Callable[..., Served], data_dir: Path, how: str
+) -> None:
+    """Issue 12: stopped after a ``lock: true`` getter, the instance must not resume past
+    it with the value it read (x went from 3 back to 1): it re-runs the getter."""
+    write(root / "ns1" / "inc.yaml", LOCKED.format(seconds=30))
+    d = serve_process(root, config="[daemon]\nstop_grace = 0.2\n")
+    assert d.request("PUT", "/api/namespaces/ns1/variables/x", "0", {"Content-Type": "application/json"}).status == 201
+    r = d.start("ns1", "inc", wait=False)
+    iid = r.json["id"]
+    d.wait_log("msg=sitting", f"id={iid}")  # read 0 and wrote `seen`, holds the lock
+    if how == "kill9":
+        d.kill9()
+    else:
+        assert d.stop() == 0
+    from isolde.store import LmdbStore, Put, Ref
+
+    store = LmdbStore(data_dir)  # a newer write while no daemon runs
+    try:
+        store.write([Put(Ref("ns1", "namespace", "", "x"), b"3", "application/json")])
+    finally:
+        store.close()
+    write(root / "ns1" / "inc.yaml", LOCKED.format(seconds=0))
+    d = serve_process(root)
+    done = d.ended(iid)
+    assert done["status"] == "complete", done
+    assert d.get("/api/namespaces/ns1/variables/x").body == b"4"  # read again under the lock: 3 + 1
+    assert d.get("/api/namespaces/ns1/variables/seen").body == b"3"
 
 
 def _hanging_action(root: Path, record: Path) -> None:
@@ -790,11 +1044,11 @@ def _calls(record: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("how", ["kill9", "sigterm"])
 def test_stopped_during_an_action_the_restart_marks_it_interrupted(
-    root: Path, serve: Callable[..., Served], cli: Cli, tmp_path: Path, how: str
+    root: Path, serve_process: Callable[..., Served], cli: Cli, tmp_path: Path, how: str
 ) -> None:
     record = tmp_path / "probe.jsonl"
     _hanging_action(root, record)
-    d = serve(root, config="[daemon]\nstop_grace = 0.2\n[sidecar]\nport = 0\n")
+    d = serve_process(root, config="[daemon]\nstop_grace = 0.2\n[sidecar]\nport = 0\n")
     assert d.workflows("ns1")["call"]["valid"], d.workflows("ns1")["call"]["errors"]
     iid = _sitting(d, "call")
     eventually(lambda: [c for c in _calls(record) if c["method"] == "POST"])
@@ -803,7 +1057,7 @@ def test_stopped_during_an_action_the_restart_marks_it_interrupted(
         _reap_orphans(record)  # the killed daemon could not stop its isolate
     else:
         assert d.stop() == 0
-    d = serve(root, config="[sidecar]\nport = 0\n")
+    d = serve_process(root, config="[sidecar]\nport = 0\n")
     info = d.get(f"/api/namespaces/ns1/instances/{iid}").json
     assert info["status"] == "failed" and info["error"]["code"] == "interrupted" and info["state"] == "sit", info
     assert "type action" in info["error"]["message"]
@@ -812,7 +1066,7 @@ def test_stopped_during_an_action_the_restart_marks_it_interrupted(
     assert len([c for c in _calls(record) if c["method"] == "POST"]) == 1  # never called twice
 
 
-def test_sigterm_sends_delete_to_actions_in_flight(root: Path, serve: Callable[..., Served], tmp_path: Path) -> None:
+def test_sigterm_sends_delete_to_actions_in_flight(root: Path, serve: Callable[..., InProcess], tmp_path: Path) -> None:
     record = tmp_path / "probe.jsonl"
     _hanging_action(root, record)
     d = serve(root, config="[daemon]\nstop_grace = 0.2\n[sidecar]\nport = 0\n")
@@ -825,7 +1079,7 @@ def test_sigterm_sends_delete_to_actions_in_flight(root: Path, serve: Callable[.
 # --------------------------------------------------------------------------- 6. operations
 
 
-def test_cli_works_beside_the_daemon(root: Path, serve: Callable[..., Served], cli: Cli, tmp_path: Path) -> None:
+def test_cli_works_beside_the_daemon(root: Path, serve: Callable[..., InProcess], cli: Cli, tmp_path: Path) -> None:
     write(root / "ns1" / "count.yaml", """
         direktiv_api: workflow/v1
         states:
@@ -853,18 +1107,18 @@ def test_cli_works_beside_the_daemon(root: Path, serve: Callable[..., Served], c
     assert d.get("/api/namespaces/ns1/variables/n").body == b"13"
 
 
-def test_logs_are_structured_and_verbose_adds_debug(root: Path, serve: Callable[..., Served]) -> None:
+def test_logs_are_structured_and_verbose_adds_debug(root: Path, serve_process: Callable[..., Served]) -> None:
     write(root / "ns1" / "flow.yaml", NOOP.format(word="x").replace("type: noop", "type: noop\n  log: jq(.says)"))
-    d = serve(root, "--verbose")
+    d = serve_process(root, "--verbose")
     for line in d.log_text().splitlines():
         assert line.startswith("ts=") and " level=" in line and " msg=" in line, line
     assert d.start("ns1", "flow").status == 200
     d.wait_log("level=debug msg=\"instance complete\"")
 
 
-def test_one_daemon_per_data_directory(root: Path, serve: Callable[..., Served]) -> None:
-    d = serve(root)
-    other = serve(root, ready=False)
+def test_one_daemon_per_data_directory(root: Path, serve_process: Callable[..., Served]) -> None:
+    d = serve_process(root)
+    other = serve_process(root, ready=False)
     assert other.proc.wait(30) == 2
     other._close()
     assert f"another isolde serve (pid {d.proc.pid})" in other.log_text()
@@ -876,3 +1130,21 @@ def test_refuses_a_missing_folder_and_a_public_api_without_token(tmp_path: Path,
     assert r.code == 2 and "not a directory" in r.stderr
     r = cli("serve", str(root), "--api", "0.0.0.0:0", timeout=30)
     assert r.code == 2 and "without a token" in r.stderr, r.stderr
+
+
+# --------------------------------------------------------------------------- 7. interfaces
+
+
+class TestLmdbInstanceRecords(InstanceRecordsConformance):
+    """The LMDB records pass the suite every ``InstanceRecords`` backend runs."""
+
+    @pytest.fixture
+    def records(self, tmp_path: Path) -> Iterator[Any]:
+        from isolde.daemon import LmdbInstanceRecords
+        from isolde.store import LmdbStore
+
+        store = LmdbStore(tmp_path / "data")
+        try:
+            yield LmdbInstanceRecords(store, keep=self.KEEP)
+        finally:
+            store.close()

@@ -124,6 +124,13 @@ class InstanceContext:
         self.services.locks.get().acquire(self.lock_owner, keys, self.services.limits.lock_wait, names)
         self._locked.update(keys)
 
+    def holds_locks_after(self, pending: Sequence[Put]) -> bool:
+        """Whether this instance still holds variable locks once ``pending`` commits (a
+        commit hands on the locks of the variables it writes)."""
+        if not self._locked:
+            return False
+        return bool(self._locked - {_lock_key(p.ref) for p in pending})
+
     def release_locks(self) -> None:
         if self._locked:
             self.services.locks.get().release(self.lock_owner, list(self._locked))

@@ -1,0 +1,151 @@
+"""Instance records: where each instance of the daemon stands, and the outcomes kept.
+
+``InstanceRecords`` is the interface a backend implements (the LMDB one is here; a
+PostgreSQL one will hold the same records with claims).  A record is a JSON object:
+``id``, ``namespace``, ``workflow``, ``status`` (pending | running | complete | failed),
+``state``, ``trigger``, ``created``, ``started``, ``ended``, ``output``, ``error``,
+``resumed``, and while it runs ``data``, ``ivars``, ``log`` and ``lock`` (the state to
+resume at while it holds variable locks).  ``core/conformance/records.py`` is the suite
+every backend passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from typing import Any, Final, Iterable, List, Protocol, Sequence, cast
+
+from ..store import LmdbStore, Put, Ref
+
+__all__ = ["RECORD_OWNER", "InstanceRecords", "LmdbInstanceRecords", "encode_record"]
+
+RECORD_OWNER: Final = "~isolde-daemon"
+"""Instance-scope owner of the daemon's records.  An instance id never starts with ``~``
+(ids are UUIDs), so the records can't collide with an instance's variables, and because
+no instance ``~isolde-daemon`` is ever registered, the orphan sweep never removes them."""
+
+RECORD_PREFIX: Final = "i-"
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class InstanceRecords(Protocol):
+    """The daemon's instance records, behind one interface so a second backend can hold them."""
+
+    def create(self, record: dict[str, Any]) -> None:
+        """Store a new (pending or running) record durably before its id is handed out."""
+
+    def update(self, record: dict[str, Any]) -> None:
+        """Replace a running record durably (e.g. before a state that may call out)."""
+
+    def with_step(self, record: dict[str, Any]) -> Sequence[Put]:
+        """The writes that store ``record`` in the same transaction as a state's own writes."""
+
+    def finish(self, record: dict[str, Any]) -> None:
+        """Store an instance's outcome; the oldest outcomes beyond the kept number go."""
+
+    def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
+        """One record (``namespace`` filled in), None when unknown."""
+
+    def list(self, namespace: str, *, offset: int = 0, limit: int | None = None) -> List[dict[str, Any]]:  # noqa: UP006 (a method named list)
+        """The finished records of a namespace, newest outcome first, a page of them."""
+
+    def left_running(self) -> List[dict[str, Any]]:  # noqa: UP006
+        """Records a previous daemon left pending or running (for recovery), oldest first;
+        also makes the finished ones count towards the kept number."""
+
+    def claim(self, namespace: str, instance_id: str) -> None:
+        """Take over an instance left by a dead daemon: its instance variables are now this
+        process's (not swept as orphans)."""
+
+
+class LmdbInstanceRecords:
+    """Records as instance-scope variables ``i-<id>`` of the reserved owner ``~isolde-daemon``
+    in each namespace of the variable store."""
+
+    def __init__(self, store: LmdbStore, *, keep: int, log: logging.Logger | None = None) -> None:
+        self.store = store
+        self.keep = keep
+        self.log = log or logging.getLogger("isolde.daemon")
+        self._lock = threading.Lock()
+        self._finished: deque[tuple[str, str]] = deque()
+
+    @staticmethod
+    def _ref(namespace: str, instance_id: str) -> Ref:
+        return Ref(namespace, "instance", RECORD_OWNER, RECORD_PREFIX + instance_id)
+
+    def _put(self, record: dict[str, Any]) -> Put:
+        return Put(self._ref(record["namespace"], record["id"]), encode_record(record))
+
+    def create(self, record: dict[str, Any]) -> None:
+        self.store.write([self._put(record)])
+
+    update = create
+
+    def with_step(self, record: dict[str, Any]) -> Sequence[Put]:
+        return (self._put(record),)
+
+    def finish(self, record: dict[str, Any]) -> None:
+        puts = [self._put(record)]
+        with self._lock:
+            self._finished.append((record["namespace"], record["id"]))
+            while len(self._finished) > self.keep:
+                ns, iid = self._finished.popleft()
+                puts.append(Put(self._ref(ns, iid), None))
+        self.store.write(puts)
+
+    def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
+        if "\x00" in instance_id or not instance_id or len(instance_id) > 200:
+            return None
+        try:
+            var = self.store.get(self._ref(namespace, instance_id))
+        except Exception:  # an id the store refuses as a key is an unknown id
+            return None
+        if var is None:
+            return None
+        rec: dict[str, Any] = json.loads(var.data)
+        rec["namespace"] = namespace
+        return rec
+
+    def _all(self, namespace: str) -> List[dict[str, Any]]:  # noqa: UP006
+        out = []
+        for key, var in self.store.list(namespace, "instance", RECORD_OWNER):
+            if not key.startswith(RECORD_PREFIX):
+                continue
+            try:
+                rec = json.loads(var.data)
+            except ValueError:
+                self.log.warning("unreadable instance record dropped", extra={"fields": {"ns": namespace, "key": key}})
+                self.store.write([Put(Ref(namespace, "instance", RECORD_OWNER, key), None)])
+                continue
+            rec["namespace"] = namespace
+            out.append(rec)
+        return out
+
+    def list(self, namespace: str, *, offset: int = 0, limit: int | None = None) -> List[dict[str, Any]]:  # noqa: UP006 (a method named list)
+        done = [r for r in self._all(namespace) if r.get("status") in ("complete", "failed")]
+        done.sort(key=lambda r: (r.get("ended") or 0, r.get("id") or ""), reverse=True)
+        return done[offset:] if limit is None else done[offset : offset + limit]
+
+    def left_running(self) -> List[dict[str, Any]]:  # noqa: UP006
+        running: List[dict[str, Any]] = []  # noqa: UP006
+        finished: List[tuple[float, str, str]] = []  # noqa: UP006
+        for ns in cast("Iterable[str]", self.store.namespaces()):  # LmdbStore's list[] annotations read as its method
+            for rec in self._all(ns):
+                if rec.get("status") in ("pending", "running"):
+                    running.append(rec)
+                else:
+                    finished.append((float(rec.get("ended") or 0.0), ns, str(rec.get("id"))))
+        finished.sort()
+        with self._lock:
+            known = set(self._finished)
+            self._finished.extendleft(reversed([(ns, iid) for _, ns, iid in finished if (ns, iid) not in known]))
+        running.sort(key=lambda r: float(r.get("created") or 0.0))
+        return running
+
+    def claim(self, namespace: str, instance_id: str) -> None:
+        self.store.write([], register_instance=(namespace, instance_id))

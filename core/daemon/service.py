@@ -1,0 +1,258 @@
+"""The ``Daemon``: builds the watcher, folder sync, run queue, records, recovery and
+triggers around one engine, starts them in order and stops them in reverse; the API
+asks it (and only it) for what it serves."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import IsoldeError
+from .catalog import Catalog
+from .dropvars import DropVariables
+from .layout import workflow_id
+from .records import InstanceRecords, LmdbInstanceRecords
+from .recovery import DataDirLock, DeferredSweep, Recovery
+from .runs import InstanceInfo, Runs
+from .settings import DaemonError, DaemonSettings
+from .sync import FolderSync, Manifests
+from .triggers import CronScheduler, Triggers
+from .watch import FileReader, Pending, Watcher
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from ..store import LmdbStore
+
+__all__ = ["Daemon"]
+
+STOP_DRAIN = 1.0
+"""Seconds the instances stopped at shutdown get to unwind before the engine closes."""
+
+
+class Daemon:
+    """The running server: watcher + catalog + triggers + instance runner (+ the API).
+
+    ``records`` and ``scheduler`` may be given (another backend); by default instance
+    records live in the engine's variable store and cron runs in a thread."""
+
+    def __init__(self, root: str | os.PathLike[str], engine: Engine, settings: DaemonSettings, *,
+                 logger: logging.Logger | None = None, records: InstanceRecords | None = None,
+                 scheduler: CronScheduler | None = None) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise IsoldeError(f"{root}: not a directory (isolde serve needs DIR/<namespace>/*.yaml)")
+        self.engine = engine
+        self.settings = settings
+        self.log = logger or logging.getLogger("isolde.daemon")
+        self.max_variable_bytes = int(engine.config.limit("max_variable_bytes"))
+        self.max_input_bytes = int(engine.config.limit("max_input_bytes"))
+        self.max_event_bytes = int(engine.config.limit("max_event_bytes"))
+        self._records = records
+        self._scheduler = scheduler
+        self._dir_lock = DataDirLock(Path(engine.data_dir))
+        self._sweep = DeferredSweep()
+        if not engine.registry.pm.hook.isolde_store.get_hookimpls():
+            engine.registry.pm.register(self._sweep, name="isolde-daemon-store")
+        self.catalog = Catalog(self.root)
+        self.pending = Pending()
+        self.watcher = Watcher(self.root, self.pending, settings)
+        self.api: Any = None
+        self._stop_event = threading.Event()
+        self._status_thread: threading.Thread | None = None
+        self._started = False
+        self._stopping = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ wiring
+    def _build(self) -> None:
+        engine, log, settings = self.engine, self.log, self.settings
+        store: LmdbStore = engine.store  # opened here: without the orphan sweep (see recovery)
+        self.store = store
+        self.records: InstanceRecords = self._records or LmdbInstanceRecords(store, keep=settings.keep_instances, log=log)
+        self.runs = Runs(engine, self.records, self.catalog, settings, log,
+                         end_instance=store.end_instance, interrupt=lambda iid, why: None if engine.events.interrupt(iid, why) else None)
+        self.triggers = Triggers(self.catalog, lambda: engine.events, self.runs.start, log, self._scheduler)
+        self.manifests = Manifests(store)
+        reader = FileReader(self.pending, settings.settle, log)
+        drop = DropVariables(store, self.catalog, self.pending, reader, settings, log,
+                             max_variable_bytes=self.max_variable_bytes, pack=self._packer())
+        self.sync = FolderSync(
+            self.root, self.catalog, self.pending, reader, settings, log,
+            store=store, manifests=self.manifests, triggers=self.triggers, runs=self.runs, drop=drop,
+            build=engine.build, delete_workflow=engine.delete_workflow, delete_namespace=engine.delete_namespace,
+            max_yaml_bytes=int(engine.config.limit("max_yaml_bytes")),
+        )
+        self.recovery = Recovery(self.records, self.runs, self.catalog, log,
+                                 has_instance_vars=lambda ns, iid: bool(store.list(ns, "instance", iid)),
+                                 end_instance=store.end_instance)
+
+    def _packer(self) -> Callable[[Path, io.BytesIO, str], None]:
+        from ..files import ArchiveLimits, pack_dir
+
+        limits = ArchiveLimits.from_config(self.engine.config)
+
+        def pack(path: Path, buf: io.BytesIO, label: str) -> None:
+            pack_dir(path, buf, limits=limits, label=label)
+
+        return pack
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, *, api: bool = True) -> None:
+        """Recover, scan, then watch, schedule and serve (in that order, so nothing is missed:
+        events arriving during the scan are handled after it, idempotently)."""
+        self._dir_lock.acquire()
+        self._build()
+        self._started = True
+        self.recovery.take_over()
+        self._sweep.sweep()
+        managed = self.manifests.load()  # as the last run left them
+        self.watcher.start()
+        self.sync.scan_all()
+        self.sync.reconcile(managed)
+        self.recovery.recover()
+        self.sync.start()
+        self.triggers.scheduler.start()
+        if api:
+            from ..api import ApiServer
+
+            self.api = ApiServer(self, self.settings.api, token=self.settings.token)
+            self.api.start()
+        if self.settings.status_interval > 0:
+            self._status_thread = threading.Thread(target=self._status_loop, name="isolde-status", daemon=True)
+            self._status_thread.start()
+        n_ns, n_wf, _ = self.catalog.counts()
+        self.log.info("daemon ready", extra={"fields": {
+            "dir": str(self.root), "namespaces": n_ns, "workflows": n_wf,
+            "api": self.api.url if self.api is not None else None,
+            "data_dir": str(self.engine.data_dir), "pid": os.getpid(),
+        }})
+
+    def wait(self) -> None:
+        """Block until ``request_stop`` (SIGTERM / SIGINT)."""
+        self._stop_event.wait()
+
+    def request_stop(self) -> None:
+        self._stop_event.set()
+
+    def stop(self) -> None:
+        """Graceful stop: no new starts, running instances get ``stop_grace`` seconds, the rest
+        stop at their next state and are resumed (or marked interrupted) by the next start."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        self._stop_event.set()
+        if self._started:
+            self.log.info("stopping", extra={"fields": {"running": self.runs.running, "queued": self.runs.queued()}})
+        if self.api is not None:
+            self.api.close()
+        if self._started:
+            self.sync.stop()
+        else:
+            self.pending.close()
+        self.watcher.stop()
+        if self._started:
+            self.triggers.close()
+            self.runs.stop(self.settings.stop_grace, STOP_DRAIN)
+        self.watcher.join()
+        if self._started:
+            self.sync.join()
+        self.engine.close()
+        self._dir_lock.release()
+        self.log.info("stopped")
+
+    # ------------------------------------------------------------------ for the API
+    def start_instance(self, ns: str, path: str, input: Any = None, *, trigger: str = "api",
+                       announce: bool = True) -> InstanceInfo:
+        return self.runs.start(ns, path, input, trigger=trigger, announce=announce)
+
+    @property
+    def max_wait(self) -> float:
+        return self.settings.max_wait
+
+    def start_and_view(self, ns: str, path: str, body: bytes | None, *, wait: bool, timeout: float | None) -> dict[str, Any]:
+        """Start an instance for the API and return its view: at once, or with ``wait`` once
+        it ended (or ``timeout`` passed; None: ``max_wait``).  A waited-for start makes no
+        commit of its own: the outcome's record is the one commit (docs/daemon.md)."""
+        if not wait:
+            return self.runs.start(ns, path, body).view()
+        info = self.runs.start(ns, path, body, announce=False)
+        info.done.wait(self.settings.max_wait if timeout is None else timeout)
+        return info.view() if info.status in ("complete", "failed") else self.instance(ns, info.id)
+
+    def instance(self, ns: str, iid: str) -> dict[str, Any]:
+        """An instance's status, output and error (404 when unknown)."""
+        info = self.runs.live(ns, iid)
+        if info is not None:
+            return info.view()
+        rec = self._stored_record(ns, iid)
+        for k in ("v", "data", "ivars", "log", "lock"):
+            rec.pop(k, None)
+        return rec
+
+    def instance_log(self, ns: str, iid: str) -> list[dict[str, Any]]:
+        info = self.runs.live(ns, iid)
+        lines = list(info.log) if info is not None else (self._stored_record(ns, iid).get("log") or [])
+        return [{"time": t, "state": s, "message": m} for t, s, m in lines]
+
+    def instances(self, ns: str) -> list[dict[str, Any]]:
+        """Running and queued instances of a namespace, then the kept outcomes (newest first)."""
+        self.catalog.check_namespace(ns)
+        live = self.runs.live_views(ns)
+        keys = ("id", "workflow", "status", "trigger", "created", "started", "ended", "error")
+        done = [{k: rec.get(k) for k in keys} for rec in self.records.list(ns)]
+        return sorted(live, key=lambda r: r["created"]) + done
+
+    def _stored_record(self, ns: str, iid: str) -> dict[str, Any]:
+        rec = self.records.get(ns, iid)
+        if rec is None:
+            raise DaemonError(404, "isolde.instance.notFound", f"no instance '{iid[:100]}' in namespace '{ns}'")
+        return rec
+
+    def wait_for(self, ns: str, iid: str, timeout: float) -> dict[str, Any]:
+        info = self.runs.live(ns, iid)
+        if info is not None:
+            info.done.wait(timeout)
+        return self.instance(ns, iid)
+
+    def publish_event(self, ns: str, event: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        self.catalog.check_namespace(ns)
+        if self._stopping:
+            raise DaemonError(503, "isolde.daemon.stopping", "the daemon is stopping")
+        return self.triggers.publish(ns, event)
+
+    def namespaces(self) -> list[dict[str, Any]]:
+        with self.catalog.lock:
+            names = sorted(self.catalog.namespaces)
+            counts = {n: 0 for n in names}
+            for (n, _) in self.catalog.workflows:
+                if n in counts:
+                    counts[n] += 1
+        return [{"name": n, "workflows": counts[n]} for n in names]
+
+    def workflows(self, ns: str) -> list[dict[str, Any]]:
+        self.catalog.check_namespace(ns)
+        out = [e.summary() for e in sorted(self.catalog.in_namespace(ns), key=lambda e: e.id)]
+        for row in out:
+            row["next_run"] = self.triggers.scheduler.next_fire(ns, row["path"])
+        return out
+
+    def workflow_owner(self, ns: str, path: str) -> str:
+        """The store owner of a served workflow's variables (404 when it is not served)."""
+        return self.catalog.entry(ns, workflow_id(path)).id
+
+    def check_namespace(self, ns: str) -> None:
+        self.catalog.check_namespace(ns)
+
+    def status(self) -> dict[str, Any]:
+        n_ns, n_wf, invalid = self.catalog.counts()
+        return {"namespaces": n_ns, "workflows": n_wf, "invalid": invalid,
+                "running": self.runs.running, "queued": self.runs.queued(), **self.runs.stats}
+
+    def _status_loop(self) -> None:
+        while not self._stop_event.wait(self.settings.status_interval):
+            self.log.info("status", extra={"fields": self.status()})

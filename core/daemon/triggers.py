@@ -1,0 +1,272 @@
+"""Starts that are not API calls: cron (``start: scheduled``) and CloudEvents (``event``,
+``eventsXor``, ``eventsAnd``).
+
+``CronScheduler`` is the interface a backend implements (the in-process thread is here; a
+shared scheduler that fires once across workers comes with PostgreSQL).  ``Triggers``
+follows each served workflow's ``start`` and starts instances through a ``start``
+function it is given.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from .catalog import Catalog, WorkflowEntry
+from .settings import DaemonError
+
+if TYPE_CHECKING:
+    from ..events import EventBus
+
+__all__ = ["CronScheduler", "CronThread", "StartFn", "Triggers", "event_filters"]
+
+StartFn = Callable[..., Any]
+"""``start(ns, wid, input, trigger=...)`` -> an object with ``id``; raises DaemonError."""
+
+
+class CronScheduler(Protocol):
+    """Fires ``fire(namespace, workflow)`` on each tick of a workflow's cron expression."""
+
+    def start(self) -> None: ...
+
+    def set(self, namespace: str, workflow: str, cron: str | None) -> None:
+        """Schedule a workflow (None: unschedule); an unchanged expression keeps its next tick."""
+
+    def next_fire(self, namespace: str, workflow: str) -> float | None:
+        """When it fires next (epoch seconds), None when not scheduled."""
+
+    def close(self) -> None: ...
+
+
+class CronThread:
+    """Fires ``start: scheduled`` workflows by cron in one thread (UTC; a sixth field is seconds)."""
+
+    def __init__(self, fire: Callable[[str, str], None], logger: logging.Logger) -> None:
+        self._fire = fire
+        self._log = logger
+        self._cond = threading.Condition()
+        self._jobs: dict[tuple[str, str], tuple[str, Any, float]] = {}  # (cron, croniter, next fire)
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="isolde-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def set(self, namespace: str, workflow: str, cron: str | None) -> None:
+        key = (namespace, workflow)
+        with self._cond:
+            old = self._jobs.get(key)
+            if cron is None:
+                if self._jobs.pop(key, None) is not None:
+                    self._cond.notify_all()
+                return
+            if old is not None and old[0] == cron:
+                return  # unchanged: keep the fire time already due
+            from croniter import croniter
+
+            it = croniter(cron, _dt.datetime.now(_dt.timezone.utc))
+            self._jobs[key] = (cron, it, it.get_next(float))
+            self._cond.notify_all()
+
+    def next_fire(self, namespace: str, workflow: str) -> float | None:
+        with self._cond:
+            job = self._jobs.get((namespace, workflow))
+            return None if job is None else job[2]
+
+    def _loop(self) -> None:
+        while True:
+            due: list[tuple[str, str]] = []
+            with self._cond:
+                if self._stop:
+                    return
+                now = time.time()
+                wait = 3600.0
+                for key, (cron, it, at) in list(self._jobs.items()):
+                    if at <= now:
+                        due.append(key)
+                        nxt = it.get_next(float)
+                        while nxt <= now:  # the daemon was busy or asleep: don't fire a backlog
+                            nxt = it.get_next(float)
+                        self._jobs[key] = (cron, it, nxt)
+                        at = nxt
+                    wait = min(wait, at - now)
+                if not due:
+                    self._cond.wait(max(0.0, wait))
+                    continue
+            for ns, wid in due:
+                try:
+                    self._fire(ns, wid)
+                except Exception as exc:  # never let one workflow stop the schedule
+                    self._log.error("scheduled start failed", extra={"fields": {"ns": ns, "workflow": wid, "error": str(exc)}})
+
+
+def event_filters(start: dict[str, Any]) -> list[dict[str, Any]]:
+    """The CloudEvent filters of an ``event`` / ``eventsXor`` / ``eventsAnd`` start."""
+    kind = start.get("type")
+    if kind == "event":
+        one = start.get("event")
+        return [one] if isinstance(one, dict) else []
+    if kind in ("eventsXor", "eventsAnd"):
+        return [f for f in start.get("events") or [] if isinstance(f, dict)]
+    return []
+
+
+@dataclass(slots=True)
+class _Gathering:
+    """Events collected so far for one ``eventsAnd`` start (at most one per filter)."""
+
+    created: float
+    events: dict[int, dict[str, Any]] = field(default_factory=dict)
+    correlation: dict[str, Any] = field(default_factory=dict)
+
+
+class Triggers:
+    """Keeps cron schedules and event subscriptions in step with the served workflows."""
+
+    def __init__(self, catalog: Catalog, bus: Callable[[], EventBus], start: StartFn, log: logging.Logger,
+                 scheduler: CronScheduler | None = None) -> None:
+        self.catalog = catalog
+        self._bus = bus  # the engine's event bus, made on first use
+        self._start = start
+        self.log = log
+        self.scheduler: CronScheduler = scheduler if scheduler is not None else CronThread(self._fire_scheduled, log)
+        self._lock = threading.Lock()
+        self._gatherings: dict[tuple[str, str], list[_Gathering]] = {}
+        self._tls = threading.local()  # instance ids started by the event being published
+
+    # -- following the served workflows ----------------------------------------
+    def apply(self, entry: WorkflowEntry) -> None:
+        """Follow the (new) version's ``start``: cron schedule and event subscription."""
+        wf = entry.workflow
+        start = (wf.fields.get("start") or {}) if wf is not None else {}
+        kind = start.get("type", "default")
+        self.scheduler.set(entry.namespace, entry.id, start.get("cron") if kind == "scheduled" and start.get("cron") else None)
+        self._unsubscribe(entry)
+        filters = event_filters(start)
+        if filters:
+            entry.subscription = self._subscribe(entry.namespace, entry.id, filters)
+
+    def remove(self, entry: WorkflowEntry) -> None:
+        """The entry no longer serves under its name: no more cron or event starts."""
+        self._unsubscribe(entry)
+        self.scheduler.set(entry.namespace, entry.id, None)
+
+    def _unsubscribe(self, entry: WorkflowEntry) -> None:
+        if entry.subscription is not None:
+            entry.subscription()
+            entry.subscription = None
+        with self._lock:
+            self._gatherings.pop((entry.namespace, entry.id), None)
+
+    def close(self) -> None:
+        self.scheduler.close()
+        with self.catalog.lock:
+            entries = list(self.catalog.workflows.values())
+        for entry in entries:
+            if entry.subscription is not None:
+                entry.subscription()
+                entry.subscription = None
+
+    # -- cron -------------------------------------------------------------------
+    def _fire_scheduled(self, ns: str, wid: str) -> None:
+        try:
+            info = self._start(ns, wid, None, trigger="cron")
+        except DaemonError as exc:
+            self.log.warning("scheduled start skipped", extra={"fields": {"ns": ns, "workflow": wid, "code": exc.code, "reason": exc.message}})
+            return
+        self.log.info("scheduled start", extra={"fields": {"ns": ns, "workflow": wid, "id": info.id}})
+
+    # -- events -----------------------------------------------------------------
+    def _subscribe(self, ns: str, wid: str, filters: list[dict[str, Any]]) -> Callable[[], None]:
+        """Start ``wid`` from matching events of the bus; returns the unsubscribe function.
+
+        ``eventsAnd`` is gathered here rather than by the bus, because the daemon also
+        applies the start's ``correlate`` keys and ``lifespan``."""
+        from ..events import EventFilter
+
+        flts = [EventFilter(str(f.get("type", "")), dict(f.get("context") or {})) for f in filters]
+
+        def deliver(received: list[tuple[int, dict[str, Any]]]) -> None:
+            for index, event in received:
+                self._on_event(ns, wid, index, event)
+
+        return self._bus().subscribe(ns, flts, deliver)
+
+    def publish(self, ns: str, event: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Publish a CloudEvent; returns it (id filled in) and the ids of the instances it
+        started.  Running instances waiting for it get it too."""
+        from ..events import EventError
+
+        started: list[str] = []
+        self._tls.started = started  # subscribers run on this thread and report here
+        try:
+            ev = self._bus().publish(ns, event)
+        except EventError as exc:
+            raise DaemonError(400, "isolde.event.invalid", str(exc)) from None
+        finally:
+            self._tls.started = None
+        return ev, started
+
+    def _on_event(self, ns: str, wid: str, index: int, event: dict[str, Any]) -> str | None:
+        entry = self.catalog.get(ns, wid)
+        wf = entry.workflow if entry is not None else None
+        if wf is None:
+            return None
+        start = wf.fields.get("start") or {}
+        if start.get("type") == "eventsAnd":
+            data = self._gather(ns, wid, start, len(event_filters(start)), index, event)
+            if data is None:
+                return None
+        else:
+            data = {str(event.get("type")): event}
+        try:
+            info = self._start(ns, wid, data, trigger="event")
+        except DaemonError as exc:
+            self.log.warning("event start skipped", extra={"fields": {"ns": ns, "workflow": wid, "code": exc.code, "reason": exc.message}})
+            return None
+        self.log.info("event start", extra={"fields": {"ns": ns, "workflow": wid, "id": info.id, "event": event.get("type")}})
+        started = getattr(self._tls, "started", None)
+        if started is not None:
+            started.append(info.id)
+        return str(info.id)
+
+    def _gather(self, ns: str, wid: str, start: dict[str, Any], count: int, index: int,
+                event: dict[str, Any]) -> dict[str, Any] | None:
+        """``eventsAnd``: keep one event per filter (events agreeing on the ``correlate``
+        attributes go together; a group older than ``lifespan`` is dropped); once every
+        filter has one, they start the instance, each under its type (a type listed twice:
+        the later one under ``<type>.<index>``, as the waiting states place them)."""
+        lifespan = start.get("lifespan")
+        correlate = [str(k) for k in start.get("correlate") or []]
+        now = time.time()
+        corr = {k: event.get(k) for k in correlate}
+        with self._lock:
+            groups = self._gatherings.setdefault((ns, wid), [])
+            if lifespan:
+                groups[:] = [g for g in groups if now - g.created <= float(lifespan)]
+            for g in groups:
+                if g.correlation == corr and index not in g.events:
+                    g.events[index] = event
+                    break
+            else:
+                g = _Gathering(now, {index: event}, corr)
+                groups.append(g)
+            if len(g.events) < count:
+                return None
+            groups.remove(g)
+        out: dict[str, Any] = {}
+        for i, e in sorted(g.events.items()):
+            key = str(e.get("type"))
+            out[f"{key}.{i}" if key in out else key] = e  # a repeated type: .<type>.<index>, as the states do
+        return out
