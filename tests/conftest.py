@@ -97,7 +97,7 @@ class RealCli:
             env=self.env,
             timeout=timeout,
         )
-        return CliResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode(), proc.stdout)
+        return CliResult(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"), proc.stdout)
 
 
 class Cli(RealCli):
@@ -128,11 +128,16 @@ class Cli(RealCli):
                 res = CliRunner().invoke(main, list(args), input=input, env=env, prog_name="isolde")
             finally:
                 logger.handlers[:], logger.level, logger.propagate = saved
-        stderr = res.stderr
-        if res.exception is not None and not isinstance(res.exception, SystemExit):
-            # what the interpreter prints for an uncaught exception, exit code 1 as given
-            stderr += "".join(traceback.format_exception(res.exception))
-        return CliResult(res.exit_code, res.stdout, stderr, res.stdout_bytes)
+        out, err, exc = res.stdout_bytes, res.stderr, res.exception
+        if isinstance(exc, SystemExit) and exc.code is not None and not isinstance(exc.code, int):
+            # sys.exit("message"): the runner puts the message on stdout, Python on stderr
+            text = f"{exc.code}\n"
+            out = out.removesuffix(text.encode())
+            err += text
+        elif exc is not None and not isinstance(exc, SystemExit):
+            # what the interpreter prints for an uncaught exception (exit code 1, as given)
+            err += "".join(traceback.format_exception(exc))
+        return CliResult(res.exit_code, out.decode(errors="replace"), err, out)
 
 
 @pytest.fixture

@@ -411,3 +411,11 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(real_cli: RealCli) -> 
     code = proc.wait(60)
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err
     assert code == 1
+
+
+def test_the_in_process_runner_gives_what_the_program_gives(cli: Cli, real_cli: RealCli, tmp_path: Path) -> None:
+    """The ``cli`` fixture stands in for the process: same stdout, stderr and exit code."""
+    logging_wf = write(tmp_path / "logging.yaml", LOGGING)
+    bad_wf = write(tmp_path / "bad.yaml", "id: bad\nstates:\n- id: a\n  type: nope\n")
+    for args in (("run", logging_wf), ("vars", "get", "missing"), ("vars", "get", "bad key"), ("run", bad_wf)):
+        assert cli(*args) == real_cli(*args), args

@@ -75,7 +75,7 @@ def test_delay_can_be_interrupted_for_one_instance(engine: isolde.Engine) -> Non
     wait_until(lambda: engine.events.waiting("ns2") != [])
     assert engine.events.interrupt("i-2") == 0
     assert engine.events.interrupt("i-1", "cancelled by the operator") == 1
-    t.join(5)
+    t.join(60)
     assert out[0].error.code == "isolde.cancelled"
     assert out[0].error.message == "cancelled by the operator"
 
