@@ -1,10 +1,12 @@
-"""The ``isolde`` command line, run as a real subprocess (SPEC §5.1).
+"""The ``isolde`` command line (SPEC §5.1).
 
 What is checked here is the contract a shell user relies on: stdout carries
 only the result (output JSON or a variable's bytes), everything else goes to
 stderr, exit codes are 0 / 1 / 2, and user errors are one line, never a
-traceback.  Each ``cli(...)`` call is a new process on the test's own data
-directory, so state that survives between calls survived on disk.
+traceback.  Each ``cli(...)`` call runs the command in-process (click's runner)
+and opens its own Engine on the test's data directory, so state that survives
+between calls survived on disk.  The few tests at the end run the real program
+(``python -m isolde.cli``, the console script) where only a process proves it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CORPUS, EXAMPLES, Cli, CliResult
+from conftest import CORPUS, EXAMPLES, Cli, CliResult, RealCli
 
 COUNTER = str(EXAMPLES / "counter.yaml")
 
@@ -148,11 +150,8 @@ def test_input_file_and_stdin(cli: Cli, tmp_path: Path) -> None:
 
 def raw_stdout(cli: Cli, *args: str, input: bytes | None = None) -> tuple[int, bytes]:
     """Like ``cli`` but keeps stdout as bytes (variables need not be text)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "isolde.cli", *args],
-        input=input, capture_output=True, cwd=cli.cwd, env=cli.env, timeout=60,
-    )
-    return proc.returncode, proc.stdout
+    res = cli(*args, input=input)
+    return res.code, res.stdout_bytes
 
 
 def listing(res: CliResult) -> dict[str, tuple[int, str]]:
@@ -345,7 +344,7 @@ def test_config_limits_apply(cli: Cli, tmp_path: Path) -> None:
     ("text", "needle"),
     [
         ("bogus = 1\n", "unknown setting 'bogus'"),
-        ("[limits]\nmax_step = 3\n", "unknown limit 'max_step'"),
+        ("[limits]\nmax_step = 3\n", "unknown setting [limits] 'max_step' (did you mean 'max_steps'?)"),
         ("[limits]\njq_timeout = -1\n", "must be a positive, finite number"),
         ('[store]\ndurability = "sometimes"\n', "durability"),
         ("data_dir = [\n", "isolde.toml"),
@@ -382,3 +381,41 @@ def test_isolde_entry_point_matches_module(cli: Cli) -> None:
     assert proc.returncode == 0
     assert json.loads(proc.stdout) == {"var": {"x": 1}}
     assert os.path.isdir(cli.data_dir)
+
+
+# -- the real program: what only a process shows ------------------------------------------------
+
+
+def test_python_m_isolde_cli_runs_and_keeps_state_on_disk(real_cli: RealCli) -> None:
+    """``python -m isolde.cli`` is the program: cold start, output on stdout, variables on disk."""
+    for n in (1, 2):
+        res = real_cli("run", COUNTER)
+        assert res.code == 0, res.stderr
+        assert res.json == {"var": {"x": n}}
+    got = real_cli("vars", "get", "x", "-w", "counter")
+    assert (got.code, got.stdout_bytes) == (0, b"2")  # raw bytes: no newline off a tty
+    line = assert_one_line_error(real_cli("vars", "get", "bad key"))
+    assert "invalid variable key" in line
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(real_cli: RealCli) -> None:
+    """``isolde plugins | head -1``: stdout closed early gives exit 1 and no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "isolde.cli", "plugins"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=real_cli.cwd, env=real_cli.env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read()
+    proc.stderr.close()
+    code = proc.wait(60)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err
+    assert code == 1
+
+
+def test_the_in_process_runner_gives_what_the_program_gives(cli: Cli, real_cli: RealCli, tmp_path: Path) -> None:
+    """The ``cli`` fixture stands in for the process: same stdout, stderr and exit code."""
+    logging_wf = write(tmp_path / "logging.yaml", LOGGING)
+    bad_wf = write(tmp_path / "bad.yaml", "id: bad\nstates:\n- id: a\n  type: nope\n")
+    for args in (("run", logging_wf), ("vars", "get", "missing"), ("vars", "get", "bad key"), ("run", bad_wf)):
+        assert cli(*args) == real_cli(*args), args

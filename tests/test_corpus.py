@@ -111,9 +111,9 @@ LOCATED = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (state '(?P<
 
 
 @pytest.mark.parametrize("name", sorted(f for f in NEEDS if not f.startswith("invalid/")))
-def test_corpus_file_validates_or_names_what_is_missing(engine: isolde.Engine, corpus: Path, name: str) -> None:
-    diagnostics = engine.validate(corpus / name)
-    missing = NEEDS[name] - installed(engine)
+def test_corpus_file_validates_or_names_what_is_missing(validator: isolde.Engine, corpus: Path, name: str) -> None:
+    diagnostics = validator.validate(corpus / name)
+    missing = NEEDS[name] - installed(validator)
     if not missing:
         assert [str(d) for d in diagnostics] == []
         return
@@ -134,28 +134,28 @@ def test_corpus_file_validates_or_names_what_is_missing(engine: isolde.Engine, c
             assert any("file" in d.message for d in diagnostics), (need, text)
 
 
-def test_dangling_transition_is_rejected_citing_the_state(engine: isolde.Engine, corpus: Path) -> None:
-    diagnostics = engine.validate(corpus / "invalid" / "dangling-transition.yaml")
+def test_dangling_transition_is_rejected_citing_the_state(validator: isolde.Engine, corpus: Path) -> None:
+    diagnostics = validator.validate(corpus / "invalid" / "dangling-transition.yaml")
     assert diagnostics
     assert any(d.state == "getter" for d in diagnostics)
-    if NEEDS["invalid/dangling-transition.yaml"] <= installed(engine):
+    if NEEDS["invalid/dangling-transition.yaml"] <= installed(validator):
         [d] = [d for d in diagnostics if "transition" in d.message]
         assert (d.line, d.col, d.state) == (20, 15, "getter")
         assert "unknown state 'check'" in d.message
 
 
-def test_undeclared_function_is_rejected_citing_the_state(engine: isolde.Engine, corpus: Path) -> None:
-    diagnostics = engine.validate(corpus / "invalid" / "undeclared-function.yaml")
+def test_undeclared_function_is_rejected_citing_the_state(validator: isolde.Engine, corpus: Path) -> None:
+    diagnostics = validator.validate(corpus / "invalid" / "undeclared-function.yaml")
     assert diagnostics
     assert any(d.state == "gh" for d in diagnostics)
-    if NEEDS["invalid/undeclared-function.yaml"] <= installed(engine):
+    if NEEDS["invalid/undeclared-function.yaml"] <= installed(validator):
         [d] = [d for d in diagnostics if "scp" in d.message]
         assert (d.line, d.col, d.state) == (9, 15, "gh")
         assert "not declared" in d.message
 
 
-def test_unparsable_is_a_yaml_error_at_28_32(engine: isolde.Engine, corpus: Path) -> None:
-    [d] = engine.validate(corpus / "invalid" / "unparsable.yaml")
+def test_unparsable_is_a_yaml_error_at_28_32(validator: isolde.Engine, corpus: Path) -> None:
+    [d] = validator.validate(corpus / "invalid" / "unparsable.yaml")
     assert (d.line, d.col) == (28, 32)
     assert "mapping values are not allowed" in d.message
     assert d.message.startswith("YAML")

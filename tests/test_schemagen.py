@@ -22,21 +22,21 @@ def _builtin_only(engine: isolde.Engine) -> dict[str, Any]:
     return {"plugins": {"disable": extra}}
 
 
-@pytest.fixture
-def schema(engine: isolde.Engine) -> dict[str, Any]:
-    out = json_schema(engine.registry)
+@pytest.fixture(scope="module")
+def schema(validator: isolde.Engine) -> dict[str, Any]:
+    out = json_schema(validator.registry)
     jsonschema.Draft7Validator.check_schema(out)
     return out
 
 
-def test_schema_accepts_what_isolde_accepts_on_the_corpus(engine: isolde.Engine, schema: dict[str, Any], corpus: Path) -> None:
-    validator = jsonschema.Draft7Validator(schema)
+def test_schema_accepts_what_isolde_accepts_on_the_corpus(validator: isolde.Engine, schema: dict[str, Any], corpus: Path) -> None:
+    checker = jsonschema.Draft7Validator(schema)
     checked = 0
     for path in sorted(corpus.glob("*/*.yaml")):
-        if engine.validate(path):
+        if validator.validate(path):
             continue
         doc = yaml.safe_load(path.read_text())
-        errors = [e.message for e in validator.iter_errors(doc)]
+        errors = [e.message for e in checker.iter_errors(doc)]
         assert not errors, f"{path.name}: {errors[:3]}"
         checked += 1
     assert checked >= 10
@@ -58,10 +58,10 @@ def test_schema_command_prints_valid_json(cli: Any) -> None:
     assert "state.getter" in out.json["definitions"]
 
 
-def test_plugin_state_types_appear_in_schema_and_reference(engine: isolde.Engine) -> None:
-    names = set(engine.registry.state_types)
-    s = json_schema(engine.registry)
-    ref = reference(engine.registry)
+def test_plugin_state_types_appear_in_schema_and_reference(validator: isolde.Engine) -> None:
+    names = set(validator.registry.state_types)
+    s = json_schema(validator.registry)
+    ref = reference(validator.registry)
     for name in names:
         assert f"state.{name}" in s["definitions"]
         assert f"### `{name}`" in ref

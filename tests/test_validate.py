@@ -92,10 +92,9 @@ def test_workflow_golden(path: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
-def test_invalid_workflow_diagnostics(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_invalid_workflow_diagnostics(path: Path, monkeypatch: pytest.MonkeyPatch, validator: isolde.Engine) -> None:
     monkeypatch.chdir(path.parent)
-    with isolde.Engine(data_dir=tmp_path, config={}) as engine:
-        got = [str(d) for d in engine.validate(path.name)]
+    got = [str(d) for d in validator.validate(path.name)]
     expected_path = path.with_suffix(".expected")
     if UPDATE:
         expected_path.write_text("".join(line + "\n" for line in got))
