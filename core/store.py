@@ -119,6 +119,7 @@ forbids opening the same files twice in one process), so several
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import re
 import socket
@@ -127,7 +128,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import lmdb
 
@@ -146,6 +147,7 @@ __all__ = [
     "check_key",
     "check_scope",
     "LmdbStore",
+    "ValueReader",
 ]
 
 SCOPES: Final[tuple[str, str, str]] = ("instance", "workflow", "namespace")
@@ -243,6 +245,56 @@ class Put:
     ref: Ref
     data: bytes | None
     mime: str = "application/json"
+
+
+class ValueReader(Protocol):
+    """A readable binary stream of one variable's value (``VariableStore.open``).
+
+    File-like (``read``, ``readinto``, ``close``, a context manager) with the
+    value's ``mime`` type and ``size`` in bytes.  The stream shows the value as
+    it was when it was opened: a later write or delete of the variable does not
+    change or break it.  Close it when done (it may hold a file descriptor)."""
+
+    mime: str
+    size: int
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> ValueReader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class InlineReader(io.BytesIO):
+    """A ValueReader over a value held in memory (values kept inside LMDB)."""
+
+    def __init__(self, data: bytes, mime: str, version: int = 0) -> None:
+        super().__init__(data)
+        self.mime = mime
+        self.size = len(data)
+        self.version = version
+
+    def __enter__(self) -> InlineReader:
+        return self
+
+
+class FileReader(io.BufferedReader):
+    """A ValueReader over a value kept in a file (a blob): the open descriptor
+    keeps the content readable even if a writer replaces the value and unlinks
+    the file meanwhile."""
+
+    def __init__(self, raw: io.FileIO, mime: str, size: int, version: int = 0) -> None:
+        super().__init__(raw, buffer_size=_BLOB_CHUNK)
+        self.mime = mime
+        self.size = size
+        self.version = version
+
+    def __enter__(self) -> FileReader:
+        return self
 
 
 # A frozen dataclass __init__ goes through object.__setattr__ once per field,
@@ -1259,6 +1311,39 @@ class LmdbStore:
         for off in range(end, len(raw), chunk):
             write(raw[off : off + chunk])
         return _make_var(b"", str(raw[_HDR_SIZE:end], "utf-8"), total, created, updated, version)
+
+    def open(self, ref: Ref) -> ValueReader | None:
+        """A readable stream of the variable's value, or None if it is missing.
+
+        A value kept in LMDB (at most ``blob_threshold`` bytes) is copied out
+        of the map; a blob is read from its file, opened so that a concurrent
+        replace or delete cannot break the read (the record is read again from
+        a new snapshot if the file went away before it was opened)."""
+        kb = self._kb(ref)
+        name = ""
+        for _ in range(_RETRY_LIMIT):
+            got = self._read(self._get_body, kb)
+            if got is None:
+                return None
+            if got.__class__ is Variable:
+                return InlineReader(got.data, got.mime, got.version)
+            name = got.name
+            path = self._blob_path(name)
+            try:
+                raw = io.FileIO(path, "rb")
+            except FileNotFoundError:
+                continue  # replaced meanwhile: read the new record
+            except OSError as e:
+                raise StoreError(f"cannot read blob file {path!r}: {e.strerror}") from e
+            actual = os.fstat(raw.fileno()).st_size
+            if actual != got.size:
+                raw.close()
+                raise StoreError(
+                    f"blob file {path!r} has {actual} bytes, its record says {got.size}: "
+                    f"the variable store is damaged"
+                )
+            return FileReader(raw, got.mime, got.size, got.version)
+        raise self._missing(name)
 
     def list(self, namespace: str, scope: str, owner: str = "") -> list[tuple[str, Variable]]:
         """All variables of one exact scope owner, sorted by key."""

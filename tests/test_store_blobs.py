@@ -446,3 +446,35 @@ def test_engine_reads_blob_threshold_from_config(tmp_path: Path) -> None:
     with isolde.Engine(data_dir=data, config={"store": {"blob_threshold": -1}}) as eng:
         with pytest.raises(StoreError, match="blob_threshold"):
             eng.store  # noqa: B018 - opening the store validates the setting
+
+
+# --------------------------------------------------------------------------- open(): a readable stream
+
+
+def test_open_streams_inline_and_blob_values(store: LmdbStore, path: Path) -> None:
+    small, big = b'{"a": 1}', os.urandom(3 * T + 5)
+    store.write([Put(wf("small"), small), Put(wf("big"), big, "application/octet-stream")])
+    with store.open(wf("small")) as r:  # type: ignore[union-attr]
+        assert (r.mime, r.size) == ("application/json", len(small))
+        assert r.read() == small
+    r = store.open(wf("big"))
+    assert r is not None and (r.mime, r.size) == ("application/octet-stream", len(big))
+    buf = bytearray(1000)
+    n = r.readinto(buf)
+    assert bytes(buf[:n]) == big[:n]
+    assert bytes(buf[:n]) + r.read() == big
+    r.close()
+    assert store.open(wf("missing")) is None
+
+
+def test_open_reader_survives_replace_and_delete(store: LmdbStore, path: Path) -> None:
+    old, new = os.urandom(2 * T), os.urandom(2 * T)
+    store.write([Put(wf("v"), old), Put(wf("s"), b"1")])
+    r, rs = store.open(wf("v")), store.open(wf("s"))
+    assert r is not None and rs is not None
+    store.write([Put(wf("v"), new), Put(wf("s"), b"2")])  # the old blob file is unlinked
+    assert len(blobs(path)) == 1
+    with r, rs:
+        assert r.read() == old and rs.read() == b"1"
+    store.write([Put(wf("v"), None)])
+    assert store.open(wf("v")) is None
