@@ -134,7 +134,8 @@ def test_put_get_delete(store: LmdbStore) -> None:
     store.write([Put(ref, None)])  # deleting a missing variable is fine
     store.write([Put(ref, b"")])
     empty = store.get(ref)
-    assert empty is not None and (empty.data, empty.size, empty.version) == (b"", 0, 1)
+    # a version is never given out twice, not even after a delete (a strong ETag)
+    assert empty is not None and (empty.data, empty.size, empty.version) == (b"", 0, 3)
 
 
 def test_variable_from_store_is_a_plain_frozen_variable(store: LmdbStore) -> None:
@@ -178,7 +179,7 @@ def test_batch_is_all_or_nothing(store: LmdbStore) -> None:
     assert last_txnid(store) == before
     store.write([Put(wf("a"), b"1"), Put(wf("b"), b"2"), Put(wf("a"), b"3")])
     a = store.get(wf("a"))
-    assert a is not None and a.data == b"3" and a.version == 2
+    assert a is not None and a.data == b"3" and a.version == 4  # one version per put, never reused
     assert last_txnid(store) == before + 1  # one transaction for the batch
 
 
@@ -236,20 +237,21 @@ def test_update_semantics(store: LmdbStore) -> None:
 
 def test_compare_and_set(store: LmdbStore) -> None:
     ref = wf("lock")
-    assert store.compare_and_set(ref, None, b"a") is True
-    assert store.compare_and_set(ref, None, b"b") is False
+    assert store.compare_and_set(ref, None, b"a") == 1  # the new version
+    assert store.compare_and_set(ref, None, b"b") == 0  # nothing written
     assert store.get(ref).data == b"a"  # type: ignore[union-attr]
-    assert store.compare_and_set(ref, 2, b"b") is False
-    assert store.compare_and_set(ref, 1, b"b", "text/plain") is True
+    assert store.compare_and_set(ref, 2, b"b") == 0
+    assert store.compare_and_set(ref, 1, b"b", "text/plain") == 2
     v = store.get(ref)
     assert v is not None and (v.data, v.mime, v.version) == (b"b", "text/plain", 2)
-    assert store.compare_and_set(ref, 1, b"c") is False
-    assert store.compare_and_set(ref, 1, None) is False
-    assert store.compare_and_set(ref, 2, None) is True
+    assert store.compare_and_set(ref, 1, b"c") == 0
+    assert store.compare_and_set(ref, 1, None) == 0
+    assert store.compare_and_set(ref, 2, None) > 0
     assert store.get(ref) is None
-    assert store.compare_and_set(ref, 5, b"x") is False
-    assert store.compare_and_set(ref, None, None) is True  # already absent
-    assert store.compare_and_set(ref, 0, b"z") is True  # 0 also means "must not exist"
+    assert store.compare_and_set(ref, 5, b"x") == 0
+    assert store.compare_and_set(ref, None, None) > 0  # already absent
+    assert store.compare_and_set(ref, 0, b"z") == 3  # 0 also means "must not exist"; 1 and 2 are never reused
+    assert store.compare_and_set(ref, 1, b"stale") == 0  # an ETag of deleted content never matches again
     with pytest.raises(StoreError):
         store.compare_and_set(ref, -1, b"z")
 
@@ -328,7 +330,7 @@ def test_rename_workflow(store: LmdbStore) -> None:
     assert store.rename_workflow("ns", "old", "new") == 2
     assert store.workflows("ns") == ["new", "old2"]
     a = store.get(wf("a", "new"))
-    assert a is not None and (a.data, a.version) == (b"1b", 2)
+    assert a is not None and (a.data, a.version) == (b"1b", 4)
     assert store.get(wf("stale", "new")) is None  # destination replaced, like os.rename
     assert store.get(wf("a", "old")) is None
     assert store.rename_workflow("ns", "missing", "other") == 0
