@@ -8,7 +8,7 @@ pluggy checks implementations against these signatures when they register.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .isolates import Runner
     from .states import StateType
+    from .store.protocol import VariableStore
 
 hookspec = pluggy.HookspecMarker("isolde")
 
@@ -50,11 +51,12 @@ def isolde_configure(config: Config) -> None:
 
 
 @hookspec(firstresult=True)
-def isolde_store(config: Config, data_dir: str) -> Any:
+def isolde_store(config: Config, data_dir: str) -> VariableStore | None:
     """Return a variable store for ``data_dir``, or None to leave it to the next plugin.
 
     The first non-None result wins; the built-in LMDB store answers last.  A
-    store implements the interface of ``isolde.store.LmdbStore``.
+    store implements ``isolde.store.VariableStore`` (docs/plugins.md) and passes
+    ``isolde.conformance.store.StoreConformance``.
     """
 
 

@@ -39,7 +39,7 @@ import os
 import struct
 import threading
 import time
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 from .errors import InstanceFailure, WorkflowError
 
@@ -48,6 +48,33 @@ DEADLOCK_CODE: Final = "isolde.lock.deadlock"
 POLL_MAX: Final = 0.02  # seconds between two cross-process attempts, at most
 
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (l_type, l_whence, l_start, l_len, l_pid)
+
+
+@runtime_checkable
+class VariableLocks(Protocol):
+    """Exclusive locks on variables, held by owners (an instance's lock owner id).
+
+    A key is the bytes of a variable's full name (the caller builds it; any
+    bytes are fine).  Locks exclude every other owner, in this process and, for
+    a backend shared between processes, in others; an owner's locks are dropped
+    when its process dies.  Safe for concurrent use by threads."""
+
+    def acquire(self, owner: str, keys: list[bytes], timeout: float, names: dict[bytes, str] | None = None) -> None:
+        """Lock every key for ``owner``; keys it already holds count as taken.
+        Waits at most ``timeout`` seconds in all (0: do not wait), then raises
+        ``WorkflowError`` with code ``isolde.lock.timeout``; a wait that would
+        close a cycle of owners waiting for each other raises ``isolde.lock.deadlock``
+        at once (at least within one process).  Waiters for one key are served
+        in arrival order.  On failure the locks taken before it stay held (the
+        owner releases them when it ends).  ``names`` maps keys to what an error
+        message calls them."""
+
+    def release(self, owner: str, keys: list[bytes] | None = None) -> None:
+        """Release those of ``owner``'s locks (all with None), waking the next
+        waiter of each; keys it does not hold are ignored."""
+
+    def holds(self, owner: str, key: bytes) -> bool:
+        """Whether ``owner`` holds the lock on ``key``."""
 
 
 def _offset(key: bytes) -> int:
@@ -63,7 +90,8 @@ def _try_lock(fd: int, offset: int) -> bool:
 
 
 class LockTable:
-    """The locks of one data directory, shared by every engine of this process on it."""
+    """The locks of one data directory, shared by every engine of this process on it
+    (the built-in VariableLocks)."""
 
     def __init__(self, data_dir: str) -> None:
         self.path = os.path.join(data_dir, "locks")

@@ -1,0 +1,1 @@
+"""Conformance suites: pytest test classes any backend of a service runs against itself."""
