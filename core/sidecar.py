@@ -333,7 +333,8 @@ class _Handler(socketserver.StreamRequestHandler):
                 exc.grant = grant
             raise
         except StoreError as exc:
-            status = 507 if getattr(exc, "code", "") == "isolde.store.full" else 500
+            code = getattr(exc, "code", "")
+            status = 400 if code == "direktiv.var.invalidKey" else 507 if code == "isolde.store.full" else 500
             refused = _Refused(status, f"variable store: {exc}")
             refused.grant = grant
             raise refused from None
@@ -378,7 +379,7 @@ class _Handler(socketserver.StreamRequestHandler):
             if current is not None:
                 refused.extra = f'ETag: "{current.version}"\r\n'
             raise refused
-        self._reply(200, b"", None, f'ETag: "{(expected or 0) + 1}"\r\n' if data else "")
+        self._reply(200, b"", None, f'ETag: "{done}"\r\n' if data else "")
 
     def _precondition(self) -> tuple[bool, int | None]:
         """``If-Match: "<version>"`` (the ETag a GET gave) or ``If-None-Match: *``
