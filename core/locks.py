@@ -39,6 +39,7 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Final, Protocol, runtime_checkable
 
 from .errors import InstanceFailure, WorkflowError
@@ -76,6 +77,15 @@ class VariableLocks(Protocol):
     def holds(self, owner: str, key: bytes) -> bool:
         """Whether ``owner`` holds the lock on ``key``."""
 
+    def hand_over(self, owner: str, keys: list[bytes]) -> Callable[[], None]:
+        """Release ``owner``'s locks on ``keys`` to the next waiter of this
+        process while the owner's write of them is still being made durable
+        (its new values are already visible to this process's reads, see
+        ``VariableStore.write(handover=...)``).  Waiters in other processes,
+        which cannot see those values, stay excluded until the returned
+        function is called, which the owner does once its write is durable
+        (or failed)."""
+
 
 def _offset(key: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=7).digest(), "big")
@@ -101,6 +111,10 @@ class LockTable:
         self._holder: dict[bytes, str] = {}  # key -> owner, for holders in this process
         self._waiting: dict[str, bytes] = {}  # owner -> key it waits for
         self._queues: dict[bytes, collections.deque[str]] = {}
+        # Hand-over (see hand_over): descriptors whose OFD lock is kept for writes
+        # not yet durable, and how many such writes each key has in flight.
+        self._free: dict[bytes, int] = {}
+        self._inflight: dict[bytes, int] = {}
 
     def acquire(self, owner: str, keys: list[bytes], timeout: float, names: dict[bytes, str] | None = None) -> None:
         """Lock every key for ``owner`` (already held ones count), in a fixed order so that
@@ -126,6 +140,15 @@ class LockTable:
             queue.append(owner)
             try:
                 while True:
+                    if queue[0] == owner and key in self._free:  # handed over in this process: adopt it
+                        os.close(fd)
+                        fd = self._free.pop(key)
+                        queue.popleft()
+                        self._holder[key] = owner
+                        self._held.setdefault(owner, {})[key] = fd
+                        self._waiting.pop(owner, None)
+                        fd = -1
+                        return
                     if queue[0] == owner and _try_lock(fd, offset):
                         queue.popleft()
                         self._holder[key] = owner
@@ -191,10 +214,49 @@ class LockTable:
                 if fd is None:
                     continue
                 self._holder.pop(key, None)
-                os.close(fd)  # closing the descriptor drops the OFD lock
+                self._drop(key, fd)
             if not held:
                 del self._held[owner]
             self._cond.notify_all()
+
+    def _drop(self, key: bytes, fd: int) -> None:
+        """Give up a descriptor's lock; with ``_cond`` held.  While a handed-over
+        write of the key is not durable yet, the OFD lock is kept (another
+        process must not read the old value): the descriptor waits in ``_free``
+        for an in-process waiter to adopt it or for the last write to finish."""
+        if self._inflight.get(key):
+            self._free[key] = fd
+        else:
+            os.close(fd)  # closing the descriptor drops the OFD lock
+
+    def hand_over(self, owner: str, keys: list[bytes]) -> Callable[[], None]:
+        """See VariableLocks.hand_over.  The OFD lock stays with this process
+        until the returned function has been called for every hand-over of the key."""
+        with self._cond:
+            held = self._held.get(owner, {})
+            mine = [k for k in keys if k in held]
+            for key in mine:
+                self._inflight[key] = self._inflight.get(key, 0) + 1
+                self._holder.pop(key, None)
+                self._free[key] = held.pop(key)
+            if not held:
+                self._held.pop(owner, None)
+            self._cond.notify_all()
+
+        def durable() -> None:
+            with self._cond:
+                for key in mine:
+                    left = self._inflight[key] - 1
+                    if left:
+                        self._inflight[key] = left
+                        continue
+                    del self._inflight[key]
+                    fd = self._free.pop(key, None)
+                    if fd is not None:
+                        os.close(fd)
+                self._cond.notify_all()
+
+        return durable
 
 
 _tables: dict[tuple[str, int, int], LockTable] = {}

@@ -24,7 +24,7 @@ Body = Callable[[Any, Any], tuple[bool, Any]]
 class Pending:
     """One queued write of the group commit."""
 
-    __slots__ = ("fn", "arg", "buffers", "result", "error", "done")
+    __slots__ = ("fn", "arg", "buffers", "result", "error", "done", "shown")
 
     def __init__(self, fn: Body, arg: Any, buffers: bool) -> None:
         self.fn = fn
@@ -33,6 +33,7 @@ class Pending:
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
+        self.shown: list[bytes] | None = None  # keys shown ahead of the commit (SharedEnv.overlay)
 
 
 class GroupCommit:
@@ -49,17 +50,35 @@ class GroupCommit:
         self._queue: list[Pending] = []
         self._busy = False
 
-    def submit(self, fn: Body, arg: Any, buffers: bool) -> Any:
+    def submit(
+        self, fn: Body, arg: Any, buffers: bool, *,
+        queued: Callable[[Pending], None] | None = None, handed: Callable[[], None] | None = None,
+    ) -> Any:
         """Run ``fn`` in a write transaction; return its result once durable,
-        or raise its error."""
+        or raise its error.  ``queued(item)`` runs when the item enters the
+        queue, under the queue's lock (before any leader can take it);
+        ``handed()`` runs after that, before the wait for the commit."""
         item = Pending(fn, arg, buffers)
         if not self._grouped:  # no fsync to share: run it directly
             self._run([item])
+            if handed is not None and item.error is None:
+                handed()
         else:
             cond = self._cond
             batch: list[Pending] | None = None
+            if queued is not None or handed is not None:
+                with cond:
+                    self._queue.append(item)
+                    if queued is not None:
+                        queued(item)
+                if handed is not None:
+                    handed()
+                appended = True
+            else:
+                appended = False
             with cond:
-                self._queue.append(item)
+                if not appended:
+                    self._queue.append(item)
                 while not item.done:
                     if not self._busy:
                         self._busy = True

@@ -30,7 +30,7 @@ from typing import Any, Final, TypeVar
 import lmdb
 
 from .commit import GroupCommit, Pending
-from .types import StoreError, StoreFull
+from .types import StoreError, StoreFull, Variable
 
 __all__ = ["SharedEnv", "share", "RETRY_LIMIT", "READER_CHECK_EVERY"]
 
@@ -56,7 +56,7 @@ class SharedEnv:
     __slots__ = (
         "env", "vars", "inst", "blobs", "meta", "lock", "cond", "active", "excl", "gen",
         "refs", "pid", "durable", "readonly", "max_map", "registered", "ident", "path",
-        "commits", "_checked",
+        "commits", "_checked", "overlay", "_overlay_lock",
     )
 
     def __init__(
@@ -81,6 +81,9 @@ class SharedEnv:
         self.ident = ident
         self.commits = GroupCommit(self._run_batch, grouped=durable)
         self._checked = time.monotonic()
+        # Values of handed-over writes, queued but not yet committed: key -> (value, item).
+        self.overlay: dict[bytes, tuple[Variable | None, Pending]] = {}
+        self._overlay_lock = threading.Lock()
 
     # ------------------------------------------------------------------ the gate
 
@@ -174,17 +177,47 @@ class SharedEnv:
             self.remap(gen, False)
         raise StoreError("variable store: map kept being resized, giving up")
 
-    def write(self, fn: Callable[[Any, Any], tuple[bool, Any]], arg: Any, buffers: bool = True) -> Any:
+    def write(
+        self, fn: Callable[[Any, Any], tuple[bool, Any]], arg: Any, buffers: bool = True, *,
+        shown: list[tuple[bytes, Variable | None]] | None = None, handed: Callable[[], None] | None = None,
+    ) -> Any:
         """Run ``fn(txn, arg)`` in a write transaction (group-committed with the
         durable store), retried as a whole after map growth.  ``fn`` returns
-        (commit?, result); not committing skips the fsync when nothing changed."""
+        (commit?, result); not committing skips the fsync when nothing changed.
+
+        Hand-over: with ``handed``, the values ``shown`` (key, value or None
+        for a delete) are visible to ``get``/``get_many`` of this process from
+        the moment the write is queued, and ``handed()`` is called then; the
+        call still returns only once the write is durable.  Writes are applied
+        in queue order, so a write queued after reading a shown value lands
+        after the write that showed it."""
         if self.readonly:
             raise StoreError(f"variable store {self.path!r} is open read-only")
         now = time.monotonic()
         if now - self._checked > READER_CHECK_EVERY:
             self._checked = now
             self.reader_check()
-        return self.commits.submit(fn, arg, buffers)
+        if handed is None:
+            return self.commits.submit(fn, arg, buffers)
+        queued = None
+        if shown:
+            def queued(item: Pending) -> None:
+                with self._overlay_lock:
+                    for kb, value in shown:
+                        self.overlay[kb] = (value, item)
+                item.shown = [kb for kb, _ in shown]
+        return self.commits.submit(fn, arg, buffers, queued=queued, handed=handed)
+
+    def _unshow(self, batch: list[Pending]) -> None:
+        """After a commit: its shown values are in LMDB now (or failed)."""
+        with self._overlay_lock:
+            overlay = self.overlay
+            for it in batch:
+                if it.shown:
+                    for kb in it.shown:
+                        entry = overlay.get(kb)
+                        if entry is not None and entry[1] is it:
+                            del overlay[kb]
 
     def reader_check(self) -> None:
         """Free the reader slots of dead processes (see the module doc)."""
@@ -225,6 +258,8 @@ class SharedEnv:
                 if it.error is None:
                     it.error = exc
         finally:
+            if self.overlay:
+                self._unshow(batch)
             for it in batch:
                 it.done = True
 

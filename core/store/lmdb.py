@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -149,6 +150,10 @@ class LmdbStore:
         sh = self._sh
         if sh is None:
             raise StoreError(f"variable store {self.path!r} is closed")
+        if sh.overlay:  # a handed-over write not yet committed (looked at before LMDB: see get_many)
+            shown = sh.overlay.get(kb)
+            if shown is not None:
+                return shown[0]
         # Inlined fast path of SharedEnv.read(): this is the hottest call of the engine.
         gen = sh.gen
         with sh.lock:
@@ -200,7 +205,16 @@ class LmdbStore:
         keys = [self._keys.var_key(r) for r in refs]
         if not keys:
             return []
-        return self._read_resolved(self._reads.get_many, keys)
+        sh = self._live()
+        # Handed-over values first: one removed from the overlay after this
+        # look is committed already, so the read below sees it.
+        shown = [sh.overlay.get(kb) for kb in keys] if sh.overlay else None
+        got = self._read_resolved(self._reads.get_many, keys)
+        if shown is not None:
+            for i, entry in enumerate(shown):
+                if entry is not None:
+                    got[i] = entry[0]
+        return got
 
     def open(self, ref: Ref) -> ValueReader | None:
         """A readable stream of the value (``ValueReader``), or None if missing.
@@ -259,10 +273,15 @@ class LmdbStore:
 
     # ----------------------------------------------------------------- writes
 
-    def write(self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None) -> None:
+    def write(
+        self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None,
+        handover: Callable[[], None] | None = None,
+    ) -> None:
         """Apply a batch atomically (see VariableStore.write).  Everything is
         validated before the transaction starts; values above
-        ``blob_threshold`` go to blob files first."""
+        ``blob_threshold`` go to blob files first.  With ``handover``, the
+        batch's values are shown to this process's reads from the moment it is
+        queued (``SharedEnv.write``)."""
         items: builtins.list[Item] = []
         threshold = self._threshold
         big: builtins.list[int] | None = None
@@ -294,9 +313,18 @@ class LmdbStore:
             if reg_id not in sh.registered:
                 reg = (rk, registration())
         if not items and reg is None:
+            if handover is not None:
+                handover()
             return
+        shown: builtins.list[tuple[bytes, Variable | None]] | None = None
+        if handover is not None:
+            now = time.time()
+            shown = [
+                (kb, None if data is None else make_var(bytes(data), mb.decode(), len(data), now, now, 0))
+                for kb, mb, _, data in items
+            ]
         if big is None:
-            drop = sh.write(self._writes.batch, (items, reg, None))
+            drop = sh.write(self._writes.batch, (items, reg, None), shown=shown, handed=handover)
             if drop:
                 self._files.unlink(drop)
         else:
@@ -309,7 +337,7 @@ class LmdbStore:
                 items[i] = (kb, mb, ml | BLOB_FLAG, nb.ref)
                 index.append((nb.name.encode(), kb))
             try:
-                drop = sh.write(self._writes.batch, (items, reg, index))
+                drop = sh.write(self._writes.batch, (items, reg, index), shown=shown, handed=handover)
             except BaseException:
                 self._files.settle(made, None, verify=True, listed=self._listed)
                 raise

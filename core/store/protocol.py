@@ -93,7 +93,10 @@ class VariableStore(Protocol):
     def workflows(self, namespace: str) -> builtins.list[str]:
         """Workflow ids of the namespace holding workflow-scope variables, sorted."""
 
-    def write(self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None) -> None:
+    def write(
+        self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None,
+        handover: Callable[[], None] | None = None,
+    ) -> None:
         """Apply a batch atomically and durably: when it returns every put is
         durable; when it raises, none was applied (all or nothing, also for a
         bad key in the middle, which is refused before anything changes).
@@ -103,7 +106,16 @@ class VariableStore(Protocol):
         (a strong validator: an ETag); ``created`` is kept across overwrites,
         ``updated`` is the write time.  ``register_instance=(namespace,
         instance_id)`` records, in the same commit, that this process owns the
-        instance's instance-scope variables (``sweep_orphans``)."""
+        instance's instance-scope variables (``sweep_orphans``).
+
+        ``handover`` (lock hand-over): called once, as soon as the batch's
+        values are what later ``get``/``get_many`` calls of this process return
+        and every later write is ordered after this one, which may be before
+        the batch is durable (a backend may simply call it after applying).
+        The holder of a variable lock passes the lock on from there, so the
+        next holder's read-modify-write can share this write's commit.  The
+        method itself still returns only once the batch is durable.  Values
+        shown ahead of their commit have ``version`` 0."""
 
     def update(self, ref: Ref, fn: Updater) -> Variable | None:
         """Race-free read-modify-write of one variable: no write of another

@@ -133,7 +133,10 @@ class MemoryStore:
 
     # ---------------------------------------------------------------- writes
 
-    def write(self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None) -> None:
+    def write(
+        self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None,
+        handover: Callable[[], None] | None = None,
+    ) -> None:
         staged = [(_address(p.ref), None if p.data is None else _data(p.ref, p.data), p.mime) for p in puts]
         if register_instance is not None:
             _name(register_instance[0], "namespace")
@@ -146,6 +149,8 @@ class MemoryStore:
                     self._vars.pop(addr, None)
                 else:
                     self._put(addr, data, mime, now)
+        if handover is not None:
+            handover()  # applied is durable here: nothing to show ahead
 
     def update(self, ref: Ref, fn: Updater) -> Variable | None:
         addr = _address(ref)
