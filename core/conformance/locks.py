@@ -103,3 +103,18 @@ class LocksConformance:
             assert isinstance(result[0], WorkflowError) and result[0].code == DEADLOCK_CODE
         locks.release("a")
         locks.release("b")
+
+    def test_hand_over_passes_the_lock_before_the_write_is_durable(self, locks: VariableLocks) -> None:
+        locks.acquire("a", [X, Y], 1.0)
+        durable = locks.hand_over("a", [X])
+        assert not locks.holds("a", X) and locks.holds("a", Y)
+        locks.acquire("b", [X], 0.0)  # at once, in this process
+        assert locks.holds("b", X)
+        later = locks.hand_over("b", [X])
+        durable()
+        locks.acquire("c", [X], 0.0)
+        later()
+        locks.release("c")
+        locks.acquire("d", [X], 0.0)
+        locks.release("d")
+        locks.release("a")

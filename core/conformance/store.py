@@ -326,3 +326,21 @@ class StoreConformance:
         store.close()
         with pytest.raises(StoreError):
             store.get(wf("a"))
+
+    def test_handover_sees_the_batch_and_write_returns_durable(self, store: VariableStore) -> None:
+        ref = wf("h")
+        store.write([Put(ref, b"1")])
+        seen: list[bytes | None] = []
+
+        def handover() -> None:
+            seen.append(value(store, ref))
+            got = store.get_many([ref, wf("gone")])
+            seen.extend(None if v is None else v.data for v in got)
+
+        store.write([Put(ref, b"2"), Put(wf("gone"), None)], handover=handover)
+        assert seen == [b"2", b"2", None]
+        v = store.get(ref)
+        assert v is not None and v.data == b"2" and v.version > 0
+        calls: list[int] = []
+        store.write([], handover=lambda: calls.append(1))  # nothing to write: called all the same
+        assert calls == [1]
