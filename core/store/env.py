@@ -54,19 +54,19 @@ class SharedEnv:
     the same directory in this process."""
 
     __slots__ = (
-        "env", "vars", "inst", "blobs", "meta", "lock", "cond", "active", "excl", "gen",
+        "env", "vars", "inst", "blobs", "lock", "cond", "active", "excl", "gen",
         "refs", "pid", "durable", "readonly", "max_map", "registered", "ident", "path",
         "commits", "_checked", "overlay", "_overlay_lock",
     )
 
     def __init__(
-        self, path: str, env: lmdb.Environment, dbs: tuple[Any, Any, Any, Any], *,
+        self, path: str, env: lmdb.Environment, dbs: tuple[Any, Any, Any], *,
         durable: bool, readonly: bool, max_map: int, ident: tuple[int, int],
     ) -> None:
         self.path = path
         self.env: lmdb.Environment | None = env
-        # blobs and meta are None only in a read-only store opened on an old environment
-        self.vars, self.inst, self.blobs, self.meta = dbs
+        # blobs is None only in a read-only store opened on an old environment
+        self.vars, self.inst, self.blobs = dbs
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.active = 0
@@ -359,21 +359,19 @@ def share(path: str, *, map_size: int, max_map_size: int, durable: bool, readonl
         return sh
 
 
-def _open_dbs(env: lmdb.Environment, readonly: bool) -> tuple[Any, Any, Any, Any]:
+def _open_dbs(env: lmdb.Environment, readonly: bool) -> tuple[Any, Any, Any]:
     if not readonly:
         with env.begin(write=True) as txn:
-            return tuple(env.open_db(name, txn=txn) for name in (b"vars", b"inst", b"blobs", b"meta"))  # type: ignore[return-value]
+            return tuple(env.open_db(name, txn=txn) for name in (b"vars", b"inst", b"blobs"))  # type: ignore[return-value]
     # Without txn=: py-lmdb then keeps the handles (a handle opened inside a
     # caller's read transaction dies with it).
     vars_db = env.open_db(b"vars", create=False)
     inst_db = env.open_db(b"inst", create=False)
-    optional: list[Any] = []
-    for name in (b"blobs", b"meta"):
-        try:
-            optional.append(env.open_db(name, create=False))
-        except lmdb.NotFoundError:
-            optional.append(None)  # written before these existed: nothing in them
-    return vars_db, inst_db, optional[0], optional[1]
+    try:
+        blobs_db = env.open_db(b"blobs", create=False)
+    except lmdb.NotFoundError:
+        blobs_db = None  # written before blobs existed: none to index
+    return vars_db, inst_db, blobs_db
 
 
 def _open(

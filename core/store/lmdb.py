@@ -10,8 +10,8 @@ Layout: ``path/`` (mode 0700) holds ``data.mdb``, ``lock.mdb`` and ``blobs/``
 (large values, ``blobs.py``).  Named databases: ``vars`` (records, ``codec.py``,
 keyed as ``keys.py`` says), ``inst`` (instance registrations, ``liveness.py``),
 ``blobs`` (blob file name -> the ``vars`` key that references it, so sweeping
-unreferenced files costs one lookup per file) and ``meta`` (the version
-sequence, ``writes.py``).  The collaborators: ``KeyCodec`` builds keys,
+unreferenced files costs one lookup per file); the version sequence is a
+record of ``vars`` (``writes.py``).  The collaborators: ``KeyCodec`` builds keys,
 ``SharedEnv`` runs transactions (``env.py``, group commit in ``commit.py``),
 ``Reads``/``Writes`` are the transaction bodies, ``BlobFiles`` the files.
 
@@ -88,7 +88,7 @@ class LmdbStore:
         assert sh.env is not None
         self._keys = KeyCodec(sh.env.max_key_size())
         self._files = BlobFiles(self.path, sh.durable)
-        dbs = (sh.vars, sh.inst, sh.blobs, sh.meta)
+        dbs = (sh.vars, sh.inst, sh.blobs)
         self._reads = Reads(sh.vars, sh.inst, sh.blobs)
         self._writes = Writes(dbs, self._files, blob_threshold)
 

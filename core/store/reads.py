@@ -74,7 +74,7 @@ class Reads:
         """Skips from one namespace to the next rather than walking every key."""
         out: list[str] = []
         cur = txn.cursor(self.vars)
-        ok = cur.first()
+        ok = cur.set_range(b"\x01")  # past the version sequence (key NUL, see writes.py)
         while ok:
             k = cur.key()
             ns = k[: k.index(b"\x00")]

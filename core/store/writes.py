@@ -1,9 +1,11 @@
-"""Write-transaction bodies over the ``vars``, ``inst``, ``blobs`` and ``meta`` databases.
+"""Write-transaction bodies over the ``vars``, ``inst`` and ``blobs`` databases.
 
 Each method is ``body(txn, arg) -> (commit?, result)`` run by ``SharedEnv.write``.
 
-Versions: ``meta`` holds ``seq``, the last version given out in the whole
-environment.  Every write of a variable takes the next number (and at least one
+Versions: the record under the key NUL (which sorts before every variable and
+belongs to no namespace) in ``vars`` holds ``seq``, the last version given out in
+the whole environment (kept in ``vars`` so that a commit of a small store dirties
+no extra page).  Every write of a variable takes the next number (and at least one
 more than the variable's current version, for records written before ``seq``
 existed), so a version is never given out twice, even when a variable is
 deleted and created again: ``version`` is a strong validator (the sidecar's
@@ -26,7 +28,7 @@ from .types import StoreError, Variable, make_var
 
 __all__ = ["Writes", "Item"]
 
-_SEQ_KEY: Final[bytes] = b"seq"
+SEQ_KEY: Final[bytes] = b"\x00"
 _SEQ: Final[struct.Struct] = struct.Struct("<Q")
 
 # (key, mime, mime length field, data or blob reference; None deletes)
@@ -38,28 +40,30 @@ class Writes:
     """The write bodies of one environment; large results of ``update`` go to
     ``files`` (values above ``threshold`` bytes)."""
 
-    __slots__ = ("vars", "inst", "blobs", "meta", "files", "threshold")
+    __slots__ = ("vars", "inst", "blobs", "files", "threshold")
 
-    def __init__(self, dbs: tuple[Any, Any, Any, Any], files: BlobFiles, threshold: int) -> None:
-        self.vars, self.inst, self.blobs, self.meta = dbs
+    def __init__(self, dbs: tuple[Any, Any, Any], files: BlobFiles, threshold: int) -> None:
+        self.vars, self.inst, self.blobs = dbs
         self.files = files
         self.threshold = threshold
 
     # ------------------------------------------------------------------ versions
 
     def _seq(self, txn: lmdb.Transaction) -> int:
-        raw = txn.get(_SEQ_KEY, db=self.meta)
+        raw = txn.get(SEQ_KEY, db=self.vars)
         if raw is not None:
             return int(_SEQ.unpack(raw)[0])
         top = 0
-        for _, v in txn.cursor(self.vars):  # once per environment: start above every version
+        for k, v in txn.cursor(self.vars):  # once per environment: start above every version
+            if k == SEQ_KEY:
+                continue
             version = hdr_unpack(v)[0]
             if version > top:
                 top = version
         return top
 
     def _save_seq(self, txn: lmdb.Transaction, seq: int) -> None:
-        txn.put(_SEQ_KEY, _SEQ.pack(seq), db=self.meta)
+        txn.put(SEQ_KEY, _SEQ.pack(seq), db=self.vars)
 
     # ------------------------------------------------------------------ records
 
