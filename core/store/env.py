@@ -230,19 +230,24 @@ class SharedEnv:
 
     def _run_batch(self, batch: list[Pending]) -> None:
         """Apply queued writes in one transaction; every item ends done (result or error)."""
+        single = batch[0] if len(batch) == 1 else None
         try:
             for _ in range(RETRY_LIMIT):
                 gen = self.gen
-                self.enter()
+                with self.lock:  # enter(), inlined: the write path is hot too
+                    if self.excl:
+                        self.wait_shared()
+                    self.active += 1
                 try:
                     env = self.env
                     if env is None:
                         raise self.closed()
-                    for it in batch:
-                        it.result = it.error = None
-                    if len(batch) == 1:
-                        self._run_single(env, batch[0])
+                    if single is not None:
+                        single.result = single.error = None
+                        self._run_single(env, single)
                     else:
+                        for it in batch:
+                            it.result = it.error = None
                         self._run_nested(env, batch)
                     return
                 except lmdb.MapFullError:
@@ -250,7 +255,10 @@ class SharedEnv:
                 except lmdb.MapResizedError:
                     grow = False
                 finally:
-                    self.leave()
+                    with self.lock:  # leave()
+                        self.active -= 1
+                        if self.excl and not self.active:
+                            self.cond.notify_all()
                 self.remap(gen, grow)
             raise StoreError("variable store: map kept being resized, giving up")
         except BaseException as exc:  # the commit itself failed: every item shares the failure
