@@ -106,7 +106,11 @@ class LockTable:
     def __init__(self, data_dir: str) -> None:
         self.path = os.path.join(data_dir, "locks")
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)  # guards every table below
+        # A waiter sleeps on its own condition and is woken only when it is next in its
+        # key's queue (no herd of waiters waking for one hand-over).
+        self._wakers: dict[str, threading.Condition] = {}
         self._held: dict[str, dict[bytes, int]] = {}  # owner -> key -> descriptor
         self._holder: dict[bytes, str] = {}  # key -> owner, for holders in this process
         self._waiting: dict[str, bytes] = {}  # owner -> key it waits for
@@ -164,6 +168,9 @@ class LockTable:
                             "instance holds (lock variables in the same order, or in one getter)",
                         )
                     self._waiting[owner] = key
+                    waker = self._wakers.get(owner)
+                    if waker is None:
+                        waker = self._wakers[owner] = threading.Condition(self._mutex)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise WorkflowError(
@@ -171,9 +178,10 @@ class LockTable:
                             f"variable {name} stayed locked by another instance for {timeout:g} s "
                             "(raise [limits] lock_wait in isolde.toml, or catch isolde.lock.timeout)",
                         )
-                    self._cond.wait(min(delay, remaining))
+                    waker.wait(min(delay, remaining))
                     delay = min(delay * 2, POLL_MAX)
             finally:
+                self._wakers.pop(owner, None)
                 if fd >= 0:  # failed: leave the queue, give the next waiter its turn
                     os.close(fd)
                     self._waiting.pop(owner, None)
@@ -183,7 +191,7 @@ class LockTable:
                         pass
                     if not queue:
                         self._queues.pop(key, None)
-                    self._cond.notify_all()
+                    self._wake(key)
                 elif not queue:
                     self._queues.pop(key, None)
 
@@ -215,9 +223,17 @@ class LockTable:
                     continue
                 self._holder.pop(key, None)
                 self._drop(key, fd)
+                self._wake(key)
             if not held:
                 del self._held[owner]
-            self._cond.notify_all()
+
+    def _wake(self, key: bytes) -> None:
+        """Wake the waiter next in line for ``key``; with ``_cond`` held."""
+        queue = self._queues.get(key)
+        if queue:
+            waker = self._wakers.get(queue[0])
+            if waker is not None:
+                waker.notify()
 
     def _drop(self, key: bytes, fd: int) -> None:
         """Give up a descriptor's lock; with ``_cond`` held.  While a handed-over
@@ -239,9 +255,9 @@ class LockTable:
                 self._inflight[key] = self._inflight.get(key, 0) + 1
                 self._holder.pop(key, None)
                 self._free[key] = held.pop(key)
+                self._wake(key)
             if not held:
                 self._held.pop(owner, None)
-            self._cond.notify_all()
 
         def durable() -> None:
             with self._cond:
@@ -254,7 +270,7 @@ class LockTable:
                     fd = self._free.pop(key, None)
                     if fd is not None:
                         os.close(fd)
-                self._cond.notify_all()
+                        self._wake(key)
 
         return durable
 
