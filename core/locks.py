@@ -39,7 +39,8 @@ import os
 import struct
 import threading
 import time
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol, runtime_checkable
 
 from .errors import InstanceFailure, WorkflowError
 
@@ -48,6 +49,42 @@ DEADLOCK_CODE: Final = "isolde.lock.deadlock"
 POLL_MAX: Final = 0.02  # seconds between two cross-process attempts, at most
 
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (l_type, l_whence, l_start, l_len, l_pid)
+
+
+@runtime_checkable
+class VariableLocks(Protocol):
+    """Exclusive locks on variables, held by owners (an instance's lock owner id).
+
+    A key is the bytes of a variable's full name (the caller builds it; any
+    bytes are fine).  Locks exclude every other owner, in this process and, for
+    a backend shared between processes, in others; an owner's locks are dropped
+    when its process dies.  Safe for concurrent use by threads."""
+
+    def acquire(self, owner: str, keys: list[bytes], timeout: float, names: dict[bytes, str] | None = None) -> None:
+        """Lock every key for ``owner``; keys it already holds count as taken.
+        Waits at most ``timeout`` seconds in all (0: do not wait), then raises
+        ``WorkflowError`` with code ``isolde.lock.timeout``; a wait that would
+        close a cycle of owners waiting for each other raises ``isolde.lock.deadlock``
+        at once (at least within one process).  Waiters for one key are served
+        in arrival order.  On failure the locks taken before it stay held (the
+        owner releases them when it ends).  ``names`` maps keys to what an error
+        message calls them."""
+
+    def release(self, owner: str, keys: list[bytes] | None = None) -> None:
+        """Release those of ``owner``'s locks (all with None), waking the next
+        waiter of each; keys it does not hold are ignored."""
+
+    def holds(self, owner: str, key: bytes) -> bool:
+        """Whether ``owner`` holds the lock on ``key``."""
+
+    def hand_over(self, owner: str, keys: list[bytes]) -> Callable[[], None]:
+        """Release ``owner``'s locks on ``keys`` to the next waiter of this
+        process while the owner's write of them is still being made durable
+        (its new values are already visible to this process's reads, see
+        ``VariableStore.write(handover=...)``).  Waiters in other processes,
+        which cannot see those values, stay excluded until the returned
+        function is called, which the owner does once its write is durable
+        (or failed)."""
 
 
 def _offset(key: bytes) -> int:
@@ -63,16 +100,25 @@ def _try_lock(fd: int, offset: int) -> bool:
 
 
 class LockTable:
-    """The locks of one data directory, shared by every engine of this process on it."""
+    """The locks of one data directory, shared by every engine of this process on it
+    (the built-in VariableLocks)."""
 
     def __init__(self, data_dir: str) -> None:
         self.path = os.path.join(data_dir, "locks")
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)  # guards every table below
+        # A waiter sleeps on its own condition and is woken only when it is next in its
+        # key's queue (no herd of waiters waking for one hand-over).
+        self._wakers: dict[str, threading.Condition] = {}
         self._held: dict[str, dict[bytes, int]] = {}  # owner -> key -> descriptor
         self._holder: dict[bytes, str] = {}  # key -> owner, for holders in this process
         self._waiting: dict[str, bytes] = {}  # owner -> key it waits for
         self._queues: dict[bytes, collections.deque[str]] = {}
+        # Hand-over (see hand_over): descriptors whose OFD lock is kept for writes
+        # not yet durable, and how many such writes each key has in flight.
+        self._free: dict[bytes, int] = {}
+        self._inflight: dict[bytes, int] = {}
 
     def acquire(self, owner: str, keys: list[bytes], timeout: float, names: dict[bytes, str] | None = None) -> None:
         """Lock every key for ``owner`` (already held ones count), in a fixed order so that
@@ -98,6 +144,15 @@ class LockTable:
             queue.append(owner)
             try:
                 while True:
+                    if queue[0] == owner and key in self._free:  # handed over in this process: adopt it
+                        os.close(fd)
+                        fd = self._free.pop(key)
+                        queue.popleft()
+                        self._holder[key] = owner
+                        self._held.setdefault(owner, {})[key] = fd
+                        self._waiting.pop(owner, None)
+                        fd = -1
+                        return
                     if queue[0] == owner and _try_lock(fd, offset):
                         queue.popleft()
                         self._holder[key] = owner
@@ -113,6 +168,9 @@ class LockTable:
                             "instance holds (lock variables in the same order, or in one getter)",
                         )
                     self._waiting[owner] = key
+                    waker = self._wakers.get(owner)
+                    if waker is None:
+                        waker = self._wakers[owner] = threading.Condition(self._mutex)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise WorkflowError(
@@ -120,9 +178,10 @@ class LockTable:
                             f"variable {name} stayed locked by another instance for {timeout:g} s "
                             "(raise [limits] lock_wait in isolde.toml, or catch isolde.lock.timeout)",
                         )
-                    self._cond.wait(min(delay, remaining))
+                    waker.wait(min(delay, remaining))
                     delay = min(delay * 2, POLL_MAX)
             finally:
+                self._wakers.pop(owner, None)
                 if fd >= 0:  # failed: leave the queue, give the next waiter its turn
                     os.close(fd)
                     self._waiting.pop(owner, None)
@@ -132,7 +191,7 @@ class LockTable:
                         pass
                     if not queue:
                         self._queues.pop(key, None)
-                    self._cond.notify_all()
+                    self._wake(key)
                 elif not queue:
                     self._queues.pop(key, None)
 
@@ -163,10 +222,57 @@ class LockTable:
                 if fd is None:
                     continue
                 self._holder.pop(key, None)
-                os.close(fd)  # closing the descriptor drops the OFD lock
+                self._drop(key, fd)
+                self._wake(key)
             if not held:
                 del self._held[owner]
-            self._cond.notify_all()
+
+    def _wake(self, key: bytes) -> None:
+        """Wake the waiter next in line for ``key``; with ``_cond`` held."""
+        queue = self._queues.get(key)
+        if queue:
+            waker = self._wakers.get(queue[0])
+            if waker is not None:
+                waker.notify()
+
+    def _drop(self, key: bytes, fd: int) -> None:
+        """Give up a descriptor's lock; with ``_cond`` held.  While a handed-over
+        write of the key is not durable yet, the OFD lock is kept (another
+        process must not read the old value): the descriptor waits in ``_free``
+        for an in-process waiter to adopt it or for the last write to finish."""
+        if self._inflight.get(key):
+            self._free[key] = fd
+        else:
+            os.close(fd)  # closing the descriptor drops the OFD lock
+
+    def hand_over(self, owner: str, keys: list[bytes]) -> Callable[[], None]:
+        """See VariableLocks.hand_over.  The OFD lock stays with this process
+        until the returned function has been called for every hand-over of the key."""
+        with self._cond:
+            held = self._held.get(owner, {})
+            mine = [k for k in keys if k in held]
+            for key in mine:
+                self._inflight[key] = self._inflight.get(key, 0) + 1
+                self._holder.pop(key, None)
+                self._free[key] = held.pop(key)
+                self._wake(key)
+            if not held:
+                self._held.pop(owner, None)
+
+        def durable() -> None:
+            with self._cond:
+                for key in mine:
+                    left = self._inflight[key] - 1
+                    if left:
+                        self._inflight[key] = left
+                        continue
+                    del self._inflight[key]
+                    fd = self._free.pop(key, None)
+                    if fd is not None:
+                        os.close(fd)
+                        self._wake(key)
+
+        return durable
 
 
 _tables: dict[tuple[str, int, int], LockTable] = {}
@@ -184,5 +290,3 @@ def lock_table(data_dir: str) -> LockTable:
         if table is None:
             table = _tables[ident] = LockTable(data_dir)
         return table
-
-VariableLocks = LockTable  # replaced by a typing.Protocol

@@ -116,9 +116,8 @@ def test_locked_counter_is_exact_across_four_cli_loops(tmp_path: Path, data_dir:
 def test_a_failing_instance_releases_at_once(engine: isolde.Engine) -> None:
     failing = BUMP.replace("transform: '.var.x += 1'", "transform: '.var.x'")  # not an object
     assert engine.run(failing).error.code == "direktiv.jq.notObject"
-    start = time.monotonic()
-    assert engine.run(BUMP).ok
-    assert time.monotonic() - start < 0.5
+    with isolde.Engine(data_dir=engine.data_dir, config={"limits": {"lock_wait": 0.001}}) as other:
+        assert other.run(BUMP).ok  # not even a moment's wait: the failed instance released at once
 
 
 def test_kill_9_of_a_holder_frees_the_variable_quickly(tmp_path: Path, data_dir: Path) -> None:
@@ -176,7 +175,12 @@ states:
 """
 
 
-def test_opposite_order_in_one_process_is_a_detected_deadlock(engine: isolde.Engine) -> None:
+def test_opposite_order_in_one_process_is_a_detected_deadlock(data_dir: Path) -> None:
+    with isolde.Engine(data_dir=data_dir, config={"limits": {"jq_timeout": 120}}) as engine:
+        _opposite_order(engine)
+
+
+def _opposite_order(engine: isolde.Engine) -> None:
     ab = engine.load(OPPOSITE.format(name="ab", a="x", b="y"))
     ba = engine.load(OPPOSITE.format(name="ba", a="y", b="x"))
     results: dict[str, isolde.Result] = {}
@@ -185,13 +189,12 @@ def test_opposite_order_in_one_process_is_a_detected_deadlock(engine: isolde.Eng
         results[wf.id] = engine.run(wf)
 
     threads = [threading.Thread(target=go, args=(wf,)) for wf in (ab, ba)]
-    start = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=20)
+        t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "deadlocked"
-    assert time.monotonic() - start < 10
+    # a cycle broken by the 30 s lock_wait would end in isolde.lock.timeout: detection is immediate
     codes = sorted(r.error.code if r.error else "ok" for r in results.values())
     assert codes in (["isolde.lock.deadlock", "ok"], ["ok", "ok"])
 

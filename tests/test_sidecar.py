@@ -667,7 +667,7 @@ def test_a_key_too_long_with_its_namespace_is_400(store: LmdbStore, sidecar: Sid
     for method in ("GET", "POST"):
         status, _, body = request(sidecar, method, var_path(aid, key), b"v" if method == "POST" else None)
         assert status == 400, body
-        assert "too long" in error_of(body) and "shorter key" in error_of(body)
+        assert "too long" in error_of(body) and "shorter namespace, workflow id or key" in error_of(body)
     assert len(log) == 2 and "too long" in log[0]
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -134,7 +135,8 @@ def test_put_get_delete(store: LmdbStore) -> None:
     store.write([Put(ref, None)])  # deleting a missing variable is fine
     store.write([Put(ref, b"")])
     empty = store.get(ref)
-    assert empty is not None and (empty.data, empty.size, empty.version) == (b"", 0, 1)
+    # a version is never given out twice, not even after a delete (a strong ETag)
+    assert empty is not None and (empty.data, empty.size, empty.version) == (b"", 0, 3)
 
 
 def test_variable_from_store_is_a_plain_frozen_variable(store: LmdbStore) -> None:
@@ -178,7 +180,7 @@ def test_batch_is_all_or_nothing(store: LmdbStore) -> None:
     assert last_txnid(store) == before
     store.write([Put(wf("a"), b"1"), Put(wf("b"), b"2"), Put(wf("a"), b"3")])
     a = store.get(wf("a"))
-    assert a is not None and a.data == b"3" and a.version == 2
+    assert a is not None and a.data == b"3" and a.version == 4  # one version per put, never reused
     assert last_txnid(store) == before + 1  # one transaction for the batch
 
 
@@ -236,20 +238,21 @@ def test_update_semantics(store: LmdbStore) -> None:
 
 def test_compare_and_set(store: LmdbStore) -> None:
     ref = wf("lock")
-    assert store.compare_and_set(ref, None, b"a") is True
-    assert store.compare_and_set(ref, None, b"b") is False
+    assert store.compare_and_set(ref, None, b"a") == 1  # the new version
+    assert store.compare_and_set(ref, None, b"b") == 0  # nothing written
     assert store.get(ref).data == b"a"  # type: ignore[union-attr]
-    assert store.compare_and_set(ref, 2, b"b") is False
-    assert store.compare_and_set(ref, 1, b"b", "text/plain") is True
+    assert store.compare_and_set(ref, 2, b"b") == 0
+    assert store.compare_and_set(ref, 1, b"b", "text/plain") == 2
     v = store.get(ref)
     assert v is not None and (v.data, v.mime, v.version) == (b"b", "text/plain", 2)
-    assert store.compare_and_set(ref, 1, b"c") is False
-    assert store.compare_and_set(ref, 1, None) is False
-    assert store.compare_and_set(ref, 2, None) is True
+    assert store.compare_and_set(ref, 1, b"c") == 0
+    assert store.compare_and_set(ref, 1, None) == 0
+    assert store.compare_and_set(ref, 2, None) > 0
     assert store.get(ref) is None
-    assert store.compare_and_set(ref, 5, b"x") is False
-    assert store.compare_and_set(ref, None, None) is True  # already absent
-    assert store.compare_and_set(ref, 0, b"z") is True  # 0 also means "must not exist"
+    assert store.compare_and_set(ref, 5, b"x") == 0
+    assert store.compare_and_set(ref, None, None) > 0  # already absent
+    assert store.compare_and_set(ref, 0, b"z") == 3  # 0 also means "must not exist"; 1 and 2 are never reused
+    assert store.compare_and_set(ref, 1, b"stale") == 0  # an ETag of deleted content never matches again
     with pytest.raises(StoreError):
         store.compare_and_set(ref, -1, b"z")
 
@@ -328,7 +331,7 @@ def test_rename_workflow(store: LmdbStore) -> None:
     assert store.rename_workflow("ns", "old", "new") == 2
     assert store.workflows("ns") == ["new", "old2"]
     a = store.get(wf("a", "new"))
-    assert a is not None and (a.data, a.version) == (b"1b", 2)
+    assert a is not None and (a.data, a.version) == (b"1b", 4)
     assert store.get(wf("stale", "new")) is None  # destination replaced, like os.rename
     assert store.get(wf("a", "old")) is None
     assert store.rename_workflow("ns", "missing", "other") == 0
@@ -579,3 +582,124 @@ def test_read_into_streams_chunks(store: LmdbStore) -> None:
     assert meta is not None and meta.size == len(blob) and meta.mime == "application/gzip"
     assert meta.data == b"" and b"".join(chunks) == blob and len(chunks) == 5
     assert store.read_into(wf("none"), chunks.append) is None
+
+
+# --------------------------------------------------------------------------- hardening (issue 12)
+
+
+def test_reader_killed_inside_a_read_does_not_pin_pages(tmp_path: Path) -> None:
+    """A process SIGKILLed inside a read transaction leaves its reader slot; with
+    another process keeping the environment open, the snapshot it pinned would
+    keep every overwritten page from being reused.  Opening the store clears it."""
+    path = tmp_path / "vars"
+    holder = LmdbStore(path, durable=False)  # keeps the lock file's reader table alive
+    try:
+        holder.write([Put(wf("v"), bytes(3000))])
+        reader = start_child(
+            """
+            import signal
+            s = st.LmdbStore(sys.argv[1], durable=False)
+            def stay(chunk):
+                print("reading", flush=True)
+                signal.pause()  # inside the read transaction until killed
+            s.read_into(st.Ref("ns", "workflow", "wf", "v"), stay)
+            """,
+            str(path),
+        )
+        with reader:
+            assert reader.stdout is not None and reader.stderr is not None
+            assert reader.stdout.readline().strip() == "reading", reader.stderr.read()
+            reader.kill()
+        before = (path / "data.mdb").stat().st_size
+        run_child(
+            """
+            s = st.LmdbStore(sys.argv[1], durable=False)
+            for i in range(3000):
+                s.write([st.Put(st.Ref("ns", "workflow", "wf", "v"), os.urandom(3000))])
+            """,
+            str(path),
+        )
+        grown = (path / "data.mdb").stat().st_size - before
+        assert grown < 2 << 20, f"the data file grew by {grown} bytes"
+    finally:
+        holder.close()
+
+
+def test_too_long_address_is_an_invalid_key_for_every_operation(store: LmdbStore) -> None:
+    """Each part is legal, together they exceed LMDB's key size: InvalidKey
+    (direktiv.var.invalidKey) naming the lengths and the limit, never an lmdb error."""
+    ns, owner = "n" * 200, "w" * 200
+    ref = Ref(ns, "workflow", owner, "k" * 200)
+    calls: list[Any] = [
+        lambda: store.get(ref), lambda: store.get_many([ref]), lambda: store.open(ref),
+        lambda: store.read_into(ref, lambda mv: None), lambda: store.write([Put(ref, b"1")]),
+        lambda: store.update(ref, lambda cur: (b"1", "application/json")),
+        lambda: store.compare_and_set(ref, None, b"1"),
+        lambda: store.list("x" * 600, "namespace"), lambda: store.delete_scope("x" * 600, "namespace"),
+        lambda: store.delete_namespace("x" * 600), lambda: store.workflows("x" * 600),
+        lambda: store.rename_workflow(ns, "a", "b" * 400), lambda: store.end_instance(ns, "i" * 400),
+        lambda: store.write([], register_instance=(ns, "i" * 400)),
+    ]
+    for i, call in enumerate(calls):
+        with pytest.raises(InvalidKey) as ei:
+            call()
+        assert ei.value.code == "direktiv.var.invalidKey", i
+        assert "too long" in str(ei.value) and "at most 511" in str(ei.value), str(ei.value)
+    with pytest.raises(InvalidKey, match=r"take 604 bytes .* at most 511"):
+        store.get(ref)
+
+
+def test_sidecar_too_long_address_is_400(store: LmdbStore) -> None:
+    from isolde.sidecar import Sidecar
+
+    sc = Sidecar(store, port=0)
+    try:
+        aid = sc.grant("n" * 200, "w" * 200, "inst", lambda line: None)
+        for method, body in (("GET", None), ("POST", b"1")):
+            status, text = _http(sc.address, method, f"/var?aid={aid}&scope=workflow&key={'k' * 200}", body)
+            assert status == 400 and "too long" in text, (status, text)
+    finally:
+        sc.close()
+
+
+def _http(address: str, method: str, path: str, body: bytes | None = None,
+          headers: dict[str, str] | None = None) -> tuple[int, str]:
+    import http.client
+
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        etag = resp.getheader("ETag") or ""
+        return resp.status, etag + resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def test_sidecar_etag_never_matches_different_content(store: LmdbStore) -> None:
+    """Deleting and re-creating a variable must not bring an old ETag back:
+    a stale If-Match then overwrote content its sender never saw."""
+    from isolde.sidecar import Sidecar
+
+    sc = Sidecar(store, port=0)
+    try:
+        aid = sc.grant("ns", "wf", "inst", lambda line: None)
+        path = f"/var?aid={aid}&scope=workflow&key=doc"
+        assert _http(sc.address, "POST", path, b"mine")[0] == 200
+        status, got = _http(sc.address, "GET", path)
+        assert status == 200 and got.endswith("mine")
+        etag = got[: -len("mine")]
+        assert _http(sc.address, "POST", path, b"")[0] == 200  # deleted ...
+        assert _http(sc.address, "POST", path, b"theirs")[0] == 200  # ... and created again by someone else
+        status, _ = _http(sc.address, "POST", path, b"stale write", {"If-Match": etag})
+        assert status == 412
+        assert store.get(Ref("ns", "workflow", "wf", "doc")).data == b"theirs"  # type: ignore[union-attr]
+        status, got = _http(sc.address, "GET", path)
+        current = got[: -len("theirs")]
+        status, answered = _http(sc.address, "POST", path, b"next", {"If-Match": current})
+        assert status == 200
+        status, got = _http(sc.address, "GET", path)
+        assert got == answered + "next"  # the ETag a conditional POST answers is the one a GET gives
+    finally:
+        sc.close()

@@ -174,11 +174,11 @@ def test_update_and_compare_and_set_with_blobs(store: LmdbStore, path: Path) -> 
     v = store.update(ref, lambda cur: (cur.data + b"!", "application/octet-stream"))  # type: ignore[union-attr]
     assert v is not None and v.data == big + b"!" and v.version == 2 and len(blobs(path)) == 1
     check_value(store, ref, big + b"!", "application/octet-stream")
-    assert store.compare_and_set(ref, 1, os.urandom(2 * T)) is False  # stale: no file left behind
+    assert store.compare_and_set(ref, 1, os.urandom(2 * T)) == 0  # stale: no file left behind
     assert len(blobs(path)) == 1
-    assert store.compare_and_set(ref, 2, os.urandom(4 * T)) is True
+    assert store.compare_and_set(ref, 2, os.urandom(4 * T)) == 3
     assert len(blobs(path)) == 1 and store.get(ref).size == 4 * T  # type: ignore[union-attr]
-    assert store.compare_and_set(ref, 3, None) is True
+    assert store.compare_and_set(ref, 3, None) > 0
     assert blobs(path) == set() and store.get(ref) is None
     assert store.update(ref, lambda cur: None) is None
 
@@ -443,6 +443,38 @@ def test_engine_reads_blob_threshold_from_config(tmp_path: Path) -> None:
         eng.variables.set("big", "x" * 500)
         assert len(blobs(data)) == 1
         assert eng.variables.value("big") == "x" * 500
-    with isolde.Engine(data_dir=data, config={"store": {"blob_threshold": -1}}) as eng:
-        with pytest.raises(StoreError, match="blob_threshold"):
-            eng.store  # noqa: B018 - opening the store validates the setting
+    # the typed configuration refuses it when the file is read, before anything opens
+    with pytest.raises(isolde.ConfigError, match=r"\[store\] blob_threshold must be a positive integer"):
+        isolde.Engine(data_dir=data, config={"store": {"blob_threshold": -1}})
+
+
+# --------------------------------------------------------------------------- open(): a readable stream
+
+
+def test_open_streams_inline_and_blob_values(store: LmdbStore, path: Path) -> None:
+    small, big = b'{"a": 1}', os.urandom(3 * T + 5)
+    store.write([Put(wf("small"), small), Put(wf("big"), big, "application/octet-stream")])
+    with store.open(wf("small")) as r:  # type: ignore[union-attr]
+        assert (r.mime, r.size) == ("application/json", len(small))
+        assert r.read() == small
+    r = store.open(wf("big"))
+    assert r is not None and (r.mime, r.size) == ("application/octet-stream", len(big))
+    buf = bytearray(1000)
+    n = r.readinto(buf)
+    assert bytes(buf[:n]) == big[:n]
+    assert bytes(buf[:n]) + r.read() == big
+    r.close()
+    assert store.open(wf("missing")) is None
+
+
+def test_open_reader_survives_replace_and_delete(store: LmdbStore, path: Path) -> None:
+    old, new = os.urandom(2 * T), os.urandom(2 * T)
+    store.write([Put(wf("v"), old), Put(wf("s"), b"1")])
+    r, rs = store.open(wf("v")), store.open(wf("s"))
+    assert r is not None and rs is not None
+    store.write([Put(wf("v"), new), Put(wf("s"), b"2")])  # the old blob file is unlinked
+    assert len(blobs(path)) == 1
+    with r, rs:
+        assert r.read() == old and rs.read() == b"1"
+    store.write([Put(wf("v"), None)])
+    assert store.open(wf("v")) is None

@@ -42,7 +42,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from ..store import SCOPES, _alive, _machine, _self_identity
+from ..liveness import alive, machine, self_identity
+from ..store import SCOPES
 from .archive import ArchiveLimits
 from .inputs import FileSpec, Materialiser, OpenValue
 from .outputs import Collector, Output
@@ -59,12 +60,12 @@ _OWNED: Final = re.compile(r"isolde-(?:action|stage)-(\d+)-(\d+)-([0-9a-f]{8})-"
 
 @functools.cache
 def _machine_tag() -> str:
-    host, boot, pidns = _machine()
+    host, boot, pidns = machine()
     return hashlib.sha256(f"{host}\x00{boot}\x00{pidns}".encode()).hexdigest()[:8]
 
 
 def _owner_tag() -> str:
-    pid, start = _self_identity()
+    pid, start = self_identity()
     return f"{pid}-{start}-{_machine_tag()}-"
 
 
@@ -78,7 +79,7 @@ def sweep_dead_folders(base: str | None = None) -> int:
     entry that cannot be judged or removed is left."""
     where = tempfile.gettempdir() if base is None else base
     machine = _machine_tag()
-    me = _self_identity()
+    me = self_identity()
     uid = os.getuid()
     removed = 0
     try:
@@ -90,7 +91,7 @@ def sweep_dead_folders(base: str | None = None) -> int:
         if m is None or m.group(3) != machine:
             continue
         pid, start = int(m.group(1)), int(m.group(2))
-        if (pid, start) == me or _alive(pid, start):
+        if (pid, start) == me or alive(pid, start):
             continue
         path = os.path.join(where, name)
         try:

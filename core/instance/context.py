@@ -141,19 +141,26 @@ class InstanceContext:
         register = None
         if not self._registered and any(p.ref.scope == "instance" for p in pending):
             register = (self.namespace, self.instance_id)
+        # Locked variables this write sets go to the next holder as soon as the write is
+        # queued (its values visible to this process); other processes wait until it is durable.
+        done = [k for k in (_lock_key(p.ref) for p in pending) if k in self._locked] if self._locked else []
+        durable: list[Callable[[], None]] = []
+
+        def hand_over() -> None:
+            durable.append(self.services.locks.get().hand_over(self.lock_owner, done))
+            self._locked.difference_update(done)
+
         try:
-            self.store.write([*pending, *extra] if extra else pending, register_instance=register)
+            self.store.write([*pending, *extra] if extra else pending, register_instance=register,
+                             handover=hand_over if done else None)
         except StoreError as exc:
             raise _store_error(exc) from None
         finally:
             self._pending = []
+            for finish in durable:
+                finish()
         if register:
             self._registered = True
-        if self._locked:  # the new value is durable: hand written variables to the next instance
-            done = [k for k in (_lock_key(p.ref) for p in pending) if k in self._locked]
-            if done:
-                self.services.locks.get().release(self.lock_owner, done)
-                self._locked.difference_update(done)
 
     # -- flow --------------------------------------------------------------------------
     def time_left(self) -> float | None:

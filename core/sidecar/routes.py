@@ -9,32 +9,18 @@ then, and an oversized body is refused before it is sent).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Mapping, Protocol, Sequence, cast
+from typing import Final, Mapping, Protocol, cast
 from urllib.parse import unquote_plus, urlsplit
 
-from ..store import Put, Ref, StoreError, Variable, check_key, check_scope
+from ..store import Put, Ref, StoreError, VariableStore, check_key, check_scope
 from .body import Body
 from .addresses import is_loopback_host
 from .grants import Grant, Grants, Revoked
 from .refused import Refused
 
 OCTETS: Final[str] = "application/octet-stream"
-MAX_ENCODED_KEY: Final[int] = 511
-"""LMDB's key size: namespace, owner and key together (with three separators) must fit."""
 _INVALID_KEY: Final[str] = "direktiv.var.invalidKey"
 _FULL: Final[str] = "isolde.store.full"
-
-
-class VariableStore(Protocol):
-    """What the sidecar needs of the variable store."""
-
-    def get(self, ref: Ref) -> Variable | None: ...
-
-    def write(self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None) -> None: ...
-
-    def compare_and_set(
-        self, ref: Ref, expected_version: int | None, data: bytes | None, mime: str = ...
-    ) -> bool: ...
 
 
 class Exchange(Protocol):
@@ -135,7 +121,6 @@ class Routes:
         except StoreError as exc:
             raise Refused(400, str(exc)) from None
         owner = grant.instance if scope == "instance" else grant.workflow if scope == "workflow" else ""
-        _check_length(grant.namespace, scope, owner, key)
         ref = Ref(grant.namespace, scope, owner, key)
         store = self.store
         if not post:
@@ -173,10 +158,7 @@ class Routes:
             raise refused
         if data is None:
             return OK
-        # A store whose compare_and_set returns the new version (an int) gives the
-        # exact ETag; one that returns True increments versions by one.
-        version = done if type(done) is int else (want or 0) + 1
-        return Answer(200, b"", [(b"ETag", etag(version))])
+        return Answer(200, b"", [(b"ETag", etag(done))])  # the new version: a strong validator
 
     # -- /log ---------------------------------------------------------------------
     def _log(self, ex: Exchange, grant: Grant, query: dict[str, str], post: bool) -> Answer:
@@ -239,19 +221,6 @@ def _query(text: str) -> dict[str, str]:
         if name not in out:
             out[name] = value
     return out
-
-
-def _check_length(namespace: str, scope: str, owner: str, key: str) -> None:
-    """Refuse (400) a key that is legal alone but too long with its namespace and owner."""
-    size = len(namespace.encode()) + len(owner.encode()) + len(key) + 4  # scope letter and three NULs
-    if size > MAX_ENCODED_KEY:
-        whose = {"instance": "instance id", "workflow": "workflow id"}.get(scope)
-        names = f"namespace {namespace[:60]!r}" + (f", {whose} {owner[:60]!r}" if whose else "")
-        raise Refused(
-            400,
-            f"variable key {key[:60]!r} is too long for the {scope} scope: with the {names} it takes "
-            f"{size} bytes, the store allows {MAX_ENCODED_KEY} (use a shorter key)",
-        )
 
 
 def _header_safe(value: str) -> bytes:

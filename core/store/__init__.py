@@ -1,0 +1,38 @@
+"""The persistent variable store.
+
+``VariableStore`` (``protocol.py``) is the interface everything else uses;
+``LmdbStore`` (``lmdb.py``) is the built-in backend.  The modules, by what they hold:
+
+- ``types``: Variable, Ref, Put and the errors, shared by every backend;
+- ``keys``: the key rule, scopes, key encoding (``KeyCodec``);
+- ``codec``: the record format; ``readers``: value streams;
+- ``blobs``: large values as files (``isolde.liveness``: process identity for orphan sweeping);
+- ``env``: one LMDB environment per directory, map growth, transaction runners;
+- ``commit``: group commit; ``reads``/``writes``: transaction bodies;
+- ``lmdb``: LmdbStore, which puts them together.
+"""
+
+from __future__ import annotations
+
+from .keys import KEY_RE, MAX_KEY_BYTES, SCOPES, check_key, check_scope
+from .lmdb import DEFAULT_BLOB_THRESHOLD, LmdbStore
+from .protocol import ValueReader, VariableStore
+from .types import InvalidKey, Put, Ref, StoreError, StoreFull, Variable
+
+__all__ = [
+    "SCOPES",
+    "KEY_RE",
+    "MAX_KEY_BYTES",
+    "DEFAULT_BLOB_THRESHOLD",
+    "StoreError",
+    "InvalidKey",
+    "StoreFull",
+    "Variable",
+    "Ref",
+    "Put",
+    "check_key",
+    "check_scope",
+    "LmdbStore",
+    "ValueReader",
+    "VariableStore",
+]

@@ -1,0 +1,1 @@
+"""Store backends written against the public interface only, for tests."""
