@@ -271,7 +271,7 @@ def test_not_a_use(rt: JqRuntime, source: str, data: object, expected: object) -
         ('.a["k"] |= 1', False),
         (".a[.i] = 1", True),
         ("setpath([0]; 1)", True),
-        ('"x" * 1e9', True),
+        (".a + 1e9", True),
         ("if . then [.a] else 1 end", False),
     ],
 )
