@@ -111,8 +111,13 @@ class _Worker:
         self.finalizer = weakref.finalize(self, _reap, self.proc)
 
     def stop(self) -> None:
-        """SIGKILL and reap; idempotent."""
+        """SIGKILL, reap and close the pipes; idempotent.  Only by the thread using it."""
         self.finalizer()
+
+    def kill(self) -> None:
+        """SIGKILL only: another thread may be reading its pipe (it sees end of file and stops it)."""
+        with contextlib.suppress(OSError):
+            self.proc.kill()
 
     def _wait(self, poller: select.poll, deadline: float) -> None:
         left = deadline - time.monotonic()
@@ -376,14 +381,20 @@ class WorkerPool:
             self._give_slot()
 
     def close(self) -> None:
-        """Kill every worker (idle and busy); idempotent.  Later requests start new ones."""
+        """Kill every worker (idle and busy); idempotent.  Later requests start new ones.
+
+        A busy worker is only signalled: the thread using it sees end of file, gets an error
+        and reaps it (closing its pipes here could hand their numbers to another file).
+        """
         with self._lock:
-            victims = list(self._live)
             idle, self._idle = self._idle, []
-            for worker in victims:
+            busy = [w for w in self._live if w not in idle]
+            for worker in self._live:
                 worker.closed = True
             for worker in idle:
                 self._live.discard(worker)
                 self._give_slot()
-        for worker in victims:
+        for worker in idle:
             worker.stop()
+        for worker in busy:
+            worker.kill()
