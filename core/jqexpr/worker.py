@@ -271,6 +271,9 @@ class WorkerPool:
             deadline = time.monotonic() + self.timeout
         else:
             deadline += startup
+            if time.monotonic() >= deadline:  # expired while handed over: keep the worker
+                self._release(worker, True)
+                raise _Timeout
         healthy = False
         try:
             worker.send(request, deadline)
