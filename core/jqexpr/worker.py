@@ -57,6 +57,10 @@ class _Timeout(Exception):
     """The deadline passed while talking to the worker or waiting for one."""
 
 
+class _WaitTimeout(_Timeout):
+    """The deadline passed before a worker became free."""
+
+
 class _WorkerDied(Exception):
     """The worker closed its pipe (crashed, killed by a limit or by close())."""
 
@@ -200,6 +204,13 @@ class WorkerPool:
         request = _REQ.pack(mode, len(wire), len(payload)) + wire + payload
         try:
             kind, body = self._exchange(request, deadline)
+        except _WaitTimeout:
+            raise JqError(
+                LIMITS_JQ,
+                f"jq program exceeded the {self.timeout} s limit waiting for a free jq worker "
+                f"(all {self.size} were busy; set [limits] jq_workers or jq_timeout in isolde.toml "
+                "to raise them)",
+            ) from None
         except _Timeout:
             raise JqError(
                 LIMITS_JQ,
@@ -273,7 +284,7 @@ class WorkerPool:
             deadline += startup
             if time.monotonic() >= deadline:  # expired while handed over: keep the worker
                 self._release(worker, True)
-                raise _Timeout
+                raise _WaitTimeout
         healthy = False
         try:
             worker.send(request, deadline)
@@ -318,7 +329,7 @@ class WorkerPool:
             with self._lock:
                 if not waiter.served:
                     self._waiters.remove(waiter)
-                    raise _Timeout
+                    raise _WaitTimeout
             if waiter.worker is not None:
                 return waiter.worker, 0.0
         t0 = time.monotonic()
