@@ -9,8 +9,10 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 
 import isolde
 
@@ -176,7 +178,16 @@ states:
 """
 
 
-def test_opposite_order_in_one_process_is_a_detected_deadlock(engine: isolde.Engine) -> None:
+@pytest.fixture
+def patient_jq(data_dir: Path) -> Iterator[isolde.Engine]:
+    """The two 'work' states run at once, and a jq deadline counts from the request: on a busy
+    machine each may take well over the default 5 s of wall time."""
+    with isolde.Engine(data_dir=data_dir, config={"limits": {"jq_timeout": 60}}) as eng:
+        yield eng
+
+
+def test_opposite_order_in_one_process_is_a_detected_deadlock(patient_jq: isolde.Engine) -> None:
+    engine = patient_jq
     ab = engine.load(OPPOSITE.format(name="ab", a="x", b="y"))
     ba = engine.load(OPPOSITE.format(name="ba", a="y", b="x"))
     results: dict[str, isolde.Result] = {}
