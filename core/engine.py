@@ -65,6 +65,7 @@ class Engine:
         self.jq = JqRuntime(
             timeout=float(self.config.limit("jq_timeout")),
             max_output=int(self.config.limit("jq_max_output")),
+            workers=max(1, int(self.config.limit("jq_workers"))),
         )
         self.log_sink = log
         self._stack = contextlib.ExitStack()

@@ -97,6 +97,7 @@ class Table:
 DEFAULT_LIMITS: dict[str, float | int] = {
     "jq_timeout": 5.0,  # seconds a guarded jq program may run
     "jq_max_output": 64 << 20,  # bytes of jq output from a guarded program
+    "jq_workers": 4,  # jq worker processes for guarded programs (started as needed)
     "max_steps": 10_000,  # state transitions per instance
     "max_input_bytes": 32 << 20,  # instance input
     "max_data_bytes": 64 << 20,  # state data after each state (JSON), so a loop can't grow it without bound

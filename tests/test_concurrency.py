@@ -9,8 +9,10 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 
 import isolde
 
