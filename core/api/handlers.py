@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Final, Mapping, Protocol
 
 from ..errors import IsoldeError
-from ..store import LmdbStore, Put, Ref, check_key
+from ..store import VariableStore, Put, Ref, check_key
 from ..variables import parse_json
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class ApiError(IsoldeError):
 class Served(Protocol):
     """The daemon as the API sees it."""
 
-    store: LmdbStore
+    store: VariableStore
     log: logging.Logger
     max_variable_bytes: int
     max_input_bytes: int

@@ -15,7 +15,7 @@ import stat as _stat
 from pathlib import Path
 from typing import Any, Callable, Final
 
-from ..store import LmdbStore, Put, Ref, StoreError, check_key
+from ..store import VariableStore, Put, Ref, StoreError, check_key
 from .catalog import Catalog
 from .layout import Item, guess_mime
 from .settings import DaemonSettings
@@ -31,7 +31,7 @@ PackFn = Callable[[Path, io.BytesIO, str], None]
 class DropVariables:
     """Applies drop files and folders to the variable store."""
 
-    def __init__(self, store: LmdbStore, catalog: Catalog, pending: Pending, reader: FileReader,
+    def __init__(self, store: VariableStore, catalog: Catalog, pending: Pending, reader: FileReader,
                  settings: DaemonSettings, log: logging.Logger, *, max_variable_bytes: int, pack: PackFn) -> None:
         self.store = store
         self.catalog = catalog

@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from typing import Any, Final, Iterable, List, Protocol, Sequence, cast
 
-from ..store import LmdbStore, Put, Ref
+from ..store import Put, Ref, VariableStore
 
 __all__ = ["RECORD_OWNER", "InstanceRecords", "LmdbInstanceRecords", "encode_record"]
 
@@ -67,7 +67,7 @@ class LmdbInstanceRecords:
     """Records as instance-scope variables ``i-<id>`` of the reserved owner ``~isolde-daemon``
     in each namespace of the variable store."""
 
-    def __init__(self, store: LmdbStore, *, keep: int, log: logging.Logger | None = None) -> None:
+    def __init__(self, store: VariableStore, *, keep: int, log: logging.Logger | None = None) -> None:
         self.store = store
         self.keep = keep
         self.log = log or logging.getLogger("isolde.daemon")
@@ -134,7 +134,7 @@ class LmdbInstanceRecords:
     def left_running(self) -> List[dict[str, Any]]:  # noqa: UP006
         running: List[dict[str, Any]] = []  # noqa: UP006
         finished: List[tuple[float, str, str]] = []  # noqa: UP006
-        for ns in cast("Iterable[str]", self.store.namespaces()):  # LmdbStore's list[] annotations read as its method
+        for ns in cast("Iterable[str]", self.store.namespaces()):
             for rec in self._all(ns):
                 if rec.get("status") in ("pending", "running"):
                     running.append(rec)

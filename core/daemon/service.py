@@ -25,7 +25,7 @@ from .watch import FileReader, Pending, Watcher
 
 if TYPE_CHECKING:
     from ..engine import Engine
-    from ..store import LmdbStore
+    from ..store import VariableStore
 
 __all__ = ["Daemon"]
 
@@ -70,7 +70,7 @@ class Daemon:
     # ------------------------------------------------------------------ wiring
     def _build(self) -> None:
         engine, log, settings = self.engine, self.log, self.settings
-        store: LmdbStore = engine.store  # opened here: without the orphan sweep (see recovery)
+        store: VariableStore = engine.store  # opened here: without the orphan sweep (see recovery)
         self.store = store
         self.records: InstanceRecords = self._records or LmdbInstanceRecords(store, keep=settings.keep_instances, log=log)
         self.runs = Runs(engine, self.records, self.catalog, settings, log,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Final, Iterable, cast
 
 from ..errors import ValidationError
-from ..store import LmdbStore, Put, Ref
+from ..store import Put, Ref, VariableStore
 from .catalog import Catalog, WorkflowEntry
 from .dropvars import DropVariables
 from .layout import Item, classify, is_under, valid_namespace
@@ -45,14 +45,14 @@ BuildFn = Callable[[bytes, str, str], "Workflow"]
 class Manifests:
     """Per namespace: the workflow ids the daemon manages and their files' digests."""
 
-    def __init__(self, store: LmdbStore) -> None:
+    def __init__(self, store: VariableStore) -> None:
         self.store = store
         self._lock = threading.Lock()
         self._by_ns: dict[str, dict[str, str]] = {}
 
     def load(self) -> dict[str, dict[str, str]]:
         """Read what the last run left; returns a copy."""
-        for ns in cast("Iterable[str]", self.store.namespaces()):  # LmdbStore's list[] annotations read as its method
+        for ns in cast("Iterable[str]", self.store.namespaces()):
             var = self.store.get(Ref(ns, "instance", RECORD_OWNER, MANIFEST_KEY))
             if var is None:
                 continue
@@ -83,7 +83,7 @@ class FolderSync:
     """Applies due paths of the served folder to the catalog and the store."""
 
     def __init__(self, root: Path, catalog: Catalog, pending: Pending, reader: FileReader, settings: DaemonSettings,
-                 log: logging.Logger, *, store: LmdbStore, manifests: Manifests, triggers: Triggers, runs: Runs,
+                 log: logging.Logger, *, store: VariableStore, manifests: Manifests, triggers: Triggers, runs: Runs,
                  drop: DropVariables, build: BuildFn, delete_workflow: Callable[[str, str], int],
                  delete_namespace: Callable[[str], int], max_yaml_bytes: int) -> None:
         self.root = root

@@ -32,7 +32,8 @@ from .addresses import DEFAULT_HOST, bind_address
 from .connection import Connection
 from .errors import SidecarError
 from .grants import Grant, Grants
-from .routes import Routes, VariableStore
+from ..store import VariableStore
+from .routes import Routes
 from .settings import (
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_LOG,
