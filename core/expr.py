@@ -12,7 +12,10 @@ program(s) plus a little glue.  Two document modes exist (SPEC §2.1):
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
+from functools import lru_cache
 from typing import Any, Callable
 
 from .jqexpr import JqError, JqRuntime, Program, find_templates
@@ -37,6 +40,33 @@ def to_text(value: Any) -> str:
 
 
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+_indented = json.JSONEncoder(ensure_ascii=False, indent=2, sort_keys=True).encode
+
+
+def to_log_text(value: Any) -> str:
+    """How a state's ``log`` value is written: as JSON text, as Direktiv 0.2.5+ did
+    (strings quoted, objects and lists indented by two spaces with sorted keys)."""
+    return _indented(value)
+
+
+def catch_matches(pattern: str, code: str) -> bool:
+    """Whether a ``catch`` pattern matches an error code: as a glob over the whole code
+    (SPEC §2.2) or, as Direktiv did, as a regular expression found anywhere in it."""
+    glob, regex = compile_catch(pattern)
+    return glob.fullmatch(code) is not None or (regex is not None and regex.search(code) is not None)
+
+
+@lru_cache(maxsize=1024)
+def compile_catch(pattern: str) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
+    """The (glob, regular expression) pair of a catch pattern, compiled once (the
+    validator compiles every pattern at load); a pattern that is not a valid regular
+    expression, such as ``*``, is a glob only."""
+    try:
+        regex: re.Pattern[str] | None = re.compile(pattern)
+    except re.error:
+        regex = None
+    return re.compile(fnmatch.translate(pattern)), regex
 
 
 class Expr:
@@ -142,17 +172,41 @@ class Sequence(Expr):
         return [e.eval(data) for e in self.items]
 
 
+class Deferred(Expr):
+    """A raw-jq program that does not compile, in a field Direktiv checked only when it ran
+    (ERAS §7: at load only transforms, conditions, ``log`` and setter ``value``): evaluating
+    it raises the catchable ``direktiv.jq.badCommand`` with the syntax error."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(source)
+        self.message = message
+
+    def eval(self, data: Any) -> Any:
+        raise JqError(BAD_COMMAND, f"jq program {self.source!r} does not compile: {self.message}")
+
+    def eval_all(self, data: Any) -> list[Any]:
+        return [self.eval(data)]
+
+
 OnError = Callable[[Any, JqError, int | None], None]
 """Called with (path, error, offset within the string) for each program that does not compile."""
 
 
-def compile_expr(value: Any, *, raw: bool, jq: JqRuntime, path: tuple[Any, ...], on_error: OnError) -> Expr:
-    """Compile a YAML value into an ``Expr``; report every bad program through ``on_error``."""
+def compile_expr(
+    value: Any, *, raw: bool, jq: JqRuntime, path: tuple[Any, ...], on_error: OnError, deferred: bool = False
+) -> Expr:
+    """Compile a YAML value into an ``Expr``; report every bad program through ``on_error``
+    (with ``deferred``, a raw program that does not compile becomes a :class:`Deferred`
+    that fails when it runs instead)."""
     if isinstance(value, str):
         if raw:
-            try:
-                return Query(value, jq.compile(value))
+            try:  # Direktiv's gojq parses an empty program as the identity
+                return Query(value, jq.compile(value if value.strip() else "."))
             except JqError as exc:
+                if deferred:
+                    return Deferred(value, exc.msg)
                 on_error(path, exc, exc.offset)
                 return Literal(value)
         try:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from .store import SCOPES, StoreError, check_key
 from .durations import parse_duration
 from .errors import ValidationError
-from .expr import Literal, compile_expr
+from .expr import Literal, compile_catch, compile_expr
 from .jqexpr import JqError, JqRuntime, uses_js
 from .loader import Document, Path
 from .schema import MISSING, Decl, Field, ListOf, Lit, MapOf, Named, Schema, Type, Union, type_str
@@ -25,8 +25,8 @@ INVALID: Any = object()
 
 # Fields every state has; the engine implements them, so no plugin repeats them.
 STATE_BASE = """
-struct catch "Where to go when an error whose code matches `error` (a glob) is raised." {
-    error!: string        "Glob on the error code, e.g. `direktiv.jq.*` or `*`."
+struct catch "Where to go when an error whose code matches `error` (a glob, or a regular expression) is raised." {
+    error!: string        "Matches an error code as a glob (`direktiv.jq.*`, `*`) or, as in Direktiv, as a regular expression found anywhere in it."
     transition: stateid   "The state to go to; without it the instance ends with the error at .error."
 }
 struct state_base {
@@ -69,6 +69,12 @@ struct timeouts {
     kill: duration
 }
 """
+
+_TRANSFORMS = frozenset({"transform", "defaultTransform"})
+# The only fields whose jq Direktiv compiled at load (raw-jq era, ERAS §7); a raw program
+# elsewhere that does not compile fails when it runs (direktiv.jq.badCommand, catchable).
+_CHECKED_AT_LOAD = _TRANSFORMS | {"condition", "log", "value"}
+
 
 class Validator:
     BUILTIN_TYPES = (
@@ -222,7 +228,13 @@ class Validator:
             failed = True
             self.error(p, f"invalid jq: {exc.msg}", offset=offset)
 
-        expr = compile_expr(value, raw=self.raw, jq=self.jq, path=path, on_error=on_error)
+        field = path[-1] if path else None
+        if field in _TRANSFORMS and not self.raw and isinstance(value, str) and value.strip() in ("", "."):
+            value, raw = ".", True  # Direktiv: an empty transform or "." changes nothing
+        else:
+            raw = self.raw
+        deferred = self.raw and field not in _CHECKED_AT_LOAD
+        expr = compile_expr(value, raw=raw, jq=self.jq, path=path, on_error=on_error, deferred=deferred)
         return INVALID if failed else expr
 
     def _name(self, value: Any, path: Path) -> Any:
@@ -346,6 +358,8 @@ class Validator:
             log=fields.pop("log", None),
             catch=tuple((c["error"], c.get("transition")) for c in fields.pop("catch", ()) if c is not INVALID),
         )
+        for pattern, _ in spec.catch:
+            compile_catch(pattern)
         fields.pop("type", None)
         if isinstance(spec.transform, Literal) and not isinstance(spec.transform.value, dict):
             self.error(path + ("transform",), f"transform must produce an object, got {_show(spec.transform.value)}"

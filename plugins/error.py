@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from isolde.plugin import StateContext, StateSpec, StateType, hookimpl, to_text
+from isolde.plugin import Literal, Report, StateContext, StateSpec, StateType, Workflow, hookimpl, to_text
 
 _VERB = re.compile(r"%[vsdqf%]")
 
@@ -21,7 +21,7 @@ class Error(StateType):
     schema = """
     state error "Fails the instance with an error code when it ends." {
         error!: string    "The error code, e.g. myapp.notFound (a catch glob can match it)."
-        message!: jx      "The message; %s / %v are replaced by the args in order."
+        message!: jx      "The message; %s / %v are replaced by the args in order (in raw-jq documents a literal format, as in Direktiv <=0.5.10)."
         args: [jx]        "Values for the message's placeholders, evaluated against the state data."
     }
     """
@@ -33,6 +33,10 @@ class Error(StateType):
   args:
   - 'jq(.)'
 """
+
+    def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
+        if workflow.raw:  # Direktiv <=0.5.10: the message is a printf format, never jq (ERAS §4.8)
+            state.fields["message"] = Literal(state.fields["message"].source)
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
         message = to_text(state.fields["message"].eval(data))

@@ -81,6 +81,10 @@ function knative-global "A service shared by all namespaces (Direktiv v0.4+); ma
     service!: string       "The service's name."
     files: [file]          "Variables written into the action folder before each call."
 }
+function knative-system "A system service of Direktiv (v0.8.6+); map its name in isolde.toml [images.\\"NAME\\"]." {
+    service!: string       "The service's name."
+    files: [file]          "Variables written into the action folder before each call."
+}
 function subflow "Another workflow of the namespace, run as a child instance." {
     workflow!: string      "Its file, relative to this workflow's directory (a leading / means the namespace root; .yaml may be left out)."
 }
@@ -101,7 +105,7 @@ function python "A Python callable run in-process, function(input, request) (for
 """
 
 
-IMAGE_TYPES = ("isolated", "reusable", "knative-workflow", "knative-namespace", "knative-global")
+IMAGE_TYPES = ("isolated", "reusable", "knative-workflow", "knative-namespace", "knative-global", "knative-system")
 _IMAGE_KEYS = ("command", "url", "env", "port")
 
 

@@ -8,12 +8,11 @@ the state staged variable writes, commits them in one transaction.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import InstanceFailure, IsoldeError, WorkflowError
-from ..expr import to_text
+from ..expr import catch_matches, to_log_text
 from ..guards import InstanceGuard, needs_guard
 from ..jqexpr import JqError
 from .context import _DEFAULT, InstanceContext
@@ -80,7 +79,7 @@ def run_instance(
                 if guard is not None:
                     guard.at_boundary()
                 if state.log is not None:
-                    ctx.log(to_text(state.log.eval(data)))
+                    ctx.log(to_log_text(state.log.eval(data)))
                 out = state.impl.run(state, data, ctx)
                 if state.transform is not None:
                     out = apply_transform(state.transform, out)
@@ -104,7 +103,7 @@ def run_instance(
                 if not exc.catchable:
                     raise exc from None
                 for pattern, target in state.catch:
-                    if fnmatch.fnmatchcase(exc.code, pattern):
+                    if catch_matches(pattern, exc.code):
                         data = {**data, "error": {"code": exc.code, "msg": exc.msg}}
                         nxt = target
                         break
