@@ -92,7 +92,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 from .errors import ConfigError, InstanceFailure, IsoldeError, ValidationError
-from .instance import ErrorInfo, InstanceContext, Result
+from .instance import ErrorInfo, InstanceContext, Result, manual_start_refused
 from .store import LmdbStore, Put, Ref, StoreError, check_key
 from .variables import sniff_mime
 
@@ -1406,6 +1406,9 @@ class Daemon:
         if wf is None:
             raise DaemonError(409, "isolde.workflow.invalid",
                               f"workflow '{wid}' has no valid version to run: " + "; ".join(entry.errors[:3]))
+        refused = None if trigger == "event" else manual_start_refused(wf)
+        if refused is not None:  # Direktiv v0.7+: only its event starts it
+            raise DaemonError(409, "direktiv.workflow.invoke", refused)
         try:
             data = self.engine.instance_input(input)
         except IsoldeError as exc:

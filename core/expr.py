@@ -41,6 +41,17 @@ def to_text(value: Any) -> str:
 
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
+_sorted_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+def splice_text(value: Any) -> str:
+    """How a ``jq(...)`` result is written inside a longer string: strings as is, the rest
+    as compact JSON with sorted keys (as Direktiv's Go encoder wrote it)."""
+    if isinstance(value, str):
+        return value
+    return _sorted_compact(value)
+
+
 _indented = json.JSONEncoder(ensure_ascii=False, indent=2, sort_keys=True).encode
 
 
@@ -125,14 +136,29 @@ class Query(Expr):
         return self.program.run(data)
 
 
+class StrictQuery(Query):
+    """A ``jq(...)`` of a Direktiv 0.6.1+ document: a null result is an error
+    (``direktiv.jq.badCommand``), as Direktiv said so ("no results")."""
+
+    __slots__ = ()
+
+    def eval(self, data: Any) -> Any:
+        value = super().eval(data)
+        if value is None:
+            raise JqError(BAD_COMMAND, f"jq program {self.program.source!r} gave null (no results); "
+                          "give a default, e.g. jq(.x // \"\"), or test for it, e.g. jq(.x != null)")
+        return value
+
+
 class Interpolation(Expr):
     """A string with ``jq(...)`` parts spliced in as text."""
 
-    __slots__ = ("parts",)
+    __slots__ = ("parts", "strict")
 
-    def __init__(self, source: str, parts: list[str | Program]) -> None:
+    def __init__(self, source: str, parts: list[str | Program], strict: bool = False) -> None:
         super().__init__(source)
         self.parts = parts
+        self.strict = strict
 
     def eval(self, data: Any) -> Any:
         out = []
@@ -146,7 +172,9 @@ class Interpolation(Expr):
                     BAD_COMMAND,
                     f"jq program {part.source!r} produced {len(values)} results; exactly one is needed here",
                 )
-            out.append(to_text(values[0]))
+            if values[0] is None and self.strict:
+                raise JqError(BAD_COMMAND, f"jq program {part.source!r} gave null (no results) inside {self.source!r}")
+            out.append(splice_text(values[0]))
         return "".join(out)
 
 
@@ -195,11 +223,19 @@ OnError = Callable[[Any, JqError, int | None], None]
 
 
 def compile_expr(
-    value: Any, *, raw: bool, jq: JqRuntime, path: tuple[Any, ...], on_error: OnError, deferred: bool = False
+    value: Any, *, raw: bool, jq: JqRuntime, path: tuple[Any, ...], on_error: OnError, deferred: bool = False,
+    modern: bool = False,
 ) -> Expr:
     """Compile a YAML value into an ``Expr``; report every bad program through ``on_error``
     (with ``deferred``, a raw program that does not compile becomes a :class:`Deferred`
-    that fails when it runs instead)."""
+    that fails when it runs instead).
+
+    Structured documents follow Direktiv's template rules: a string containing
+    ``jq(`` is trimmed of surrounding whitespace (0.3.3+); with ``modern`` (a
+    document of Direktiv 0.6.1+: no top-level ``id``) every string is trimmed and a
+    ``jq(...)`` giving null is ``direktiv.jq.badCommand``."""
+    if isinstance(value, str) and not raw and (modern or "jq(" in value):
+        value = value.strip()
     if isinstance(value, str):
         if raw:
             try:  # Direktiv's gojq parses an empty program as the identity
@@ -233,19 +269,21 @@ def compile_expr(
         if not ok:
             return Literal(value)
         if len(programs) == 1 and not isinstance(programs[0], str):
-            return Query(value, programs[0])
-        return Interpolation(value, programs)
+            return (StrictQuery if modern else Query)(value, programs[0])
+        return Interpolation(value, programs, strict=modern)
     if raw:
         return Literal(value)
     if isinstance(value, dict):
-        items = [(k, compile_expr(v, raw=raw, jq=jq, path=path + (k,), on_error=on_error)) for k, v in value.items()]
-        if all(e.literal for _, e in items):
-            return Literal(value)
+        items = [(k, compile_expr(v, raw=raw, jq=jq, path=path + (k,), on_error=on_error, modern=modern))
+                 for k, v in value.items()]
+        if all(isinstance(e, Literal) for _, e in items):
+            return Literal({k: e.value for k, e in items}) if modern else Literal(value)
         return Mapping(value, items)
     if isinstance(value, list):
-        seq = [compile_expr(v, raw=raw, jq=jq, path=path + (i,), on_error=on_error) for i, v in enumerate(value)]
-        if all(e.literal for e in seq):
-            return Literal(value)
+        seq = [compile_expr(v, raw=raw, jq=jq, path=path + (i,), on_error=on_error, modern=modern)
+               for i, v in enumerate(value)]
+        if all(isinstance(e, Literal) for e in seq):
+            return Literal([e.value for e in seq]) if modern else Literal(value)
         return Sequence(value, seq)
     return Literal(value)
 

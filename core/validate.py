@@ -89,6 +89,9 @@ class Validator:
         self.state_types = state_types
         self.jq = jq
         self.raw = raw
+        value = doc.value if isinstance(doc.value, dict) else {}
+        self.modern = not raw and ("direktiv_api" in value or "id" not in value)
+        """A Direktiv 0.6.1+ document (no top-level id): every string trimmed, a null jq() an error."""
         self.report = Report(doc, jq=jq, raw=raw)
         self.state_refs: list[tuple[Path, str]] = []
         self.func_refs: list[tuple[Path, str]] = []
@@ -234,7 +237,8 @@ class Validator:
         else:
             raw = self.raw
         deferred = self.raw and field not in _CHECKED_AT_LOAD
-        expr = compile_expr(value, raw=raw, jq=self.jq, path=path, on_error=on_error, deferred=deferred)
+        expr = compile_expr(value, raw=raw, jq=self.jq, path=path, on_error=on_error, deferred=deferred,
+                            modern=self.modern)
         return INVALID if failed else expr
 
     def _name(self, value: Any, path: Path) -> Any:
@@ -286,11 +290,13 @@ class Validator:
         return self._varkey(value, path)
 
     def _filescope(self, value: Any, path: Path) -> Any:
-        """A scope, or ``file`` (a file of the namespace) where a declaration allows it."""
-        if value == "file":
+        """A scope, or (getter only) ``file`` (a file of the namespace) or ``system``
+        (Direktiv 0.6.1+: the keys instance, uuid, epoch)."""
+        if value in ("file", "system"):
             return value
-        if value not in SCOPES and isinstance(value, str) and _did_you_mean(value, ["file"]):
-            return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(SCOPES)}, file (did you mean 'file'?)")
+        if value not in SCOPES and isinstance(value, str) and _did_you_mean(value, ["file", "system"]):
+            hint = _did_you_mean(value, ["file", "system"])
+            return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(SCOPES)}, file, system{hint}")
         return self._scope(value, path)
 
     def _duration(self, value: Any, path: Path) -> Any:

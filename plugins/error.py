@@ -2,7 +2,9 @@
 
 As in Direktiv, the error is not thrown at once: the state's transform and
 transition still run (for clean-up states), and when the instance ends it fails
-with this code, which a parent workflow's ``catch`` can match.
+with this code, which a parent workflow's ``catch`` can match.  A second error
+state in the same instance keeps the first error and raises the catchable
+``direktiv.workflow.multipleErrors``.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from isolde.plugin import Literal, Report, StateContext, StateSpec, StateType, Workflow, hookimpl, to_text
+from isolde.plugin import Literal, Report, StateContext, StateSpec, StateType, Workflow, WorkflowError, hookimpl, to_text
 
+MULTIPLE = "direktiv.workflow.multipleErrors"
 _VERB = re.compile(r"%[vsdqf%]")
 
 
@@ -39,6 +42,12 @@ class Error(StateType):
             state.fields["message"] = Literal(state.fields["message"].source)
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
+        # A second error state keeps the first error and raises the catchable
+        # direktiv.workflow.multipleErrors (Direktiv's InstanceRaise).  The instance context
+        # records the pending error as ``error_at_end`` (not yet part of StateContext).
+        if getattr(ctx, "error_at_end", None) is not None:
+            raise WorkflowError(MULTIPLE, f"error state '{state.id}' ({state.fields['error']}) reached after "
+                                "an earlier error state; the instance keeps the first error")
         message = to_text(state.fields["message"].eval(data))
         args = [to_text(a.eval(data)) for a in state.fields.get("args") or ()]
         if args:

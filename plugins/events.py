@@ -236,9 +236,9 @@ class GenerateEvent(StateType):
         event: dict[str, Any] = {"type": ev["type"], "source": ev["source"]}
         for key, value in _context(state, "context", data).items():
             event[key] = value
-        if ctype:
-            event["datacontenttype"] = ctype
         expr = ev.get("data")
+        if ctype or expr is not None:  # Direktiv: data without a content type is sent as application/json
+            event["datacontenttype"] = ctype or "application/json"
         if expr is not None:
             payload = expr.eval(data)
             if isinstance(payload, str) and ctype and not _is_json(ctype):

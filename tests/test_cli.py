@@ -77,8 +77,8 @@ def test_stdout_is_only_the_output_json_and_the_log_goes_to_stderr(cli: Cli, tmp
     assert res.code == 0
     assert res.stdout.count("\n") == 1  # one line of JSON, nothing else
     assert res.json == {"greeting": "hi"}
-    assert "[first] starting up" in res.stderr
-    assert "[second] hi" in res.stderr
+    assert "[first] \"starting up\"" in res.stderr  # log lines are JSON text, as in Direktiv
+    assert "[second] \"hi\"" in res.stderr
 
     quiet = cli("run", "-q", wf)
     assert quiet.json == {"greeting": "hi"}

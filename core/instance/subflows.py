@@ -22,6 +22,21 @@ if TYPE_CHECKING:
     from .services import Services
 
 
+INVOKE = "direktiv.workflow.invoke"
+EVENT_STARTS = ("event", "eventsXor", "eventsAnd")
+
+
+def manual_start_refused(workflow: Workflow) -> str | None:
+    """Why ``workflow`` cannot be started by hand (the CLI, ``Engine.run``, the API) or as
+    a subflow: its ``start`` waits for events (Direktiv v0.7+).  None when it can."""
+    start = workflow.fields.get("start") or {}
+    kind = start.get("type") if isinstance(start, dict) else None
+    if kind not in EVENT_STARTS:
+        return None
+    return (f"cannot manually invoke event-based workflow '{workflow.id}' (start type {kind}): "
+            "it starts when its event is published (isolde serve / POST the event)")
+
+
 def resolve_subflow(name: str, parent: Workflow) -> Path:
     """Where ``workflow:`` of a subflow points: relative to the parent workflow file's
     directory, or with a leading ``/`` to the namespace root, never outside that root;
@@ -67,6 +82,9 @@ class Subflows:
         except ValidationError as exc:
             first = exc.diagnostics[0] if exc.diagnostics else exc
             raise WorkflowError("isolde.subflow.invalid", f"subflow '{name}' is not a valid workflow: {first}") from None
+        refused = manual_start_refused(workflow)
+        if refused is not None:
+            raise WorkflowError(INVOKE, f"subflow '{name}': {refused}")
         child = new_instance_id()
         data = self.instance_input(input)
         result = run_instance(self.services, workflow, data, namespace=ctx.namespace, instance_id=child,
@@ -78,4 +96,4 @@ class Subflows:
         return result.output
 
 
-__all__ = ["Subflows", "resolve_subflow"]
+__all__ = ["EVENT_STARTS", "INVOKE", "Subflows", "manual_start_refused", "resolve_subflow"]
