@@ -334,8 +334,8 @@ class SubflowRunner(Runner):
     The child gets the action input as its input; its output becomes
     ``.return``; its failure fails the action with the child's code (catchable).
     Children nest at most ``[limits] max_subflow_depth`` deep
-    (``direktiv.limits.depth``).  The child runs in the caller's thread, so a
-    state ``timeout`` does not cut it off; the child's own states' timeouts apply.
+    (``direktiv.limits.depth``).  The child runs in the caller's thread with the
+    call's timeout as its deadline (then ``direktiv.cancels.timeout.soft``).
     """
 
     types = ("subflow",)
@@ -353,7 +353,8 @@ class SubflowRunner(Runner):
         if ctx is None:
             raise IsoldeError("a subflow call needs the calling state's context")
         name = str(request.function.get("workflow", ""))
-        return Response.of(ctx.run_subflow(name, request.input, background=request.background))
+        timeout = None if request.background else request.timeout
+        return Response.of(ctx.run_subflow(name, request.input, background=request.background, timeout=timeout))
 
 
 # --------------------------------------------------------------------------- images

@@ -183,8 +183,8 @@ class InstanceContext:
         return run_branches(self.services.functions.get(), self, branches, workers=workers, timeout=timeout,
                             first_success=first_success)
 
-    def run_subflow(self, reference: str, input: Any, *, background: bool = False) -> Any:
-        return self.services.subflows(self, reference, input, background)
+    def run_subflow(self, reference: str, input: Any, *, background: bool = False, timeout: float | None = None) -> Any:
+        return self.services.subflows(self, reference, input, background, timeout)
 
 
 def _lock_key(ref: Ref) -> bytes:

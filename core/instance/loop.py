@@ -45,11 +45,14 @@ def run_instance(
     on_step: StepHook | None = None,
     started_at: float | None = None,
     depth: int = 0,
+    deadline: float | None = None,
 ) -> Result:
     """Run ``wf`` from its start state (or from state ``start``, to resume) to its end.
 
     ``started_at`` (``time.time()``) is when a resumed instance first started: its
-    workflow ``timeouts`` count from then.  ``depth`` is how deep a subflow nests."""
+    workflow ``timeouts`` count from then.  ``depth`` is how deep a subflow nests;
+    ``deadline`` (``time.monotonic()``) ends a subflow called with a timeout there
+    (uncatchable inside it, as the workflow's ``timeouts.kill``)."""
     ctx = InstanceContext(services, wf, namespace, instance_id, sink, depth=depth)
     states = wf.states
     limits = services.limits
@@ -59,8 +62,9 @@ def run_instance(
     steps = 0
     result = Result(instance_id, "complete", log=ctx.log_lines, workflow=wf.id, namespace=namespace)
     guard = ctx.guard = (
-        InstanceGuard(services.locks, services.deadlines, services.events, wf, namespace, instance_id, started_at)
-        if needs_guard(wf) else None
+        InstanceGuard(services.locks, services.deadlines, services.events, wf, namespace, instance_id, started_at,
+                      deadline)
+        if deadline is not None or needs_guard(wf) else None
     )
     try:
         if guard is not None:

@@ -3,17 +3,21 @@
 The child gets the action input as its input; its output becomes ``.return``; its
 failure fails the action with the child's code (catchable).  Children nest at most
 ``[limits] max_subflow_depth`` deep (``direktiv.limits.depth``).  The child runs in
-the caller's thread, so a state ``timeout`` does not cut it off; the child's own
-states' timeouts apply.
+the caller's thread; the action's timeout is the child's deadline: its waits are
+woken and it ends there (uncatchable inside it, like ``timeouts.kill``), and the
+call fails with the catchable ``direktiv.cancels.timeout.soft``.  A workflow that
+starts on events cannot be called (``direktiv.workflow.invoke``).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..ids import new_instance_id
 from ..errors import ValidationError, WorkflowError
+from ..guards import SOFT
 from ..workflow import Workflow, inside_root
 from .loop import run_instance
 
@@ -55,7 +59,7 @@ class Subflows:
         self.services = services
         self.instance_input = instance_input
 
-    def __call__(self, ctx: InstanceContext, name: str, input: Any, background: bool) -> Any:
+    def __call__(self, ctx: InstanceContext, name: str, input: Any, background: bool, timeout: float | None = None) -> Any:
         path = resolve_subflow(name, ctx.workflow)
         depth = ctx.depth + 1
         limit = self.services.limits.max_subflow_depth
@@ -87,8 +91,11 @@ class Subflows:
             raise WorkflowError(INVOKE, f"subflow '{name}': {refused}")
         child = new_instance_id()
         data = self.instance_input(input)
+        deadline = None if timeout is None else time.monotonic() + timeout
         result = run_instance(self.services, workflow, data, namespace=ctx.namespace, instance_id=child,
-                              sink=self.services.sink, depth=depth)
+                              sink=self.services.sink, depth=depth, deadline=deadline)
+        if deadline is not None and not result.ok and time.monotonic() >= deadline:
+            raise WorkflowError(SOFT, f"subflow '{name}' did not finish within the action's timeout ({timeout:g}s)")
         if not result.ok:
             err = result.error
             code, message = (err.code, err.message) if err is not None else ("isolde.subflow.failed", "failed")
