@@ -410,6 +410,15 @@ class ImageRunner(Runner):
     def describe(self) -> str:
         return f"image {self.name!r}"
 
+    @classmethod
+    def config_warning(cls, function: Mapping[str, Any], config: Any) -> str | None:
+        """What ``isolde validate`` warns about: an image or service with no ``[images]``
+        mapping (the workflow is valid; calling the function would fail)."""
+        name = str(function.get("image") or function.get("service") or "")
+        if image_lookup(config.data.get("images", {}) or {}, name) is not None:
+            return None
+        return unmapped_message(function)
+
     def _resolve(self) -> Runner:
         if self._target is not None:
             return self._target

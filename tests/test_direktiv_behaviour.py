@@ -191,11 +191,9 @@ def test_behaviour(site: Site, name: str) -> None:
     assert not diffs, "\n".join(diffs)
 
 
-# -- issue 11 known gaps that live in the CLI ------------------------------------------------
+# -- issue 11 items that live in the CLI ------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="gap: `isolde run --input` with non-JSON text silently becomes base64 input; "
-                   "issue 11 wants exit 2 and an explicit raw-bytes flag -> core/cli.py")
 def test_run_refuses_non_json_input_text(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -205,10 +203,12 @@ def test_run_refuses_non_json_input_text(tmp_path: Path) -> None:
     wf.write_text("states:\n- id: a\n  type: noop\n")
     res = CliRunner().invoke(main, ["run", str(wf), "--input", "Hello", "--data-dir", str(tmp_path / "d")])
     assert res.exit_code == 2, res.output
+    assert "--input is not JSON" in res.output and "--raw-input" in res.output
+    raw = CliRunner().invoke(main, ["run", str(wf), "--input", "Hello", "--raw-input", "--data-dir", str(tmp_path / "d")])
+    assert raw.exit_code == 0, raw.output
+    assert json.loads(raw.stdout) == {"input": base64.b64encode(b"Hello").decode()}
 
 
-@pytest.mark.xfail(strict=True, reason="gap: `isolde validate` says nothing about image: functions with no [images] "
-                   "mapping; issue 11 wants a located warning (exit 0, non-zero with --strict) -> core/validate.py, core/cli.py")
 def test_validate_warns_about_unmapped_images(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -222,6 +222,10 @@ def test_validate_warns_about_unmapped_images(tmp_path: Path) -> None:
     assert f"{wf}:2:" in res.output and "image" in res.output
     strict = CliRunner().invoke(main, ["validate", "--strict", str(wf)])
     assert strict.exit_code != 0
+    cfg = tmp_path / "isolde.toml"
+    cfg.write_text('[images."direktiv/greeting"]\nurl = "http://127.0.0.1:9/"\n')
+    mapped = CliRunner().invoke(main, ["validate", "--strict", "--config", str(cfg), str(wf)])
+    assert mapped.exit_code == 0 and "warning" not in mapped.output, mapped.output
 
 
 def write_gaps() -> None:
