@@ -96,7 +96,7 @@ def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, nam
         if not raw_input and input_text.strip():
             try:
                 json.loads(input_text)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise click.UsageError(
                     f"--input is not JSON ({exc.msg} at character {exc.pos}): quote a string as '\"text\"', "
                     "or add --raw-input to pass the bytes as they are (base64 at .input)"

@@ -276,14 +276,16 @@ def compile_expr(
     if isinstance(value, dict):
         items = [(k, compile_expr(v, raw=raw, jq=jq, path=path + (k,), on_error=on_error, modern=modern))
                  for k, v in value.items()]
-        if all(isinstance(e, Literal) for _, e in items):
-            return Literal({k: e.value for k, e in items}) if modern else Literal(value)
+        literals = [(k, e) for k, e in items if isinstance(e, Literal)]
+        if len(literals) == len(items):
+            return Literal({k: e.value for k, e in literals}) if modern else Literal(value)
         return Mapping(value, items)
     if isinstance(value, list):
         seq = [compile_expr(v, raw=raw, jq=jq, path=path + (i,), on_error=on_error, modern=modern)
                for i, v in enumerate(value)]
-        if all(isinstance(e, Literal) for e in seq):
-            return Literal([e.value for e in seq]) if modern else Literal(value)
+        constants = [e for e in seq if isinstance(e, Literal)]
+        if len(constants) == len(seq):
+            return Literal([e.value for e in constants]) if modern else Literal(value)
         return Sequence(value, seq)
     return Literal(value)
 
