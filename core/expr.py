@@ -18,7 +18,7 @@ import re
 from functools import lru_cache
 from typing import Any, Callable
 
-from .jqexpr import JqError, JqRuntime, Program, find_templates
+from .jqexpr import JqError, JqRuntime, Program, find_templates, uses_js
 
 BAD_COMMAND = "direktiv.jq.badCommand"
 
@@ -136,29 +136,14 @@ class Query(Expr):
         return self.program.run(data)
 
 
-class StrictQuery(Query):
-    """A ``jq(...)`` of a Direktiv 0.6.1+ document: a null result is an error
-    (``direktiv.jq.badCommand``), as Direktiv said so ("no results")."""
-
-    __slots__ = ()
-
-    def eval(self, data: Any) -> Any:
-        value = super().eval(data)
-        if value is None:
-            raise JqError(BAD_COMMAND, f"jq program {self.program.source!r} gave null (no results); "
-                          "give a default, e.g. jq(.x // \"\"), or test for it, e.g. jq(.x != null)")
-        return value
-
-
 class Interpolation(Expr):
     """A string with ``jq(...)`` parts spliced in as text."""
 
-    __slots__ = ("parts", "strict")
+    __slots__ = ("parts",)
 
-    def __init__(self, source: str, parts: list[str | Program], strict: bool = False) -> None:
+    def __init__(self, source: str, parts: list[str | Program]) -> None:
         super().__init__(source)
         self.parts = parts
-        self.strict = strict
 
     def eval(self, data: Any) -> Any:
         out = []
@@ -172,8 +157,6 @@ class Interpolation(Expr):
                     BAD_COMMAND,
                     f"jq program {part.source!r} produced {len(values)} results; exactly one is needed here",
                 )
-            if values[0] is None and self.strict:
-                raise JqError(BAD_COMMAND, f"jq program {part.source!r} gave null (no results) inside {self.source!r}")
             out.append(splice_text(values[0]))
         return "".join(out)
 
@@ -232,8 +215,8 @@ def compile_expr(
 
     Structured documents follow Direktiv's template rules: a string containing
     ``jq(`` is trimmed of surrounding whitespace (0.3.3+); with ``modern`` (a
-    document of Direktiv 0.6.1+: no top-level ``id``) every string is trimmed and a
-    ``jq(...)`` giving null is ``direktiv.jq.badCommand``."""
+    document of Direktiv 0.6.1+: no top-level ``id``) every string is trimmed.  A
+    ``jq(...)`` giving null gives null (docs/differences.md)."""
     if isinstance(value, str) and not raw and (modern or "jq(" in value):
         value = value.strip()
     if isinstance(value, str):
@@ -269,8 +252,8 @@ def compile_expr(
         if not ok:
             return Literal(value)
         if len(programs) == 1 and not isinstance(programs[0], str):
-            return (StrictQuery if modern else Query)(value, programs[0])
-        return Interpolation(value, programs, strict=modern)
+            return Query(value, programs[0])
+        return Interpolation(value, programs)
     if raw:
         return Literal(value)
     if isinstance(value, dict):
@@ -288,6 +271,24 @@ def compile_expr(
             return Literal([e.value for e in constants]) if modern else Literal(value)
         return Sequence(value, seq)
     return Literal(value)
+
+
+def find_js(value: Any, path: tuple[Any, ...]) -> tuple[tuple[Any, ...], int] | None:
+    """Where a ``js(...)`` expression is in a value: (path, offset in the string), or None."""
+    if isinstance(value, str):
+        off = uses_js(value)
+        return None if off is None else (path, off)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            hit = find_js(v, path + (k,))
+            if hit:
+                return hit
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            hit = find_js(v, path + (i,))
+            if hit:
+                return hit
+    return None
 
 
 def truthy(value: Any) -> bool:

@@ -14,8 +14,8 @@ from typing import Any, Callable
 from .store import SCOPES, StoreError, check_key
 from .durations import parse_duration
 from .errors import ValidationError
-from .expr import Literal, compile_catch, compile_expr
-from .jqexpr import JqError, JqRuntime, uses_js
+from .expr import Literal, compile_catch, compile_expr, find_js
+from .jqexpr import JqError, JqRuntime
 from .loader import Document, Path
 from .schema import MISSING, Decl, Field, ListOf, Lit, MapOf, Named, Schema, Type, Union, type_str
 from .report import Report
@@ -91,7 +91,7 @@ class Validator:
         self.raw = raw
         value = doc.value if isinstance(doc.value, dict) else {}
         self.modern = not raw and ("direktiv_api" in value or "id" not in value)
-        """A Direktiv 0.6.1+ document (no top-level id): every string trimmed, a null jq() an error."""
+        """A Direktiv 0.6.1+ document (no top-level id): every string is trimmed."""
         self.report = Report(doc, jq=jq, raw=raw)
         self.state_refs: list[tuple[Path, str]] = []
         self.func_refs: list[tuple[Path, str]] = []
@@ -217,7 +217,7 @@ class Validator:
 
     def _jx(self, value: Any, path: Path) -> Any:
         if not self.raw:
-            js = _find_js(value, path)
+            js = find_js(value, path)
             if js is not None:
                 return self.error(
                     js[0],
@@ -456,23 +456,6 @@ def build_workflow(
     start = wf_fields.get("start") or {}
     wf.start = states[start.get("state") or next(iter(states))]
     return wf
-
-
-def _find_js(value: Any, path: Path) -> tuple[Path, int] | None:
-    if isinstance(value, str):
-        off = uses_js(value)
-        return None if off is None else (path, off)
-    if isinstance(value, dict):
-        for k, v in value.items():
-            hit = _find_js(v, path + (k,))
-            if hit:
-                return hit
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            hit = _find_js(v, path + (i,))
-            if hit:
-                return hit
-    return None
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
