@@ -77,7 +77,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--input", "input_text", metavar="JSON", help="Instance input (JSON; other text is passed base64-encoded).")
+@click.option("--input", "input_text", metavar="JSON", help="Instance input (JSON; text that is not JSON is refused unless --raw-input).")
+@click.option("--raw-input", is_flag=True, help="Pass --input as raw bytes, not JSON: the instance gets {\"input\": \"<base64>\"}.")
 @click.option("--input-file", type=click.File("rb"), help="Read the instance input from a file ('-' for stdin).")
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="Don't print the instance log to stderr.")
@@ -85,13 +86,21 @@ def main() -> None:
 @click.option("--event", "events", multiple=True, metavar="JSON", help="A CloudEvent for the instance's event states, delivered in order as it waits (repeatable; @FILE or @- reads JSON, an object or a list; source defaults to isolde-cli).")
 @_common
 @_handled
-def run(file: str, input_text: str | None, input_file: Any, namespace: str, quiet: bool, root: str | None, events: tuple[str, ...], data_dir: str | None, config_path: str | None) -> None:
+def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, namespace: str, quiet: bool, root: str | None, events: tuple[str, ...], data_dir: str | None, config_path: str | None) -> None:
     """Run one instance of the workflow in FILE and print its output JSON."""
     if input_text is not None and input_file is not None:
         raise click.UsageError("give --input or --input-file, not both")
     raw: bytes | None = None
     if input_text is not None:
         raw = input_text.encode()
+        if not raw_input and input_text.strip():
+            try:
+                json.loads(input_text)
+            except json.JSONDecodeError as exc:
+                raise click.UsageError(
+                    f"--input is not JSON ({exc.msg} at character {exc.pos}): quote a string as '\"text\"', "
+                    "or add --raw-input to pass the bytes as they are (base64 at .input)"
+                ) from None
     elif input_file is not None:
         raw = input_file.read()
 
@@ -133,12 +142,14 @@ def _send_events(engine: Any, namespace: str, values: tuple[str, ...]) -> set[st
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (for plugins and limits).")
+@click.option("--strict", is_flag=True, help="Fail (exit 2) on warnings too, e.g. an image: function with no [images] mapping.")
 @_handled
-def validate(files: tuple[str, ...], config_path: str | None) -> None:
-    """Check workflow files; print every problem as FILE:LINE:COL: message."""
+def validate(files: tuple[str, ...], config_path: str | None, strict: bool) -> None:
+    """Check workflow files; print every problem as FILE:LINE:COL: message, and warnings
+    (FILE:LINE:COL: warning: message) for what is valid but cannot run with this config."""
     from .engine import Engine
 
-    bad = 0
+    bad = warned = 0
     with Engine(config=config_path) as engine:
         for f in files:
             try:
@@ -150,10 +161,34 @@ def validate(files: tuple[str, ...], config_path: str | None) -> None:
             for d in problems:
                 click.echo(str(d), err=True)
             bad += bool(problems)
-    if bad:
-        click.echo(f"{bad} of {len(files)} file(s) invalid", err=True)
+            if not problems:
+                warnings = _config_warnings(engine, f)
+                for line in warnings:
+                    click.echo(line, err=True)
+                warned += bool(warnings)
+    if bad or (strict and warned):
+        click.echo(f"{bad} of {len(files)} file(s) invalid" + (f", {warned} with warnings (--strict)" if strict and warned else ""),
+                   err=True)
         sys.exit(EXIT_USAGE)
-    click.echo(f"{len(files)} file(s) valid", err=True)
+    click.echo(f"{len(files)} file(s) valid" + (f", {warned} with warnings" if warned else ""), err=True)
+
+
+def _config_warnings(engine: Any, file: str) -> list[str]:
+    """Located warnings for a valid workflow: functions whose runner says this
+    configuration cannot call them (``config_warning`` of its runner class)."""
+    wf = engine.load(file)
+    listed = wf.document.value.get("functions") or []
+    out = []
+    for i, fn in enumerate(listed):
+        if not isinstance(fn, dict) or fn.get("id") not in wf.functions:
+            continue
+        function = wf.functions[fn["id"]]
+        check = getattr(engine.registry.runners.get(str(function.get("type"))), "config_warning", None)
+        message = check(function, engine.config) if check is not None else None
+        if message:
+            line, col = wf.document.where(("functions", i))
+            out.append(f"{file}:{line}:{col}: warning: {message}")
+    return out
 
 
 # -- variables ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 from .config import Config, config_from, resolve_data_dir
 from .errors import IsoldeError, ValidationError
 from .ids import new_instance_id
-from .instance import Lazy, Limits, LogSink, Result, Services, Subflows, run_instance
+from .instance import INVOKE, ErrorInfo, Lazy, Limits, LogSink, Result, Services, Subflows, manual_start_refused, run_instance
 from .jqexpr import JqRuntime
 from .loader import YamlError, load_document
 from .registry import Registry, load_plugins
@@ -275,14 +275,21 @@ class Engine:
         *,
         workflow_id: str | None = None,
         instance_id: str | None = None,
+        event: bool = False,
     ) -> Result:
         """Run one instance to its end and return its ``Result``.
 
         ``input`` is a JSON value (a dict is used as is, anything else becomes
         ``{"input": value}``), or ``bytes`` as the CLI reads them: JSON when they
-        parse, otherwise ``{"input": "<base64>"}``.  ``None`` is ``{}``.
+        parse, otherwise ``{"input": "<base64>"}``.  ``None`` is ``{}``.  A workflow
+        whose ``start`` waits for events fails with ``direktiv.workflow.invoke`` (as
+        in Direktiv v0.7+) unless ``event`` says this run is that event's start.
         """
         wf = self.load(workflow, workflow_id=workflow_id)
+        refused = None if event else manual_start_refused(wf)
+        if refused is not None:
+            return Result(instance_id or new_instance_id(), "failed", error=ErrorInfo(INVOKE, refused, wf.start.id),
+                          workflow=wf.id, namespace=namespace)
         return self.run_loaded(wf, self.instance_input(input), namespace=namespace, instance_id=instance_id)
 
     def run_loaded(self, wf: Workflow, data: dict[str, Any], *, namespace: str = "default",
@@ -386,9 +393,10 @@ class Variables:
         return self._store.get().get(self._ref(key, scope, namespace, workflow, instance))
 
     def value(self, key: str, **where: Any) -> Any:
-        """The variable decoded as a getter would see it (None when missing)."""
+        """The variable decoded as a getter with ``as_text`` sees it: JSON as its value, UTF-8
+        text as the string, other bytes as base64 (None when missing)."""
         var = self.get(key, **where)
-        return None if var is None else decode(var.data)
+        return None if var is None else decode(var.data, text=True)
 
     def set(self, key: str, value: Any, *, mime: str | None = None, scope: str = "namespace",
             namespace: str = "default", workflow: str | None = None, instance: str | None = None) -> None:

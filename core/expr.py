@@ -12,10 +12,13 @@ program(s) plus a little glue.  Two document modes exist (SPEC §2.1):
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
+from functools import lru_cache
 from typing import Any, Callable
 
-from .jqexpr import JqError, JqRuntime, Program, find_templates
+from .jqexpr import JqError, JqRuntime, Program, find_templates, uses_js
 
 BAD_COMMAND = "direktiv.jq.badCommand"
 
@@ -37,6 +40,44 @@ def to_text(value: Any) -> str:
 
 
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+_sorted_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+def splice_text(value: Any) -> str:
+    """How a ``jq(...)`` result is written inside a longer string: strings as is, the rest
+    as compact JSON with sorted keys (as Direktiv's Go encoder wrote it)."""
+    if isinstance(value, str):
+        return value
+    return _sorted_compact(value)
+
+
+_indented = json.JSONEncoder(ensure_ascii=False, indent=2, sort_keys=True).encode
+
+
+def to_log_text(value: Any) -> str:
+    """How a state's ``log`` value is written: as JSON text, as Direktiv 0.2.5+ did
+    (strings quoted, objects and lists indented by two spaces with sorted keys)."""
+    return _indented(value)
+
+
+def catch_matches(pattern: str, code: str) -> bool:
+    """Whether a ``catch`` pattern matches an error code: as a glob over the whole code
+    (SPEC §2.2) or, as Direktiv did, as a regular expression found anywhere in it."""
+    glob, regex = compile_catch(pattern)
+    return glob.fullmatch(code) is not None or (regex is not None and regex.search(code) is not None)
+
+
+@lru_cache(maxsize=1024)
+def compile_catch(pattern: str) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
+    """The (glob, regular expression) pair of a catch pattern, compiled once (the
+    validator compiles every pattern at load); a pattern that is not a valid regular
+    expression, such as ``*``, is a glob only."""
+    try:
+        regex: re.Pattern[str] | None = re.compile(pattern)
+    except re.error:
+        regex = None
+    return re.compile(fnmatch.translate(pattern)), regex
 
 
 class Expr:
@@ -116,7 +157,7 @@ class Interpolation(Expr):
                     BAD_COMMAND,
                     f"jq program {part.source!r} produced {len(values)} results; exactly one is needed here",
                 )
-            out.append(to_text(values[0]))
+            out.append(splice_text(values[0]))
         return "".join(out)
 
 
@@ -142,17 +183,49 @@ class Sequence(Expr):
         return [e.eval(data) for e in self.items]
 
 
+class Deferred(Expr):
+    """A raw-jq program that does not compile, in a field Direktiv checked only when it ran
+    (ERAS §7: at load only transforms, conditions, ``log`` and setter ``value``): evaluating
+    it raises the catchable ``direktiv.jq.badCommand`` with the syntax error."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(source)
+        self.message = message
+
+    def eval(self, data: Any) -> Any:
+        raise JqError(BAD_COMMAND, f"jq program {self.source!r} does not compile: {self.message}")
+
+    def eval_all(self, data: Any) -> list[Any]:
+        return [self.eval(data)]
+
+
 OnError = Callable[[Any, JqError, int | None], None]
 """Called with (path, error, offset within the string) for each program that does not compile."""
 
 
-def compile_expr(value: Any, *, raw: bool, jq: JqRuntime, path: tuple[Any, ...], on_error: OnError) -> Expr:
-    """Compile a YAML value into an ``Expr``; report every bad program through ``on_error``."""
+def compile_expr(
+    value: Any, *, raw: bool, jq: JqRuntime, path: tuple[Any, ...], on_error: OnError, deferred: bool = False,
+    modern: bool = False,
+) -> Expr:
+    """Compile a YAML value into an ``Expr``; report every bad program through ``on_error``
+    (with ``deferred``, a raw program that does not compile becomes a :class:`Deferred`
+    that fails when it runs instead).
+
+    Structured documents follow Direktiv's template rules: a string containing
+    ``jq(`` is trimmed of surrounding whitespace (0.3.3+); with ``modern`` (a
+    document of Direktiv 0.6.1+: no top-level ``id``) every string is trimmed.  A
+    ``jq(...)`` giving null gives null (docs/differences.md)."""
+    if isinstance(value, str) and not raw and (modern or "jq(" in value):
+        value = value.strip()
     if isinstance(value, str):
         if raw:
-            try:
-                return Query(value, jq.compile(value))
+            try:  # Direktiv's gojq parses an empty program as the identity
+                return Query(value, jq.compile(value if value.strip() else "."))
             except JqError as exc:
+                if deferred:
+                    return Deferred(value, exc.msg)
                 on_error(path, exc, exc.offset)
                 return Literal(value)
         try:
@@ -184,16 +257,38 @@ def compile_expr(value: Any, *, raw: bool, jq: JqRuntime, path: tuple[Any, ...],
     if raw:
         return Literal(value)
     if isinstance(value, dict):
-        items = [(k, compile_expr(v, raw=raw, jq=jq, path=path + (k,), on_error=on_error)) for k, v in value.items()]
-        if all(e.literal for _, e in items):
-            return Literal(value)
+        items = [(k, compile_expr(v, raw=raw, jq=jq, path=path + (k,), on_error=on_error, modern=modern))
+                 for k, v in value.items()]
+        literals = [(k, e) for k, e in items if isinstance(e, Literal)]
+        if len(literals) == len(items):
+            return Literal({k: e.value for k, e in literals}) if modern else Literal(value)
         return Mapping(value, items)
     if isinstance(value, list):
-        seq = [compile_expr(v, raw=raw, jq=jq, path=path + (i,), on_error=on_error) for i, v in enumerate(value)]
-        if all(e.literal for e in seq):
-            return Literal(value)
+        seq = [compile_expr(v, raw=raw, jq=jq, path=path + (i,), on_error=on_error, modern=modern)
+               for i, v in enumerate(value)]
+        constants = [e for e in seq if isinstance(e, Literal)]
+        if len(constants) == len(seq):
+            return Literal([e.value for e in constants]) if modern else Literal(value)
         return Sequence(value, seq)
     return Literal(value)
+
+
+def find_js(value: Any, path: tuple[Any, ...]) -> tuple[tuple[Any, ...], int] | None:
+    """Where a ``js(...)`` expression is in a value: (path, offset in the string), or None."""
+    if isinstance(value, str):
+        off = uses_js(value)
+        return None if off is None else (path, off)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            hit = find_js(v, path + (k,))
+            if hit:
+                return hit
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            hit = find_js(v, path + (i,))
+            if hit:
+                return hit
+    return None
 
 
 def truthy(value: Any) -> bool:

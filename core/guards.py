@@ -16,8 +16,9 @@ Decisions (Direktiv's codes; its cluster-wide mechanics replaced by local ones):
   decides; a handler runs with the time left until ``kill``.
 * ``timeouts.kill`` raises the **uncatchable** ``direktiv.cancels.timeout.hard`` in
   the same places; the instance ends at once.
-* Work that cannot be interrupted (a jq program, a subflow running in the
-  caller's thread) is stopped at the next state boundary.
+* Work that cannot be interrupted (a jq program) is stopped at the next state
+  boundary.  A subflow call is an action call: the child gets the call's
+  deadline (``deadline``) and ends there as at its own ``kill``.
 * ``singular: true``: while an instance of the workflow runs, another one of the
   same workflow id in the same namespace fails at its start with ``direktiv.mutex``
   (not catchable: no state ran).  The rule holds for every engine and process on
@@ -62,7 +63,8 @@ class InstanceGuard:
                  "lock", "done", "_mutex_key", "interrupt", "kill")
 
     def __init__(self, locks: Lazy[VariableLocks], deadlines: Lazy[Deadlines], events: Lazy[EventBus],
-                 wf: Workflow, namespace: str, instance_id: str, started_at: float | None = None) -> None:
+                 wf: Workflow, namespace: str, instance_id: str, started_at: float | None = None,
+                 deadline: float | None = None) -> None:
         self.locks = locks
         self.deadlines = deadlines
         self.events = events
@@ -76,6 +78,10 @@ class InstanceGuard:
         self.kill: float | None = timeouts.get("kill")
         self.soft_at = None if self.interrupt is None else now + float(self.interrupt)
         self.hard_at = None if self.kill is None else now + float(self.kill)
+        if deadline is not None and (self.hard_at is None or deadline < self.hard_at):
+            # a subflow called with a timeout (``deadline``: ``time.monotonic()``) ends there like at kill
+            self.hard_at = deadline
+            self.kill = max(deadline - now, 0.0)
         self.soft_spent = False  # the soft error was raised (it is raised once)
         self.expired: str | None = None  # "soft" / "hard" once the watcher interrupted this instance
         self.lock = threading.Lock()

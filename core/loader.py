@@ -162,6 +162,8 @@ class _Builder:
             return value
         if tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"):
             return node.value  # keep the text: instance data is JSON
+        if tag == "tag:yaml.org,2002:bool" and node.value.lower() not in ("true", "false"):
+            return node.value  # YAML 1.2, as Direktiv's yaml.v3: yes/no/on/off are strings
         try:
             value = _scalar_constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError:

@@ -14,8 +14,8 @@ from typing import Any, Callable
 from .store import SCOPES, StoreError, check_key
 from .durations import parse_duration
 from .errors import ValidationError
-from .expr import Literal, compile_expr
-from .jqexpr import JqError, JqRuntime, uses_js
+from .expr import Literal, compile_catch, compile_expr, find_js
+from .jqexpr import JqError, JqRuntime
 from .loader import Document, Path
 from .schema import MISSING, Decl, Field, ListOf, Lit, MapOf, Named, Schema, Type, Union, type_str
 from .report import Report
@@ -25,8 +25,8 @@ INVALID: Any = object()
 
 # Fields every state has; the engine implements them, so no plugin repeats them.
 STATE_BASE = """
-struct catch "Where to go when an error whose code matches `error` (a glob) is raised." {
-    error!: string        "Glob on the error code, e.g. `direktiv.jq.*` or `*`."
+struct catch "Where to go when an error whose code matches `error` (a glob, or a regular expression) is raised." {
+    error!: string        "Matches an error code as a glob (`direktiv.jq.*`, `*`) or, as in Direktiv, as a regular expression found anywhere in it."
     transition: stateid   "The state to go to; without it the instance ends with the error at .error."
 }
 struct state_base {
@@ -70,6 +70,12 @@ struct timeouts {
 }
 """
 
+_TRANSFORMS = frozenset({"transform", "defaultTransform"})
+# The only fields whose jq Direktiv compiled at load (raw-jq era, ERAS §7); a raw program
+# elsewhere that does not compile fails when it runs (direktiv.jq.badCommand, catchable).
+_CHECKED_AT_LOAD = _TRANSFORMS | {"condition", "log", "value"}
+
+
 class Validator:
     BUILTIN_TYPES = (
         "any", "string", "int", "number", "bool", "object", "jx", "name", "stateid", "funcid",
@@ -83,6 +89,9 @@ class Validator:
         self.state_types = state_types
         self.jq = jq
         self.raw = raw
+        value = doc.value if isinstance(doc.value, dict) else {}
+        self.modern = not raw and ("direktiv_api" in value or "id" not in value)
+        """A Direktiv 0.6.1+ document (no top-level id): every string is trimmed."""
         self.report = Report(doc, jq=jq, raw=raw)
         self.state_refs: list[tuple[Path, str]] = []
         self.func_refs: list[tuple[Path, str]] = []
@@ -208,7 +217,7 @@ class Validator:
 
     def _jx(self, value: Any, path: Path) -> Any:
         if not self.raw:
-            js = _find_js(value, path)
+            js = find_js(value, path)
             if js is not None:
                 return self.error(
                     js[0],
@@ -222,7 +231,14 @@ class Validator:
             failed = True
             self.error(p, f"invalid jq: {exc.msg}", offset=offset)
 
-        expr = compile_expr(value, raw=self.raw, jq=self.jq, path=path, on_error=on_error)
+        field = path[-1] if path else None
+        if field in _TRANSFORMS and not self.raw and isinstance(value, str) and value.strip() in ("", "."):
+            value, raw = ".", True  # Direktiv: an empty transform or "." changes nothing
+        else:
+            raw = self.raw
+        deferred = self.raw and field not in _CHECKED_AT_LOAD
+        expr = compile_expr(value, raw=raw, jq=self.jq, path=path, on_error=on_error, deferred=deferred,
+                            modern=self.modern)
         return INVALID if failed else expr
 
     def _name(self, value: Any, path: Path) -> Any:
@@ -274,11 +290,13 @@ class Validator:
         return self._varkey(value, path)
 
     def _filescope(self, value: Any, path: Path) -> Any:
-        """A scope, or ``file`` (a file of the namespace) where a declaration allows it."""
-        if value == "file":
+        """A scope, or (getter only) ``file`` (a file of the namespace) or ``system``
+        (Direktiv 0.6.1+: the keys instance, uuid, epoch)."""
+        if value in ("file", "system"):
             return value
-        if value not in SCOPES and isinstance(value, str) and _did_you_mean(value, ["file"]):
-            return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(SCOPES)}, file (did you mean 'file'?)")
+        if value not in SCOPES and isinstance(value, str) and _did_you_mean(value, ["file", "system"]):
+            hint = _did_you_mean(value, ["file", "system"])
+            return self.error(path, f"invalid scope {_show(value)}: use one of {', '.join(SCOPES)}, file, system{hint}")
         return self._scope(value, path)
 
     def _duration(self, value: Any, path: Path) -> Any:
@@ -346,6 +364,8 @@ class Validator:
             log=fields.pop("log", None),
             catch=tuple((c["error"], c.get("transition")) for c in fields.pop("catch", ()) if c is not INVALID),
         )
+        for pattern, _ in spec.catch:
+            compile_catch(pattern)
         fields.pop("type", None)
         if isinstance(spec.transform, Literal) and not isinstance(spec.transform.value, dict):
             self.error(path + ("transform",), f"transform must produce an object, got {_show(spec.transform.value)}"
@@ -436,23 +456,6 @@ def build_workflow(
     start = wf_fields.get("start") or {}
     wf.start = states[start.get("state") or next(iter(states))]
     return wf
-
-
-def _find_js(value: Any, path: Path) -> tuple[Path, int] | None:
-    if isinstance(value, str):
-        off = uses_js(value)
-        return None if off is None else (path, off)
-    if isinstance(value, dict):
-        for k, v in value.items():
-            hit = _find_js(v, path + (k,))
-            if hit:
-                return hit
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            hit = _find_js(v, path + (i,))
-            if hit:
-                return hit
-    return None
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:

@@ -52,18 +52,20 @@ def encode(value: Any, mime: str | None) -> tuple[bytes, str]:
     return dumps(value).encode(), mime
 
 
-def decode(data: bytes) -> Any:
-    """The getter's rule: JSON when it parses, else text, else base64 of the bytes."""
+def decode(data: bytes, *, text: bool = False) -> Any:
+    """The getter's rule (SPEC §3): JSON when the bytes parse as JSON, else a base64
+    string of the bytes, whatever the mime type, as every Direktiv version did.  With
+    ``text`` (a getter's opt-in ``as_text``), UTF-8 text comes back as the string."""
     if not data:
         return ""
     try:
-        text = data.decode("utf-8")
+        decoded = data.decode("utf-8")
     except UnicodeDecodeError:
         return base64.b64encode(data).decode("ascii")
     try:
-        return _loads(text)
+        return _loads(decoded)
     except ValueError:
-        return text
+        return decoded if text else base64.b64encode(data).decode("ascii")
 
 
 def _no_constant(name: str) -> Any:

@@ -159,7 +159,9 @@ class StateContext(Protocol):
         """Go to ``state_id`` next (None ends the instance), instead of the declared transition."""
 
     def fail_at_end(self, code: str, message: str) -> None:
-        """Fail the instance with this error when it ends (the ``error`` state's rule)."""
+        """Fail the instance with this error when it ends (the ``error`` state's rule); a
+        second one raises the catchable ``direktiv.workflow.multipleErrors`` and the first
+        is kept."""
 
     def transform(self, expr: Expr, data: Any) -> dict[str, Any]:
         """Apply a transform (``direktiv.jq.notObject`` unless it yields exactly one object)."""
@@ -180,10 +182,12 @@ class StateContext(Protocol):
         """Run several actions at once (``foreach``, ``parallel``): at most ``workers`` at a
         time, bounded by ``timeout``; all must succeed, or the first success wins."""
 
-    def run_subflow(self, reference: str, input: Any, *, background: bool = False) -> Any:
+    def run_subflow(self, reference: str, input: Any, *, background: bool = False, timeout: float | None = None) -> Any:
         """Run another workflow of the namespace (``reference``: its path, relative to this
         workflow's directory, or from the namespace root with a leading ``/``) as a child
-        instance on ``input``, and return its output; its error is raised as this state's."""
+        instance on ``input``, and return its output; its error is raised as this state's.
+        With ``timeout`` (seconds) the child is stopped when it passes and this raises
+        ``direktiv.cancels.timeout.soft``."""
 
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         """A per-engine object made on first use and closed (``close()``) with the engine."""

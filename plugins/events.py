@@ -45,6 +45,7 @@ from typing import Any
 
 from isolde.plugin import (
     Cancelled,
+    EventBus,
     EventError,
     EventFilter,
     Expr,
@@ -74,6 +75,9 @@ DECLARATIONS = """
 struct event_filter "Which event to wait for." {
     type!: string         "The CloudEvent type, matched exactly."
     context: {any}        "Context attributes the event must carry (`source`, `subject`, extensions); string values are globs; in structured documents values may use `jq(...)`."
+}
+struct event_and_item "Direktiv <=0.3.0 form of an eventAnd entry: the filter under `event`." {
+    event!: event_filter  "The event."
 }
 struct event_branch "One event an eventsXor waits for, and where it leads." {
     event!: event_filter  "The event."
@@ -172,7 +176,7 @@ def _wait(state: StateSpec, filters: list[EventFilter], ctx: StateContext, *, al
     return got
 
 
-def _bus(ctx: StateContext) -> Any:
+def _bus(ctx: StateContext) -> EventBus:
     """The engine's bus; an engine that is already closed cancels the instance instead."""
     try:
         return ctx.events
@@ -233,9 +237,9 @@ class GenerateEvent(StateType):
         event: dict[str, Any] = {"type": ev["type"], "source": ev["source"]}
         for key, value in _context(state, "context", data).items():
             event[key] = value
-        if ctype:
-            event["datacontenttype"] = ctype
         expr = ev.get("data")
+        if ctype or expr is not None:  # Direktiv: data without a content type is sent as application/json
+            event["datacontenttype"] = ctype or "application/json"
         if expr is not None:
             payload = expr.eval(data)
             if isinstance(payload, str) and ctype and not _is_json(ctype):
@@ -367,7 +371,7 @@ class EventAnd(EventsAnd):
     name = "eventAnd"
     schema = """
     state eventAnd "The v0.1-v0.3 spelling of eventsAnd (same fields, same behaviour)." {
-        events!: [event_filter]  "The events to wait for."
+        events!: [event_filter | event_and_item]  "The events to wait for (<=0.3.0 wrote each as {event: {type, context}})."
     }
     """
     example = """
@@ -379,12 +383,17 @@ class EventAnd(EventsAnd):
   transition: greet
 """
 
+    def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
+        state.fields["events"] = [e["event"] if "event" in e else e for e in state.fields["events"]]
+        super().check(state, workflow, report)
+
 
 class EventXor(EventsXor):
     name = "eventXor"
     schema = """
     state eventXor "The v0.1-v0.3 spelling of eventsXor (same fields, same behaviour)." {
         events!: [event_branch]  "The events to wait for, each with where it leads."
+        default: any             "Direktiv v0.1 ignored unknown keys and one of its examples has this; ignored."
     }
     """
     example = """

@@ -9,12 +9,17 @@ Decisions (Direktiv where it had a rule, written down where it did not):
 * **The array** (``array``): a jq query gives *all* its results, so
   ``jq(.names[] | {name: .})`` loops over one object per name (Direktiv
   v0.1-v0.5); a query whose only result is an array loops over that array
-  (``jq(.names)``, Direktiv v0.6+).  A query whose only result is ``null``, and
-  a literal or template that is not an array, fail with the catchable
-  ``direktiv.foreach.badArray``.  No results, or an empty array, give
+  (``jq(.names)``, Direktiv v0.6+).  A query whose only result is ``null`` or
+  another scalar (a string, number or boolean), and a literal or template that
+  is not an array, fail with the catchable ``direktiv.foreach.badArray``
+  (no Direktiv version looped over a lone scalar).  Direktiv v0.1 documents
+  name the field ``input``; it is accepted as ``array`` in raw-jq documents.  No results, or an empty array, give
   ``.return = []`` without calling anything.
 * **Each item** is what the action's ``input`` is evaluated against (without
   ``input`` the item itself is sent); it is sent with ``Direktiv-Iterator: i``.
+  In structured documents an item that is not an object is evaluated as ``{}``
+  (Direktiv 0.8.5+ coerced the input of every evaluation to an object); raw-jq
+  documents evaluate ``input`` against the item as it is.
 * **Concurrency**: at most ``[limits] foreach_concurrency`` calls run at once
   (default 10; Direktiv capped it too); items start in order.
 * **Results** are at ``.return[i]`` in item order, whatever order the calls
@@ -36,6 +41,7 @@ from typing import Any
 from isolde.plugin import (
     ActionSpec,
     Branch,
+    Expr,
     Query,
     Report,
     StateContext,
@@ -63,8 +69,9 @@ class Foreach(StateType):
     name = "foreach"
     schema = """
     state foreach "Calls a function once per item of an array, several at a time, and places the results at .return[i] in item order; the first failing item fails the state." {
-        array!: jx        "The items: every result of the query (a single array result is that array); each item is what the action's input is evaluated against."
+        array: jx         "Required (or `input` in Direktiv v0.1 raw-jq documents). The items: every result of the query (a single array result is that array); each item is what the action's input is evaluated against."
         action!: action   "The call made for each item (as in an action state)."
+        input: jx         "Direktiv v0.1 spelling of `array` (raw-jq documents only)."
     }
     """
     example = """
@@ -80,10 +87,21 @@ class Foreach(StateType):
 
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         state.extra["spec"] = compile_action(state.fields["action"], workflow, report, state.path + ("action",))
+        given = [k for k in ("array", "input") if k in state.fields]
+        if not given:
+            report.error(state.path, "missing required field 'array' in state type 'foreach'")
+        elif len(given) == 2:
+            report.error(state.path + ("input",), "give the items in 'array' only ('input' is its Direktiv v0.1 spelling)")
+        elif given == ["input"] and not workflow.raw:
+            report.error(state.path + ("input",), "'input' is the Direktiv v0.1 spelling of 'array' (raw-jq documents); write 'array'")
+        else:
+            state.extra["array"] = state.fields[given[0]]
 
     def run(self, state: StateSpec, data: dict[str, Any], ctx: StateContext) -> dict[str, Any]:
-        items = items_of(state.fields["array"], data)
+        items = items_of(state.extra["array"], data)
         spec: ActionSpec = state.extra["spec"]
+        if spec.input is not None and not ctx.workflow.raw:  # Direktiv 0.8.5+: a non-object is evaluated as {}
+            items = [item if isinstance(item, dict) else {} for item in items]
         if spec.secrets:
             for i, item in enumerate(items):
                 if not isinstance(item, dict):
@@ -103,16 +121,16 @@ class Foreach(StateType):
         return {**data, "return": outcome.results}
 
 
-def items_of(expr: Any, data: dict[str, Any]) -> list[Any]:
+def items_of(expr: Expr, data: dict[str, Any]) -> list[Any]:
     """The items of ``array`` (see the module docstring for the rule)."""
     values = expr.eval_all(data)
     if isinstance(expr, Query):
         if len(values) == 1:
             only = values[0]
             if isinstance(only, list):
-                return only
-            if only is None:
-                raise WorkflowError(BAD_ARRAY, f"array query {expr.source!r} gave null, not an array")
+                return list(only)
+            if not isinstance(only, dict):
+                raise WorkflowError(BAD_ARRAY, f"array query {expr.source!r} gave {_kind(only)}, not an array")
         return values
     value = values[0] if values else None
     if not isinstance(value, list):

@@ -81,6 +81,10 @@ function knative-global "A service shared by all namespaces (Direktiv v0.4+); ma
     service!: string       "The service's name."
     files: [file]          "Variables written into the action folder before each call."
 }
+function knative-system "A system service of Direktiv (v0.8.6+); map its name in isolde.toml [images.\\"NAME\\"]." {
+    service!: string       "The service's name."
+    files: [file]          "Variables written into the action folder before each call."
+}
 function subflow "Another workflow of the namespace, run as a child instance." {
     workflow!: string      "Its file, relative to this workflow's directory (a leading / means the namespace root; .yaml may be left out)."
 }
@@ -101,7 +105,7 @@ function python "A Python callable run in-process, function(input, request) (for
 """
 
 
-IMAGE_TYPES = ("isolated", "reusable", "knative-workflow", "knative-namespace", "knative-global")
+IMAGE_TYPES = ("isolated", "reusable", "knative-workflow", "knative-namespace", "knative-global", "knative-system")
 _IMAGE_KEYS = ("command", "url", "env", "port")
 
 
@@ -330,8 +334,8 @@ class SubflowRunner(Runner):
     The child gets the action input as its input; its output becomes
     ``.return``; its failure fails the action with the child's code (catchable).
     Children nest at most ``[limits] max_subflow_depth`` deep
-    (``direktiv.limits.depth``).  The child runs in the caller's thread, so a
-    state ``timeout`` does not cut it off; the child's own states' timeouts apply.
+    (``direktiv.limits.depth``).  The child runs in the caller's thread with the
+    call's timeout as its deadline (then ``direktiv.cancels.timeout.soft``).
     """
 
     types = ("subflow",)
@@ -349,7 +353,8 @@ class SubflowRunner(Runner):
         if ctx is None:
             raise IsoldeError("a subflow call needs the calling state's context")
         name = str(request.function.get("workflow", ""))
-        return Response.of(ctx.run_subflow(name, request.input, background=request.background))
+        timeout = None if request.background else request.timeout
+        return Response.of(ctx.run_subflow(name, request.input, background=request.background, timeout=timeout))
 
 
 # --------------------------------------------------------------------------- images
@@ -404,6 +409,15 @@ class ImageRunner(Runner):
 
     def describe(self) -> str:
         return f"image {self.name!r}"
+
+    @classmethod
+    def config_warning(cls, function: Mapping[str, Any], config: Any) -> str | None:
+        """What ``isolde validate`` warns about: an image or service with no ``[images]``
+        mapping (the workflow is valid; calling the function would fail)."""
+        name = str(function.get("image") or function.get("service") or "")
+        if image_lookup(config.data.get("images", {}) or {}, name) is not None:
+            return None
+        return unmapped_message(function)
 
     def _resolve(self) -> Runner:
         if self._target is not None:

@@ -290,7 +290,7 @@ def test_out_files_and_directories_become_variables(eng: isolde.Engine, record: 
     ]
     res = eng.run(workflow(probe_function(record), states), workflow_id="outs")
     assert res.ok, res.error
-    assert res.output["var"] == {"n": 5, "w": "hello"}
+    assert res.output["var"] == {"n": 5, "w": "aGVsbG8="}  # text that is not JSON reads back as base64 (SPEC §3)
     report = eng.variables.get("report", scope="namespace")
     assert report is not None and report.mime == "application/gzip"
     with tarfile.open(fileobj=io.BytesIO(report.data), mode="r:gz") as tf:
@@ -365,7 +365,8 @@ def test_sidecar_var_and_log_from_an_isolate(eng: isolde.Engine, record: Path) -
     assert res.ok, res.error
     assert [r[0] for r in res.output["return"]["results"]] == [200] * 6
     assert res.output["return"]["results"][0][1] == "1"
-    assert res.output["var"] == {"made": "made by the isolate", "inst": 7, "gone": None}
+    # text that is not JSON reads back as base64 (SPEC §3)
+    assert res.output["var"] == {"made": "bWFkZSBieSB0aGUgaXNvbGF0ZQ==", "inst": 7, "gone": None}
     assert "hello from the isolate" in res.log and "second line" in res.log
     assert eng.variables.get("inst", scope="instance", instance=res.instance_id) is None  # ended with the instance
 

@@ -243,7 +243,7 @@ def test_failed_instance_and_logs(api: InProcess) -> None:
     assert r.json["error"] == {"code": "app.boom", "message": "it went boom", "state": "boom"}
     ok = api.start("ns1", "hello", {"name": "Bo"}).json["id"]
     logs = api.get(f"/api/namespaces/ns1/instances/{ok}/logs").json
-    assert logs["id"] == ok and [(x["state"], x["message"]) for x in logs["logs"]] == [("a", "hello Bo")]
+    assert logs["id"] == ok and [(x["state"], x["message"]) for x in logs["logs"]] == [("a", '"hello Bo"')]  # JSON text
     assert isinstance(logs["logs"][0]["time"], float)
 
 

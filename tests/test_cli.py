@@ -79,8 +79,8 @@ def test_stdout_is_only_the_output_json_and_the_log_goes_to_stderr(cli: Cli, tmp
     assert res.code == 0
     assert res.stdout.count("\n") == 1  # one line of JSON, nothing else
     assert res.json == {"greeting": "hi"}
-    assert "[first] starting up" in res.stderr
-    assert "[second] hi" in res.stderr
+    assert "[first] \"starting up\"" in res.stderr  # log lines are JSON text, as in Direktiv
+    assert "[second] \"hi\"" in res.stderr
 
     quiet = cli("run", "-q", wf)
     assert quiet.json == {"greeting": "hi"}
@@ -121,13 +121,22 @@ def test_exit_code_2_for_invalid_workflow_missing_file_and_usage(cli: Cli, tmp_p
         ('{"x": 5}', {"x": 5}),
         ("[1, 2, 3]", {"input": [1, 2, 3]}),
         ('"s"', {"input": "s"}),
-        ("Hello, world!", {"input": "SGVsbG8sIHdvcmxkIQ=="}),
     ],
 )
 def test_input_option_wraps_like_direktiv(cli: Cli, tmp_path: Path, given: str, expected: Any) -> None:
     res = cli("run", write(tmp_path / "echo.yaml", ECHO), "--input", given)
     assert res.code == 0, res.stderr
     assert res.json == expected
+
+
+def test_raw_input_is_explicit(cli: Cli, tmp_path: Path) -> None:
+    """Text that is not JSON is refused (a typo, mostly); --raw-input sends the bytes as Direktiv's API did."""
+    wf = write(tmp_path / "echo.yaml", ECHO)
+    refused = cli("run", wf, "--input", "Hello, world!")
+    assert refused.code == 2 and "--input is not JSON" in refused.stderr and "--raw-input" in refused.stderr
+    res = cli("run", wf, "--input", "Hello, world!", "--raw-input")
+    assert res.code == 0, res.stderr
+    assert res.json == {"input": "SGVsbG8sIHdvcmxkIQ=="}
 
 
 def test_input_file_and_stdin(cli: Cli, tmp_path: Path) -> None:

@@ -174,7 +174,8 @@ def test_the_cli_validates_the_corpus_with_located_errors_only_for_invalid(cli: 
     files = [str(CORPUS / f) for f in corpus_files()]
     res = cli("validate", *files)
     assert res.code == 2 and "Traceback" not in res.stderr
-    flagged = {line.split(":", 1)[0] for line in res.stderr.splitlines()[:-1]}
+    # warnings (image: functions with no [images] mapping) are located too, but do not flag a file
+    flagged = {line.split(":", 1)[0] for line in res.stderr.splitlines()[:-1] if ": warning: " not in line}
     assert flagged == {str(CORPUS / f) for f in REJECTIONS}
     assert res.stderr.splitlines()[-1].endswith(f"{len(REJECTIONS)} of {len(files)} file(s) invalid")
 

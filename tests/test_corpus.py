@@ -325,5 +325,8 @@ states:
     scope: workflow
 """
     res = engine.run(reader, workflow_id="mimes")
-    # text/plain overwrote the JSON string; both read back as the same text.
+    # text/plain overwrote the JSON string: bytes that are not JSON read back as base64
+    # whatever the mime type (SPEC §3, as Direktiv), unless the getter opts in with as_text.
+    assert res.output == {"var": {"StringVar": "aGVsbG8Kd29ybGQ=", "MessageVar": "aGVsbG8gZnJvbSBkaXJla3Rpdg=="}}
+    res = engine.run(reader.replace("scope: workflow", "scope: workflow\n    as_text: true"), workflow_id="mimes")
     assert res.output == {"var": {"StringVar": "hello\nworld", "MessageVar": "hello from direktiv"}}

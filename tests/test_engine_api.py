@@ -181,7 +181,7 @@ def test_result_of_a_successful_run(engine: isolde.Engine) -> None:
     assert res.error is None
     assert uuid.UUID(res.instance_id)
     assert (res.workflow, res.namespace) == ("logs", "ns1")
-    assert res.log == ["first 7", '{"n":7}']
+    assert res.log == ['"first 7"', '{\n  "n": 7\n}']  # JSON text, as Direktiv logged it
 
 
 def test_result_of_a_failed_run(engine: isolde.Engine, corpus: Path) -> None:
@@ -203,7 +203,7 @@ def test_log_sink_gets_instance_state_and_message(tmp_path: Path) -> None:
     seen: list[tuple[str, str, str]] = []
     with isolde.Engine(data_dir=tmp_path, config={}, log=lambda *line: seen.append(line)) as engine:
         res = engine.run(LOGS, input={"n": 1})
-    assert seen == [(res.instance_id, "one", "first 1"), (res.instance_id, "two", '{"n":1}')]
+    assert seen == [(res.instance_id, "one", '"first 1"'), (res.instance_id, "two", '{\n  "n": 1\n}')]
 
 
 # -- input wrapping ----------------------------------------------------------------------------------

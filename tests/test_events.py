@@ -175,7 +175,8 @@ def test_generate_event_reaches_a_waiting_listener(engine: isolde.Engine) -> Non
     assert result.ok, result.error
     event = result.output["greeting"]
     assert result.output["customer"] == "c1"
-    assert set(event) == {"specversion", "id", "time", "type", "source", "customer", "priority", "data"}
+    assert set(event) == {"specversion", "id", "time", "type", "source", "customer", "priority", "data", "datacontenttype"}
+    assert event["datacontenttype"] == "application/json"  # Direktiv's default for data without one
     assert (event["specversion"], event["type"], event["source"]) == ("1.0", "greeting", "greeters.eu")
     assert (event["data"], event["priority"], event["customer"]) == ({"name": "Trent"}, 5, "c1")
     assert result.log == ["waiting up to 5s for event 'greeting' (customer=c1, source=greeters.*)"]

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 DECLARATIONS = """
 struct action "One call of a function." {
-    function!: funcid      "The id of a function declared in `functions`."
+    function: funcid       "The id of a function declared in `functions` (required unless `workflow` is given)."
+    workflow: string       "Direktiv <=0.3.4: a subflow called by its workflow id, in place of `function` (a document whose functions carry a `type` may not use it)."
     input: jx              "The input sent to the function, evaluated against the state data (default: the whole state data)."
     secrets: [string]      "Secrets placed at .secrets.NAME while `input` is evaluated (from [secrets] in isolde.toml or $ISOLDE_SECRET_NAME)."
     retries: retries       "Call again when the call fails with a matching error code."
@@ -42,8 +43,7 @@ def compile_action(
 ) -> ActionSpec:
     """Compile the validated fields of an ``action`` mapping (bad retry patterns are
     reported at ``path``)."""
-    fid = action["function"]
-    function = workflow.functions[fid]
+    fid, function = _callee(action, workflow, report, path)
     files = [_file_item(f) for f in function.get("files") or ()]
     files += [_file_item(f) for f in action.get("files") or ()]
     spec = ActionSpec(
@@ -71,6 +71,27 @@ def compile_action(
         if spec.retry_max < 0 and report is not None:
             report.error(path + ("retries", "max_attempts"), "max_attempts must be 0 or more")
     return spec
+
+
+def _callee(
+    action: Mapping[str, Any], workflow: Workflow, report: Report | None, path: tuple[Any, ...]
+) -> tuple[str, Mapping[str, Any]]:
+    """The function an action calls: ``function`` (declared), or, in Direktiv <=0.3.4
+    documents, ``workflow: NAME`` (a subflow by its id, resolved like a ``subflow`` function)."""
+    fid, name = action.get("function"), action.get("workflow")
+    if name is None:
+        if fid is None:
+            if report is not None:
+                report.error(path, "missing required field 'function' in action (or, in Direktiv <=0.3.4 documents, 'workflow')")
+            return "", {"id": "", "type": "subflow", "workflow": ""}
+        return str(fid), workflow.functions[fid]
+    if fid is not None and report is not None:
+        report.error(path + ("workflow",), "an action calls either a 'function' or a 'workflow', not both")
+    typed = [f for f in workflow.document.value.get("functions") or () if isinstance(f, dict) and "type" in f]
+    if typed and report is not None:
+        report.error(path + ("workflow",), "'workflow:' in an action is the Direktiv <=0.3.4 form, and this document "
+                     "declares typed functions (0.4.0+); declare a function of type subflow and call it with 'function:'")
+    return f"workflow:{name}", {"id": f"workflow:{name}", "type": "subflow", "workflow": str(name)}
 
 
 def _file_item(f: Mapping[str, Any]) -> FileItem:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 from ..errors import InstanceFailure, IsoldeError
-from ..instance import ErrorInfo, InstanceContext, Result
+from ..instance import ErrorInfo, InstanceContext, Result, manual_start_refused
 from ..store import Put, StoreError
 from .catalog import Catalog
 from .layout import workflow_id
@@ -154,6 +154,9 @@ class Runs:
         if wf is None:
             raise DaemonError(409, "isolde.workflow.invalid",
                               f"workflow '{wid}' has no valid version to run: " + "; ".join(entry.errors[:3]))
+        refused = None if trigger == "event" else manual_start_refused(wf)
+        if refused is not None:  # Direktiv v0.7+: only its event starts it
+            raise DaemonError(409, "direktiv.workflow.invoke", refused)
         try:
             data = self.engine.instance_input(input)
         except IsoldeError as exc:

@@ -6,10 +6,10 @@ from .context import InstanceContext
 from .loop import StepHook, run_instance
 from .result import ErrorInfo, Result
 from .services import Lazy, Limits, LogSink, Services
-from .subflows import Subflows, resolve_subflow
+from .subflows import INVOKE, Subflows, manual_start_refused, resolve_subflow
 from .transform import apply_transform
 
 __all__ = [
-    "ErrorInfo", "InstanceContext", "Lazy", "Limits", "LogSink", "Result", "Services", "StepHook", "Subflows",
-    "apply_transform", "resolve_subflow", "run_instance",
+    "INVOKE", "ErrorInfo", "InstanceContext", "Lazy", "Limits", "LogSink", "Result", "Services", "StepHook", "Subflows",
+    "apply_transform", "manual_start_refused", "resolve_subflow", "run_instance",
 ]

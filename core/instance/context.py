@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _DEFAULT: Any = object()
+MULTIPLE_ERRORS = "direktiv.workflow.multipleErrors"
 
 
 class InstanceContext:
@@ -176,7 +177,11 @@ class InstanceContext:
         self._registered = False
 
     def fail_at_end(self, code: str, message: str) -> None:
-        self.error_at_end = (code, message, self.state.id if self.state is not None else None)
+        here = self.state.id if self.state is not None else None
+        if self.error_at_end is not None:
+            raise WorkflowError(MULTIPLE_ERRORS, f"error {code} (state '{here}') raised after the earlier error "
+                                f"{self.error_at_end[0]}; the instance keeps the first error")
+        self.error_at_end = (code, message, here)
 
     def log(self, message: str) -> None:
         self.log_lines.append(message)
@@ -197,8 +202,8 @@ class InstanceContext:
         return self.services.functions.get().run_branches(self, branches, workers=workers, timeout=timeout,
                                                           first_success=first_success)
 
-    def run_subflow(self, reference: str, input: Any, *, background: bool = False) -> Any:
-        return self.services.subflows(self, reference, input, background)
+    def run_subflow(self, reference: str, input: Any, *, background: bool = False, timeout: float | None = None) -> Any:
+        return self.services.subflows(self, reference, input, background, timeout)
 
 
 def _lock_key(ref: Ref) -> bytes:

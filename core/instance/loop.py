@@ -8,12 +8,11 @@ the state staged variable writes, commits them in one transaction.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import InstanceFailure, IsoldeError, WorkflowError
-from ..expr import to_text
+from ..expr import catch_matches, to_log_text
 from ..guards import InstanceGuard, needs_guard
 from ..jqexpr import JqError
 from .context import _DEFAULT, InstanceContext
@@ -46,11 +45,14 @@ def run_instance(
     on_step: StepHook | None = None,
     started_at: float | None = None,
     depth: int = 0,
+    deadline: float | None = None,
 ) -> Result:
     """Run ``wf`` from its start state (or from state ``start``, to resume) to its end.
 
     ``started_at`` (``time.time()``) is when a resumed instance first started: its
-    workflow ``timeouts`` count from then.  ``depth`` is how deep a subflow nests."""
+    workflow ``timeouts`` count from then.  ``depth`` is how deep a subflow nests;
+    ``deadline`` (``time.monotonic()``) ends a subflow called with a timeout there
+    (uncatchable inside it, as the workflow's ``timeouts.kill``)."""
     ctx = InstanceContext(services, wf, namespace, instance_id, sink, depth=depth)
     states = wf.states
     limits = services.limits
@@ -61,8 +63,9 @@ def run_instance(
     result = Result(instance_id, "complete", log=ctx.log_lines, workflow=wf.id, namespace=namespace)
     visited = result.states
     guard = ctx.guard = (
-        InstanceGuard(services.locks, services.deadlines, services.events, wf, namespace, instance_id, started_at)
-        if needs_guard(wf) else None
+        InstanceGuard(services.locks, services.deadlines, services.events, wf, namespace, instance_id, started_at,
+                      deadline)
+        if deadline is not None or needs_guard(wf) else None
     )
     try:
         if guard is not None:
@@ -82,7 +85,7 @@ def run_instance(
                 if guard is not None:
                     guard.at_boundary()
                 if state.log is not None:
-                    ctx.log(to_text(state.log.eval(data)))
+                    ctx.log(to_log_text(state.log.eval(data)))
                 out = state.impl.run(state, data, ctx)
                 if state.transform is not None:
                     out = apply_transform(state.transform, out)
@@ -106,7 +109,7 @@ def run_instance(
                 if not exc.catchable:
                     raise exc from None
                 for pattern, target in state.catch:
-                    if fnmatch.fnmatchcase(exc.code, pattern):
+                    if catch_matches(pattern, exc.code):
                         data = {**data, "error": {"code": exc.code, "msg": exc.msg}}
                         nxt = target
                         break

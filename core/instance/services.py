@@ -65,7 +65,7 @@ class Services:
     """A per-engine object made on first use under a key, closed with the engine."""
     load: Callable[..., Workflow]
     """``load(path, workflow_id=None)``: a workflow file, validated (for subflows)."""
-    subflows: Callable[[Any, str, Any, bool], Any] = lambda ctx, ref, input, background: None
+    subflows: Callable[[Any, str, Any, bool, "float | None"], Any] = lambda ctx, ref, input, background, timeout: None
     """``(calling context, reference, input, background)``: run a child instance (set by the engine)."""
     sink: LogSink | None = None
     report_internal: Callable[[BaseException], None] = lambda exc: None

@@ -1,5 +1,7 @@
 """Write tests/direktiv/corpus/GAPS.tsv: every corpus document Direktiv accepted that isolde
 refuses today, with the cause (test-data tooling; rerun after a fix and commit the result).
+Rows whose reason starts with "deliberate" are refusals docs/differences.md explains; the
+corpus test checks them as refusals, not as expected failures.
 
     python tests/direktiv/tools/gaps.py
 """
@@ -22,7 +24,7 @@ CAUSES = [
     (r"unknown field 'default' in state type 'event", "gap: eventXor `default` (v0.1 ignored unknown keys, ERAS §1) -> plugins/events.py schema"),
     (r"unknown field 'input' in state type 'foreach'", "gap: early foreach `input` instead of `array` (spec v0.1, ERAS §4.4) -> plugins/foreach.py schema"),
     (r"unknown field 'event' in event_filter", "gap: eventAnd `events[].event` form (ERAS §4.9, ≤0.3.0) -> plugins/events.py schema"),
-    (r"js\(\.\.\.\)", "gap (deliberate per SPEC §2.1): js(...) expressions (ERAS §7, 0.6.1+) -> core/expr.py"),
+    (r"js\(\.\.\.\)", "deliberate (SPEC §2.1, docs/differences.md): js(...) expressions (ERAS §7, 0.6.1+) are refused with a located message"),
     (r"unknown function type 'knative-system'", "gap: function type knative-system (ERAS §3, 0.8.6+) -> plugins/runners.py"),
     (r"^message: .*invalid jq", "gap: raw-jq error `message` is a printf format, not jq (ERAS §4.8, ≤0.5.10 lit) -> plugins/error.py"),
     (r"invalid jq", "gap: jq syntax checked at load in a field Direktiv never checked (ERAS §7/§8: only transform, condition, log, setter value, ≤0.3.2) -> core/validate.py"),
