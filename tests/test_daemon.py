@@ -871,13 +871,18 @@ states:
 """
 
 
+SITTING_LOG = 'msg="\\"sitting\\""'
+"""How the daemon logs ``log: sitting``: the state's log line is JSON text (a quoted string,
+as Direktiv wrote it), quoted again by logfmt."""
+
+
 def _sitting(d: _Client, wf: str) -> str:
     """Start ``wf`` and return its id once it sits in state ``sit``: its ``log: sitting``
     line comes after the setter's writes (and the record with them) were committed."""
     r = d.start("ns1", wf, {"n": 5}, wait=False)
     assert r.status == 202, r.body
     iid: str = r.json["id"]
-    d.wait_log("msg=sitting", f"id={iid}")
+    d.wait_log(SITTING_LOG, f"id={iid}")
     return iid
 
 
@@ -990,7 +995,7 @@ def test_a_resumed_instance_that_held_a_lock_reads_again(
     assert d.request("PUT", "/api/namespaces/ns1/variables/x", "0", {"Content-Type": "application/json"}).status == 201
     r = d.start("ns1", "inc", wait=False)
     iid = r.json["id"]
-    d.wait_log("msg=sitting", f"id={iid}")  # read 0 and wrote `seen`, holds the lock
+    d.wait_log(SITTING_LOG, f"id={iid}")  # read 0 and wrote `seen`, holds the lock
     if how == "kill9":
         d.kill9()
     else:
