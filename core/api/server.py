@@ -14,7 +14,6 @@ loopback, and an instance start is bounded by its durable store commit anyway.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import socket
 import threading
@@ -26,7 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ..errors import ConfigError, IsoldeError
-from ..loopback import is_loopback_host
+from ..loopback import is_loopback_host, loopback_address
 from ..store import StoreError
 from .handlers import HANDLERS, ApiError, Served
 from .openapi import openapi_document
@@ -48,15 +47,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Server(ThreadingHTTPServer):
@@ -112,7 +102,7 @@ class ApiServer:
 
     def __init__(self, daemon: Served, address: str, *, token: str | None) -> None:
         host, port = parse_address(address)
-        self.loopback = _is_loopback(host)
+        self.loopback = loopback_address(host) is not None
         if not self.loopback and not token:
             raise ConfigError(
                 f"refusing to serve the API on {host} (beyond loopback) without a token: "
