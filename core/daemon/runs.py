@@ -398,8 +398,3 @@ class Runs:
     def queued(self) -> int:
         with self._lock:
             return len(self._queue)
-
-    def has_live(self, ns: str, wid: str) -> bool:
-        with self._lock:
-            return any(i.namespace == ns and i.workflow == wid and i.status in ("pending", "running")
-                       for i in self.instances.values())

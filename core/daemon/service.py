@@ -17,7 +17,7 @@ from .dropvars import DropVariables
 from .layout import workflow_id
 from .records import InstanceRecords, LmdbInstanceRecords
 from .recovery import DataDirLock, DeferredSweep, Recovery
-from .runs import InstanceInfo, Runs
+from .runs import Runs
 from .settings import DaemonError, DaemonSettings
 from .sync import FolderSync, Manifests
 from .triggers import CronScheduler, Triggers
@@ -166,10 +166,6 @@ class Daemon:
         self.log.info("stopped")
 
     # ------------------------------------------------------------------ for the API
-    def start_instance(self, ns: str, path: str, input: Any = None, *, trigger: str = "api",
-                       announce: bool = True) -> InstanceInfo:
-        return self.runs.start(ns, path, input, trigger=trigger, announce=announce)
-
     @property
     def max_wait(self) -> float:
         return self.settings.max_wait

@@ -34,7 +34,6 @@ class Limits:
     max_variable_bytes: int
     max_data_bytes: int
     lock_wait: float
-    foreach_concurrency: int
     max_subflow_depth: int
 
     @classmethod
@@ -44,7 +43,6 @@ class Limits:
             max_variable_bytes=int(config.limit("max_variable_bytes")),
             max_data_bytes=int(config.limit("max_data_bytes")),
             lock_wait=float(config.limit("lock_wait")),
-            foreach_concurrency=int(config.limit("foreach_concurrency")),
             max_subflow_depth=int(config.limit("max_subflow_depth")),
         )
 

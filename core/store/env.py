@@ -93,18 +93,6 @@ class SharedEnv:
         while self.excl:
             self.cond.wait()
 
-    def enter(self) -> None:
-        with self.lock:
-            if self.excl:
-                self.wait_shared()
-            self.active += 1
-
-    def leave(self) -> None:
-        with self.lock:
-            self.active -= 1
-            if self.excl and not self.active:
-                self.cond.notify_all()
-
     def acquire_exclusive(self) -> None:
         """Wait until no transaction of this process is open and keep new ones out."""
         with self.lock:
