@@ -29,7 +29,7 @@ Decisions, following Direktiv where it has a rule:
   and ``time`` and ``specversion: "1.0"``; ``context`` entries become extension
   attributes (names lower-cased; values must be strings, numbers or booleans,
   else the catchable ``isolde.event.invalid``).  Without ``data`` the event has
-  none.  With a ``datacontenttype`` other than JSON, a string ``data`` that is
+  none; ``datacontenttype`` is always set (``application/json`` unless given).  With a ``datacontenttype`` other than JSON, a string ``data`` that is
   valid base64 is sent as binary (``data_base64``), any other string as text
   (Direktiv's rule).  ``delay`` (ISO-8601, or ``immediate``, the default)
   publishes later without holding up the instance.
@@ -238,8 +238,8 @@ class GenerateEvent(StateType):
         for key, value in _context(state, "context", data).items():
             event[key] = value
         expr = ev.get("data")
-        if ctype or expr is not None:  # Direktiv: data without a content type is sent as application/json
-            event["datacontenttype"] = ctype or "application/json"
+        # Direktiv always set a content type: application/json unless given, data or not
+        event["datacontenttype"] = ctype or "application/json"
         if expr is not None:
             payload = expr.eval(data)
             if isinstance(payload, str) and ctype and not _is_json(ctype):

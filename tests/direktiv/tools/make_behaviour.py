@@ -2,6 +2,9 @@
 tooling: the YAML files are the data; this is how they were written).  Each case names its source;
 workflow texts of Direktiv's JS tests are copied verbatim, Go unit tests of the state logic and
 DIREKTIV-ERAS.md rows are written as the smallest workflow that shows the asserted behaviour.
+Where a ported test waits on a long ISO duration that its assertion does not depend on (retry
+delays, kill/interrupt timeouts, a delay loop), the duration is shortened and the case's test name
+says so, so that the suite stays fast.
 
     python tests/direktiv/tools/make_behaviour.py
 """
@@ -375,6 +378,133 @@ case("flow-secrets-superflow", ["secrets", "subflows"], (D, V072, "cmd/flow/test
      {"test-superflow.yaml": "functions:\n  - id: sf\n    type: subflow\n    workflow: '/test-subflow'\nstates:\n  - id: a\n    type: action\n    action:\n      function: sf\n      secrets: ['testSecret']\n",
       "test-subflow.yaml": "states:\n  - id: a\n    type: noop\n"},
      {"status": "complete", "output_paths": {".return.secrets.testSecret": "s3cr3t"}}, secrets={"testSecret": "s3cr3t"})
+
+# ---------------------------------------------------------------- more direct ports (issue 11: >= 90 direct ports)
+# v0.7 cmd/flow integration tests (the retry file is commented out in v0.7.2 but is Direktiv's own test code)
+TIR = lambda t: (D, V072, "cmd/flow/tests-instance-retries.go", t)
+TV = lambda t: (D, V072, "cmd/flow/tests-vars.go", t)
+case("flow-start-workflow", ["noop", "input-wrapping"], TIC("testStartWorkflow (no input: zero bytes, output {\"input\":\"\"})"),
+     {"testwf.yaml": "states:\n  - type: noop\n    id: a\n"}, {"status": "complete", "output": {"input": ""}}, input_raw="")
+case("flow-delay-loop", ["delay", "switch", "jq-template"], TIC("testInstanceDelayLoop (note: PT8S and `< 8` shortened to PT1S and `< 1`; the flow a,b,c,d,e is observed by a transform added to e and fail)"),
+     {"testwf.yaml": "states:\n  - id: a\n    type: noop\n    transform:\n      currentTime: jq(now)\n    transition: b\n  - id: b\n    type: delay\n    duration: PT1S\n    transition: c\n  - id: c\n    type: noop\n    transform:\n      difference: jq(now - .currentTime)\n    transition: d\n  - id: d\n    type: switch\n    conditions:\n      - condition: jq(.difference < 1)\n        transition: fail\n    defaultTransition: e\n  - id: e\n    type: noop\n    transform: 'jq({end: \"e\"})'\n  - id: fail\n    type: noop\n    transform: 'jq({end: \"fail\"})'\n"},
+     {"status": "complete", "output": {"end": "e"}})
+RETRY_SUB = "states:\n  - id: a\n    type: getter\n    transition: b\n    transform:\n      newValue: jq(.var.Counter + 1)\n    variables:\n    - key: Counter\n      scope: workflow\n  - id: b\n    type: setter\n    transition: c\n    variables:\n    - key: Counter\n      scope: workflow\n      value: jq(.newValue)\n  - id: c\n    type: switch\n    conditions:\n    - condition: jq(.newValue > {n})\n      transition: d\n    defaultTransition: e\n  - id: d\n    type: noop\n  - id: e\n    type: error\n    error: validation.Invalid.Counter\n    message: \"Counter is less than 10\"\n"
+RETRY = "functions:\n  - id: sub\n    type: subflow\n    workflow: testwf-retry-subflow\nstates:\n  - id: a\n    action:\n      function: sub\n      retries:\n        max_attempts: {m}\n        delay: {d}\n        codes:\n        - \"validation.Invalid.Counter\"\n    type: action\n"
+case("flow-retry-long", ["retries", "subflows", "variables"], TIR("testInstanceLongRetry (note: delay PT8S shortened to PT0.05S; the test asserts only that the retried subflow completes)"),
+     {"testwf-retry.yaml": RETRY.replace("{m}", "5").replace("{d}", "PT0.05S"), "testwf-retry-subflow.yaml": RETRY_SUB.replace("{n}", "1")},
+     {"status": "complete", "vars": [{"scope": "workflow", "workflow": "testwf-retry-subflow", "key": "Counter", "value": 2}]})
+case("flow-retry-subflow", ["retries", "subflows", "variables"], TIR("testInstanceSubflowRetry (note: delay PT1S shortened to PT0.05S; 11 attempts of 15)"),
+     {"testwf-retry.yaml": RETRY.replace("{m}", "15").replace("{d}", "PT0.05S"), "testwf-retry-subflow.yaml": RETRY_SUB.replace("{n}", "10")},
+     {"status": "complete", "vars": [{"scope": "workflow", "workflow": "testwf-retry-subflow", "key": "Counter", "value": 11}]})
+VLOOP = "states:\n  - id: a\n    type: noop\n    transform:\n      k: 5\n    transition: b\n  - id: b\n    type: switch\n    conditions:\n      - condition: 'jq(.k > 0)'\n        transition: c\n        transform: 'jq(.k -= 1)'\n    defaultTransition: e\n  - id: c\n    type: getter\n    variables:\n      - key: x\n        scope: {s}\n    transform: 'jq(.var.x += 1)'\n    transition: d\n  - id: d\n    type: setter\n    variables:\n      - key: x\n        scope: {s}\n        value: 'jq(.var.x)'\n    transition: b\n  - id: e\n    type: noop\n"
+NSV = VLOOP.replace("{s}", "namespace")
+case("flow-vars-namespace-first", ["variables", "switch"], TV("testInstanceNamespaceVariables (after /testwf1: x is 5)"),
+     {"testwf1.yaml": NSV, "testwf2.yaml": NSV}, {"status": "complete", "vars": [{"scope": "namespace", "key": "x", "value": 5}]})
+case("flow-vars-namespace-shared", ["variables", "switch"], TV("testInstanceNamespaceVariables (after /testwf1 then /testwf2: x is 10)"),
+     {"testwf1.yaml": NSV, "testwf2.yaml": NSV}, {"status": "complete", "vars": [{"scope": "namespace", "key": "x", "value": 10}]}, run="testwf2.yaml", before=["testwf1.yaml"])
+WFV = VLOOP.replace("{s}", "workflow")
+case("flow-vars-workflow-first", ["variables", "switch"], TV("testInstanceWorkflowVariables (first run: x is 5)"),
+     {"testwf.yaml": WFV}, {"status": "complete", "vars": [{"scope": "workflow", "workflow": "testwf", "key": "x", "value": 5}]})
+case("flow-vars-workflow-second", ["variables", "switch"], TV("testInstanceWorkflowVariables (second run: x is 10)"),
+     {"testwf.yaml": WFV}, {"status": "complete", "vars": [{"scope": "workflow", "workflow": "testwf", "key": "x", "value": 10}]}, repeat=2)
+INV = VLOOP.replace("{s}", "instance")
+case("flow-vars-instance-first", ["variables", "switch"], TV("testInstanceInstanceVariables (first run: x is 5; read from the output, which carries .var.x)"),
+     {"testwf.yaml": INV}, {"status": "complete", "output": {"k": 0, "var": {"x": 5}}})
+case("flow-vars-instance-second", ["variables", "switch"], TV("testInstanceInstanceVariables (second run: x is 5 again, instance scope starts empty)"),
+     {"testwf.yaml": INV}, {"status": "complete", "output": {"k": 0, "var": {"x": 5}}}, repeat=2)
+# v0.10 JS end-to-end tests
+GS = "\nstates:\n- id: a\n  type: getter\n  variables:\n  - key: x\n    scope: namespace\n    as: nsx\n  - key: x\n    scope: workflow\n    as: wfx\n  - key: x\n    scope: instance\n    as: inx\n  transform:\n    nsx: 'jq(.var.nsx // 0)'\n    wfx: 'jq(.var.wfx // 0)'\n    inx: 'jq(.var.inx // 0)'\n  transition: b\n- id: b\n  type: noop\n{log}  transform: \n    nsx: 'jq(.nsx + 1)'\n    wfx: 'jq(.wfx + 10)'\n    inx: 'jq(.inx + 100)'\n  transition: c\n- id: c\n  type: setter\n  variables:\n  - key: x\n    scope: namespace\n    value: 'jq(.nsx)'\n  - key: x\n    scope: workflow\n    value: 'jq(.wfx)'\n  - key: x\n    scope: instance\n    value: 'jq(.inx)'\n"
+GSF = {"test.yaml": GS.replace("{log}", "  log: 'jq(.)'\n"), "test2.yaml": GS.replace("{log}", "")}
+GSJ = "tests/engine/getter-setter.test.js"
+case("getter-setter-first", ["variables"], js(GSJ, "should invoke the '/test.yaml' workflow"), GSF, {"status": "complete", "output_contains": {"nsx": 1, "wfx": 10, "inx": 100}}, run="test.yaml")
+case("getter-setter-again", ["variables"], js(GSJ, "should invoke the '/test.yaml' workflow again (second run)"), GSF, {"status": "complete", "output_contains": {"nsx": 2, "wfx": 20, "inx": 100}}, run="test.yaml", repeat=2)
+case("getter-setter-test2", ["variables"], js(GSJ, "should invoke the '/test2.yaml' workflow"), GSF, {"status": "complete", "output_contains": {"nsx": 3, "wfx": 10, "inx": 100}}, run="test2.yaml", before=["test.yaml", "test.yaml"])
+GEN = "\nstates:\n- id: wait \n  type: delay\n  duration: PT1S\n  transition: generate\n- id: generate\n  type: generateEvent\n  event:\n    type: test.simple\n    source: \"generate-event\"\n"
+case("simple-events-listener", ["events", "subflows"], js("tests/engine/simple-events.test.js", "should walk through the execution of a workflow called /simple-listener.yaml"),
+     {"simple-listener.yaml": "\nfunctions:\n- id: spinoff\n  type: subflow\n  workflow: 'generate-event.yaml'\nstates:\n- id: spinoff\n  type: action\n  async: true\n  action:\n    function: spinoff\n  transition: listen\n- id: listen\n  type: consumeEvent\n  timeout: PT1M\n  event:\n    type: test.simple\n  transform:\n    result: x\n", "generate-event.yaml": GEN},
+     {"status": "complete", "output_contains": {"result": "x"}})
+case("simple-events-or-listener", ["events", "subflows"], js("tests/engine/simple-events.test.js", "should walk through the execution of a workflow called /or-listener.yaml"),
+     {"or-listener.yaml": "\nfunctions:\n- id: spinoff\n  type: subflow\n  workflow: 'generate-event.yaml'\nstates:\n- id: spinoff\n  type: action\n  async: true\n  action:\n    function: spinoff\n  transition: listen\n- id: listen\n  type: consumeEvent\n  event:\n    type: test.simple\n  timeout: PT1M\n  transition: a\n  transform: 'jq(.result = \"x\")'\n- id: a\n  type: noop\n  transform: 'jq(.transitioned = \"a\")'\n- id: b\n  type: noop\n  transform: 'jq(.transitioned = \"b\")'\n", "generate-event.yaml": GEN},
+     {"status": "complete", "output_contains": {"result": "x", "transitioned": "a", "test.simple": {"datacontenttype": "application/json", "source": "generate-event", "specversion": "1.0", "type": "test.simple"}}})
+WE = "tests/events/workflow_events.test.js"
+BASEV = lambda t, i, v: {"specversion": "1.0", "type": t, "id": i, "source": "https://direktiv.io/test", "datacontenttype": "application/json", "hello": v, "data": {"hello": "world", "123": 456}}
+case("events-wait-custom-attributes", ["events"], js(WE, "should kick off in flow workflow with custom attributes"),
+     {"wait.yaml": "\nstates:\n- id: ce\n  type: consumeEvent\n  event:\n    type: hellowait\n  timeout: PT1H\n  transition: print\n- id: print\n  type: noop\n  log: jq(.)\n"},
+     {"status": "complete", "output_paths": {".hellowait.hello": "world"}}, events=[BASEV("no-kick", "json-event", "undefined"), BASEV("hellowait", "testinflow", "world")])
+case("events-wait-context-filter", ["events"], js(WE, "should kick off running workflow with context filter"),
+     {"waitcontext.yaml": "\nstates:\n- id: ce\n  type: consumeEvent\n  event:\n    type: hellowait\n    context:\n      hello: world\n  timeout: PT1H\n  transition: print\n- id: print\n  type: noop\n  log: jq(.)\n"},
+     {"status": "complete", "output_paths": {".hellowait.hello": "world", ".hellowait.id": "wait-ctx-run"}}, events=[BASEV("hellowait", "wait-ctx", "dummy"), BASEV("hellowait", "wait-ctx-run", "world")])
+MULTI = {"specversion": "1.0", "type": "waitformulti", "id": "wait-c3432tx7", "source": "https://direktiv.io/test", "datacontenttype": "application/json", "hello": "world1", "hello2": "world2", "data": {"hello": "world", "123": 456}}
+case("events-wait-multiple-context", ["events"], js(WE, "should not start by event due to context filter"),
+     {"waitmulticontext.yaml": "\nstates:\n- id: ce\n  type: consumeEvent\n  event:\n    type: waitformulti\n    context:\n      hello: world1\n      hello2: world2\n  transition: greet\n- id: greet\n  type: noop\n  log: jq(.)\n"},
+     {"status": "complete", "output_paths": {".waitformulti.id": "wait-c3432tx7", ".waitformulti.hello2": "world2"}}, events=[BASEV("waitformulti", "wait-ctx65", "world1"), MULTI])
+case("events-xor-timeout", ["events", "timeouts"], js("tests/events/workflow_events_or.test.js", "should timeout flow"),
+     {"waitandtimeout.yaml": "\nstates:\n- id: event-and\n  type: eventsXor\n  timeout: PT1S\n  events:\n  - event:\n      type: eventtype5\n    transition: greet\n  - event:\n      type: eventtype6\n    transition: greet\n- id: greet\n  type: noop\n  log: jq(.)\n"},
+     {"status": "failed", "error": {"code": "direktiv.cancels.timeout.soft"}})
+case("sync-parallel-subflows", ["parallel", "subflows"], js("tests/engine/sync.test.js", "should invoke the '/parallel.yaml' workflow"),
+     {"parallel.yaml": "\ndirektiv_api: workflow/v1\ndescription: A simple 'no-op' state that returns 'Hello world!'\nfunctions:\n- type: subflow\n  id: sub\n  workflow: /noop.yaml\nstates:\n- id: a\n  type: parallel\n  mode: and\n  timeout: PT2M\n  actions:\n" + "".join(f"  - function: sub\n    input:\n      x: {i}\n" for i in range(12)), "noop.yaml": "\nstates:\n- id: a\n  type: noop\n"},
+     {"status": "complete", "output_contains": {"return": [{"x": i} for i in range(12)]}})
+case("instance-logs-jq-null-error", ["jq-template", "logs"], js("tests/part1/logs/instance_logs.test.js", "generate some logs for error (noop-error.yaml: direktiv-instance-error-code is direktiv.jq.badCommand)"),
+     {"noop-error.yaml": "\nstates:\n- id: a\n  type: noop\n  transform:\n    result: jq(.doesnotexist)"},
+     {"status": "failed", "error": {"code": "direktiv.jq.badCommand"}})
+case("flow-timeout-kill-long", ["timeouts", "subflows", "catch"], TIC("testInstanceTimeoutKillLong (note: kill PT60S shortened to PT1S, delay PT80S kept; Direktiv's long-timer path has no counterpart in isolde; catch code observed by a transform)"),
+     {"testwf-timeout.yaml": TSUB.format(code="direktiv.cancels.timeout.hard"), "testwf-timeout-subflow.yaml": "timeouts:\n  kill: PT1S\nstates:\n  - id: a\n    type: delay\n    duration: PT80S\n"},
+     {"status": "complete", "output": {"code": "direktiv.cancels.timeout.hard"}})
+case("flow-timeout-interrupt-long", ["timeouts", "subflows", "catch"], TIC("testInstanceTimeoutInterruptLong (note: interrupt PT60S shortened to PT1S, delay PT80S kept; catch code observed by a transform)"),
+     {"testwf-timeout.yaml": TSUB.format(code="direktiv.cancels.timeout.soft"), "testwf-timeout-subflow.yaml": "timeouts:\n  interrupt: PT1S\nstates:\n  - id: a\n    type: delay\n    duration: PT80S\n"},
+     {"status": "complete", "output": {"code": "direktiv.cancels.timeout.soft"}})
+# v0.8.0 tests/variables: variables set through the API (here: before the run), read by a getter
+JPEG = (Path(__file__).resolve().parent / "jpeg.b64").read_text().strip()
+V80 = "d1093d4cae740ab864a46f8e5381b5c164fbe291"
+VARSGET = "\nstates:\n- id: hello\n  type: getter\n  variables:\n  - key: plain\n    scope: {s}\n  - key: json\n    scope: {s}\n  - key: binary\n    scope: {s}\n  transition: value\n\n- id: value\n  type: noop\n  transform:\n    binary: jq(.var.binary)\n    text: jq(.var.plain | @base64d)\n    json: jq(.var.json)\n"
+for scope, fn in (("workflow", "wfvars"), ("namespace", "nsvars")):
+    where = {"scope": scope, **({"workflow": "wf"} if scope == "workflow" else {})}
+    case(f"v08-{fn}-getter", ["variables"], js(f"tests/variables/{fn}.test.js", "should get variables from workflow getter (variables set through the API as text/plain, application/json, image/png)", V80),
+         {"wf.yaml": VARSGET.replace("{s}", scope)},
+         {"status": "complete", "output": {"binary": JPEG, "text": "this is plain text", "json": {"hello": "world"}}},
+         vars=[{**where, "key": "plain", "value_base64": "dGhpcyBpcyBwbGFpbiB0ZXh0", "mime": "text/plain"},
+               {**where, "key": "json", "value": {"hello": "world"}, "mime": "application/json"},
+               {**where, "key": "binary", "value_base64": JPEG, "mime": "image/png"}])
+case("v08-instvars-getter", ["variables"], js("tests/variables/instvars.test.js", "should get variables from workflow getter (setter with text/plain, application/json, application/octet-stream)", V80),
+     {"wf.yaml": "\nstates:\n- id: set\n  type: setter\n  variables:\n  - key: plain\n    scope: instance\n    mimeType: text/plain\n    value: plain text\n  - key: json\n    scope: instance\n    mimeType: application/json\n    value:  \n      hello: world\n  - key: json\n    scope: instance\n    mimeType: application/json\n    value:  \n      hello: world\n  - key: binary\n    scope: instance\n    mimeType: application/octet-stream\n    value: " + JPEG + "\n  transition: get\n- id: get\n  type: getter\n  variables:\n  - key: plain\n    scope: instance\n  - key: plain\n    scope: instance\n    as: plain2\n  - key: json\n    scope: instance\n  - key: json\n    scope: instance\n    as: json2\n  - key: binary\n    scope: instance\n  - key: binary\n    scope: instance\n    as: binary2\n"},
+     {"status": "complete", "output_paths": {".var.plain": "cGxhaW4gdGV4dA==", ".var.plain2": "cGxhaW4gdGV4dA==", ".var.binary": JPEG, ".var.binary2": JPEG, ".var.json": {"hello": "world"}, ".var.json2": {"hello": "world"}}})
+# Go unit tests of pkg/jqer (v0.10): each evaluates one query over data1 and fails on an error;
+# written as the smallest workflow in the era whose jq reading the test's settings select
+DATA1 = {"userId": 1, "id": 1, "title": "delectus aut autem", "completed": False}
+JQ = lambda t: go("pkg/jqer/jqer_test.go", t)
+case("jqer-002-raw-assign", ["jq-raw"], JQ("Test002 (query `.x = 5`, no wrappings: a raw-jq document)"),
+     {"j.yaml": "id: jqer\nstates:\n- id: a\n  type: noop\n  transform: '.x = 5'\n"}, {"status": "complete", "output": {**DATA1, "x": 5}}, input=DATA1)
+case("jqer-003-raw-object", ["jq-raw"], JQ("Test003 (query `{ x: .completed }`, no wrappings: a raw-jq document)"),
+     {"j.yaml": "id: jqer\nstates:\n- id: a\n  type: noop\n  transform: '{ x: .completed }'\n"}, {"status": "complete", "output": {"x": False}}, input=DATA1)
+case("jqer-005-embedded", ["jq-template"], JQ("Test005 (jq( ) wrappings searched in strings, whitespace trimmed)"),
+     {"j.yaml": "states:\n- id: a\n  type: noop\n  transform:\n    r: 'Was jq(.id) completed? -- jq(    .completed    )'\n"}, {"status": "complete", "output": {"r": "Was 1 completed? -- false"}}, input=DATA1)
+case("jqer-006-embedded-object", ["jq-template"], JQ("Test006 (a non-string result inside a string is its JSON text)"),
+     {"j.yaml": "states:\n- id: a\n  type: noop\n  transform:\n    r: '\"jq(.)\"'\n"}, {"status": "complete", "output": {"r": "\"" + json.dumps(DATA1, sort_keys=True, separators=(",", ":")) + "\""}}, input=DATA1)
+case("jqer-007-json-like-string", ["jq-template"], JQ("Test007 (a JSON-looking string with embedded jq( ) stays a string)"),
+     {"j.yaml": "states:\n- id: a\n  type: noop\n  transform:\n    r: '{\"A\": 5, \"B\": false, \"C\": jq(.), \"D\": \"Hello, jq(.id)\"}'\n"},
+     {"status": "complete", "output": {"r": "{\"A\": 5, \"B\": false, \"C\": " + json.dumps(DATA1, sort_keys=True, separators=(",", ":")) + ", \"D\": \"Hello, 1\"}"}}, input=DATA1)
+# direktiv-examples: documented outputs of the READMEs (workflow files verbatim)
+EXR = lambda path, title: (EX[0], EX[1], path, title)
+case("example-conditional-states", ["switch", "validate"], EXR("conditional-states/README.md", "check-credit.yaml: documented Input and Output"),
+     {"check-credit.yaml": "direktiv_api: workflow/v1\n\ndescription: |\n  Conditionally transition to states depending if input credit score is higher\n  or lower than creditMinRequired.\n\nstates:\n  - id: validate-input\n    type: validate\n    schema:\n      type: object\n      required:\n      - creditScore\n      - creditMinRequired\n      properties:\n        creditMinRequired:\n          type: number\n          title: Minimum credit score\n          description: minimum credit score required for approval \n          default: 500\n        creditScore:\n          type: number\n          description: credit score of user\n          title: Credit Score\n    transition: check-credit\n\n    #\n    # Check if the user's threshold is above minimum credit requirements.\n    # If credit score meets requirements transition to approve-loan. Otherwise\n    # transition to reject-loan.\n    #\n  - id: check-credit\n    type: switch\n    conditions:\n    - condition: jq(.creditScore > .creditMinRequired)\n      transition: approve-loan\n    defaultTransition: reject-loan\n  - id: reject-loan\n    type: noop\n    transform: 'jq({ \"msg\": \"You have been rejected for this loan\" })'\n  - id: approve-loan\n    type: noop\n    transform: 'jq({ \"msg\": \"You have been approved for this loan\" })'"},
+     {"status": "complete", "output": {"msg": "You have been approved for this loan"}}, input={"creditMinRequired": 500, "creditScore": 600})
+VMT = "variable-mime-type/README.md"
+case("example-variable-string-json", ["variables"], EXR(VMT, "JSON String Variable: \"hello\\nworld\" (variable-string-json.yaml)"),
+     {"variable-string-json.yaml": "direktiv_api: workflow/v1\n\ndescription: |\n  Store the workflow variable 'StringVar' as a json encoded string.  \n\nstates:\n#\n# Set StringVar Value: \n# \"hello\\nworld\"\n#\n- id: set-var\n  type: setter\n  variables:\n    - key: StringVar\n      scope: workflow \n      value: |\n        hello\n        world"},
+     {"status": "complete", "vars_raw": [{"scope": "workflow", "workflow": "variable-string-json", "key": "StringVar", "data": "\"hello\\nworld\"", "mime": "application/json"}]})
+case("example-variable-json", ["variables"], EXR(VMT, "JSON Variable: [{\"key\":\"value\"}] (variable-json.yaml)"),
+     {"variable-json.yaml": "direktiv_api: workflow/v1\n\ndescription: |\n  Store the workflow variable 'StringVar' as a json.  \n\nstates:\n#\n# Set StringVar Value: \n# \"hello\\nworld\"\n#\n- id: set-var\n  type: setter\n  variables:\n    - key: StringVar\n      scope: workflow \n      value: \n        - key: value\n      "},
+     {"status": "complete", "vars": [{"scope": "workflow", "workflow": "variable-json", "key": "StringVar", "value": [{"key": "value"}]}]})
+case("example-variable-string-plaintext", ["variables"], EXR(VMT, "Plain Text Variable: hello, world on two lines (variable-string-plaintext.yaml)"),
+     {"variable-string-plaintext.yaml": "direktiv_api: workflow/v1\n\ndescription: |\n  Store the workflow variable 'StringVar' as a plaintext string.  \n\nstates:\n#\n# Set StringVar Value: \n# hello\n# world\n#\n- id: set-var\n  type: setter\n  variables:\n    - key: StringVar\n      scope: workflow \n      mimeType: 'text/plain'\n      value: |\n        hello\n        world"},
+     {"status": "complete", "vars_raw": [{"scope": "workflow", "workflow": "variable-string-plaintext", "key": "StringVar", "data": "hello\nworld", "mime": "text/plain"}]})
+case("example-variable-base64", ["variables"], EXR(VMT, "Binary Data: hello from direktiv (variable-base64.yaml)"),
+     {"variable-base64.yaml": "direktiv_api: workflow/v1\n\ndescription: |\n  Auto decode base64 string and store the resulting value \n  as the workflow variable 'MessageVar'.  \n\nstates:\n#\n# Set MessageVar Value: \n# hello from direktiv\n#\n- id: set-var\n  type: setter\n  variables:\n    - key: MessageVar\n      scope: workflow \n      value: 'aGVsbG8gZnJvbSBkaXJla3Rpdg=='\n      mimeType: 'application/octet-stream'"},
+     {"status": "complete", "vars_raw": [{"scope": "workflow", "workflow": "variable-base64", "key": "MessageVar", "data": "hello from direktiv", "mime": "application/octet-stream"}]})
+case("example-counter", ["variables"], EXR("counter-persistent-data/README.md", "Output: {newCounter: 1, var: {counter: 0}} (the documented run found counter 0, set before the run here)"),
+     {"counter.yaml": "direktiv_api: workflow/v1\n\ndescription: \"Simple Counter getter and setter variable example\"\nstates:\n  #\n  # Get flow counter variable and increment value\n  #\n  - id: counter-get\n    type: getter \n    transition: counter-set\n    variables:\n    - key: counter\n      scope: workflow\n    transform: 'jq(. += {\"newCounter\": (.var.counter + 1)})'\n\n  #\n  # Set workflow counter variable\n  #\n  - id: counter-set\n    type: setter\n    variables:\n      - key: counter\n        scope: workflow \n        value: 'jq(.newCounter)'"},
+     {"status": "complete", "output": {"newCounter": 1, "var": {"counter": 0}}, "vars": [{"scope": "workflow", "workflow": "counter", "key": "counter", "value": 1}]},
+     vars=[{"scope": "workflow", "workflow": "counter", "key": "counter", "value": 0}])
 
 for old in OUT.glob("*.yaml"):
     old.unlink()
