@@ -122,5 +122,8 @@ def test_every_core_package_is_in_the_distribution() -> None:
     else:  # pragma: no cover
         import tomli as tomllib
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    present = {".".join(["isolde", *p.parent.relative_to(ROOT / "core").parts]) for p in (ROOT / "core").rglob("__init__.py")}
+    folders = {p.parent for p in (ROOT / "core").rglob("*.py") if "__pycache__" not in p.parts}
+    missing_init = sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists())
+    assert not missing_init, f"packages without __init__.py: {missing_init}"
+    present = {".".join(["isolde", *f.relative_to(ROOT / "core").parts]) for f in folders}
     assert present <= listed, f"add to [tool.setuptools] packages: {sorted(present - listed)}"
