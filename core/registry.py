@@ -28,7 +28,7 @@ from .workflow import StateType
 
 ENTRY_POINT_GROUP = "isolde"
 
-BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error", "action", "runners", "delay", "validate", "events", "foreach", "parallel")
+BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error", "action", "runners", "delay", "validate", "events", "foreach", "parallel", "postgres")
 """Modules of ``isolde.plugins`` registered at every start, under these names."""
 
 
