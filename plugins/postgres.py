@@ -154,7 +154,19 @@ class _ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def read(self, size: int | None = -1, /) -> bytes:
+        left = self.size - self._pos
+        want = left if size is None or size < 0 else min(size, left)
+        out = bytearray()
+        while len(out) < want:
+            buf = bytearray(min(_CHUNK, want - len(out)))
+            n = self.readinto(buf)
+            if n == 0:
+                break
+            out += buf[:n]
+        return bytes(out)
+
+    def readinto(self, buffer: Any, /) -> int:
         view = memoryview(buffer).cast("B")
         n = min(len(view), self.size - self._pos)
         if n <= 0:
