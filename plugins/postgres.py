@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,8 +70,11 @@ _UPSERT = (
     "ON CONFLICT (namespace, scope, owner, key) DO UPDATE SET mime = EXCLUDED.mime, data = EXCLUDED.data, "
     "size = EXCLUDED.size, updated = EXCLUDED.updated, version = EXCLUDED.version RETURNING version, created"
 )
-_DELETE = "DELETE FROM isolde_variables WHERE namespace = %s AND scope = %s AND owner = %s AND key = %s"
-_SELECT = f"SELECT {_COLS} FROM isolde_variables WHERE namespace = %s AND scope = %s AND owner = %s AND key = %s"
+_AT = "FROM isolde_variables WHERE namespace = %s AND scope = %s AND owner = %s AND key = %s"
+_DELETE = f"DELETE {_AT}"
+_SELECT = f"SELECT {_COLS} {_AT}"
+_CHUNK_AT = f"SELECT substring(data FROM %s FOR %s) {_AT}"
+_OF_OWNER = "FROM isolde_variables WHERE namespace = %s AND scope = %s AND owner = %s"
 _MAX_NAME = 1024  # bytes of a namespace or owner: keeps an address within a btree entry
 
 _Address = tuple[str, str, str, str]
@@ -135,9 +137,6 @@ class _Reader(io.BytesIO):
         self.mime = mime
         self.size = len(data)
 
-    def __enter__(self) -> _Reader:
-        return self
-
 
 class _ChunkReader(io.RawIOBase):
     """A large value read in chunks inside one REPEATABLE READ transaction held
@@ -171,10 +170,7 @@ class _ChunkReader(io.RawIOBase):
         n = min(len(view), self.size - self._pos)
         if n <= 0:
             return 0
-        row = self._conn.execute(
-            "SELECT substring(data FROM %s FOR %s) FROM isolde_variables "
-            "WHERE namespace = %s AND scope = %s AND owner = %s AND key = %s", (self._pos + 1, n, *self._addr)
-        ).fetchone()
+        row = self._conn.execute(_CHUNK_AT, (self._pos + 1, n, *self._addr)).fetchone()
         chunk = bytes(row[0]) if row else b""
         view[: len(chunk)] = chunk
         self._pos += len(chunk)
@@ -186,12 +182,6 @@ class _ChunkReader(io.RawIOBase):
                 self._conn.close()
             finally:
                 super().close()
-
-    def __enter__(self) -> _ChunkReader:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
 
 
 class PostgresStore:
@@ -276,9 +266,6 @@ class PostgresStore:
 
     def get_many(self, refs: Sequence[Ref]) -> builtins.list[Variable | None]:
         addrs = [_address(r) for r in refs]
-        if not addrs:
-            with self._tx():
-                return []
         with self._tx() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             found: dict[_Address, Variable] = {}
@@ -291,10 +278,7 @@ class PostgresStore:
     def open(self, ref: Ref) -> ValueReader | None:
         addr = _address(ref)
         with self._tx() as conn:
-            row = conn.execute(
-                f"SELECT mime, size, CASE WHEN size <= {_STREAM_THRESHOLD} THEN data END FROM isolde_variables "
-                "WHERE namespace = %s AND scope = %s AND owner = %s AND key = %s", addr
-            ).fetchone()
+            row = conn.execute(f"SELECT mime, size, CASE WHEN size <= {_STREAM_THRESHOLD} THEN data END {_AT}", addr).fetchone()
         if row is None:
             return None
         mime, size, data = row
@@ -303,10 +287,7 @@ class PostgresStore:
         conn = self._connect()  # its own snapshot, held until the stream is closed
         try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            again = conn.execute(
-                "SELECT mime, size FROM isolde_variables WHERE namespace = %s AND scope = %s AND owner = %s AND key = %s",
-                addr,
-            ).fetchone()
+            again = conn.execute(f"SELECT mime, size {_AT}", addr).fetchone()
         except self._psycopg.Error as exc:
             conn.close()
             raise StoreError(f"PostgreSQL ({redact(self.url)}): {exc}") from None
@@ -322,18 +303,12 @@ class PostgresStore:
         step = max(1, chunk_size)
         with self._tx() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            row = conn.execute(
-                "SELECT mime, size, created, updated, version FROM isolde_variables "
-                "WHERE namespace = %s AND scope = %s AND owner = %s AND key = %s", addr
-            ).fetchone()
+            row = conn.execute(f"SELECT mime, size, created, updated, version {_AT}", addr).fetchone()
             if row is None:
                 return None
             mime, size, created, updated, version = row
             for off in range(0, int(size), step):
-                part = conn.execute(
-                    "SELECT substring(data FROM %s FOR %s) FROM isolde_variables "
-                    "WHERE namespace = %s AND scope = %s AND owner = %s AND key = %s", (off + 1, step, *addr)
-                ).fetchone()
+                part = conn.execute(_CHUNK_AT, (off + 1, step, *addr)).fetchone()
                 assert part is not None
                 write(memoryview(bytes(part[0])))
         return Variable(b"", mime, int(size), float(created), float(updated), int(version))
@@ -341,10 +316,7 @@ class PostgresStore:
     def list(self, namespace: str, scope: str, owner: str = "") -> builtins.list[tuple[str, Variable]]:
         owner = _owner(namespace, scope, owner)
         with self._tx() as conn:
-            rows = conn.execute(
-                f"SELECT key, {_COLS} FROM isolde_variables WHERE namespace = %s AND scope = %s AND owner = %s "
-                "ORDER BY key COLLATE \"C\"", (namespace, scope, owner)
-            ).fetchall()
+            rows = conn.execute(f'SELECT key, {_COLS} {_OF_OWNER} ORDER BY key COLLATE "C"', (namespace, scope, owner)).fetchall()
         return [(r[0], _var(r[1:])) for r in rows]
 
     def namespaces(self) -> builtins.list[str]:
@@ -440,9 +412,7 @@ class PostgresStore:
     def delete_scope(self, namespace: str, scope: str, owner: str = "") -> int:
         owner = _owner(namespace, scope, owner)
         with self._tx() as conn:
-            return conn.execute(
-                "DELETE FROM isolde_variables WHERE namespace = %s AND scope = %s AND owner = %s", (namespace, scope, owner)
-            ).rowcount
+            return conn.execute(f"DELETE {_OF_OWNER}", (namespace, scope, owner)).rowcount
 
     def delete_workflow(self, namespace: str, workflow: str) -> int:
         return self.delete_scope(namespace, "workflow", workflow)
@@ -459,29 +429,18 @@ class PostgresStore:
         _owner(namespace, "workflow", new)
         with self._tx() as conn:
             if old == new:
-                row = conn.execute(
-                    "SELECT count(*) FROM isolde_variables WHERE namespace = %s AND scope = 'workflow' AND owner = %s",
-                    (namespace, old),
-                ).fetchone()
+                row = conn.execute(f"SELECT count(*) {_OF_OWNER}", (namespace, "workflow", old)).fetchone()
                 return int(row[0]) if row else 0
-            exists = conn.execute(
-                "SELECT 1 FROM isolde_variables WHERE namespace = %s AND scope = 'workflow' AND owner = %s LIMIT 1",
-                (namespace, old),
-            ).fetchone()
-            if exists is None:
+            if conn.execute(f"SELECT 1 {_OF_OWNER} LIMIT 1", (namespace, "workflow", old)).fetchone() is None:
                 return 0
-            conn.execute("DELETE FROM isolde_variables WHERE namespace = %s AND scope = 'workflow' AND owner = %s",
-                         (namespace, new))
-            return conn.execute(
-                "UPDATE isolde_variables SET owner = %s WHERE namespace = %s AND scope = 'workflow' AND owner = %s",
-                (new, namespace, old),
-            ).rowcount
+            conn.execute(f"DELETE {_OF_OWNER}", (namespace, "workflow", new))
+            return conn.execute("UPDATE isolde_variables SET owner = %s WHERE namespace = %s AND scope = 'workflow' "
+                                "AND owner = %s", (new, namespace, old)).rowcount
 
     def end_instance(self, namespace: str, instance_id: str) -> None:
         _owner(namespace, "instance", instance_id)
         with self._tx() as conn:
-            conn.execute("DELETE FROM isolde_variables WHERE namespace = %s AND scope = 'instance' AND owner = %s",
-                         (namespace, instance_id))
+            conn.execute(f"DELETE {_OF_OWNER}", (namespace, "instance", instance_id))
             conn.execute("DELETE FROM isolde_instances WHERE namespace = %s AND instance = %s", (namespace, instance_id))
 
     def sweep_orphans(self) -> int:
