@@ -266,13 +266,15 @@ class PostgresStore:
 
     def get_many(self, refs: Sequence[Ref]) -> builtins.list[Variable | None]:
         addrs = [_address(r) for r in refs]
-        with self._tx() as conn:
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            found: dict[_Address, Variable] = {}
-            for addr in dict.fromkeys(addrs):
-                row = conn.execute(_SELECT, addr).fetchone()
-                if row is not None:
-                    found[addr] = _var(row)
+        unique = list(dict.fromkeys(addrs))
+        with self._tx() as conn:  # one statement: one snapshot
+            rows = conn.execute(
+                f"SELECT q.i, {', '.join('v.' + c for c in _COLS.split(', '))} FROM unnest("
+                "%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS q(ns, sc, ow, k, i) "
+                "JOIN isolde_variables v ON v.namespace = q.ns AND v.scope = q.sc AND v.owner = q.ow AND v.key = q.k",
+                [list(column) for column in zip(*unique)],
+            ).fetchall() if unique else []
+        found = {unique[r[0] - 1]: _var(r[1:]) for r in rows}
         return [found.get(a) for a in addrs]
 
     def open(self, ref: Ref) -> ValueReader | None:
