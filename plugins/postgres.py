@@ -71,6 +71,7 @@ _UPSERT = (
     "size = EXCLUDED.size, updated = EXCLUDED.updated, version = EXCLUDED.version RETURNING version, created"
 )
 _AT = "FROM isolde_variables WHERE namespace = %s AND scope = %s AND owner = %s AND key = %s"
+_INSERT_NEW = _UPSERT.split(" ON CONFLICT")[0] + " ON CONFLICT DO NOTHING RETURNING version, created"
 _DELETE = f"DELETE {_AT}"
 _SELECT = f"SELECT {_COLS} {_AT}"
 _CHUNK_AT = f"SELECT substring(data FROM %s FOR %s) {_AT}"
@@ -369,29 +370,32 @@ class PostgresStore:
             handover()  # committed: later reads see the batch
 
     def _locked(self, conn: psycopg.Connection[Any], addr: _Address) -> Variable | None:
-        """Within a transaction: take the address's lock (also for a missing row) and read it."""
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("\x1f".join(addr),))
-        row = conn.execute(_SELECT, addr).fetchone()
+        """Within a transaction: read the variable and lock its row until the commit."""
+        row = conn.execute(_SELECT + " FOR UPDATE", addr).fetchone()
         return None if row is None else _var(row)
 
-    def _put(self, conn: psycopg.Connection[Any], addr: _Address, data: bytes, mime: str) -> Variable:
+    def _put(self, conn: psycopg.Connection[Any], addr: _Address, data: bytes, mime: str, exists: bool) -> Variable | None:
+        """Write over the locked row, or create a missing one: None when another
+        transaction created it since it was read (the caller reads again)."""
         now = time.time()
-        row = conn.execute(_UPSERT, (*addr, mime, data, len(data), now, now)).fetchone()
-        assert row is not None
-        return Variable(data, mime, len(data), float(row[1]), now, int(row[0]))
+        row = conn.execute(_UPSERT if exists else _INSERT_NEW, (*addr, mime, data, len(data), now, now)).fetchone()
+        return None if row is None else Variable(data, mime, len(data), float(row[1]), now, int(row[0]))
 
     def update(self, ref: Ref, fn: Callable[[Variable | None], tuple[bytes | None, str] | None]) -> Variable | None:
         addr = _address(ref)
-        with self._tx() as conn:
-            cur = self._locked(conn, addr)
-            res = fn(cur)
-            if res is None:
-                return cur
-            data, mime = res
-            if data is None:
-                conn.execute(_DELETE, addr)
-                return None
-            return self._put(conn, addr, _data(ref, data), mime)
+        while True:
+            with self._tx() as conn:
+                cur = self._locked(conn, addr)
+                res = fn(cur)
+                if res is None:
+                    return cur
+                data, mime = res
+                if data is None:
+                    conn.execute(_DELETE, addr)
+                    return None
+                done = self._put(conn, addr, _data(ref, data), mime, cur is not None)
+                if done is not None:
+                    return done
 
     def compare_and_set(
         self, ref: Ref, expected_version: int | None, data: bytes | None, mime: str = "application/json"
@@ -407,7 +411,8 @@ class PostgresStore:
             if value is None:
                 conn.execute(_DELETE, addr)
                 return cur.version if cur is not None else 1
-            return self._put(conn, addr, value, mime).version
+            done = self._put(conn, addr, value, mime, cur is not None)
+            return 0 if done is None else done.version  # created meanwhile: no longer missing
 
     # ---------------------------------------------------------------- deletion
 

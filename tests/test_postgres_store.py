@@ -144,6 +144,7 @@ states:
 
 
 def test_engine_and_cli_on_postgres(pg_url: str, data_dir: Path, tmp_path: Path, cli: Any) -> None:
+    PostgresStore(pg_url).close()  # the tables exist
     _empty(pg_url)
     config = {"store": {"url": pg_url}, "sidecar": {"port": 0}}
     with isolde.Engine(data_dir=data_dir, config=config) as engine:
@@ -162,3 +163,43 @@ def test_engine_and_cli_on_postgres(pg_url: str, data_dir: Path, tmp_path: Path,
     toml.write_text(f"[store]\nurl = {json.dumps(pg_url)}\n")
     got = cli("vars", "get", "x", "--workflow", "counter", "--config", str(toml))
     assert (got.code, got.stdout) == (0, "2"), got.stderr
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["existing", "missing"])
+def test_a_plain_write_never_comes_between_an_updates_read_and_write(pg_url: str, exists: bool) -> None:
+    """Another process's write() of the same variable while update() runs is never
+    lost: it waits for the update's commit (a row to lock), or, creating a missing
+    variable first, makes the update read again and build on it."""
+    import threading
+
+    from helpers import wait_until
+
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    _empty(pg_url)
+    ref = Ref("race", "workflow", "wf", "n")
+    if exists:
+        a.write([Put(ref, b"0")])
+    writer: list[threading.Thread] = []
+    seen: list[bytes | None] = []
+
+    def blocked() -> bool:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()
+        return bool(row and row[0])
+
+    def fn(cur: Any) -> tuple[bytes, str]:
+        seen.append(None if cur is None else cur.data)
+        if not writer:  # the first call: another store writes now, while the update holds the variable
+            writer.append(threading.Thread(target=b.write, args=([Put(ref, b"other")],)))
+            writer[0].start()
+            wait_until(lambda: not writer[0].is_alive() or blocked())
+        return (b"updated", "application/json")
+
+    try:
+        a.update(ref, fn)
+        writer[0].join(60)
+        final = a.get(ref).data  # type: ignore[union-attr]
+        assert final == b"other" if exists else (final, seen) == (b"updated", [None, b"other"])
+    finally:
+        a.close()
+        b.close()
