@@ -344,7 +344,7 @@ def plugins(config_path: str | None) -> None:
 
     with Engine(config=config_path) as engine:
         for info in engine.registry.plugins:
-            provides = ", ".join([f"state {s}" for s in info.state_types] + [f"runner {t}" for t in info.runners])
+            provides = ", ".join([f"state {s}" for s in info.state_types] + [f"runner {t}" for t in info.runners] + info.services)
             click.echo(f"{info.name}\t{info.version}\t{info.source}\t{provides}")
         for name in engine.config.disabled_plugins:
             click.echo(f"{name}\t-\tdisabled", err=False)
