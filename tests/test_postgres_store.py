@@ -163,6 +163,12 @@ def test_engine_and_cli_on_postgres(pg_url: str, data_dir: Path, tmp_path: Path,
     toml.write_text(f"[store]\nurl = {json.dumps(pg_url)}\n")
     got = cli("vars", "get", "x", "--workflow", "counter", "--config", str(toml))
     assert (got.code, got.stdout) == (0, "2"), got.stderr
+    got = cli("vars", "get", "x", "--workflow", "counter", "--store", pg_url)  # the same, without a config file
+    assert (got.code, got.stdout) == (0, "2"), got.stderr
+    got = cli("run", str(EXAMPLES / "counter.yaml"), "--store", pg_url)
+    assert (got.code, got.json) == (0, {"var": {"x": 3}}), got.stderr
+    bad = cli("vars", "get", "x", "--workflow", "counter", "--store", "mysql://x")
+    assert bad.code == 2 and bad.stderr.count("\n") == 1 and "postgresql://" in bad.stderr, bad.stderr
 
 
 @pytest.mark.parametrize("exists", [True, False], ids=["existing", "missing"])
