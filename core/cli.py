@@ -27,7 +27,13 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--data-dir and --config, accepted by every command that touches data."""
     fn = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: $ISOLDE_CONFIG, ./isolde.toml, [tool.isolde] in ./pyproject.toml).")(fn)
     fn = click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory (default: $ISOLDE_DATA_DIR, the config's data_dir, the user data dir).")(fn)
+    fn = click.option("--store", metavar="URL", expose_value=False, callback=_store_url, help="Variable store URL (postgresql://...): the config's [store] url for this command.")(fn)
     return fn
+
+
+def _store_url(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta["isolde.store_url"] = value
 
 
 def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,9 +70,16 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _engine(data_dir: str | None, config_path: str | None, **kw: Any) -> Any:
+    from .config import load_config
     from .engine import Engine
 
-    return Engine(data_dir=data_dir, config=config_path, **kw)
+    url = click.get_current_context().meta.get("isolde.store_url")
+    if url is None:
+        return Engine(data_dir=data_dir, config=config_path, **kw)
+    cfg = load_config(config_path)  # --store overrides [store] url
+    cfg.data = {**cfg.data, "store": {**cfg.data.get("store", {}), "url": url}}
+    cfg.validate()
+    return Engine(data_dir=data_dir, config=cfg, **kw)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -344,7 +357,7 @@ def plugins(config_path: str | None) -> None:
 
     with Engine(config=config_path) as engine:
         for info in engine.registry.plugins:
-            provides = ", ".join([f"state {s}" for s in info.state_types] + [f"runner {t}" for t in info.runners])
+            provides = ", ".join([f"state {s}" for s in info.state_types] + [f"runner {t}" for t in info.runners] + info.services)
             click.echo(f"{info.name}\t{info.version}\t{info.source}\t{provides}")
         for name in engine.config.disabled_plugins:
             click.echo(f"{name}\t-\tdisabled", err=False)

@@ -20,7 +20,9 @@ for every plugin.  What each name is for:
   :class:`IsolateProcess`, :class:`ActionRequest`, :class:`Response`,
   :class:`ActionTimeout`;
 * services a backend plugin provides (``isolde_store``): :class:`VariableStore` and the
-  value types :class:`Ref`, :class:`Put`, :class:`Variable`, :class:`StoreError`.
+  value types :class:`Ref`, :class:`Put`, :class:`Variable`, :class:`ValueReader`,
+  :class:`StoreError`; for a store shared by processes, :func:`registration` (this
+  process, as an instance owner), :func:`machine` and :func:`is_orphan` (did that owner die here?).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from .isolates import (
     stderr_line,
 )
 from .report import Report
-from .store import InvalidKey, Put, Ref, StoreError, Variable, VariableStore, check_key
+from .liveness import is_orphan, machine, registration
+from .store import InvalidKey, Put, Ref, StoreError, ValueReader, Variable, VariableStore, check_key
 from .variables import JSON, OCTETS, TEXT, decode, encode, parse_json, resolve_key
 from .workflow import StateContext, StateSpec, StateType, Workflow
 
@@ -56,6 +59,6 @@ __all__ = [
     "EventFilter", "Expr", "FileItem", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
     "IsoldeError", "JSON", "Literal", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
     "Runner", "RunnerHost", "StateContext", "StateSpec", "StateType", "StoreError", "TEXT", "UNAVAILABLE_CODE",
-    "ValidationError", "Variable", "VariableStore", "Workflow", "WorkflowError", "check_key", "compile_action",
-    "decode", "encode", "hookimpl", "parse_duration", "parse_json", "parse_url", "resolve_key", "stderr_line", "to_text", "truthy",
+    "ValidationError", "ValueReader", "Variable", "VariableStore", "Workflow", "WorkflowError", "check_key", "compile_action",
+    "decode", "encode", "hookimpl", "is_orphan", "machine", "parse_duration", "parse_json", "parse_url", "registration", "resolve_key", "stderr_line", "to_text", "truthy",
 ]

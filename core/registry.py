@@ -28,7 +28,7 @@ from .workflow import StateType
 
 ENTRY_POINT_GROUP = "isolde"
 
-BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error", "action", "runners", "delay", "validate", "events", "foreach", "parallel")
+BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error", "action", "runners", "delay", "validate", "events", "foreach", "parallel", "postgres")
 """Modules of ``isolde.plugins`` registered at every start, under these names."""
 
 
@@ -40,6 +40,7 @@ class PluginInfo:
     state_types: list[str] = field(default_factory=list)
     declarations: list[str] = field(default_factory=list)
     runners: list[str] = field(default_factory=list)  # function types served by its isolate runners
+    services: list[str] = field(default_factory=list)  # "variable store" when it answers isolde_store
 
 
 @dataclass(slots=True)
@@ -134,6 +135,9 @@ def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
             by_name[impl.plugin_name].state_types.append(cls.name)
     schema.check(set(Validator.BUILTIN_TYPES))
     runners = _collect_runners(pm, by_name)
+    for impl in pm.hook.isolde_store.get_hookimpls():
+        if impl.plugin_name in by_name:
+            by_name[impl.plugin_name].services.append("variable store")
     pm.hook.isolde_configure(config=config)
     return Registry(pm, schema, state_types, info, runners)
 

@@ -48,6 +48,12 @@ def _bool(v: Any) -> str | None:
     return None if isinstance(v, bool) else "true or false"
 
 
+def _pg_url(v: Any) -> str | None:
+    if isinstance(v, str) and v.startswith(("postgresql://", "postgres://")):
+        return None
+    return 'a PostgreSQL URL starting with postgresql:// (e.g. "postgresql://user@127.0.0.1:5432/isolde")'
+
+
 def _str(v: Any) -> str | None:
     return None if isinstance(v, str) else "a string"
 
@@ -116,7 +122,7 @@ DEFAULT_LIMITS: dict[str, float | int] = {
 }
 
 TABLES: dict[str, Table] = {
-    "store": Table({"durability": _choice("full", "fast"), "blob_threshold": _int(1)}),
+    "store": Table({"durability": _choice("full", "fast"), "blob_threshold": _int(1), "url": _pg_url}),
     "limits": Table({name: _positive for name in DEFAULT_LIMITS}),
     "actions": Table({"timeout": _seconds, "startup_timeout": _seconds, "keep_folders": _bool, "temp_dir": _path,
                       "pass_env": _names("environment variable names", '["HTTPS_PROXY"]')}),

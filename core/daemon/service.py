@@ -55,7 +55,8 @@ class Daemon:
         self._scheduler = scheduler
         self._dir_lock = DataDirLock(Path(engine.data_dir))
         self._sweep = DeferredSweep()
-        if not engine.registry.pm.hook.isolde_store.get_hookimpls():
+        others = [h for h in engine.registry.pm.hook.isolde_store.get_hookimpls() if h.plugin_name != "postgres"]
+        if not others and not engine.config.data.get("store", {}).get("url"):
             engine.registry.pm.register(self._sweep, name="isolde-daemon-store")
         self.catalog = Catalog(self.root)
         self.pending = Pending()
