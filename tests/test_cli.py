@@ -428,3 +428,62 @@ def test_the_in_process_runner_gives_what_the_program_gives(cli: Cli, real_cli: 
     bad_wf = write(tmp_path / "bad.yaml", "id: bad\nstates:\n- id: a\n  type: nope\n")
     for args in (("run", logging_wf), ("vars", "get", "missing"), ("vars", "get", "bad key"), ("run", bad_wf)):
         assert cli(*args) == real_cli(*args), args
+
+
+# -- CLI manners (issue 13) ----------------------------------------------------
+
+def test_vars_set_dash_reads_standard_input_as_bytes(cli: Cli) -> None:
+    blob = bytes(range(256)) + b"\r\n\x00"
+    assert cli("vars", "set", "blob", "-", input=blob).code == 0
+    code, out = raw_stdout(cli, "vars", "get", "blob")
+    assert code == 0 and out == blob
+    assert listing(cli("vars", "list"))["blob"] == (len(blob), "application/octet-stream")
+    assert cli("vars", "set", "j", "-", "-w", "flow", input=b'{"a": 1}').code == 0
+    assert cli("vars", "get", "j", "-w", "flow").stdout == '{"a": 1}'
+
+
+def test_vars_get_miss_names_the_scopes_where_the_key_exists(cli: Cli) -> None:
+    assert cli("vars", "set", "x", "1", "-w", "counter").code == 0
+    res = cli("vars", "get", "x")
+    assert res.code == 1 and res.stdout == ""
+    assert res.stderr == ("isolde: variable 'x' not found in namespace scope; "
+                          "it exists in workflow scope of 'counter' (use -w counter)\n")
+    assert cli("vars", "set", "x", "2").code == 0
+    res = cli("vars", "get", "x", "-w", "other")
+    assert res.code == 1
+    assert "not found in workflow scope of 'other'; it exists in namespace scope" in res.stderr
+    assert "workflow scope of 'counter' (use -w counter)" in res.stderr
+    nowhere = cli("vars", "get", "nowhere")
+    assert nowhere.code == 1 and nowhere.stderr == "isolde: variable 'nowhere' not found in namespace scope\n"
+
+
+def test_deleting_a_missing_variable_exits_1_with_a_message(cli: Cli) -> None:
+    res = cli("vars", "delete", "ghost")
+    assert res.code == 1
+    assert res.stderr == "isolde: variable 'ghost' not found in namespace scope; nothing deleted\n"
+    assert cli("vars", "set", "ghost", "1", "-w", "flow").code == 0
+    res = cli("vars", "delete", "ghost")
+    assert res.code == 1 and "(use -w flow)" in res.stderr
+    assert cli("vars", "delete", "ghost", "-w", "flow").code == 0
+    assert cli("vars", "delete", "ghost", "-w", "flow").code == 1
+
+
+def test_every_command_and_option_has_help() -> None:
+    import click
+
+    from isolde.cli import main
+
+    missing: list[str] = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        if not (cmd.help or cmd.short_help):
+            missing.append(f"command '{path}'")
+        for param in cmd.params:
+            if isinstance(param, click.Option) and not param.help:
+                missing.append(f"option {'/'.join(param.opts)} of '{path}'")
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}")
+
+    walk(main, "isolde")
+    assert missing == []

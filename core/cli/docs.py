@@ -16,7 +16,7 @@ from .common import EXIT_FAILED, EXIT_USAGE, _common, _emit, _engine, _handled
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (plugins enabled or disabled there count).")
 @_handled
 def plugins(config_path: str | None) -> None:
     """List installed plugins, their versions and what they provide."""

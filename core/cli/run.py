@@ -20,7 +20,7 @@ from .common import EXIT_FAILED, EXIT_USAGE, _common, _emit, _engine, _handled
 @click.option("--input", "input_text", metavar="JSON", help="Instance input (JSON; text that is not JSON is refused unless --raw-input).")
 @click.option("--raw-input", is_flag=True, help="Pass --input as raw bytes, not JSON: the instance gets {\"input\": \"<base64>\"}.")
 @click.option("--input-file", type=click.File("rb"), help="Read the instance input from a file ('-' for stdin).")
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace to run the instance in (its variables live there).")
 @click.option("-q", "--quiet", is_flag=True, help="Don't print the instance log to stderr.")
 @click.option("--root", type=click.Path(file_okay=False, exists=True), help="Namespace root: what a leading / means in subflow paths and file keys (default: FILE's directory).")
 @click.option("--event", "events", multiple=True, metavar="JSON", help="A CloudEvent for the instance's event states, delivered in order as it waits (repeatable; @FILE or @- reads JSON, an object or a list; source defaults to isolde-cli).")

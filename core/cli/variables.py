@@ -20,7 +20,7 @@ from .common import EXIT_FAILED, EXIT_USAGE, _common, _emit, _engine, _handled
 def _where(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--instance", "instance", metavar="ID", help="Instance scope (an instance id).")(func)
     func = click.option("-w", "--workflow", help="Workflow scope (without it: namespace scope).")(func)
-    func = click.option("-n", "--namespace", default="default", show_default=True)(func)
+    func = click.option("-n", "--namespace", default="default", show_default=True, help="Namespace.")(func)
     return func
 
 
@@ -63,8 +63,9 @@ def vars_get(key: str, namespace: str, workflow: str | None, instance: str | Non
     """Write a variable's raw bytes to stdout (exit 1 if it does not exist)."""
     with _engine(data_dir, config_path) as engine:
         var = engine.variables.get(key, namespace=namespace, **_scope(workflow, instance))
+        message = _missing_in(engine, key, namespace, workflow, instance) if var is None else ""
     if var is None:
-        click.echo(f"isolde: variable '{key}' not found", err=True)
+        click.echo(f"isolde: {message}", err=True)
         sys.exit(EXIT_FAILED)
     out = click.open_file("-", "wb")
     out.write(var.data)
@@ -82,10 +83,14 @@ def vars_get(key: str, namespace: str, workflow: str | None, instance: str | Non
 @_common
 @_handled
 def vars_set(key: str, value: str | None, file: Any, mime: str | None, namespace: str, workflow: str | None, instance: str | None, data_dir: str | None, config_path: str | None) -> None:
-    """Store VALUE (or a file's bytes) as variable KEY."""
+    """Store VALUE (or a file's bytes, or standard input's when VALUE is '-') as variable KEY."""
     if (value is None) == (file is None):
-        raise click.UsageError("give a VALUE or -f FILE (exactly one)")
-    data = value.encode() if value is not None else file.read()
+        raise click.UsageError("give a VALUE, '-' (standard input) or -f FILE (exactly one)")
+    if value == "-":
+        with click.open_file("-", "rb") as stdin:
+            data = stdin.read()
+    else:
+        data = value.encode() if value is not None else file.read()
     if mime is None:
         from ..variables import sniff_mime
 
@@ -100,9 +105,34 @@ def vars_set(key: str, value: str | None, file: Any, mime: str | None, namespace
 @_common
 @_handled
 def vars_delete(key: str, namespace: str, workflow: str | None, instance: str | None, data_dir: str | None, config_path: str | None) -> None:
-    """Delete a variable."""
+    """Delete a variable (exit 1 if it does not exist)."""
+    where = _scope(workflow, instance)
     with _engine(data_dir, config_path) as engine:
-        engine.variables.delete(key, namespace=namespace, **_scope(workflow, instance))
+        found = engine.variables.get(key, namespace=namespace, **where) is not None
+        if found:
+            engine.variables.delete(key, namespace=namespace, **where)
+        else:
+            message = _missing_in(engine, key, namespace, workflow, instance)
+    if not found:
+        click.echo(f"isolde: {message}; nothing deleted", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _missing_in(engine: Any, key: str, namespace: str, workflow: str | None, instance: str | None) -> str:
+    """'variable K not found in S scope', and where else in the namespace K does exist."""
+    asked = f"instance scope of '{instance}'" if instance else f"workflow scope of '{workflow}'" if workflow else "namespace scope"
+    elsewhere = []
+    if (workflow or instance) and engine.variables.get(key, namespace=namespace) is not None:
+        elsewhere.append("namespace scope (drop -w/--instance)")
+    for name in engine.workflows(namespace):
+        if name != workflow and engine.variables.get(key, scope="workflow", workflow=name, namespace=namespace) is not None:
+            elsewhere.append(f"workflow scope of '{name}' (use -w {name})")
+    where = f" in namespace '{namespace}'" if namespace != "default" else ""
+    text = f"variable '{key}' not found in {asked}{where}"
+    if elsewhere:
+        shown = elsewhere[:5] + ([f"{len(elsewhere) - 5} more"] if len(elsewhere) > 5 else [])
+        text += "; it exists in " + ", ".join(shown)
+    return text
 
 
 # -- workflows and namespaces --------------------------------------------------
@@ -113,10 +143,11 @@ def workflows() -> None:
 
 
 @workflows.command("list")
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace.")
 @_common
 @_handled
 def workflows_list(namespace: str, data_dir: str | None, config_path: str | None) -> None:
+    """List the workflows of a namespace that hold workflow variables."""
     with _engine(data_dir, config_path) as engine:
         for name in engine.workflows(namespace):
             click.echo(name)
@@ -124,7 +155,7 @@ def workflows_list(namespace: str, data_dir: str | None, config_path: str | None
 
 @workflows.command("delete")
 @click.argument("name")
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace.")
 @_common
 @_handled
 def workflows_delete(name: str, namespace: str, data_dir: str | None, config_path: str | None) -> None:
@@ -143,6 +174,7 @@ def namespaces() -> None:
 @_common
 @_handled
 def namespaces_list(data_dir: str | None, config_path: str | None) -> None:
+    """List the namespaces that hold variables."""
     with _engine(data_dir, config_path) as engine:
         for name in engine.namespaces():
             click.echo(name)
