@@ -487,3 +487,47 @@ def test_every_command_and_option_has_help() -> None:
 
     walk(main, "isolde")
     assert missing == []
+
+
+def test_ctrl_c_during_run_exits_130_naming_the_instance_and_its_state(real_cli: RealCli, tmp_path: Path) -> None:
+    import signal
+
+    flow = write(tmp_path / "waits.yaml", """\
+states:
+- id: first
+  type: noop
+  transition: wait
+- id: wait
+  type: delay
+  duration: PT1H
+  log: waiting
+  transition: after
+- id: after
+  type: noop
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "isolde.cli", "run", flow], cwd=real_cli.cwd, env=real_cli.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for raw in proc.stderr:  # synchronise on the log line, not on time
+            seen.append(raw.decode())
+            if raw.startswith(b'[wait] "waiting"'):
+                break
+        else:
+            pytest.fail(f"the instance never logged that it waits: {seen}")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert out == b""
+    lines = err.decode().splitlines()
+    assert len(lines) == 1 and "Aborted" not in err.decode() and "Traceback" not in err.decode(), err
+    import re
+
+    assert re.fullmatch(r"isolde: interrupted: instance (\S+) stopped in state 'wait' \(exit 130\)", lines[0]), lines
+    # the engine closed on the way out: the data directory opens again at once
+    assert real_cli("vars", "set", "after", "1").code == 0

@@ -21,6 +21,7 @@ from ..errors import IsoldeError, ValidationError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:

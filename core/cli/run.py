@@ -12,7 +12,7 @@ from typing import Any, Callable
 import click
 
 from ..errors import ValidationError
-from .common import EXIT_FAILED, EXIT_USAGE, _common, _emit, _engine, _handled
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, _common, _emit, _engine, _handled
 
 
 @click.command()
@@ -44,19 +44,35 @@ def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, nam
     elif input_file is not None:
         raw = input_file.read()
 
+    from ..ids import new_instance_id
+
+    instance_id = new_instance_id()
+    at = {"state": ""}  # the state the instance is in, as far as its log tells
+
     def sink(instance: str, state: str, message: str) -> None:
+        if instance == instance_id:
+            at["state"] = state
+        if quiet:
+            return
         # every line of a multi-line message carries the prefix: an isolate's /log body
         # can't pass for isolde's own "isolde: ..." lines
         for line in message.splitlines() or [""]:
             click.echo(f"[{state}] {line}", err=True)
 
-    with _engine(data_dir, config_path, log=None if quiet else sink) as engine:
-        sent = _send_events(engine, namespace, events) if events else set()
-        workflow = engine.load(file)
-        if root is not None:
-            workflow.root = Path(root).resolve()
-        result = engine.run(workflow, input=raw, namespace=namespace)
-        unused = [e for e in engine.events.pending(namespace) if e["id"] in sent] if sent else []
+    try:
+        with _engine(data_dir, config_path, log=sink) as engine:
+            sent = _send_events(engine, namespace, events) if events else set()
+            workflow = engine.load(file)
+            if root is not None:
+                workflow.root = Path(root).resolve()
+            at["state"] = workflow.start.id
+            result = engine.run(workflow, input=raw, namespace=namespace, instance_id=instance_id)
+            unused = [e for e in engine.events.pending(namespace) if e["id"] in sent] if sent else []
+    except KeyboardInterrupt:
+        # the engine has closed on the way out (isolate calls ended, locks released)
+        where = f" stopped in state '{at['state']}'" if at["state"] else " stopped before it started"
+        click.echo(f"isolde: interrupted: instance {instance_id}{where} (exit {EXIT_INTERRUPTED})", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     for event in unused:
         click.echo(f"isolde: warning: the --event of type '{event['type']}' (id {event['id']}) was not consumed", err=True)
     if result.ok:
