@@ -362,7 +362,8 @@ def test_config_limits_apply(cli: Cli, tmp_path: Path) -> None:
 )
 def test_bad_config_is_one_clear_line(cli: Cli, tmp_path: Path, text: str, needle: str) -> None:
     (tmp_path / "isolde.toml").write_text(text)
-    line = assert_one_line_error(cli("run", COUNTER))
+    # a copy beside the config: examples/ has its own isolde.toml, nearer than the cwd's
+    line = assert_one_line_error(cli("run", write(tmp_path / "counter.yaml", Path(COUNTER).read_text())))
     assert needle in line
     assert "isolde.toml" in line or "[plugins]" in line
 
@@ -531,3 +532,26 @@ states:
     assert re.fullmatch(r"isolde: interrupted: instance (\S+) stopped in state 'wait' \(exit 130\)", lines[0]), lines
     # the engine closed on the way out: the data directory opens again at once
     assert real_cli("vars", "set", "after", "1").code == 0
+
+
+def test_isolde_toml_is_found_next_to_the_workflow_then_cwd_then_user_config(cli: Cli, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "flows" / "deep").mkdir(parents=True)
+    flow = write(project / "flows" / "deep" / "noop.yaml", "states:\n- id: a\n  type: noop\n")
+    (project / "isolde.toml").write_text("bogus_near = 1\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    home = tmp_path / "xdg"
+    (home / "isolde").mkdir(parents=True)
+    (home / "isolde" / "isolde.toml").write_text("bogus_user = 1\n")
+    runner = _env_cli(cli, elsewhere, XDG_CONFIG_HOME=str(home), ISOLDE_DATA_DIR=str(cli.data_dir))
+    for args in (("run", flow), ("validate", flow), ("graph", flow)):
+        res = runner(*args)
+        assert res.code == 2 and "bogus_near" in res.stderr, (args, res.stderr)
+    (project / "isolde.toml").unlink()
+    assert "bogus_user" in runner("run", flow).stderr  # no config near it nor in cwd: the user's
+    (elsewhere / "isolde.toml").write_text("bogus_cwd = 1\n")
+    assert "bogus_cwd" in runner("run", flow).stderr
+    good = write(tmp_path / "good.toml", "")
+    assert runner("run", flow, "--config", good).code == 0
+    assert _env_cli(cli, elsewhere, XDG_CONFIG_HOME=str(home), ISOLDE_DATA_DIR=str(cli.data_dir), ISOLDE_CONFIG=good)("run", flow).code == 0

@@ -77,3 +77,22 @@ def _emit(text: str, output: str | None) -> None:
     else:
         click.echo(text, nl=False)
 
+
+
+def config_near(config_path: str | None, near: str | None) -> str | None:
+    """The config file for a command on workflow file ``near``: ``--config``, else
+    ``$ISOLDE_CONFIG``, else ``isolde.toml`` next to the file or in its parent folders,
+    else ``./isolde.toml`` or ``[tool.isolde]`` in ``./pyproject.toml`` (None: load_config
+    finds those), else the user config directory's ``isolde.toml``."""
+    if config_path or os.environ.get("ISOLDE_CONFIG"):
+        return config_path
+    if near is not None:
+        for folder in Path(near).resolve().parents:
+            if (folder / "isolde.toml").is_file():
+                return str(folder / "isolde.toml")
+    if Path("isolde.toml").is_file() or Path("pyproject.toml").is_file():
+        return None
+    import platformdirs
+
+    user = Path(platformdirs.user_config_dir("isolde")) / "isolde.toml"
+    return str(user) if user.is_file() else None

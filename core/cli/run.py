@@ -12,7 +12,7 @@ from typing import Any, Callable
 import click
 
 from ..errors import ValidationError
-from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, _common, _emit, _engine, _handled
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, config_near, EXIT_USAGE, _common, _emit, _engine, _handled
 
 
 @click.command()
@@ -60,7 +60,7 @@ def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, nam
             click.echo(f"[{state}] {line}", err=True)
 
     try:
-        with _engine(data_dir, config_path, log=sink) as engine:
+        with _engine(data_dir, config_near(config_path, file), log=sink) as engine:
             sent = _send_events(engine, namespace, events) if events else set()
             workflow = engine.load(file)
             if root is not None:
@@ -106,7 +106,7 @@ def validate(files: tuple[str, ...], config_path: str | None, strict: bool) -> N
     from ..engine import Engine
 
     bad = warned = 0
-    with Engine(config=config_path) as engine:
+    with Engine(config=config_near(config_path, files[0])) as engine:
         for f in files:
             try:
                 problems = engine.validate(f)
@@ -163,7 +163,7 @@ def graph(file: str, fmt: str, config_path: str | None, output: str | None) -> N
     from ..engine import Engine
     from ..graph import render, workflow_graph
 
-    with Engine(config=config_path) as engine:
+    with Engine(config=config_near(config_path, file)) as engine:
         text = render(workflow_graph(engine.load(file), engine.registry.schema), fmt)
     _emit(text, output)
 
