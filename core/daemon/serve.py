@@ -24,7 +24,7 @@ def serve(directory: str, *, engine: Engine, api: str | None, token: str | None,
         signal.signal(signal.SIGIO, signal.SIG_IGN)  # lease breaks (see watch.FileReader)
     daemon = Daemon(directory, engine, settings, logger=log)
 
-    stopping = []
+    stopping: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal received", extra={"fields": {"signal": signal.Signals(signum).name}})
