@@ -362,7 +362,8 @@ def test_config_limits_apply(cli: Cli, tmp_path: Path) -> None:
 )
 def test_bad_config_is_one_clear_line(cli: Cli, tmp_path: Path, text: str, needle: str) -> None:
     (tmp_path / "isolde.toml").write_text(text)
-    line = assert_one_line_error(cli("run", COUNTER))
+    # a copy beside the config: examples/ has its own isolde.toml, nearer than the cwd's
+    line = assert_one_line_error(cli("run", write(tmp_path / "counter.yaml", Path(COUNTER).read_text())))
     assert needle in line
     assert "isolde.toml" in line or "[plugins]" in line
 
@@ -428,3 +429,129 @@ def test_the_in_process_runner_gives_what_the_program_gives(cli: Cli, real_cli: 
     bad_wf = write(tmp_path / "bad.yaml", "id: bad\nstates:\n- id: a\n  type: nope\n")
     for args in (("run", logging_wf), ("vars", "get", "missing"), ("vars", "get", "bad key"), ("run", bad_wf)):
         assert cli(*args) == real_cli(*args), args
+
+
+# -- CLI manners (issue 13) ----------------------------------------------------
+
+def test_vars_set_dash_reads_standard_input_as_bytes(cli: Cli) -> None:
+    blob = bytes(range(256)) + b"\r\n\x00"
+    assert cli("vars", "set", "blob", "-", input=blob).code == 0
+    code, out = raw_stdout(cli, "vars", "get", "blob")
+    assert code == 0 and out == blob
+    assert listing(cli("vars", "list"))["blob"] == (len(blob), "application/octet-stream")
+    assert cli("vars", "set", "j", "-", "-w", "flow", input=b'{"a": 1}').code == 0
+    assert cli("vars", "get", "j", "-w", "flow").stdout == '{"a": 1}'
+
+
+def test_vars_get_miss_names_the_scopes_where_the_key_exists(cli: Cli) -> None:
+    assert cli("vars", "set", "x", "1", "-w", "counter").code == 0
+    res = cli("vars", "get", "x")
+    assert res.code == 1 and res.stdout == ""
+    assert res.stderr == ("isolde: variable 'x' not found in namespace scope; "
+                          "it exists in workflow scope of 'counter' (use -w counter)\n")
+    assert cli("vars", "set", "x", "2").code == 0
+    res = cli("vars", "get", "x", "-w", "other")
+    assert res.code == 1
+    assert "not found in workflow scope of 'other'; it exists in namespace scope" in res.stderr
+    assert "workflow scope of 'counter' (use -w counter)" in res.stderr
+    nowhere = cli("vars", "get", "nowhere")
+    assert nowhere.code == 1 and nowhere.stderr == "isolde: variable 'nowhere' not found in namespace scope\n"
+
+
+def test_deleting_a_missing_variable_exits_1_with_a_message(cli: Cli) -> None:
+    res = cli("vars", "delete", "ghost")
+    assert res.code == 1
+    assert res.stderr == "isolde: variable 'ghost' not found in namespace scope; nothing deleted\n"
+    assert cli("vars", "set", "ghost", "1", "-w", "flow").code == 0
+    res = cli("vars", "delete", "ghost")
+    assert res.code == 1 and "(use -w flow)" in res.stderr
+    assert cli("vars", "delete", "ghost", "-w", "flow").code == 0
+    assert cli("vars", "delete", "ghost", "-w", "flow").code == 1
+
+
+def test_every_command_and_option_has_help() -> None:
+    import click
+
+    from isolde.cli import main
+
+    missing: list[str] = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        if not (cmd.help or cmd.short_help):
+            missing.append(f"command '{path}'")
+        for param in cmd.params:
+            if isinstance(param, click.Option) and not param.help:
+                missing.append(f"option {'/'.join(param.opts)} of '{path}'")
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}")
+
+    walk(main, "isolde")
+    assert missing == []
+
+
+def test_ctrl_c_during_run_exits_130_naming_the_instance_and_its_state(real_cli: RealCli, tmp_path: Path) -> None:
+    import signal
+
+    flow = write(tmp_path / "waits.yaml", """\
+states:
+- id: first
+  type: noop
+  transition: wait
+- id: wait
+  type: delay
+  duration: PT1H
+  log: waiting
+  transition: after
+- id: after
+  type: noop
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "isolde.cli", "run", flow], cwd=real_cli.cwd, env=real_cli.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for raw in proc.stderr:  # synchronise on the log line, not on time
+            seen.append(raw.decode())
+            if raw.startswith(b'[wait] "waiting"'):
+                break
+        else:
+            pytest.fail(f"the instance never logged that it waits: {seen}")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert out == b""
+    lines = err.decode().splitlines()
+    assert len(lines) == 1 and "Aborted" not in err.decode() and "Traceback" not in err.decode(), err
+    import re
+
+    assert re.fullmatch(r"isolde: interrupted: instance (\S+) stopped in state 'wait' \(exit 130\)", lines[0]), lines
+    # the engine closed on the way out: the data directory opens again at once
+    assert real_cli("vars", "set", "after", "1").code == 0
+
+
+def test_isolde_toml_is_found_next_to_the_workflow_then_cwd_then_user_config(cli: Cli, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "flows" / "deep").mkdir(parents=True)
+    flow = write(project / "flows" / "deep" / "noop.yaml", "states:\n- id: a\n  type: noop\n")
+    (project / "isolde.toml").write_text("bogus_near = 1\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    home = tmp_path / "xdg"
+    (home / "isolde").mkdir(parents=True)
+    (home / "isolde" / "isolde.toml").write_text("bogus_user = 1\n")
+    runner = _env_cli(cli, elsewhere, XDG_CONFIG_HOME=str(home), ISOLDE_DATA_DIR=str(cli.data_dir))
+    for args in (("run", flow), ("validate", flow), ("graph", flow)):
+        res = runner(*args)
+        assert res.code == 2 and "bogus_near" in res.stderr, (args, res.stderr)
+    (project / "isolde.toml").unlink()
+    assert "bogus_user" in runner("run", flow).stderr  # no config near it nor in cwd: the user's
+    (elsewhere / "isolde.toml").write_text("bogus_cwd = 1\n")
+    assert "bogus_cwd" in runner("run", flow).stderr
+    good = write(tmp_path / "good.toml", "")
+    assert runner("run", flow, "--config", good).code == 0
+    assert _env_cli(cli, elsewhere, XDG_CONFIG_HOME=str(home), ISOLDE_DATA_DIR=str(cli.data_dir), ISOLDE_CONFIG=good)("run", flow).code == 0

@@ -359,7 +359,8 @@ def test_disabling_an_unknown_plugin_is_a_config_error(tmp_path: Path, cli: Cli)
     with pytest.raises(isolde.ConfigError, match=r"unknown plugin 'gettr' \(did you mean 'getter'\?\); installed: .*noop"):
         make_engine(tmp_path, {"plugins": {"disable": ["gettr"]}})
     (tmp_path / "isolde.toml").write_text('[plugins]\ndisable = ["nosuch"]\n')
-    done = cli("run", str(EXAMPLES / "counter.yaml"))
+    (tmp_path / "counter.yaml").write_text((EXAMPLES / "counter.yaml").read_text())  # examples/ has its own isolde.toml
+    done = cli("run", str(tmp_path / "counter.yaml"))
     assert done.code == 2
     assert done.stderr.startswith("isolde: error: ") and "unknown plugin 'nosuch'" in done.stderr
     assert "Traceback" not in done.stderr

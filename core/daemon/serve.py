@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,13 @@ def serve(directory: str, *, engine: Engine, api: str | None, token: str | None,
         signal.signal(signal.SIGIO, signal.SIG_IGN)  # lease breaks (see watch.FileReader)
     daemon = Daemon(directory, engine, settings, logger=log)
 
+    stopping: list[int] = []
+
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal received", extra={"fields": {"signal": signal.Signals(signum).name}})
+        if stopping and signum == signal.SIGINT:  # a second Ctrl-C: stop at once, no graceful drain
+            os._exit(130)
+        stopping.append(signum)
         daemon.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
