@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from ..errors import ValidationError
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, config_near, EXIT_USAGE, _common, _emit, _engine, _handled
+
+if TYPE_CHECKING:
+    from ..instance import Result
 
 
 @click.command()
@@ -64,7 +68,8 @@ def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, nam
             if root is not None:
                 workflow.root = Path(root).resolve()
             at["state"] = workflow.start.id
-            result = engine.run(workflow, input=raw, namespace=namespace, instance_id=instance_id)
+            result = _run_interruptibly(lambda: engine.run(workflow, input=raw, namespace=namespace,
+                                                           instance_id=instance_id))
             unused = [e for e in engine.events.pending(namespace) if e["id"] in sent] if sent else []
     except KeyboardInterrupt:
         # the engine has closed on the way out (isolate calls ended, locks released)
@@ -77,6 +82,7 @@ def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, nam
         click.echo(json.dumps(result.output, ensure_ascii=False))
         return
     err = result.error
+    assert err is not None  # a failed result always carries its error
     click.echo(f"isolde: instance {result.instance_id} failed in state '{err.state}': {err.code}: {err.message}", err=True)
     sys.exit(EXIT_FAILED)
 
@@ -232,3 +238,24 @@ def serve(directory: str, api: str | None, no_api: bool, token: str | None, verb
         code = run_daemon(directory, engine=engine, api=api, token=token, verbose=verbose, no_api=no_api)
     sys.exit(code)
 
+
+def _run_interruptibly(run: Callable[[], Result]) -> Result:
+    """Run the instance in a worker thread while this (main) thread waits, so a Ctrl-C is
+    raised here, never in the middle of the engine's own work (a lock held, a commit under
+    way); leaving the engine's ``with`` block then cancels the instance cleanly."""
+    box: list[Result | BaseException] = []
+
+    def work() -> None:
+        try:
+            box.append(run())
+        except BaseException as exc:  # handed to the main thread
+            box.append(exc)
+
+    worker = threading.Thread(target=work, name="isolde-run", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+    outcome = box[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
