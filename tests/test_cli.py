@@ -522,7 +522,7 @@ states:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()  # reap it and close its pipes, so a failure here leaks nothing into later tests
     assert proc.returncode == 130, err
     assert out == b""
     lines = err.decode().splitlines()
