@@ -24,7 +24,19 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 from .config import Config, config_from, resolve_data_dir
 from .errors import IsoldeError, ValidationError
 from .ids import new_instance_id
-from .instance import INVOKE, ErrorInfo, Lazy, Limits, LogSink, Result, Services, Subflows, manual_start_refused, run_instance
+from .instance import (
+    INVOKE,
+    ErrorInfo,
+    Lazy,
+    Limits,
+    LogSink,
+    Result,
+    Services,
+    StepHook,
+    Subflows,
+    manual_start_refused,
+    run_instance,
+)
 from .jqexpr import JqRuntime
 from .loader import YamlError, load_document
 from .registry import Registry, load_plugins
@@ -293,9 +305,11 @@ class Engine:
         return self.run_loaded(wf, self.instance_input(input), namespace=namespace, instance_id=instance_id)
 
     def run_loaded(self, wf: Workflow, data: dict[str, Any], *, namespace: str = "default",
-                   instance_id: str | None = None, **loop: Any) -> Result:
-        """Run a loaded workflow on instance data (already an object); ``loop`` passes the
-        instance loop's options (``start``, ``on_step``, ``started_at``) for the daemon."""
+                   instance_id: str | None = None, sink: LogSink | None = None, start: str | None = None,
+                   on_step: StepHook | None = None, started_at: float | None = None) -> Result:
+        """Run a loaded workflow on instance data (already an object).  The daemon resumes
+        an instance from state ``start`` (counting its timeouts from ``started_at``) and
+        keeps its record with ``on_step``; ``sink`` replaces the engine's log sink."""
         if namespace not in self._good_namespaces:
             check_name(namespace, "namespace")
             if len(self._good_namespaces) < 1024:
@@ -307,7 +321,7 @@ class Engine:
             self._active += 1
         try:
             return run_instance(self.services, wf, data, namespace=namespace, instance_id=iid,
-                                sink=loop.pop("sink", self.log_sink), **loop)
+                                sink=sink or self.log_sink, start=start, on_step=on_step, started_at=started_at)
         finally:
             with self._active_cond:
                 self._active -= 1

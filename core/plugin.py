@@ -14,7 +14,8 @@ for every plugin.  What each name is for:
   (uncatchable), :class:`ConfigError`, :class:`ValidationError`, :class:`IsoldeError`;
 * values: :class:`Expr` and its kinds, :func:`truthy`, :func:`to_text`, :func:`encode` /
   :func:`decode` (variables as a setter / getter sees them), :func:`parse_json`,
-  :func:`check_key`, :func:`parse_duration`;
+  :func:`check_key`, :func:`parse_duration`; for store backends :func:`check_ref`,
+  :func:`scope_owner` and :func:`check_name` (the address rules every store applies);
 * events: :class:`EventFilter`, :class:`Received`, :class:`EventError`, :class:`Cancelled`;
 * isolate runners: :class:`Runner`, :class:`RunnerHost`, :class:`HttpIsolate`,
   :class:`IsolateProcess`, :class:`ActionRequest`, :class:`Response`,
@@ -50,7 +51,19 @@ from .isolates import (
 )
 from .report import Report
 from .liveness import is_orphan, machine, registration
-from .store import InvalidKey, Put, Ref, StoreError, ValueReader, Variable, VariableStore, check_key
+from .store import (
+    InvalidKey,
+    Put,
+    Ref,
+    StoreError,
+    ValueReader,
+    Variable,
+    VariableStore,
+    check_key,
+    check_name,
+    check_ref,
+    scope_owner,
+)
 from .variables import JSON, OCTETS, TEXT, decode, encode, parse_json, resolve_key
 from .workflow import StateContext, StateSpec, StateType, Workflow
 
@@ -59,6 +72,6 @@ __all__ = [
     "EventFilter", "Expr", "FileItem", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
     "IsoldeError", "JSON", "Literal", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
     "Runner", "RunnerHost", "StateContext", "StateSpec", "StateType", "StoreError", "TEXT", "UNAVAILABLE_CODE",
-    "ValidationError", "ValueReader", "Variable", "VariableStore", "Workflow", "WorkflowError", "check_key", "compile_action",
-    "decode", "encode", "hookimpl", "is_orphan", "machine", "parse_duration", "parse_json", "parse_url", "registration", "resolve_key", "stderr_line", "to_text", "truthy",
+    "ValidationError", "ValueReader", "Variable", "VariableStore", "Workflow", "WorkflowError", "check_key", "check_name", "check_ref", "compile_action",
+    "decode", "encode", "hookimpl", "is_orphan", "machine", "parse_duration", "parse_json", "parse_url", "registration", "resolve_key", "scope_owner", "stderr_line", "to_text", "truthy",
 ]

@@ -32,11 +32,13 @@ from isolde.plugin import (
     ValueReader,
     Variable,
     VariableStore,
-    check_key,
+    check_name,
+    check_ref,
     hookimpl,
     is_orphan,
     machine,
     registration,
+    scope_owner,
 )
 
 if TYPE_CHECKING:
@@ -45,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore", "SCHEMA_VERSION", "isolde_store", "redact"]
 
 SCHEMA_VERSION = 1
-_SCOPES = ("instance", "workflow", "namespace")
 _STREAM_THRESHOLD = 1 << 20  # values above this are read in chunks
 _CHUNK = 1 << 20
 _SETUP_LOCK = 0x15_01DE  # advisory lock id guarding schema creation
@@ -95,28 +96,27 @@ def redact(url: str) -> str:
 
 
 def _name(value: str, what: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise StoreError(f"{what} must be a non-empty string, got {value!r}")
-    if "\x00" in value:
-        raise StoreError(f"{what} must not contain a NUL character: {value!r}")
+    check_name(value, what)
     if len(value.encode()) > _MAX_NAME:
         raise StoreError(f"{what} is longer than {_MAX_NAME} bytes: {value[:40]!r}...")
 
 
+def _fits(namespace: str, scope: str, owner: str) -> None:
+    for value, what in ((namespace, "namespace"), (owner, f"owner of a {scope}-scope variable")):
+        if len(value.encode()) > _MAX_NAME:
+            raise StoreError(f"{what} is longer than {_MAX_NAME} bytes: {value[:40]!r}...")
+
+
 def _owner(namespace: str, scope: str, owner: str) -> str:
-    _name(namespace, "namespace")
-    if scope not in _SCOPES:
-        raise StoreError(f"invalid variable scope {scope!r}: must be one of {', '.join(_SCOPES)}")
-    if scope == "namespace":
-        return ""
-    _name(owner, f"owner of a {scope}-scope variable")
+    owner = scope_owner(namespace, scope, owner)
+    _fits(namespace, scope, owner)
     return owner
 
 
 def _address(ref: Ref) -> _Address:
-    owner = _owner(ref.namespace, ref.scope, ref.owner)
-    check_key(ref.key)
-    return ref.namespace, ref.scope, owner, ref.key
+    addr = check_ref(ref)
+    _fits(addr[0], addr[1], addr[2])
+    return addr
 
 
 def _data(ref: Ref, data: object) -> bytes:

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from .keys import KEY_RE, MAX_KEY_BYTES, SCOPES, check_key, check_scope
+from .keys import KEY_RE, MAX_KEY_BYTES, SCOPES, check_key, check_name, check_ref, check_scope, scope_owner
 from .lmdb import DEFAULT_BLOB_THRESHOLD, LmdbStore
 from .protocol import ValueReader, VariableStore
 from .types import InvalidKey, Put, Ref, StoreError, StoreFull, Variable
@@ -31,7 +31,10 @@ __all__ = [
     "Ref",
     "Put",
     "check_key",
+    "check_name",
+    "check_ref",
     "check_scope",
+    "scope_owner",
     "LmdbStore",
     "ValueReader",
     "VariableStore",

@@ -142,7 +142,7 @@ class SharedEnv:
         """Run ``fn(txn, arg)`` in one short read transaction."""
         for _ in range(RETRY_LIMIT):
             gen = self.gen
-            with self.lock:  # enter(), inlined: reads are the hot path
+            with self.lock:  # entering the gate, inlined: reads are the hot path
                 if self.excl:
                     self.wait_shared()
                 self.active += 1
@@ -158,7 +158,7 @@ class SharedEnv:
             except lmdb.MapResizedError:
                 pass
             finally:
-                with self.lock:  # leave()
+                with self.lock:  # leaving the gate
                     self.active -= 1
                     if self.excl and not self.active:
                         self.cond.notify_all()
@@ -187,14 +187,17 @@ class SharedEnv:
             self.reader_check()
         if handed is None:
             return self.commits.submit(fn, arg, buffers)
-        queued = None
-        if shown:
-            def queued(item: Pending) -> None:
-                with self._overlay_lock:
-                    for kb, value in shown:
-                        self.overlay[kb] = (value, item)
-                item.shown = [kb for kb, _ in shown]
+        queued = self._showing(shown) if shown else None
         return self.commits.submit(fn, arg, buffers, queued=queued, handed=handed)
+
+    def _showing(self, shown: list[tuple[bytes, Variable | None]]) -> Callable[[Pending], None]:
+        """What to do when a handed-over write is queued: show its values to this process."""
+        def queued(item: Pending) -> None:
+            with self._overlay_lock:
+                for kb, value in shown:
+                    self.overlay[kb] = (value, item)
+            item.shown = [kb for kb, _ in shown]
+        return queued
 
     def _unshow(self, batch: list[Pending]) -> None:
         """After a commit: its shown values are in LMDB now (or failed)."""
@@ -222,7 +225,7 @@ class SharedEnv:
         try:
             for _ in range(RETRY_LIMIT):
                 gen = self.gen
-                with self.lock:  # enter(), inlined: the write path is hot too
+                with self.lock:  # entering the gate, inlined: the write path is hot too
                     if self.excl:
                         self.wait_shared()
                     self.active += 1
@@ -243,7 +246,7 @@ class SharedEnv:
                 except lmdb.MapResizedError:
                     grow = False
                 finally:
-                    with self.lock:  # leave()
+                    with self.lock:  # leaving the gate
                         self.active -= 1
                         if self.excl and not self.active:
                             self.cond.notify_all()

@@ -16,7 +16,7 @@ from typing import Final
 
 from .types import InvalidKey, Ref, StoreError
 
-__all__ = ["SCOPES", "KEY_RE", "MAX_KEY_BYTES", "check_key", "check_scope", "check_name", "KeyCodec"]
+__all__ = ["SCOPES", "KEY_RE", "MAX_KEY_BYTES", "check_key", "check_name", "check_ref", "check_scope", "scope_owner", "KeyCodec"]
 
 SCOPES: Final[tuple[str, str, str]] = ("instance", "workflow", "namespace")
 
@@ -72,6 +72,21 @@ def letter_owner(scope: str, owner: str) -> tuple[str, str]:
         return "n", ""
     check_name(owner, f"owner of a {scope}-scope variable")
     return letter, owner
+
+
+def scope_owner(namespace: str, scope: str, owner: str) -> str:
+    """Check a scope address and return the owner a variable of it is stored under
+    (``""`` for the namespace scope): the rule every store backend applies."""
+    check_name(namespace, "namespace")
+    return letter_owner(scope, owner)[1]
+
+
+def check_ref(ref: Ref) -> tuple[str, str, str, str]:
+    """Check a variable's whole address (namespace, scope, owner, key) and return it as
+    stored: ``(namespace, scope, owner, key)``, the owner empty for the namespace scope."""
+    owner = scope_owner(ref.namespace, ref.scope, ref.owner)
+    check_key(ref.key)
+    return ref.namespace, ref.scope, owner, ref.key
 
 
 def key_name(kb: bytes) -> str:

@@ -16,10 +16,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from isolde import hookimpl
-from isolde.store import InvalidKey, Put, Ref, StoreError, ValueReader, Variable, VariableStore, check_key
+from isolde.store import (
+    InvalidKey,
+    Put,
+    Ref,
+    StoreError,
+    ValueReader,
+    Variable,
+    VariableStore,
+    check_name,
+    check_ref,
+    scope_owner,
+)
 from isolde.store.protocol import Updater
 
-_SCOPES = ("instance", "workflow", "namespace")
 _Address = tuple[str, str, str, str]  # namespace, scope, owner, key
 
 
@@ -31,29 +41,6 @@ class _Reader(io.BytesIO):
 
     def __enter__(self) -> _Reader:
         return self
-
-
-def _name(value: str, what: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise StoreError(f"{what} must be a non-empty string, got {value!r}")
-    if "\x00" in value:
-        raise StoreError(f"{what} must not contain a NUL character: {value!r}")
-
-
-def _owner(namespace: str, scope: str, owner: str) -> str:
-    _name(namespace, "namespace")
-    if scope not in _SCOPES:
-        raise StoreError(f"invalid variable scope {scope!r}: must be one of {', '.join(_SCOPES)}")
-    if scope == "namespace":
-        return ""
-    _name(owner, f"owner of a {scope}-scope variable")
-    return owner
-
-
-def _address(ref: Ref) -> _Address:
-    owner = _owner(ref.namespace, ref.scope, ref.owner)
-    check_key(ref.key)
-    return ref.namespace, ref.scope, owner, ref.key
 
 
 def _data(ref: Ref, data: object) -> bytes:
@@ -86,13 +73,13 @@ class MemoryStore:
     # ---------------------------------------------------------------- reads
 
     def get(self, ref: Ref) -> Variable | None:
-        addr = _address(ref)
+        addr = check_ref(ref)
         with self._lock:
             self._open()
             return self._vars.get(addr)
 
     def get_many(self, refs: Sequence[Ref]) -> builtins.list[Variable | None]:
-        addrs = [_address(r) for r in refs]
+        addrs = [check_ref(r) for r in refs]
         with self._lock:
             self._open()
             return [self._vars.get(a) for a in addrs]
@@ -114,7 +101,7 @@ class MemoryStore:
         return Variable(b"", v.mime, v.size, v.created, v.updated, v.version)
 
     def list(self, namespace: str, scope: str, owner: str = "") -> builtins.list[tuple[str, Variable]]:
-        owner = _owner(namespace, scope, owner)
+        owner = scope_owner(namespace, scope, owner)
         with self._lock:
             self._open()
             found = [(a[3], v) for a, v in self._vars.items() if a[:3] == (namespace, scope, owner)]
@@ -126,7 +113,7 @@ class MemoryStore:
             return sorted({a[0] for a in self._vars})
 
     def workflows(self, namespace: str) -> builtins.list[str]:
-        _name(namespace, "namespace")
+        check_name(namespace, "namespace")
         with self._lock:
             self._open()
             return sorted({a[2] for a in self._vars if a[0] == namespace and a[1] == "workflow"})
@@ -137,10 +124,10 @@ class MemoryStore:
         self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None,
         handover: Callable[[], None] | None = None,
     ) -> None:
-        staged = [(_address(p.ref), None if p.data is None else _data(p.ref, p.data), p.mime) for p in puts]
+        staged = [(check_ref(p.ref), None if p.data is None else _data(p.ref, p.data), p.mime) for p in puts]
         if register_instance is not None:
-            _name(register_instance[0], "namespace")
-            _name(register_instance[1], "instance id")
+            check_name(register_instance[0], "namespace")
+            check_name(register_instance[1], "instance id")
         with self._lock:
             self._open()
             now = time.time()
@@ -153,7 +140,7 @@ class MemoryStore:
             handover()  # applied is durable here: nothing to show ahead
 
     def update(self, ref: Ref, fn: Updater) -> Variable | None:
-        addr = _address(ref)
+        addr = check_ref(ref)
         with self._lock:
             self._open()
             cur = self._vars.get(addr)
@@ -169,7 +156,7 @@ class MemoryStore:
     def compare_and_set(
         self, ref: Ref, expected_version: int | None, data: bytes | None, mime: str = "application/json"
     ) -> int:
-        addr = _address(ref)
+        addr = check_ref(ref)
         if expected_version is not None and expected_version < 0:
             raise StoreError(f"expected_version must be positive or None, got {expected_version}")
         value = None if data is None else _data(ref, data)
@@ -194,19 +181,19 @@ class MemoryStore:
             return len(gone)
 
     def delete_scope(self, namespace: str, scope: str, owner: str = "") -> int:
-        owner = _owner(namespace, scope, owner)
+        owner = scope_owner(namespace, scope, owner)
         return self._delete(lambda a: a[:3] == (namespace, scope, owner))
 
     def delete_workflow(self, namespace: str, workflow: str) -> int:
         return self.delete_scope(namespace, "workflow", workflow)
 
     def delete_namespace(self, namespace: str) -> int:
-        _name(namespace, "namespace")
+        check_name(namespace, "namespace")
         return self._delete(lambda a: a[0] == namespace)
 
     def rename_workflow(self, namespace: str, old: str, new: str) -> int:
-        _owner(namespace, "workflow", old)
-        _owner(namespace, "workflow", new)
+        scope_owner(namespace, "workflow", old)
+        scope_owner(namespace, "workflow", new)
         with self._lock:
             self._open()
             moving = {a: v for a, v in self._vars.items() if a[:3] == (namespace, "workflow", old)}
