@@ -1,4 +1,4 @@
-"""The PostgreSQL variable store (plugins/postgres.py) against the real server.
+"""The PostgreSQL variable store (plugins/postgres/) against the real server.
 
 Each module run works in its own fresh schema (``isolde_t_<random>``), chosen
 through the URL's ``options=-csearch_path=...``, and drops it afterwards.  The

@@ -1,17 +1,5 @@
-"""The PostgreSQL variable store: ``[store] url = "postgresql://..."``.
+"""The PostgreSQL variable store: ``VariableStore`` on one database (see the package docstring)."""
 
-Answers the ``isolde_store`` hook with a ``PostgresStore`` when the store table
-names a PostgreSQL URL, and None otherwise (LMDB stays the default, and psycopg
-is then never imported).  The store implements ``VariableStore`` with the same
-semantics as LMDB: exact scopes, a version sequence unique across the database,
-one transaction per batch, instance registrations swept when their process died
-on this host.  isolde creates and versions its own tables
-(``isolde_schema_version``) in the first schema of the connection's search_path.
-
-Durable by default (``synchronous_commit`` on); ``[store] durability = "fast"``
-turns it off for isolde's sessions: a crash of the database server may lose the
-last commits, never corrupt them.
-"""
 
 from __future__ import annotations
 
@@ -25,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from isolde.plugin import (
-    Config,
     Put,
     Ref,
     StoreError,
@@ -34,7 +21,6 @@ from isolde.plugin import (
     VariableStore,
     check_name,
     check_ref,
-    hookimpl,
     is_orphan,
     machine,
     registration,
@@ -44,7 +30,7 @@ from isolde.plugin import (
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PostgresStore", "SCHEMA_VERSION", "isolde_store", "redact"]
+__all__ = ["PostgresStore", "SCHEMA_VERSION", "redact"]
 
 SCHEMA_VERSION = 1
 _STREAM_THRESHOLD = 1 << 20  # values above this are read in chunks
@@ -466,15 +452,3 @@ class PostgresStore:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-
-
-@hookimpl
-def isolde_store(config: Config, data_dir: str) -> VariableStore | None:
-    """A PostgresStore when ``[store] url`` is set; otherwise None (the next store answers)."""
-    table = config.data.get("store", {})
-    url = table.get("url")
-    if not url:
-        return None
-    store = PostgresStore(url, durable=config.durable)
-    store.sweep_orphans()
-    return store
