@@ -275,7 +275,9 @@ class Runs:
             data_in[0] = data
             if nxt is None:
                 info.state = None
-                return ()
+                # The last state's writes carry the record too: a backend that fences its
+                # records (several workers) refuses them once another worker holds the claim.
+                return records.with_step(info.record()) if pending else ()
             info.state = nxt
             if not wf.states[nxt].impl.resumable:
                 write = True

@@ -179,12 +179,16 @@ class Worker:
 
     def beat(self) -> None:
         with self.db.tx() as conn:
-            cur = conn.execute("UPDATE isolde_workers SET lease_until = now() + %s * interval '1 second' WHERE id = %s",
-                               (self.lease, self.id))
-            if cur.rowcount == 0:  # removed as long dead: announce again (claims are fenced anyway)
+            if not self.renew(conn) and self._thread.is_alive():  # removed as long dead: announce again
                 conn.execute("INSERT INTO isolde_workers (id, host, pid, lease_until) "
                              "VALUES (%s, %s, %s, now() + %s * interval '1 second')",
                              (self.id, socket.gethostname(), os.getpid(), self.lease))
+
+    def renew(self, conn: psycopg.Connection[Any]) -> bool:
+        """Extend the lease (in the caller's transaction); False when this worker has no row."""
+        cur = conn.execute("UPDATE isolde_workers SET lease_until = now() + %s * interval '1 second' WHERE id = %s",
+                           (self.lease, self.id))
+        return cur.rowcount > 0
 
     def _beat_loop(self) -> None:
         while not self._stop.wait(self.lease / 3):

@@ -24,7 +24,7 @@ __all__ = ["PostgresInstanceRecords"]
 _OWNER: Final = "~isolde-daemon"  # the ref a RecordWrite carries, as LMDB keeps records
 _FINISHED: Final = ("complete", "failed")
 _CLAIM: Final = (
-    "WITH c AS (SELECT namespace, id FROM isolde_runs r WHERE status IN ('pending', 'running') AND owner <> %(me)s "
+    "WITH c AS (SELECT namespace, id FROM isolde_runs r WHERE status IN ('pending', 'running') "
     "AND NOT EXISTS (SELECT 1 FROM isolde_workers w WHERE w.id = r.owner AND w.lease_until > now()) "
     "ORDER BY created LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
     "UPDATE isolde_runs r SET owner = %(me)s, epoch = r.epoch + 1 FROM c "
