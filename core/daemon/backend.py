@@ -15,12 +15,9 @@ from typing import TYPE_CHECKING, Callable, Protocol
 if TYPE_CHECKING:
     from ..events import EventBus
     from .records import InstanceRecords
-    from .triggers import CronScheduler
+    from .triggers import CronScheduler, FireFn
 
-__all__ = ["DaemonServices", "FireFn"]
-
-FireFn = Callable[[str, str, float], None]
-"""``fire(namespace, workflow, tick)``: a cron tick is due (``tick``: its epoch seconds)."""
+__all__ = ["DaemonServices"]
 
 
 class DaemonServices(Protocol):

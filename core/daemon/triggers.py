@@ -14,17 +14,18 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
 
 from .catalog import Catalog, WorkflowEntry
 from .settings import DaemonError
 
 if TYPE_CHECKING:
     from ..events import EventBus
-    from .backend import FireFn
 
-__all__ = ["CronScheduler", "CronThread", "StartFn", "Triggers", "event_filters"]
+__all__ = ["CronScheduler", "CronThread", "FireFn", "StartFn", "Triggers", "event_filters"]
 
+FireFn = Callable[[str, str, float], None]
+"""``fire(namespace, workflow, tick)``: a cron tick is due (``tick``: its epoch seconds)."""
 StartFn = Callable[..., Any]
 """``start(ns, wid, input, trigger=...)`` -> an object with ``id``; raises DaemonError."""
 
@@ -146,11 +147,13 @@ class Triggers:
         self._bus = bus  # the engine's event bus, made on first use
         self._start = start
         self.log = log
+        self.scheduler: CronScheduler
         if scheduler is None:
-            scheduler = CronThread(self._fire_scheduled, log)
-        elif callable(scheduler) and not hasattr(scheduler, "next_fire"):
-            scheduler = scheduler(self._fire_scheduled, log)
-        self.scheduler: CronScheduler = scheduler
+            self.scheduler = CronThread(self._fire_scheduled, log)
+        elif hasattr(scheduler, "next_fire"):
+            self.scheduler = cast("CronScheduler", scheduler)
+        else:
+            self.scheduler = scheduler(self._fire_scheduled, log)
         self._lock = threading.Lock()
         self._gatherings: dict[tuple[str, str], list[_Gathering]] = {}
         self._tls = threading.local()  # instance ids started by the event being published

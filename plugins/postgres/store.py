@@ -345,7 +345,7 @@ class PostgresStore:
             now = time.time()
             with self._tx() as conn, conn.cursor() as cur:
                 for fence in fences:
-                    fence.in_transaction(cur)  # type: ignore[attr-defined]
+                    fence.in_transaction(cur)
                 deletes = [addr for addr, (data, _) in staged.items() if data is None]
                 upserts = [(*addr, mime, data, len(data), now, now) for addr, (data, mime) in staged.items()
                            if data is not None]
