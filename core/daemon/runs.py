@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 from ..errors import InstanceFailure, IsoldeError
@@ -246,6 +246,7 @@ class Runs:
         log = self.log
         records = self.records
         data_in = [info.data]  # the input of the state running now
+        ended_with: list[dict[str, Any] | None] = [None]  # the outcome committed with the last state
 
         def sink(_iid: str, state: str, message: str) -> None:
             info.log.append([time.time(), state, message[:LOG_LINE_MAX]])
@@ -275,9 +276,17 @@ class Runs:
             data_in[0] = data
             if nxt is None:
                 info.state = None
-                # The last state's writes carry the record too: a backend that fences its
-                # records (several workers) refuses them once another worker holds the claim.
-                return records.with_step(info.record()) if pending else ()
+                if not pending:
+                    return ()
+                # The last state's writes carry the record too (a backend that fences its
+                # records refuses them once another worker holds the claim), and when the
+                # instance completes here, its outcome: no commit of its own for it.
+                if ctx.error_at_end is not None:
+                    return records.with_step(info.record())
+                outcome = replace(info, status="complete", output=data, error=None, ended=time.time(), data={},
+                                  lock_at=None, lock_data=None).record()
+                ended_with[0] = outcome
+                return records.finish_with_step(outcome)
             info.state = nxt
             if not wf.states[nxt].impl.resumable:
                 write = True
@@ -306,10 +315,11 @@ class Runs:
         if self.abandon and result.status == "failed":
             info.done.set()  # stopped by the shutdown: its record stays, the next start resumes it
             return
+        outcome = ended_with[0] if result.status == "complete" else None
         info.status = result.status
         info.output = result.output
         info.error = _error_dict(result.error)
-        info.ended = time.time()
+        info.ended = time.time() if outcome is None else outcome["ended"]
         info.data = {}
         info.ctx = None
         info.lock_at = info.lock_data = None
@@ -318,7 +328,7 @@ class Runs:
             self.stats["started"] += 1
         gone = info.cancel is not None and "namespace" in info.cancel
         try:
-            if not gone:
+            if not gone and outcome is None:
                 records.finish(info.record())
             if info.resumed:
                 self._end_instance(ns, iid)

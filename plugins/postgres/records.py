@@ -13,6 +13,7 @@ import builtins
 import json
 import logging
 import threading
+from collections import deque
 from typing import Any, Final, Sequence
 
 from isolde.plugin import Put, Ref, VariableStore
@@ -30,6 +31,9 @@ _CLAIM: Final = (
     "UPDATE isolde_runs r SET owner = %(me)s, epoch = r.epoch + 1 FROM c "
     "WHERE r.namespace = c.namespace AND r.id = c.id RETURNING r.namespace, r.id, r.epoch, r.record"
 )
+FORGET_AFTER: Final = 1024
+"""Ended instances whose claims are still remembered (an outcome that failed to commit
+with the last state is written again on its own, with the same epoch)."""
 CLAIM_BATCH: Final = 100
 """Orphaned instances claimed at most in one look (the next look takes more)."""
 
@@ -47,13 +51,17 @@ class PostgresInstanceRecords:
         self._lock = threading.Lock()
         self._epochs: dict[tuple[str, str], int] = {}  # claims this worker holds
         self._since_prune = 0
+        self._ended: deque[tuple[str, str]] = deque()
 
     def _write(self, record: dict[str, Any], *, finished: bool = False) -> RecordWrite:
         ns, iid = record["namespace"], str(record["id"])
         prune = None
         with self._lock:
-            epoch = self._epochs.pop((ns, iid), 1) if finished else self._epochs.setdefault((ns, iid), 1)
-            if finished:
+            epoch = self._epochs.setdefault((ns, iid), 1)
+            if finished:  # its claim is forgotten a while later (an outcome may be written twice)
+                self._ended.append((ns, iid))
+                if len(self._ended) > FORGET_AFTER:
+                    self._epochs.pop(self._ended.popleft(), None)
                 self._since_prune += 1
                 if self._since_prune >= max(1, self.keep // 10):
                     self._since_prune = 0
@@ -72,7 +80,10 @@ class PostgresInstanceRecords:
         return (self._write(record),)
 
     def finish(self, record: dict[str, Any]) -> None:
-        self.store.write([self._write(record, finished=True)])
+        self.store.write(self.finish_with_step(record))
+
+    def finish_with_step(self, record: dict[str, Any]) -> Sequence[Put]:
+        return (self._write(record, finished=True),)
 
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
         if not instance_id or len(instance_id) > 200 or "\x00" in instance_id or "\x00" in namespace:
