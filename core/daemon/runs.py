@@ -67,6 +67,7 @@ class InstanceInfo:
     lock_at: str | None = None  # while it holds variable locks: the state that took them
     lock_data: dict[str, Any] | None = None  # ... and that state's input
     lock_safe: bool = True  # no state that must not run twice ran while it held them
+    recorded: bool = True  # its record is in the store (a start that is waited for has none until it commits)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -145,7 +146,9 @@ class Runs:
         With ``announce`` its record is durable before this returns, so an id handed out
         survives a crash.  A caller that waits for the outcome passes False and saves that
         commit: should the daemon die first, the caller gets no id, and the instance left
-        no trace unless it committed something (which writes its record with it)."""
+        no trace unless it committed something (which writes its record with it).  Such an
+        instance writes no record before a state that may call out either, until it has
+        committed something: a crash leaves nothing to resume or to mark."""
         if self.stopping:
             raise DaemonError(503, "isolde.daemon.stopping", "the daemon is stopping")
         wid = workflow_id(path)
@@ -162,7 +165,7 @@ class Runs:
         except IsoldeError as exc:
             raise DaemonError(413 if "limit" in str(exc) else 400, "isolde.input", str(exc)) from None
         iid = str(uuid.uuid4())
-        info = InstanceInfo(iid, ns, wid, data, trigger, time.time(), state=wf.start.id)
+        info = InstanceInfo(iid, ns, wid, data, trigger, time.time(), state=wf.start.id, recorded=announce)
         with self._lock:
             if wf.fields.get("singular"):
                 for other in self.instances.values():
@@ -292,15 +295,16 @@ class Runs:
                 write = True
                 if info.lock_at is not None:
                     info.lock_safe = False  # it may call out holding the locks: never run again
-            if write:
+            if write and (pending or info.recorded):  # no record yet, nothing to commit: none is needed
                 info.data = data
+                info.recorded = True
                 return records.with_step(info.record())
             return ()
 
         if log.isEnabledFor(logging.DEBUG):
             log.debug("instance started", extra={"fields": {"ns": ns, "workflow": info.workflow, "id": iid, "trigger": info.trigger}})
         try:
-            if not first.impl.resumable and start is None:
+            if not first.impl.resumable and start is None and info.recorded:
                 records.update(info.record())  # it may call out at once: a crash must not run it twice
             if info.cancel is not None:
                 raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
