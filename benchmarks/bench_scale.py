@@ -1,11 +1,12 @@
 """Workers on one PostgreSQL: throughput with 1, 2, 4 (8) ``isolde serve`` workers, in one run.
 
-    python benchmarks/bench_scale.py [--url postgresql://root@127.0.0.1:5432/root] [--seconds 3]
+    python benchmarks/bench_scale.py [--url postgresql://root@127.0.0.1:5432/root] [--seconds 2] [--reps 3]
 
 Eight worker processes serve one folder on one database (a scratch schema, dropped
 afterwards); each case drives the first N of them with closed-loop HTTP clients
 (``POST .../instances?wait=true`` over keep-alive connections, ``--clients`` per
-worker, one for the I/O-bound case) for ``--seconds`` and counts completed instances:
+worker, one for the I/O-bound case) for ``--seconds`` and counts completed instances
+(``--reps`` times, alternating with the floor; medians are shown):
 
 * ``counter``: ``examples/counter.yaml`` (a getter, then a setter of the same variable);
 * ``chain``: ten setter states, each writing one workflow variable;
@@ -27,6 +28,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -189,8 +191,9 @@ def measured(url: str, background: float, run: Callable[[], int], seconds: float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--url", default="postgresql://root@127.0.0.1:5432/root")
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--clients", type=int, default=2, help="clients in flight per worker (counter, chain)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of each case (medians are shown)")
     a = ap.parse_args()
     schema = f"isolde_bench_{secrets.token_hex(4)}"
     with psycopg.connect(a.url, autocommit=True) as conn:
@@ -209,7 +212,8 @@ def main() -> None:
             (root / "bench" / "io.yaml").write_text("functions:\n- " + json.dumps(fn) + "\nstates:\n- id: a\n  type: action\n"
                                                     "  action:\n    function: slow\n    input: {n: 1}\n")
             config = Path(tmp) / "isolde.toml"
-            config.write_text(f'[store]\nurl = "{url}"\n[sidecar]\nport = 0\n[daemon]\nstatus_interval = 0\n')
+            config.write_text(f'[store]\nurl = "{url}"\n[sidecar]\nport = 0\n[daemon]\nstatus_interval = 0\n'
+                              "[plugins.postgres]\nclaim_interval = 5\nevent_poll = 5\n")  # a quieter background
             workers = [Worker(root, Path(tmp) / f"d{i}", config) for i in range(8)]
             for w in workers:  # warm: every workflow loaded, every isolate started
                 for wf in ("counter", "chain", "io"):
@@ -222,9 +226,15 @@ def main() -> None:
             for wf, counts, clients in (("counter", (1, 2, 4), a.clients), ("chain", (1, 2, 4), a.clients),
                                         ("io", (1, 2, 4, 8), 1)):
                 for n in counts:
-                    rate, per = measured(url, background, lambda: drive(workers[:n], wf, clients, a.seconds), a.seconds)
-                    fl = floor(url, wf, n * clients, a.seconds) if wf != "io" else None
-                    rows.append((wf, n, n * clients, rate, per, fl))
+                    rates, pers, floors = [], [], []
+                    for _ in range(a.reps):  # isolde and its floor alternate: both see the same load
+                        rate, per = measured(url, background, lambda: drive(workers[:n], wf, clients, a.seconds), a.seconds)
+                        rates.append(rate)
+                        pers.append(per)
+                        if wf != "io":
+                            floors.append(floor(url, wf, n * clients, a.seconds))
+                    rows.append((wf, n, n * clients, statistics.median(rates), statistics.median(pers),
+                                 statistics.median(floors) if floors else None))
     finally:
         for w in workers:
             w.stop()

@@ -179,7 +179,7 @@ class Worker:
 
     def beat(self) -> None:
         with self.db.tx() as conn:
-            if not self.renew(conn) and self._thread.is_alive():  # removed as long dead: announce again
+            if not self.renew(conn):  # its row was removed as long dead: announce again (claims are fenced anyway)
                 conn.execute("INSERT INTO isolde_workers (id, host, pid, lease_until) "
                              "VALUES (%s, %s, %s, now() + %s * interval '1 second')",
                              (self.id, socket.gethostname(), os.getpid(), self.lease))
