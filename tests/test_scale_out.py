@@ -9,6 +9,7 @@ Everything waits by polling the API, the logs or the tables, never by sleeping."
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import signal
@@ -25,7 +26,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from isolde.conformance.events import EventBusConformance
 from isolde.conformance.records import InstanceRecordsConformance
+from isolde.events import EventBus, EventFilter
 from isolde.plugins.postgres import PostgresStore
 from isolde.plugins.postgres.claims import Connections, Worker, create_tables
 from isolde.plugins.postgres.records import PostgresInstanceRecords
@@ -336,6 +339,29 @@ def test_a_worker_paused_past_its_lease_cannot_commit(cluster: Cluster) -> None:
     assert b.instance(iid)["status"] == "complete"
 
 
+def test_a_worker_stopped_gracefully_hands_its_instances_over_at_once(cluster: Cluster) -> None:
+    cluster.flow("chain", CHAIN)
+    a, b = cluster.start(2)
+    iid = a.start("chain", {"n": 2}, wait=False)["id"]
+    a.wait_log(SITTING, f"id={iid}")
+    a.stop()  # stop_grace 0.5 s: the instance is stopped in its delay, and a's row goes
+    assert "instances still running at stop" in a.text()
+    done = b.ended(iid)
+    assert done["status"] == "complete" and done["resumed"] is True, done
+    assert b.var("after", "chain") == b"1"
+    assert cluster.run_row(iid) == (b.worker, 2, "complete")
+
+
+def test_bad_worker_settings_are_one_clear_line(cluster: Cluster) -> None:
+    cluster.config.write_text(cluster.config.read_text().replace("lease = 1.5", 'lease = "soon"'))
+    proc = subprocess.run([sys.executable, "-m", "isolde.cli", "serve", str(cluster.root), "--data-dir",
+                           str(cluster.tmp / "w"), "--config", str(cluster.config), "--api", "127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert errors and "[plugins.postgres] lease: expected a positive number of seconds, got 'soon'" in errors[-1], proc.stderr
+
+
 CRON = """
 start:
   type: scheduled
@@ -422,3 +448,51 @@ class TestPostgresInstanceRecords(InstanceRecordsConformance):
         yield PostgresInstanceRecords(store, db, Worker(db, lease=LEASE, log=None), keep=self.KEEP)
         db.close()
         store.close()
+
+
+class _Bus:
+    """A PostgresEventBus as one worker has it (in-process buses inside), on its own pool."""
+
+    def __init__(self, url: str) -> None:
+        from isolde.events import InProcessEventBus
+        from isolde.plugins.postgres.events import PostgresEventBus
+
+        self.db = Connections(url, durable=True)
+        create_tables(self.db)
+        self.worker = Worker(self.db, lease=LEASE, log=None)
+        self.bus = PostgresEventBus(InProcessEventBus, self.db, self.worker, poll=0.2, log=logging.getLogger("test"))
+
+    def close(self) -> None:
+        self.bus.close()
+        self.db.close()
+
+
+class TestPostgresEventBus(EventBusConformance):
+    """The shared bus passes the suite every event bus passes (one worker's view)."""
+
+    @pytest.fixture
+    def bus(self, pg_url: str) -> Iterator[EventBus]:
+        _empty(pg_url)
+        b = _Bus(pg_url)
+        yield b.bus
+        b.close()
+
+
+def test_an_event_reaches_waiters_on_other_workers_once_and_starts_only_where_received(pg_url: str) -> None:
+    _empty(pg_url)
+    a, b = _Bus(pg_url), _Bus(pg_url)
+    try:
+        started: list[str] = []
+        b.bus.subscribe("ns", [EventFilter("ping")], lambda got: started.append("b"))
+        a.bus.subscribe("ns", [EventFilter("ping")], lambda got: started.append("a"))
+        ev = {"type": "ping", "source": "t", "id": "e1"}
+        a.bus.publish("ns", ev)
+        got = b.bus.wait("ns", [EventFilter("ping")], timeout=TIMEOUT)  # kept on b until taken
+        assert got is not None and got[0][1]["id"] == "e1"
+        b.bus.publish("ns", ev)  # the same id again, through the other worker: not delivered again
+        assert b.bus.wait("ns", [EventFilter("ping")], timeout=0) is None
+        assert started == ["a"]  # event starts only where it was received, once
+        assert _sql(pg_url, "SELECT count(*) FROM isolde_events") == [(1,)]
+    finally:
+        a.close()
+        b.close()
