@@ -337,7 +337,11 @@ class Runs:
             if info.resumed:
                 self._end_instance(ns, iid)
         except StoreError as exc:
-            log.error("could not store the instance's outcome", extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
+            if getattr(exc, "instance_lost", False):
+                log.warning("instance taken over by another worker; nothing more of it is committed here",
+                            extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
+            else:
+                log.error("could not store the instance's outcome", extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
         if result.status == "failed":
             err = result.error
             log.info("instance failed", extra={"fields": {

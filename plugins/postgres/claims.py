@@ -71,6 +71,7 @@ class ClaimLost(StoreError):
     """This worker no longer holds the instance: another claimed it (its lease ran out)."""
 
     code: str = "isolde.claim.lost"
+    instance_lost = True  # the instance loop ends the instance and leaves its variables alone
 
 
 @dataclass(frozen=True, slots=True)
