@@ -171,7 +171,7 @@ class Cluster:
         self.config = tmp / "isolde.toml"
         self.config.write_text(
             f'[store]\nurl = "{url}"\n[plugins.postgres]\nlease = {LEASE}\nclaim_interval = 0.2\nevent_poll = 0.2\n'
-            "[sidecar]\nport = 0\n[daemon]\nstop_grace = 0.5\n")
+            "[sidecar]\nport = 0\n")
         self.workers: list[Served] = []
 
     def flow(self, name: str, text: str) -> None:
@@ -180,8 +180,11 @@ class Cluster:
         tmp.write_text(text.lstrip("\n"))
         tmp.rename(path)
 
-    def start(self, n: int) -> list[Served]:
-        new = [Served(self.root, self.tmp / f"w{len(self.workers) + i}", self.config) for i in range(n)]
+    def start(self, n: int, *, daemon: str = "") -> list[Served]:
+        """``n`` more workers; ``daemon``: more of their ``[daemon]`` settings."""
+        config = self.tmp / f"isolde-{len(self.workers)}.toml"
+        config.write_text(self.config.read_text() + "[daemon]\nstop_grace = 0.5\n" + daemon)
+        new = [Served(self.root, self.tmp / f"w{len(self.workers) + i}", config) for i in range(n)]
         self.workers += new
         return new
 
@@ -286,6 +289,22 @@ def test_kill9_mid_chain_another_worker_resumes_it_once(cluster: Cluster) -> Non
     assert "resuming instance" in b.text()
 
 
+def test_kill9_a_queued_instance_is_claimed_and_started_from_the_beginning(cluster: Cluster) -> None:
+    cluster.flow("chain", CHAIN)
+    (a,) = cluster.start(1, daemon="max_running = 1\n")
+    (b,) = cluster.start(1)
+    first = a.start("chain", {"n": 1}, wait=False)["id"]
+    a.wait_log(SITTING, f"id={first}")
+    queued = a.start("chain", {"n": 2}, wait=False)["id"]  # queued behind it, its record durable
+    assert a.instance(queued)["status"] == "pending"
+    a.kill9()
+    done = [b.ended(first), b.ended(queued)]
+    assert [d["status"] for d in done] == ["complete", "complete"], done
+    assert done[1]["output"]["var"]["scratch"] == 2  # ran from its first state, on b
+    assert done[0]["resumed"] and done[0]["output"]["var"]["scratch"] == 1
+    assert cluster.run_row(first) == cluster.run_row(queued) == (b.worker, 2, "complete")
+
+
 def test_kill9_during_an_action_another_worker_marks_it_interrupted(cluster: Cluster) -> None:
     record = cluster.tmp / "probe.jsonl"
     fn = {"id": "probe", "type": "process", "command": [sys.executable, str(PROBE)], "env": {"RECORD": str(record)}}
@@ -356,7 +375,7 @@ def test_a_worker_stopped_gracefully_hands_its_instances_over_at_once(cluster: C
 
 
 def test_bad_worker_settings_are_one_clear_line(cluster: Cluster) -> None:
-    cluster.config.write_text(cluster.config.read_text().replace("lease = 1.5", 'lease = "soon"'))
+    cluster.config.write_text(cluster.config.read_text().replace("lease = 1.5", 'lease = "soon"'))  # as start() reads it
     proc = subprocess.run([sys.executable, "-m", "isolde.cli", "serve", str(cluster.root), "--data-dir",
                            str(cluster.tmp / "w"), "--config", str(cluster.config), "--api", "127.0.0.1:0"],
                           capture_output=True, text=True, timeout=TIMEOUT)
