@@ -9,7 +9,7 @@ key lets exactly one insert succeed, and only that worker starts the instance.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from isolde.plugin import CronThread, StoreError
 
@@ -21,11 +21,10 @@ __all__ = ["PostgresCron"]
 class PostgresCron(CronThread):
     """``CronScheduler`` whose every tick starts one instance, whichever worker wins it."""
 
-    def __init__(self, fire: Any, log: logging.Logger, db: Connections, worker: Worker) -> None:
+    def __init__(self, fire: Callable[[str, str, float], None], log: logging.Logger, db: Connections, worker: Worker) -> None:
         self._start_fn = fire
         self._db = db
         self._worker = worker
-        self._cron_log = log
         super().__init__(self._once, log)
 
     def _once(self, namespace: str, workflow: str, tick: float) -> None:
@@ -35,7 +34,7 @@ class PostgresCron(CronThread):
                     "INSERT INTO isolde_cron_ticks (namespace, workflow, tick, worker) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT DO NOTHING RETURNING 1", (namespace, workflow, tick, self._worker.id)).fetchone()
         except StoreError as exc:
-            self._cron_log.warning("cron tick not fired: the database is not reachable", extra={"fields": {
+            self._log.warning("cron tick not fired: the database is not reachable", extra={"fields": {
                 "ns": namespace, "workflow": workflow, "tick": tick, "error": str(exc)}})
             return
         if won is not None:
