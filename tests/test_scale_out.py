@@ -518,3 +518,88 @@ def test_an_event_reaches_waiters_on_other_workers_once_and_starts_only_where_re
     finally:
         a.close()
         b.close()
+
+
+class _RecordingServices:
+    """Daemon services of a test plugin: the single-host ones, with every call recorded."""
+
+    claim_interval = 0.05
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.calls: list[str] = []
+        self.looks = 0
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def records(self, *, keep: int, log: logging.Logger) -> Any:
+        from isolde.daemon import LmdbInstanceRecords
+
+        self.calls.append("records")
+        services = self
+
+        class Counting(LmdbInstanceRecords):
+            def left_running(self) -> list[dict[str, Any]]:
+                services.looks += 1
+                return super().left_running()
+
+        return Counting(self.store, keep=keep, log=log)
+
+    def scheduler(self, fire: Any, log: logging.Logger) -> Any:
+        from isolde.plugin import CronThread
+
+        self.calls.append("scheduler")
+        return CronThread(fire, log)
+
+    def events(self, make_local: Any) -> EventBus:
+        self.calls.append("events")
+        bus: EventBus = make_local()
+        return bus
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_hook_isolde_daemon_services(tmp_path: Path, pg_url: str) -> None:
+    """A plugin answering the hook gives the daemon its records, scheduler and event bus, is
+    started before recovery and closed last, and the daemon looks for orphans every
+    ``claim_interval``; the PostgreSQL plugin answers only for its own store."""
+    import isolde
+    from isolde.daemon import Daemon, DaemonSettings
+    from isolde.plugin import hookimpl
+    from isolde.plugins.postgres.services import PostgresDaemonServices
+
+    made: list[_RecordingServices] = []
+
+    class Plugin:
+        @hookimpl
+        def isolde_daemon_services(self, config: Any, store: Any) -> Any:
+            made.append(_RecordingServices(store))
+            return made[-1]
+
+    root = tmp_path / "flows"
+    (root / "ns1").mkdir(parents=True)
+    (root / "ns1" / "counter.yaml").write_text(COUNTER.lstrip("\n"))
+    engine = isolde.Engine(data_dir=tmp_path / "data", config={"sidecar": {"port": 0}}, plugins=[Plugin()])
+    daemon = Daemon(root, engine, DaemonSettings.from_config(engine.config), logger=logging.getLogger("test.hook"))
+    try:
+        daemon.start(api=False)
+        (svc,) = made
+        assert svc.calls == ["start", "records", "scheduler"]
+        engine.events.pending("ns1")  # the bus is made on first use, by the plugin
+        assert svc.calls == ["start", "records", "scheduler", "events"]
+        out = daemon.start_and_view("ns1", "counter", None, wait=True, timeout=TIMEOUT)
+        assert out["status"] == "complete" and out["output"]["var"]["x"] == 1
+        assert daemon.records.get("ns1", out["id"])["status"] == "complete"  # type: ignore[index]
+        _until(lambda: svc.looks >= 3, "the daemon looks for orphans again and again")
+    finally:
+        daemon.stop()
+    assert svc.calls[-1] == "close"
+
+    with isolde.Engine(data_dir=tmp_path / "pg", config={"store": {"url": pg_url}}) as pg, \
+            isolde.Engine(data_dir=tmp_path / "lmdb", config={}) as lmdb:
+        assert lmdb.registry.pm.hook.isolde_daemon_services(config=lmdb.config, store=lmdb.store) is None
+        services = pg.registry.pm.hook.isolde_daemon_services(config=pg.config, store=pg.store)
+        assert isinstance(services, PostgresDaemonServices)
+        services.close()
