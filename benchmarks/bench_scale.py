@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scale.py [--url postgresql://root@127.0.0.1:5432/root] [--seconds 2] [--reps 3]
 
-Eight worker processes serve one folder on one database (a scratch schema, dropped
+Eight worker processes serve one folder on one database (a scratch database, dropped
 afterwards); each case drives the first N of them with closed-loop HTTP clients
 (``POST .../instances?wait=true`` over keep-alive connections, ``--clients`` per
 worker, one for the I/O-bound case) for ``--seconds`` and counts completed instances
@@ -15,8 +15,9 @@ worker, one for the I/O-bound case) for ``--seconds`` and counts completed insta
 The PostgreSQL floor runs the same SQL isolde issues for an instance (statement for
 statement, transaction for transaction) in plain psycopg loops, one process per client
 in flight.  ``commits/instance`` is the delta of ``pg_stat_database.xact_commit`` of the
-database (every transaction, reads included) over the case, less the idle workers'
-background rate (heartbeats, claim looks, event polls), measured first.  Not a test:
+scratch database (every transaction, reads included) over a run of one worker per
+workload, with 11 s before and after for the backends to flush their counters, less
+the idle workers' background rate (heartbeats, claim looks, event polls).  Not a test:
 nothing is asserted; the numbers go to docs/scale-out.md.
 """
 
@@ -36,6 +37,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -178,14 +180,18 @@ def commits(url: str) -> int:
         return int(row[0]) if row else 0
 
 
-def measured(url: str, background: float, run: Callable[[], int], seconds: float) -> tuple[float, float]:
-    """(instances/s, commits/instance) of one case."""
+STATS_SETTLE = 11.0
+"""Seconds until every backend flushed its pg_stat counters (an idle backend flushes after 10 s)."""
+
+
+def commit_count(url: str, background: float, run: Callable[[], int]) -> float:
+    """Transactions per instance of ``run`` (the idle background subtracted)."""
+    time.sleep(STATS_SETTLE)
     before, t = commits(url), time.perf_counter()
     n = run()
-    dt = time.perf_counter() - t
-    time.sleep(1.5)  # backends flush their pg_stat counters at most once a second
-    delta = commits(url) - before - background * (dt + 1.5)
-    return n / seconds, (delta / n if n else float("nan"))
+    time.sleep(STATS_SETTLE)
+    delta = commits(url) - before - background * (time.perf_counter() - t)
+    return delta / n
 
 
 def main() -> None:
@@ -195,10 +201,12 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2, help="clients in flight per worker (counter, chain)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each case (medians are shown)")
     a = ap.parse_args()
-    schema = f"isolde_bench_{secrets.token_hex(4)}"
+    # A scratch database of its own, so that pg_stat_database counts this run's commits only.
+    db = f"isolde_bench_{secrets.token_hex(4)}"
     with psycopg.connect(a.url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    url = f"{a.url}{'&' if '?' in a.url else '?'}options=-csearch_path%3D{schema}"
+        conn.execute(f"CREATE DATABASE {db}")
+    parts = urlsplit(a.url)
+    url = urlunsplit((parts.scheme, parts.netloc, "/" + db, parts.query, parts.fragment))
     workers: list[Worker] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -218,37 +226,37 @@ def main() -> None:
             for w in workers:  # warm: every workflow loaded, every isolate started
                 for wf in ("counter", "chain", "io"):
                     drive([w], wf, 1, 0.2)
-            time.sleep(1.5)
-            t0, c0 = time.perf_counter(), commits(url)
-            time.sleep(3.0)
-            background = (commits(url) - c0) / (time.perf_counter() - t0)
-            rows: list[tuple[str, int, int, float, float, float | None]] = []
-            for wf, counts, clients in (("counter", (1, 2, 4), a.clients), ("chain", (1, 2, 4), a.clients),
-                                        ("io", (1, 2, 4, 8), 1)):
+            rows: list[tuple[str, int, int, float, float | None]] = []
+            plan = (("counter", (1, 2, 4), a.clients), ("chain", (1, 2, 4), a.clients), ("io", (1, 2, 4, 8), 1))
+            for wf, counts, clients in plan:
                 for n in counts:
-                    rates, pers, floors = [], [], []
+                    rates, floors = [], []
                     for _ in range(a.reps):  # isolde and its floor alternate: both see the same load
-                        rate, per = measured(url, background, lambda: drive(workers[:n], wf, clients, a.seconds), a.seconds)
-                        rates.append(rate)
-                        pers.append(per)
+                        rates.append(drive(workers[:n], wf, clients, a.seconds) / a.seconds)
                         if wf != "io":
                             floors.append(floor(url, wf, n * clients, a.seconds))
-                    rows.append((wf, n, n * clients, statistics.median(rates), statistics.median(pers),
-                                 statistics.median(floors) if floors else None))
+                    rows.append((wf, n, n * clients, statistics.median(rates), statistics.median(floors) if floors else None))
+            # Commits per instance: one worker per workload, the counters given time to settle.
+            time.sleep(STATS_SETTLE)
+            t0, c0 = time.perf_counter(), commits(url)
+            time.sleep(STATS_SETTLE)
+            background = (commits(url) - c0) / (time.perf_counter() - t0)
+            per = {wf: commit_count(url, background, lambda: drive(workers[:1], wf, clients, a.seconds))
+                   for wf, _, clients in plan}
     finally:
         for w in workers:
             w.stop()
         with psycopg.connect(a.url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            conn.execute(f"DROP DATABASE {db} WITH (FORCE)")
     states = {"counter": 2, "chain": 10, "io": 1}
-    one = {wf: rate for wf, n, _, rate, _, _ in rows if n == 1}
+    one = {wf: rate for wf, n, _, rate, _ in rows if n == 1}
     print(f"background (idle workers): {background:.1f} transactions/s, subtracted\n")
     print("| workload | workers | in flight | instances/s | × 1 worker | PostgreSQL floor/s | isolde / floor | commits/instance | commits/state |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for wf, n, inflight, rate, per, fl in rows:
+    for wf, n, inflight, rate, fl in rows:
         ratio = f"{rate / fl:.2f}" if fl else "-"
         print(f"| {wf} | {n} | {inflight} | {rate:.0f} | {rate / one[wf]:.2f} | {f'{fl:.0f}' if fl else '-'} | {ratio} "
-              f"| {per:.2f} | {per / states[wf]:.2f} |")
+              f"| {per[wf]:.2f} | {per[wf] / states[wf]:.2f} |")
 
 
 if __name__ == "__main__":
