@@ -240,7 +240,7 @@ states:
 - id: sit
   log: sitting
   type: delay
-  duration: PT2S
+  duration: PT3S
   transition: read
 - id: read
   type: getter
@@ -309,7 +309,7 @@ def test_kill9_during_an_action_another_worker_marks_it_interrupted(cluster: Clu
     record = cluster.tmp / "probe.jsonl"
     fn = {"id": "probe", "type": "process", "command": [sys.executable, str(PROBE)], "env": {"RECORD": str(record)}}
     cluster.flow("call", "functions:\n- " + json.dumps(fn) + "\n" + CHAIN.replace(
-        "  type: delay\n  duration: PT2S\n", "  type: action\n  action:\n    function: probe\n    input: {op: hang, seconds: 30}\n"))
+        "  type: delay\n  duration: PT3S\n", "  type: action\n  action:\n    function: probe\n    input: {op: hang, seconds: 30}\n"))
     a, b = cluster.start(2)
     iid = a.start("call", {"n": 3}, wait=False)["id"]
     _until(lambda: record.exists() and '"POST"' in record.read_text(), "the isolate was called")
@@ -396,17 +396,14 @@ states:
 
 def test_cron_fires_once_per_tick_with_three_workers(cluster: Cluster) -> None:
     cluster.flow("tick", CRON)
-    ws = cluster.start(3)
+    cluster.start(3)
 
     def cron_runs() -> int:
         return int(_sql(cluster.url, "SELECT count(*) FROM isolde_runs WHERE "
                     "convert_from(record, 'UTF8')::jsonb->>'trigger' = 'cron'")[0][0])
 
     _until(lambda: cron_runs() >= 4, "four cron instances")
-    (cluster.root / "ns1" / "tick.yaml").unlink()
-    for w in ws:
-        w.wait_log("workflow deleted", "workflow=tick")
-    cluster.stop()  # every fire finished: each won tick started its instance
+    cluster.stop()  # a stop lets a fire under way finish: each won tick has started its instance
     ticks = _sql(cluster.url, "SELECT tick, worker FROM isolde_cron_ticks WHERE workflow = 'tick'")
     runs = _sql(cluster.url, "SELECT convert_from(record, 'UTF8')::jsonb->>'created' FROM isolde_runs "
                 "WHERE convert_from(record, 'UTF8')::jsonb->>'trigger' = 'cron'")
