@@ -11,6 +11,7 @@ docs/daemon.md has the user's view.  The parts, each in its module:
 - ``runs``: the run queue and instance threads, records written with each state;
 - ``recovery``: one daemon per data directory, taking over after a crash;
 - ``triggers``: ``CronScheduler`` (interface), cron and event starts;
+- ``backend``: ``DaemonServices``, what a plugin gives a daemon that is one worker of many;
 - ``service``: the ``Daemon`` that wires them; ``serve``: the entry with signals.
 """
 

@@ -1,7 +1,7 @@
 """Instance records: where each instance of the daemon stands, and the outcomes kept.
 
-``InstanceRecords`` is the interface a backend implements (the LMDB one is here; a
-PostgreSQL one will hold the same records with claims).  A record is a JSON object:
+``InstanceRecords`` is the interface a backend implements (the LMDB one is here; the
+PostgreSQL plugin's holds the same records with claims, ``docs/scale-out.md``).  A record is a JSON object:
 ``id``, ``namespace``, ``workflow``, ``status`` (pending | running | complete | failed),
 ``state``, ``trigger``, ``created``, ``started``, ``ended``, ``output``, ``error``,
 ``resumed``, and while it runs ``data``, ``ivars``, ``log`` and ``lock`` (the state to

@@ -1,8 +1,8 @@
 """Starts that are not API calls: cron (``start: scheduled``) and CloudEvents (``event``,
 ``eventsXor``, ``eventsAnd``).
 
-``CronScheduler`` is the interface a backend implements (the in-process thread is here; a
-shared scheduler that fires once across workers comes with PostgreSQL).  ``Triggers``
+``CronScheduler`` is the interface a backend implements (the in-process thread is here; the
+PostgreSQL plugin's fires each tick once across workers).  ``Triggers``
 follows each served workflow's ``start`` and starts instances through a ``start``
 function it is given.
 """
