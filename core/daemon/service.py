@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IsoldeError
+from .backend import DaemonServices
 from .catalog import Catalog
 from .dropvars import DropVariables
 from .layout import workflow_id
-from .backend import DaemonServices
 from .records import InstanceRecords, LmdbInstanceRecords
 from .recovery import DataDirLock, DeferredSweep, Recovery
 from .runs import Runs
