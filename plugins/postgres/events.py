@@ -20,12 +20,20 @@ from isolde.plugin import EventBus, EventFilter, IsoldeError, Received, StoreErr
 
 from .claims import Connections, Worker
 
-__all__ = ["PostgresEventBus"]
+__all__ = ["EventNotStored", "PostgresEventBus"]
 
 _CHANNEL = "isolde_events"
 SETTLE = 5.0
 """Seconds after which an event row is taken as settled: a sequence number still missing
 by then belonged to a transaction that rolled back."""
+
+
+class EventNotStored(IsoldeError):
+    """The event could not be written to the shared table (the database is away): it was
+    not delivered anywhere; the sender may try again (the API answers 503)."""
+
+    status = 503
+    code = "isolde.event.unavailable"
 
 
 class PostgresEventBus:
@@ -70,7 +78,7 @@ class PostgresEventBus:
                 if row is not None:
                     conn.execute(f"NOTIFY {_CHANNEL}")
         except StoreError as exc:
-            raise IsoldeError(f"event not published: {exc}") from None
+            raise EventNotStored(f"event not published (try again): {exc}") from None
         if row is None:
             self._log.info("event already received", extra={"fields": {"ns": namespace, "id": ev["id"], "source": ev["source"]}})
             return ev
