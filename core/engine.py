@@ -168,6 +168,13 @@ class Engine:
                             self.services.limits.max_variable_bytes)
         return Functions(isolates, files, dict(self.config.data.get("secrets", {}) or {}))
 
+    def wrap_events(self, wrap: Callable[[Callable[[], EventBus]], EventBus]) -> None:
+        """Make the event bus with ``wrap(make_in_process)`` instead (the daemon, when a
+        plugin shares events between workers); only before the bus is first used."""
+        if self.services.events.peek() is not None:
+            raise IsoldeError("the event bus is already in use")
+        self.services.events = self._service(lambda: wrap(self._open_events))
+
     @property
     def store(self) -> VariableStore:
         """The variable store, opened on first use (``validate`` never opens it)."""

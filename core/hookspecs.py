@@ -16,6 +16,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .config import Config
+    from .daemon.backend import DaemonServices
     from .isolates.runner import Runner
     from .store import VariableStore
     from .workflow import StateType
@@ -63,6 +64,18 @@ def isolde_store(config: Config, data_dir: str) -> VariableStore | None:
     The first non-None result wins; the built-in LMDB store answers last.  A store
     implements ``isolde.plugin.VariableStore`` and passes the conformance suite
     ``isolde.conformance.store`` (see docs/plugins.md).
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec(firstresult=True)
+def isolde_daemon_services(config: Config, store: VariableStore) -> DaemonServices | None:
+    """Return the services that make this daemon one worker of many, or None.
+
+    Called by ``isolde serve`` once its store is open.  A plugin whose store is shared
+    by several daemons (PostgreSQL) returns a ``isolde.plugin.DaemonServices``: instance
+    records with claims and fencing, a cron scheduler that fires each tick once, an event
+    bus that reaches every worker (docs/scale-out.md).  None keeps the single-host ones.
     """
     raise NotImplementedError  # a specification: plugins implement it
 

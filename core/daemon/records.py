@@ -1,7 +1,7 @@
 """Instance records: where each instance of the daemon stands, and the outcomes kept.
 
-``InstanceRecords`` is the interface a backend implements (the LMDB one is here; a
-PostgreSQL one will hold the same records with claims).  A record is a JSON object:
+``InstanceRecords`` is the interface a backend implements (the LMDB one is here; the
+PostgreSQL plugin's holds the same records with claims, ``docs/scale-out.md``).  A record is a JSON object:
 ``id``, ``namespace``, ``workflow``, ``status`` (pending | running | complete | failed),
 ``state``, ``trigger``, ``created``, ``started``, ``ended``, ``output``, ``error``,
 ``resumed``, and while it runs ``data``, ``ivars``, ``log`` and ``lock`` (the state to
@@ -48,6 +48,9 @@ class InstanceRecords(Protocol):
     def finish(self, record: dict[str, Any]) -> None:
         """Store an instance's outcome; the oldest outcomes beyond the kept number go."""
 
+    def finish_with_step(self, record: dict[str, Any]) -> Sequence[Put]:
+        """``finish`` as writes, to commit an outcome with the last state's own writes."""
+
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
         """One record (``namespace`` filled in), None when unknown."""
 
@@ -90,13 +93,16 @@ class LmdbInstanceRecords:
         return (self._put(record),)
 
     def finish(self, record: dict[str, Any]) -> None:
+        self.store.write(self.finish_with_step(record))
+
+    def finish_with_step(self, record: dict[str, Any]) -> Sequence[Put]:
         puts = [self._put(record)]
         with self._lock:
             self._finished.append((record["namespace"], record["id"]))
             while len(self._finished) > self.keep:
                 ns, iid = self._finished.popleft()
                 puts.append(Put(self._ref(ns, iid), None))
-        self.store.write(puts)
+        return puts
 
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
         if "\x00" in instance_id or not instance_id or len(instance_id) > 200:

@@ -129,6 +129,8 @@ class Recovery:
             reason = f"workflow '{wid}' is no longer served"
         elif status == "pending":
             state = None  # it never started: run it from the start
+        elif state is None and status == "running":
+            reason = "it had committed its last state, but not its outcome"
         elif state not in wf.states:
             reason = f"state '{state}' no longer exists in workflow '{wid}'"
         elif lock is not None and not lock.get("safe", False):

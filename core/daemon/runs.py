@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 from ..errors import InstanceFailure, IsoldeError
@@ -67,6 +67,7 @@ class InstanceInfo:
     lock_at: str | None = None  # while it holds variable locks: the state that took them
     lock_data: dict[str, Any] | None = None  # ... and that state's input
     lock_safe: bool = True  # no state that must not run twice ran while it held them
+    recorded: bool = True  # its record is in the store (a start that is waited for has none until it commits)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -145,7 +146,9 @@ class Runs:
         With ``announce`` its record is durable before this returns, so an id handed out
         survives a crash.  A caller that waits for the outcome passes False and saves that
         commit: should the daemon die first, the caller gets no id, and the instance left
-        no trace unless it committed something (which writes its record with it)."""
+        no trace unless it committed something (which writes its record with it).  Such an
+        instance writes no record before a state that may call out either, until it has
+        committed something: a crash leaves nothing to resume or to mark."""
         if self.stopping:
             raise DaemonError(503, "isolde.daemon.stopping", "the daemon is stopping")
         wid = workflow_id(path)
@@ -162,7 +165,7 @@ class Runs:
         except IsoldeError as exc:
             raise DaemonError(413 if "limit" in str(exc) else 400, "isolde.input", str(exc)) from None
         iid = str(uuid.uuid4())
-        info = InstanceInfo(iid, ns, wid, data, trigger, time.time(), state=wf.start.id)
+        info = InstanceInfo(iid, ns, wid, data, trigger, time.time(), state=wf.start.id, recorded=announce)
         with self._lock:
             if wf.fields.get("singular"):
                 for other in self.instances.values():
@@ -246,6 +249,7 @@ class Runs:
         log = self.log
         records = self.records
         data_in = [info.data]  # the input of the state running now
+        ended_with: list[dict[str, Any] | None] = [None]  # the outcome committed with the last state
 
         def sink(_iid: str, state: str, message: str) -> None:
             info.log.append([time.time(), state, message[:LOG_LINE_MAX]])
@@ -275,21 +279,32 @@ class Runs:
             data_in[0] = data
             if nxt is None:
                 info.state = None
-                return ()
+                if not pending:
+                    return ()
+                # The last state's writes carry the record too (a backend that fences its
+                # records refuses them once another worker holds the claim), and when the
+                # instance completes here, its outcome: no commit of its own for it.
+                if ctx.error_at_end is not None:
+                    return records.with_step(info.record())
+                outcome = replace(info, status="complete", output=data, error=None, ended=time.time(), data={},
+                                  lock_at=None, lock_data=None).record()
+                ended_with[0] = outcome
+                return records.finish_with_step(outcome)
             info.state = nxt
             if not wf.states[nxt].impl.resumable:
                 write = True
                 if info.lock_at is not None:
                     info.lock_safe = False  # it may call out holding the locks: never run again
-            if write:
+            if write and (pending or info.recorded):  # no record yet, nothing to commit: none is needed
                 info.data = data
+                info.recorded = True
                 return records.with_step(info.record())
             return ()
 
         if log.isEnabledFor(logging.DEBUG):
             log.debug("instance started", extra={"fields": {"ns": ns, "workflow": info.workflow, "id": iid, "trigger": info.trigger}})
         try:
-            if not first.impl.resumable and start is None:
+            if not first.impl.resumable and start is None and info.recorded:
                 records.update(info.record())  # it may call out at once: a crash must not run it twice
             if info.cancel is not None:
                 raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
@@ -304,10 +319,11 @@ class Runs:
         if self.abandon and result.status == "failed":
             info.done.set()  # stopped by the shutdown: its record stays, the next start resumes it
             return
+        outcome = ended_with[0] if result.status == "complete" else None
         info.status = result.status
         info.output = result.output
         info.error = _error_dict(result.error)
-        info.ended = time.time()
+        info.ended = time.time() if outcome is None else outcome["ended"]
         info.data = {}
         info.ctx = None
         info.lock_at = info.lock_data = None
@@ -316,12 +332,16 @@ class Runs:
             self.stats["started"] += 1
         gone = info.cancel is not None and "namespace" in info.cancel
         try:
-            if not gone:
+            if not gone and outcome is None:
                 records.finish(info.record())
             if info.resumed:
                 self._end_instance(ns, iid)
         except StoreError as exc:
-            log.error("could not store the instance's outcome", extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
+            if getattr(exc, "instance_lost", False):
+                log.warning("instance taken over by another worker; nothing more of it is committed here",
+                            extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
+            else:
+                log.error("could not store the instance's outcome", extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
         if result.status == "failed":
             err = result.error
             log.info("instance failed", extra={"fields": {

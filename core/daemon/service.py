@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IsoldeError
+from .backend import DaemonServices
 from .catalog import Catalog
 from .dropvars import DropVariables
 from .layout import workflow_id
@@ -64,6 +65,8 @@ class Daemon:
         self.api: Any = None
         self._stop_event = threading.Event()
         self._status_thread: threading.Thread | None = None
+        self._claim_thread: threading.Thread | None = None
+        self.backend: DaemonServices | None = None
         self._started = False
         self._stopping = False
         self._lock = threading.Lock()
@@ -73,10 +76,21 @@ class Daemon:
         engine, log, settings = self.engine, self.log, self.settings
         store: VariableStore = engine.store  # opened here: without the orphan sweep (see recovery)
         self.store = store
+        # A plugin whose store is shared by several daemons makes this one a worker of many.
+        backend: DaemonServices | None = engine.registry.pm.hook.isolde_daemon_services(config=engine.config, store=store)
+        self.backend = backend
+        scheduler: Any = self._scheduler
+        if backend is not None:
+            backend.start()
+            if self._records is None:
+                self._records = backend.records(keep=settings.keep_instances, log=log)
+            if scheduler is None:
+                scheduler = backend.scheduler
+            engine.wrap_events(backend.events)
         self.records: InstanceRecords = self._records or LmdbInstanceRecords(store, keep=settings.keep_instances, log=log)
         self.runs = Runs(engine, self.records, self.catalog, settings, log,
                          end_instance=store.end_instance, interrupt=lambda iid, why: None if engine.events.interrupt(iid, why) else None)
-        self.triggers = Triggers(self.catalog, lambda: engine.events, self.runs.start, log, self._scheduler)
+        self.triggers = Triggers(self.catalog, lambda: engine.events, self.runs.start, log, scheduler)
         self.manifests = Manifests(store)
         reader = FileReader(self.pending, settings.settle, log)
         drop = DropVariables(store, self.catalog, self.pending, reader, settings, log,
@@ -122,6 +136,10 @@ class Daemon:
 
             self.api = ApiServer(self, self.settings.api, token=self.settings.token)
             self.api.start()
+        if self.backend is not None:
+            self._claim_thread = threading.Thread(target=self._claim_loop, args=(self.backend.claim_interval,),
+                                                  name="isolde-claims", daemon=True)
+            self._claim_thread.start()
         if self.settings.status_interval > 0:
             self._status_thread = threading.Thread(target=self._status_loop, name="isolde-status", daemon=True)
             self._status_thread.start()
@@ -156,6 +174,8 @@ class Daemon:
         else:
             self.pending.close()
         self.watcher.stop()
+        if self._claim_thread is not None:
+            self._claim_thread.join()  # no more adoptions once the runs stop
         if self._started:
             self.triggers.close()
             self.runs.stop(self.settings.stop_grace, STOP_DRAIN)
@@ -163,6 +183,8 @@ class Daemon:
         if self._started:
             self.sync.join()
         self.engine.close()
+        if self.backend is not None:
+            self.backend.close()  # after the instances stopped: the others may claim them at once
         self._dir_lock.release()
         self.log.info("stopped")
 
@@ -249,6 +271,16 @@ class Daemon:
         n_ns, n_wf, invalid = self.catalog.counts()
         return {"namespaces": n_ns, "workflows": n_wf, "invalid": invalid,
                 "running": self.runs.running, "queued": self.runs.queued(), **self.runs.stats}
+
+    def _claim_loop(self, interval: float) -> None:
+        """A worker of many: take over, every ``interval`` seconds, the instances of workers
+        whose lease ran out (resumed or ended ``interrupted``, as after a restart)."""
+        while not self._stop_event.wait(interval):
+            try:
+                self.recovery.take_over()
+                self.recovery.recover()
+            except Exception as exc:  # the database away for a moment: try again next time
+                self.log.warning("claiming orphaned instances failed", extra={"fields": {"error": str(exc)}})
 
     def _status_loop(self) -> None:
         while not self._stop_event.wait(self.settings.status_interval):

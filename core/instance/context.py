@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from ..errors import WorkflowError
+from ..errors import InstanceFailure, WorkflowError
 from ..namespace_files import read_file_scope
 from ..store import Put, Ref, StoreError, Variable
 from .transform import apply_transform
@@ -155,6 +155,11 @@ class InstanceContext:
             self.store.write([*pending, *extra] if extra else pending, register_instance=register,
                              handover=hand_over if done else None)
         except StoreError as exc:
+            if getattr(exc, "instance_lost", False):
+                # Another process holds the instance now (a claim fenced this commit): end it
+                # here, uncatchably, and leave its variables to the process that runs it.
+                self.detach()
+                raise InstanceFailure(str(exc), code=getattr(exc, "code", "isolde.store")) from None
             raise _store_error(exc) from None
         finally:
             self._pending = []

@@ -328,16 +328,24 @@ class PostgresStore:
         handover: Callable[[], None] | None = None,
     ) -> None:
         staged: dict[_Address, tuple[bytes | None, str]] = {}
+        # The fence seam: a put with ``in_transaction(cursor)`` is not a variable; its
+        # statements run first in the batch's transaction, and raising aborts the batch
+        # (the daemon's instance records check their claim's epoch so: docs/scale-out.md).
+        fences = [p for p in puts if hasattr(p, "in_transaction")]
         for p in puts:
+            if fences and hasattr(p, "in_transaction"):
+                continue
             addr = _address(p.ref)
             staged.pop(addr, None)  # later puts win, in their own order
             staged[addr] = (None if p.data is None else _data(p.ref, p.data), p.mime)
         if register_instance is not None:
             _name(register_instance[0], "namespace")
             _name(register_instance[1], "instance id")
-        if staged or register_instance is not None:
+        if staged or register_instance is not None or fences:
             now = time.time()
             with self._tx() as conn, conn.cursor() as cur:
+                for fence in fences:
+                    fence.in_transaction(cur)
                 deletes = [addr for addr, (data, _) in staged.items() if data is None]
                 upserts = [(*addr, mime, data, len(data), now, now) for addr, (data, mime) in staged.items()
                            if data is not None]
