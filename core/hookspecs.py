@@ -17,6 +17,8 @@ import pluggy
 if TYPE_CHECKING:
     from .config import Config
     from .isolates.runner import Runner
+    from .locks import VariableLocks
+    from .migrations import SchemaAdmin
     from .store import VariableStore
     from .workflow import StateType
 
@@ -63,6 +65,30 @@ def isolde_store(config: Config, data_dir: str) -> VariableStore | None:
     The first non-None result wins; the built-in LMDB store answers last.  A store
     implements ``isolde.plugin.VariableStore`` and passes the conformance suite
     ``isolde.conformance.store`` (see docs/plugins.md).
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec(firstresult=True)
+def isolde_locks(config: Config, store: VariableStore, data_dir: str) -> VariableLocks | None:
+    """Return the variable locks (``lock: true``) to use with ``store``, or None for the default.
+
+    Called once per engine, on the first ``lock: true``, with the store already
+    opened.  A store shared by processes on several hosts answers with locks that
+    are exact across those hosts (the PostgreSQL plugin: advisory locks); the
+    built-in byte-range locks on a file in ``data_dir`` answer last.  Locks pass
+    the conformance suite ``isolde.conformance.locks``.
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec(firstresult=True)
+def isolde_schema_admin(config: Config, data_dir: str) -> SchemaAdmin | None:
+    """Return the schema administration of the configured store, or None when it has none.
+
+    ``isolde db status`` and ``isolde db upgrade`` use it: a plugin whose store
+    keeps tables reports and applies its versioned migrations here, without
+    opening the store.
     """
     raise NotImplementedError  # a specification: plugins implement it
 

@@ -23,7 +23,10 @@ for every plugin.  What each name is for:
 * services a backend plugin provides (``isolde_store``): :class:`VariableStore` and the
   value types :class:`Ref`, :class:`Put`, :class:`Variable`, :class:`ValueReader`,
   :class:`StoreError`; for a store shared by processes, :func:`registration` (this
-  process, as an instance owner), :func:`machine` and :func:`is_orphan` (did that owner die here?).
+  process, as an instance owner), :func:`machine` and :func:`is_orphan` (did that owner die here?);
+  variable locks for such a store (``isolde_locks``): :class:`VariableLocks` and the error codes
+  :data:`TIMEOUT_CODE`, :data:`DEADLOCK_CODE`; a store that keeps tables (``isolde_schema_admin``):
+  :class:`SchemaAdmin`, :class:`SchemaStatus`.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ from .isolates import (
     stderr_line,
 )
 from .report import Report
+from .locks import DEADLOCK_CODE, TIMEOUT_CODE, VariableLocks
+from .migrations import SchemaAdmin, SchemaStatus
 from .liveness import is_orphan, machine, registration
 from .store import (
     InvalidKey,
@@ -68,6 +73,7 @@ from .variables import JSON, OCTETS, TEXT, decode, encode, parse_json, resolve_k
 from .workflow import StateContext, StateSpec, StateType, Workflow
 
 __all__ = [
+    "DEADLOCK_CODE", "SchemaAdmin", "SchemaStatus", "TIMEOUT_CODE", "VariableLocks",
     "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "ErrorReply", "EventBus", "EventError",
     "EventFilter", "Expr", "FileItem", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
     "IsoldeError", "JSON", "Literal", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
