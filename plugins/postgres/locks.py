@@ -96,7 +96,7 @@ class PostgresLocks:
         if conn is not None and not conn.broken:
             return conn
         try:
-            return self._store.connect(session=SERVER_KEEPALIVES)
+            return self._store.connect(session=SERVER_KEEPALIVES, patience=self._store.reconnect_timeout)
         except StoreError as exc:
             raise InstanceFailure(f"cannot lock variables: {exc}", code="isolde.lock.unavailable") from None
 

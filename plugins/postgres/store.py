@@ -217,31 +217,40 @@ class PostgresStore:
         self._idle: builtins.list[psycopg.Connection[Any]] = []
         self._closed = False
         self._here = machine()
-        conn = self.connect()
-        try:
-            schema.upgrade(conn, f"[store] url {self.where}")
-        except psycopg.Error as exc:
-            conn.close()
-            raise StoreError(f"[store] url {self.where}: cannot set up isolde's tables: {first_line(exc)}") from None
-        except BaseException:
-            conn.close()
-            raise
+        conn = self.connect()  # a wrong URL or refused login fails here, at once
+        deadline = time.monotonic() + reconnect_timeout
+        while True:
+            try:
+                schema.upgrade(conn, f"[store] url {self.where}")
+                break
+            except psycopg.Error as exc:
+                lost = conn.broken or conn.closed
+                conn.close()
+                if not lost or time.monotonic() > deadline:
+                    raise StoreError(f"[store] url {self.where}: cannot set up isolde's tables: {first_line(exc)}") from None
+                conn = self._reconnect(deadline)  # the session was lost: set up again
+            except BaseException:
+                conn.close()
+                raise
         self._idle.append(conn)
 
     # ---------------------------------------------------------------- connections
 
-    def connect(self, *, session: str = "") -> psycopg.Connection[Any]:
+    def connect(self, *, session: str = "", patience: float = 0.0) -> psycopg.Connection[Any]:
         """A new autocommit connection with isolde's settings and this store's
-        durability (``session``: more SET statements)."""
+        durability (``session``: more SET statements), trying again for ``patience``
+        seconds while the server is away (a StoreError naming the URL after that)."""
         sets = ([] if self.durable else ["SET synchronous_commit = off"]) + ([session] if session else [])
-        return connect(self.url, "; ".join(sets))
+        if patience <= 0:
+            return connect(self.url, "; ".join(sets))
+        return self._reconnect(time.monotonic() + patience, "; ".join(sets))
 
-    def _reconnect(self, deadline: float) -> psycopg.Connection[Any]:
+    def _reconnect(self, deadline: float, session: str | None = None) -> psycopg.Connection[Any]:
         """A new connection, trying again (with a growing pause) until ``deadline``."""
         pause = 0.05
         while True:
             try:
-                return self.connect()
+                return self.connect() if session is None else connect(self.url, session)
             except StoreError:
                 if self._closed or time.monotonic() + pause > deadline:
                     raise
@@ -290,7 +299,7 @@ class PostgresStore:
                 self._give(conn)
                 return result
             except psycopg.Error as exc:
-                if not (conn.broken or conn.closed):  # the statement failed, the connection is fine
+                if not self._lost(conn, exc):  # the statement failed, the connection is fine
                     try:
                         if begin is not None:
                             conn.execute("ROLLBACK")
@@ -326,6 +335,15 @@ class PostgresStore:
         except self._psycopg.Error:
             pass
         conn.close()
+
+    def _lost(self, conn: psycopg.Connection[Any], exc: BaseException) -> bool:
+        """Whether ``exc`` means the connection is gone (rather than a statement failing)."""
+        if conn.broken or conn.closed:
+            return True
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(exc, self._psycopg.OperationalError) and (state is None or state.startswith(("08", "57P"))):
+            return True  # e.g. a pipeline (executemany) cut in the middle
+        return False
 
     def _committed(self, xid: str, deadline: float, exc: BaseException) -> bool:
         """After a connection broke during COMMIT: did transaction ``xid`` commit?
