@@ -302,7 +302,7 @@ def test_refused_auth_is_one_line_and_exit_2(cli: Any, data_dir: Path) -> None:
     assert "cannot connect to PostgreSQL" in got.stderr
 
 
-def test_db_status_and_upgrade(cli: Any, tmp_path: Path) -> None:
+def test_hook_isolde_schema_admin(cli: Any, tmp_path: Path) -> None:
     url, _, drop = pg_schema_url("db")
     try:
         got = cli("db", "status", "--store", url)

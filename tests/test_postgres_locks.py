@@ -90,7 +90,7 @@ def test_two_lock_services_exclude_each_other_through_the_server(store: Postgres
         b.close()
 
 
-def test_engine_picks_postgres_locks(pg: tuple[str, str], data_dir: Path) -> None:
+def test_hook_isolde_locks(pg: tuple[str, str], data_dir: Path) -> None:
     with isolde.Engine(data_dir=data_dir, config={"store": {"url": pg[0]}}) as engine:
         assert isinstance(engine.locks, PostgresLocks)
         assert engine.run(LOCKED_COUNTER, namespace="pick").output == {"var": {"n": 1}}
