@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = ["Fence", "FencedOut", "PostgresStore", "SCHEMA_VERSION", "redact"]
 
 SCHEMA_VERSION = max(s.version for s in schema.steps() if s.component == "store")
+_XID = "SELECT pg_current_xact_id_if_assigned()::text"  # the transaction's id, if it wrote
 _STREAM_THRESHOLD = 1 << 20  # values above this are read in chunks
 _CHUNK = 1 << 20
 T = TypeVar("T")
@@ -272,11 +273,13 @@ class PostgresStore:
             conn.close()
 
     def _run(self, body: Callable[[psycopg.Connection[Any]], T], *, begin: str | None = "BEGIN",
-             fence: Fence | None = None) -> T:
+             fence: Fence | None = None, pipelined: bool = False) -> T:
         """Run ``body`` on a pooled connection, inside ``begin`` ... COMMIT (or as one
         autocommit statement with ``begin=None``).  A lost connection is replaced and
         ``body`` run again while it is certain that nothing was committed (see the module
-        docstring); SQL errors become StoreError; the fence is checked before COMMIT."""
+        docstring); SQL errors become StoreError; the fence is checked before COMMIT.
+        ``pipelined``: ``body`` only sends statements (reads no result), and everything up
+        to COMMIT goes to the server in one round trip."""
         psycopg = self._psycopg
         deadline: float | None = None
         while True:
@@ -286,16 +289,29 @@ class PostgresStore:
             xid: str | None = None
             committing = False
             try:
-                if begin is not None:
-                    conn.execute(begin)
-                if fence is not None and conn.execute(fence.sql, fence.params).fetchone() is None:
-                    raise FencedOut(fence.message)
-                result = body(conn)
-                if begin is not None:
-                    row = conn.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
+                if pipelined and begin is not None:
+                    with conn.pipeline():
+                        conn.execute(begin)
+                        checked = None if fence is None else conn.execute(fence.sql, fence.params)
+                        result = body(conn)
+                        ident = conn.execute(_XID)
+                    if checked is not None and checked.fetchone() is None:
+                        raise FencedOut(fence.message if fence is not None else "")
+                    row = ident.fetchone()
                     xid = row[0] if row else None
                     committing = True
                     conn.execute("COMMIT")
+                else:
+                    if begin is not None:
+                        conn.execute(begin)
+                    if fence is not None and conn.execute(fence.sql, fence.params).fetchone() is None:
+                        raise FencedOut(fence.message)
+                    result = body(conn)
+                    if begin is not None:
+                        row = conn.execute(_XID).fetchone()
+                        xid = row[0] if row else None
+                        committing = True
+                        conn.execute("COMMIT")
                 self._give(conn)
                 return result
             except psycopg.Error as exc:
@@ -383,8 +399,9 @@ class PostgresStore:
         finally:
             _fence.reset(token)
 
-    def _write_tx(self, body: Callable[[psycopg.Connection[Any]], T], fence: Fence | None = None) -> T:
-        return self._run(body, fence=fence if fence is not None else _fence.get())
+    def _write_tx(self, body: Callable[[psycopg.Connection[Any]], T], fence: Fence | None = None,
+                  pipelined: bool = False) -> T:
+        return self._run(body, fence=fence if fence is not None else _fence.get(), pipelined=pipelined)
 
     # ---------------------------------------------------------------- reads
 
@@ -510,7 +527,7 @@ class PostgresStore:
                             (*register_instance, self._here[0], registration()),
                         )
 
-            self._write_tx(body, fence)
+            self._write_tx(body, fence, pipelined=True)
         if handover is not None:
             handover()  # committed: later reads see the batch
 
