@@ -11,6 +11,7 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +22,7 @@ from helpers import PG_BASE, pg_schema_url, pg_sessions, pg_terminate, wait_unti
 
 import isolde
 from isolde.errors import IsoldeError
-from isolde.plugins.postgres import Fence, FencedOut, PostgresStore
+from isolde.plugins.postgres import PostgresStore
 from isolde.store import Put, Ref, StoreError
 
 
@@ -213,29 +214,40 @@ def test_runs_survive_their_sessions_being_terminated(pg: tuple[str, str], data_
     print(f"{kills} sessions terminated during {runs} runs")
 
 
-def test_a_fenced_commit_applies_nothing(pg: tuple[str, str]) -> None:
+@dataclass(frozen=True)
+class ClaimCheck(Put):
+    """A put that checks a claim inside the commit, as the daemon's records do."""
+
+    epoch: int = 1
+
+    def in_transaction(self, cur: Any) -> None:
+        cur.execute("UPDATE fence_claims SET seen = seen + 1 WHERE id = %s AND epoch = %s RETURNING 1",
+                    (self.ref.key, self.epoch))
+        if cur.fetchone() is None:
+            raise StoreError("claim lost")
+
+
+def test_a_commit_checked_by_a_statement_applies_nothing_when_it_fails(pg: tuple[str, str]) -> None:
+    """The fencing seam: a put with ``in_transaction`` runs in the batch's transaction; its
+    failure rolls the batch back, the variables included."""
     store = PostgresStore(pg[0])
     try:
         with psycopg.connect(pg[0], autocommit=True) as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS fence_claims (id text PRIMARY KEY, epoch int)")
-            conn.execute("INSERT INTO fence_claims VALUES ('i1', 1) ON CONFLICT (id) DO UPDATE SET epoch = 1")
-        fence = Fence("SELECT 1 FROM fence_claims WHERE id = %s AND epoch = %s FOR SHARE", ("i1", 1), "claim lost")
+            conn.execute("CREATE TABLE IF NOT EXISTS fence_claims (id text PRIMARY KEY, epoch int, seen int)")
+            conn.execute("INSERT INTO fence_claims VALUES ('i1', 1, 0) ON CONFLICT (id) DO UPDATE SET epoch = 1")
         a, b = Ref("fence", "instance", "i1", "a"), Ref("fence", "namespace", "", "b")
-        store.write([Put(a, b"1")], register_instance=("fence", "i1"), fence=fence)
-        assert store.get(a) is not None
+        claim = ClaimCheck(Ref("fence", "instance", "~claims", "i1"), b"")
+        store.write([Put(a, b"1"), claim], register_instance=("fence", "i1"))
+        assert store.get(a) is not None and store.get(claim.ref) is None  # the check is no variable
         with psycopg.connect(pg[0], autocommit=True) as conn:  # another worker takes the claim over
             conn.execute("UPDATE fence_claims SET epoch = 2 WHERE id = 'i1'")
-        with pytest.raises(FencedOut, match="claim lost"):
-            store.write([Put(a, b"2"), Put(b, b"2")], fence=fence)
-        with store.fencing(fence):  # everything this thread commits meanwhile
-            with pytest.raises(FencedOut):
-                store.end_instance("fence", "i1")
-            with pytest.raises(FencedOut):
-                store.compare_and_set(b, None, b"3")
+        with pytest.raises(StoreError, match="claim lost"):
+            store.write([Put(a, b"2"), Put(b, b"2"), claim])
         got = store.get(a)
         assert got is not None and got.data == b"1" and store.get(b) is None
-        store.write([Put(b, b"4")])  # outside the context: not fenced
-        assert store.get(b) is not None
+        store.write([Put(b, b"4"), ClaimCheck(claim.ref, b"", epoch=2)])
+        with psycopg.connect(pg[0], autocommit=True) as conn:
+            assert conn.execute("SELECT seen FROM fence_claims").fetchone() == (2,)
     finally:
         store.close()
 

@@ -4,7 +4,7 @@
 
 * ``isolde_store`` answers with a ``PostgresStore`` (``store.py``): the same
   semantics as LMDB, one transaction per batch, reconnecting when the database
-  goes away, fencing for the daemon's claims;
+  goes away, statements of the daemon's claims checked inside a state's commit;
 * ``isolde_locks`` answers, for that store, with ``PostgresLocks`` (``locks.py``):
   ``lock: true`` exact across every process and host on the database;
 * ``isolde_schema_admin`` answers with ``PostgresSchema``: ``isolde db status`` and
@@ -23,10 +23,10 @@ from isolde.plugin import Config, SchemaAdmin, VariableLocks, VariableStore, hoo
 
 from .locks import PostgresLocks
 from .schema import PostgresSchema, migration
-from .store import SCHEMA_VERSION, Fence, FencedOut, PostgresStore, redact
+from .store import SCHEMA_VERSION, PostgresStore, redact
 
 __all__ = [
-    "Fence", "FencedOut", "PostgresLocks", "PostgresSchema", "PostgresStore", "SCHEMA_VERSION",
+    "PostgresLocks", "PostgresSchema", "PostgresStore", "SCHEMA_VERSION",
     "isolde_locks", "isolde_schema_admin", "isolde_store", "migration", "redact",
 ]
 

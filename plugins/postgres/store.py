@@ -19,30 +19,25 @@ or it broke during ``COMMIT`` and, on a new connection,
 When it says ``committed``, the operation succeeded and is not repeated.
 Reads are simply run again.
 
-Fencing (for the daemon's claims)
----------------------------------
-A ``Fence`` is a SQL query that must return a row inside the very transaction
-that commits; when it returns none the transaction is rolled back and
-``FencedOut`` (a ``StoreError``) raised.  It is given per call
-(``write(..., fence=...)``) or for everything a thread writes while
-``with store.fencing(fence):`` is active (the instance loop's commits, an
-instance's ``end_instance``), so a worker whose claim on an instance was taken
-over cannot commit for it any more.  The query should lock what it checks
-(``SELECT 1 FROM claims WHERE ... AND epoch = %s FOR SHARE``): a concurrent
-take-over then either waits for this commit or makes the check fail.
+Statements in the commit (the fencing seam for the daemon's claims)
+-------------------------------------------------------------------
+A put that has a method ``in_transaction(cursor)`` is not a variable: ``write``
+calls it first, on a cursor of the batch's own transaction, and whatever it
+raises aborts the whole batch (nothing of it is applied) and propagates.  The
+daemon's instance records on PostgreSQL are such puts: their statement only
+succeeds while the instance's claim still names this worker and epoch, so a
+worker that lost its claim cannot commit a state any more.  Like everything in
+the transaction, it is run again when the connection was lost before COMMIT.
 """
 
 
 from __future__ import annotations
 
 import builtins
-import contextvars
 import io
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from isolde.plugin import (
@@ -66,7 +61,7 @@ from .connection import connect, first_line, redact
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["Fence", "FencedOut", "PostgresStore", "SCHEMA_VERSION", "redact"]
+__all__ = ["PostgresStore", "SCHEMA_VERSION", "redact"]
 
 SCHEMA_VERSION = max(s.version for s in schema.steps() if s.component == "store")
 _XID = "SELECT pg_current_xact_id_if_assigned()::text"  # the transaction's id, if it wrote
@@ -90,27 +85,6 @@ _OF_OWNER = "FROM isolde_variables WHERE namespace = %s AND scope = %s AND owner
 _MAX_NAME = 1024  # bytes of a namespace or owner: keeps an address within a btree entry
 
 _Address = tuple[str, str, str, str]
-
-
-@dataclass(frozen=True)
-class Fence:
-    """A condition checked inside a commit: ``sql`` (with ``params``) must return a
-    row, else the commit is rolled back with ``FencedOut(message)``."""
-
-    sql: str
-    params: tuple[Any, ...] = ()
-    message: str = "the commit was fenced off"
-
-
-class FencedOut(StoreError):
-    """A fenced commit found its condition false: nothing of it was applied."""
-
-
-_fence: contextvars.ContextVar[Fence | None] = contextvars.ContextVar("isolde_pg_fence", default=None)
-
-
-class _Lost(Exception):
-    """The connection broke; ``committed`` says whether the transaction is known committed."""
 
 
 def _name(value: str, what: str) -> None:
@@ -273,13 +247,13 @@ class PostgresStore:
             conn.close()
 
     def _run(self, body: Callable[[psycopg.Connection[Any]], T], *, begin: str | None = "BEGIN",
-             fence: Fence | None = None, pipelined: bool = False) -> T:
+             pipelined: bool = False) -> T:
         """Run ``body`` on a pooled connection, inside ``begin`` ... COMMIT (or as one
         autocommit statement with ``begin=None``).  A lost connection is replaced and
         ``body`` run again while it is certain that nothing was committed (see the module
-        docstring); SQL errors become StoreError; the fence is checked before COMMIT.
-        ``pipelined``: ``body`` only sends statements (reads no result), and everything up
-        to COMMIT goes to the server in one round trip."""
+        docstring); SQL errors become StoreError, anything else ``body`` raises rolls back
+        and propagates.  ``pipelined``: ``body`` only sends statements (reads no result),
+        and everything up to COMMIT goes to the server in one round trip."""
         psycopg = self._psycopg
         deadline: float | None = None
         while True:
@@ -292,11 +266,8 @@ class PostgresStore:
                 if pipelined and begin is not None:
                     with conn.pipeline():
                         conn.execute(begin)
-                        checked = None if fence is None else conn.execute(fence.sql, fence.params)
                         result = body(conn)
                         ident = conn.execute(_XID)
-                    if checked is not None and checked.fetchone() is None:
-                        raise FencedOut(fence.message if fence is not None else "")
                     row = ident.fetchone()
                     xid = row[0] if row else None
                     committing = True
@@ -304,8 +275,6 @@ class PostgresStore:
                 else:
                     if begin is not None:
                         conn.execute(begin)
-                    if fence is not None and conn.execute(fence.sql, fence.params).fetchone() is None:
-                        raise FencedOut(fence.message)
                     result = body(conn)
                     if begin is not None:
                         row = conn.execute(_XID).fetchone()
@@ -333,7 +302,7 @@ class PostgresStore:
                 if time.monotonic() > deadline:
                     raise StoreError(f"PostgreSQL ({self.where}): connection lost and not back within "
                                      f"{self.reconnect_timeout:g} s: {first_line(exc)}") from None
-            except BaseException:  # FencedOut, an error of ``body`` itself, an interrupt
+            except BaseException:  # an error of ``body`` itself (a failed claim check), an interrupt
                 self._abandon(conn)
                 raise
 
@@ -389,19 +358,6 @@ class PostgresStore:
                     f"({state}): {first_line(exc)}"
                 ) from None
             time.sleep(0.01)  # the old session is still finishing
-
-    @contextmanager
-    def fencing(self, fence: Fence) -> Iterator[None]:
-        """Check ``fence`` in every commit this thread (context) makes meanwhile."""
-        token = _fence.set(fence)
-        try:
-            yield
-        finally:
-            _fence.reset(token)
-
-    def _write_tx(self, body: Callable[[psycopg.Connection[Any]], T], fence: Fence | None = None,
-                  pipelined: bool = False) -> T:
-        return self._run(body, fence=fence if fence is not None else _fence.get(), pipelined=pipelined)
 
     # ---------------------------------------------------------------- reads
 
@@ -496,18 +452,22 @@ class PostgresStore:
 
     def write(
         self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None,
-        handover: Callable[[], None] | None = None, fence: Fence | None = None,
+        handover: Callable[[], None] | None = None,
     ) -> None:
-        """``VariableStore.write``; with ``fence`` (or inside ``fencing``) only if the fence holds."""
+        """``VariableStore.write``; puts with ``in_transaction`` run their statements
+        first in the same transaction (see the module docstring)."""
         staged: dict[_Address, tuple[bytes | None, str]] = {}
+        hooks = [p for p in puts if hasattr(p, "in_transaction")]
         for p in puts:
+            if hooks and hasattr(p, "in_transaction"):
+                continue
             addr = _address(p.ref)
             staged.pop(addr, None)  # later puts win, in their own order
             staged[addr] = (None if p.data is None else _data(p.ref, p.data), p.mime)
         if register_instance is not None:
             _name(register_instance[0], "namespace")
             _name(register_instance[1], "instance id")
-        if staged or register_instance is not None:
+        if staged or register_instance is not None or hooks:
             now = time.time()
             deletes = [addr for addr, (data, _) in staged.items() if data is None]
             upserts = [(*addr, mime, data, len(data), now, now) for addr, (data, mime) in staged.items()
@@ -515,6 +475,8 @@ class PostgresStore:
 
             def body(conn: psycopg.Connection[Any]) -> None:
                 with conn.cursor() as cur:
+                    for hook in hooks:
+                        hook.in_transaction(cur)
                     if deletes:
                         cur.executemany(_DELETE, deletes)
                     if upserts:
@@ -527,7 +489,7 @@ class PostgresStore:
                             (*register_instance, self._here[0], registration()),
                         )
 
-            self._write_tx(body, fence, pipelined=True)
+            self._run(body, pipelined=not hooks)  # a hook reads its statements' results
         if handover is not None:
             handover()  # committed: later reads see the batch
 
@@ -560,7 +522,7 @@ class PostgresStore:
             return missing if done is None else done
 
         while True:
-            got = self._write_tx(body)
+            got = self._run(body)
             if got is not missing:
                 return got  # type: ignore[no-any-return]
 
@@ -582,13 +544,13 @@ class PostgresStore:
             done = self._put(conn, addr, value, mime, cur is not None)
             return 0 if done is None else done.version  # created meanwhile: no longer missing
 
-        return self._write_tx(body)
+        return self._run(body)
 
     # ---------------------------------------------------------------- deletion
 
     def delete_scope(self, namespace: str, scope: str, owner: str = "") -> int:
         owner = _owner(namespace, scope, owner)
-        return self._write_tx(lambda conn: conn.execute(f"DELETE {_OF_OWNER}", (namespace, scope, owner)).rowcount)
+        return self._run(lambda conn: conn.execute(f"DELETE {_OF_OWNER}", (namespace, scope, owner)).rowcount)
 
     def delete_workflow(self, namespace: str, workflow: str) -> int:
         return self.delete_scope(namespace, "workflow", workflow)
@@ -601,7 +563,7 @@ class PostgresStore:
             conn.execute("DELETE FROM isolde_instances WHERE namespace = %s", (namespace,))
             return n
 
-        return self._write_tx(body)
+        return self._run(body)
 
     def rename_workflow(self, namespace: str, old: str, new: str) -> int:
         _owner(namespace, "workflow", old)
@@ -617,7 +579,7 @@ class PostgresStore:
             return conn.execute("UPDATE isolde_variables SET owner = %s WHERE namespace = %s AND scope = 'workflow' "
                                 "AND owner = %s", (new, namespace, old)).rowcount
 
-        return self._write_tx(body)
+        return self._run(body)
 
     def end_instance(self, namespace: str, instance_id: str) -> None:
         _owner(namespace, "instance", instance_id)
@@ -626,7 +588,7 @@ class PostgresStore:
             conn.execute(f"DELETE {_OF_OWNER}", (namespace, "instance", instance_id))
             conn.execute("DELETE FROM isolde_instances WHERE namespace = %s AND instance = %s", (namespace, instance_id))
 
-        self._write_tx(body)
+        self._run(body)
 
     def sweep_orphans(self) -> int:
         rows = self._run(lambda conn: conn.execute(
