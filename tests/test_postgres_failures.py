@@ -189,7 +189,9 @@ def test_a_commit_whose_outcome_cannot_be_known_fails_clearly(pg: tuple[str, str
 
 def test_runs_survive_their_sessions_being_terminated(pg: tuple[str, str], data_dir: Path) -> None:
     """Every session of the engine (store and locks) is terminated again and again while
-    locked counter runs go on: every run completes and the count is exact."""
+    locked counter runs go on.  A run whose store session went completes (the commit is
+    retried or found applied); a run whose lock session went between its getter and its
+    setter fails saying so, having written nothing; the count is exactly the completed runs."""
     url, app = pg
     wf = (Path(__file__).parent / "test_postgres_locks.py").read_text().split('LOCKED_COUNTER = """')[1].split('"""')[0]
     runs = 60
@@ -208,10 +210,12 @@ def test_runs_survive_their_sessions_being_terminated(pg: tuple[str, str], data_
             kills += pg_terminate(app)
             wait_until(lambda: not t.is_alive() or pg_sessions(app) > 0)
         t.join()
-        assert kills > 0
-        assert [r.status for r in results] == ["complete"] * runs, [r.error for r in results if not r.ok]
-        assert engine.variables.value("n", namespace="term") == runs
-    print(f"{kills} sessions terminated during {runs} runs")
+        assert kills > 0 and len(results) == runs
+        failed = [r.error for r in results if not r.ok]
+        assert all(e is not None and "variable lock of this instance was lost" in e.message for e in failed), failed
+        done = runs - len(failed)
+        assert done > 0 and engine.variables.value("n", namespace="term") == done
+    print(f"{kills} sessions terminated during {runs} runs: {done} completed, {len(failed)} failed (lock lost)")
 
 
 @dataclass(frozen=True)

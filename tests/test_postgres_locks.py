@@ -193,3 +193,34 @@ def test_a_lock_of_a_killed_worker_is_released_at_once(pg: tuple[str, str], stor
             holder.kill()
         holder.communicate()  # reaps it and closes its pipes
         locks.close()
+
+
+def test_a_commit_after_its_lock_was_lost_is_refused(pg: tuple[str, str], store: PostgresStore) -> None:
+    """The holder's lock session ends (as in a database restart) and another process takes
+    the lock: the holder's next commit from its thread is refused, nothing of it applied."""
+    import psycopg
+    from helpers import PG_BASE
+
+    from isolde.store import Put, Ref, StoreError
+
+    holder, other = PostgresLocks(store), PostgresLocks(store)
+    key, ref = b"ns\x00namespace\x00\x00lost", Ref("lost", "namespace", "", "n")
+    try:
+        store.write([Put(ref, b"0")])
+        holder.acquire("holder", [key], 1.0)  # this thread's commits now check the lock
+        store.write([Put(ref, b"1")])
+        pid = holder.sessions("holder")[0][0]
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        taken = threading.Thread(target=other.acquire, args=("thief", [key], 60.0))  # a context of its own
+        taken.start()
+        taken.join(60)
+        assert other.holds("thief", key)
+        with pytest.raises(StoreError, match="variable lock of this instance was lost"):
+            store.write([Put(ref, b"2")])
+        var = store.get(ref)
+        assert var is not None and var.data == b"1"
+        holder.release("holder")  # its session is gone: nothing to give back
+    finally:
+        holder.close()
+        other.close()

@@ -17,6 +17,14 @@ about 25 s).  A process that is stopped (SIGSTOP) keeps its locks until it goes
 on or dies; a waiter elsewhere then fails after ``[limits] lock_wait`` with
 ``isolde.lock.timeout``.
 
+**A lock lost while held cannot be written through.** Each commit the holder
+makes from the thread that took its locks (the instance loop's state commits)
+checks, inside its transaction, that the server still grants every lock the
+instance holds to the session that took it (``pg_locks``).  When a lock session
+ended (the database restarted, the session was terminated), that commit is
+refused with a StoreError and nothing of the state is applied: the instance
+fails rather than write a value another process may have changed meanwhile.
+
 Within one process everything works as the built-in byte-range locks do
 (``isolde.locks``): waiters for a key queue in arrival order and only the first
 asks the server; a lock released or handed over (``hand_over``) goes straight
@@ -30,15 +38,14 @@ processes is broken by the lock wait timeout.  One engine has one
 ``PostgresLocks``; two engines of one process on the same database exclude
 each other through the server, as two processes do.
 
-When the database restarts while a lock is held, the session and its lock are
-gone: another process may then take it while the first one still commits (the
-same holds for any lock service whose server restarts).  Hash collisions
+Hash collisions
 (2^-64 per pair) only make two variables share a lock.
 """
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import hashlib
 import threading
 import time
@@ -52,7 +59,7 @@ if TYPE_CHECKING:
 
     from .store import PostgresStore
 
-__all__ = ["PostgresLocks", "SERVER_KEEPALIVES", "lock_id"]
+__all__ = ["PostgresLocks", "SERVER_KEEPALIVES", "held_sessions", "lock_id"]
 
 SERVER_KEEPALIVES = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
 """Set on every lock session: the server drops a vanished client's session, and its locks, within ~25 s."""
@@ -60,10 +67,28 @@ SERVER_KEEPALIVES = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval =
 _MAX_WAIT_STEP = 2.0  # seconds one server-side wait lasts before the deadline is looked at again
 _KEEP_IDLE = 8
 
+_holder_here: contextvars.ContextVar[tuple[PostgresLocks, str] | None] = contextvars.ContextVar(
+    "isolde_pg_lock_owner", default=None)
+
+
+def held_sessions() -> list[tuple[int, int]]:
+    """``(backend pid, lock id)`` of every lock the owner that last took a lock in this
+    thread (context) still holds: what the store checks inside that thread's commits."""
+    here = _holder_here.get()
+    return [] if here is None else here[0].sessions(here[1])
+
 
 def lock_id(key: bytes) -> int:
     """The advisory lock id (signed 64 bits) of a lock key."""
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big", signed=True)
+
+
+def _pid(conn: psycopg.Connection[Any]) -> int:
+    """The server process of ``conn``; 0 (no process) when that cannot be told any more."""
+    try:
+        return int(conn.info.backend_pid)
+    except Exception:  # a closed connection
+        return 0
 
 
 class PostgresLocks:
@@ -146,6 +171,7 @@ class PostgresLocks:
             self._acquire_one(owner, key, deadline, timeout, (names or {}).get(key, key.decode(errors="replace")))
 
     def _take(self, owner: str, key: bytes, conn: psycopg.Connection[Any], queue: collections.deque[str]) -> None:
+        _holder_here.set((self, owner))
         queue.popleft()
         self._holder[key] = owner
         self._held.setdefault(owner, {})[key] = conn
@@ -239,6 +265,12 @@ class PostgresLocks:
             waker = self._wakers.get(queue[0])
             if waker is not None:
                 waker.notify()
+
+    def sessions(self, owner: str) -> list[tuple[int, int]]:
+        """``(backend pid, lock id)`` of each lock ``owner`` holds (the pid of a broken
+        session is that of the ended session, which the server no longer knows)."""
+        with self._cond:
+            return [(_pid(conn), lock_id(key)) for key, conn in self._held.get(owner, {}).items()]
 
     def holds(self, owner: str, key: bytes) -> bool:
         with self._cond:

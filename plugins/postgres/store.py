@@ -57,6 +57,7 @@ from isolde.plugin import (
 
 from . import schema
 from .connection import connect, first_line, redact
+from .locks import held_sessions
 
 if TYPE_CHECKING:
     import psycopg
@@ -65,6 +66,10 @@ __all__ = ["PostgresStore", "SCHEMA_VERSION", "redact"]
 
 SCHEMA_VERSION = max(s.version for s in schema.steps() if s.component == "store")
 _XID = "SELECT pg_current_xact_id_if_assigned()::text"  # the transaction's id, if it wrote
+_STILL_HELD = (  # how many of the (pid, lock id) pairs the server still grants
+    "SELECT count(*) FROM pg_locks l JOIN unnest(%s::int[], %s::int8[]) AS h(pid, id) ON l.pid = h.pid "
+    "AND ((l.classid::int8 << 32) | l.objid::int8) = h.id WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted"
+)
 _STREAM_THRESHOLD = 1 << 20  # values above this are read in chunks
 _CHUNK = 1 << 20
 T = TypeVar("T")
@@ -247,13 +252,14 @@ class PostgresStore:
             conn.close()
 
     def _run(self, body: Callable[[psycopg.Connection[Any]], T], *, begin: str | None = "BEGIN",
-             pipelined: bool = False) -> T:
+             pipelined: bool = False, settle: Callable[[T], None] | None = None) -> T:
         """Run ``body`` on a pooled connection, inside ``begin`` ... COMMIT (or as one
         autocommit statement with ``begin=None``).  A lost connection is replaced and
         ``body`` run again while it is certain that nothing was committed (see the module
         docstring); SQL errors become StoreError, anything else ``body`` raises rolls back
         and propagates.  ``pipelined``: ``body`` only sends statements (reads no result),
-        and everything up to COMMIT goes to the server in one round trip."""
+        and everything up to COMMIT goes to the server in one round trip.  ``settle`` gets
+        what ``body`` returned, its results arrived, before COMMIT; raising aborts."""
         psycopg = self._psycopg
         deadline: float | None = None
         while True:
@@ -268,6 +274,8 @@ class PostgresStore:
                         conn.execute(begin)
                         result = body(conn)
                         ident = conn.execute(_XID)
+                    if settle is not None:
+                        settle(result)
                     row = ident.fetchone()
                     xid = row[0] if row else None
                     committing = True
@@ -276,6 +284,8 @@ class PostgresStore:
                     if begin is not None:
                         conn.execute(begin)
                     result = body(conn)
+                    if settle is not None:
+                        settle(result)
                     if begin is not None:
                         row = conn.execute(_XID).fetchone()
                         xid = row[0] if row else None
@@ -469,11 +479,15 @@ class PostgresStore:
             _name(register_instance[1], "instance id")
         if staged or register_instance is not None or hooks:
             now = time.time()
+            locked = held_sessions()
             deletes = [addr for addr, (data, _) in staged.items() if data is None]
             upserts = [(*addr, mime, data, len(data), now, now) for addr, (data, mime) in staged.items()
                        if data is not None]
 
-            def body(conn: psycopg.Connection[Any]) -> None:
+            def body(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any] | None:
+                check = None
+                if locked:  # the instance's variable locks are still its own (see locks.py)
+                    check = conn.execute(_STILL_HELD, ([p for p, _ in locked], [k for _, k in locked]))
                 with conn.cursor() as cur:
                     for hook in hooks:
                         hook.in_transaction(cur)
@@ -488,8 +502,18 @@ class PostgresStore:
                             "host = EXCLUDED.host, registration = EXCLUDED.registration",
                             (*register_instance, self._here[0], registration()),
                         )
+                return check
 
-            self._run(body, pipelined=not hooks)  # a hook reads its statements' results
+            def settle(check: psycopg.Cursor[Any] | None) -> None:
+                row = None if check is None else check.fetchone()
+                if row is not None and row[0] != len(locked):
+                    raise StoreError(
+                        "a variable lock of this instance was lost while it held it (its database session "
+                        "ended: the server restarted or the session was terminated); nothing of this state "
+                        "was committed, as another instance may have changed the variable meanwhile"
+                    )
+
+            self._run(body, pipelined=not hooks, settle=settle)  # a hook reads its statements' results
         if handover is not None:
             handover()  # committed: later reads see the batch
 
