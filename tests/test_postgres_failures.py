@@ -212,7 +212,8 @@ def test_runs_survive_their_sessions_being_terminated(pg: tuple[str, str], data_
         t.join()
         assert kills > 0 and len(results) == runs
         failed = [r.error for r in results if not r.ok]
-        assert all(e is not None and "variable lock of this instance was lost" in e.message for e in failed), failed
+        assert all(e is not None and e.code == "isolde.lock.lost" and "variable lock of this instance was lost"
+                   in e.message for e in failed), failed
         done = runs - len(failed)
         assert done > 0 and engine.variables.value("n", namespace="term") == done
     print(f"{kills} sessions terminated during {runs} runs: {done} completed, {len(failed)} failed (lock lost)")

@@ -22,8 +22,9 @@ makes from the thread that took its locks (the instance loop's state commits)
 checks, inside its transaction, that the server still grants every lock the
 instance holds to the session that took it (``pg_locks``).  When a lock session
 ended (the database restarted, the session was terminated), that commit is
-refused with a StoreError and nothing of the state is applied: the instance
-fails rather than write a value another process may have changed meanwhile.
+refused (``LockLost``: the catchable error ``isolde.lock.lost``) and nothing of
+the state is applied, rather than write a value another process may have
+changed meanwhile.
 
 Within one process everything works as the built-in byte-range locks do
 (``isolde.locks``): waiters for a key queue in arrival order and only the first
@@ -59,10 +60,20 @@ if TYPE_CHECKING:
 
     from .store import PostgresStore
 
-__all__ = ["PostgresLocks", "SERVER_KEEPALIVES", "held_sessions", "lock_id"]
+__all__ = ["LOCK_LOST_CODE", "LockLost", "PostgresLocks", "SERVER_KEEPALIVES", "held_sessions", "lock_id"]
 
 SERVER_KEEPALIVES = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
 """Set on every lock session: the server drops a vanished client's session, and its locks, within ~25 s."""
+
+LOCK_LOST_CODE = "isolde.lock.lost"
+
+
+class LockLost(StoreError):
+    """A commit found a variable lock of its instance no longer granted: nothing was applied.
+    The state fails with the catchable error ``isolde.lock.lost``."""
+
+    code = LOCK_LOST_CODE
+
 
 _MAX_WAIT_STEP = 2.0  # seconds one server-side wait lasts before the deadline is looked at again
 _KEEP_IDLE = 8

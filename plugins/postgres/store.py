@@ -57,7 +57,7 @@ from isolde.plugin import (
 
 from . import schema
 from .connection import connect, first_line, redact
-from .locks import held_sessions
+from .locks import LockLost, held_sessions
 
 if TYPE_CHECKING:
     import psycopg
@@ -507,7 +507,7 @@ class PostgresStore:
             def settle(check: psycopg.Cursor[Any] | None) -> None:
                 row = None if check is None else check.fetchone()
                 if row is not None and row[0] != len(locked):
-                    raise StoreError(
+                    raise LockLost(
                         "a variable lock of this instance was lost while it held it (its database session "
                         "ended: the server restarted or the session was terminated); nothing of this state "
                         "was committed, as another instance may have changed the variable meanwhile"
