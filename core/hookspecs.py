@@ -69,6 +69,25 @@ def isolde_store(config: Config, data_dir: str) -> VariableStore | None:
     raise NotImplementedError  # a specification: plugins implement it
 
 
+@hookspec
+def isolde_isolate_runners() -> list[type[Runner]]:
+    """Return the isolate runners this plugin provides.
+
+    Each is a subclass of ``isolde.plugin.Runner`` whose ``types`` lists the
+    function ``type`` values it serves (``process``, ``http``, ...) and whose
+    ``call(request)`` performs one call of the isolate and returns its reply
+    (``isolde.plugin.Response``); ``isolde.plugin.HttpIsolate`` already
+    speaks Direktiv's HTTP protocol.  A runner is made with ``(host, function,
+    base_dir)``: ``host`` (``isolde.plugin.RunnerHost``) gives it the ``[actions]``
+    settings, the configuration and runners shared by key.  The fields of a new function type are
+    declared separately, as ``function <type> {...}`` from
+    ``isolde_declarations``.  A runner from an installed package may replace a
+    built-in one (e.g. a container runner serving ``image:`` functions); two
+    installed packages serving one type is an error at engine start.
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
 @hookspec(firstresult=True)
 def isolde_locks(config: Config, store: VariableStore, data_dir: str) -> VariableLocks | None:
     """Return the variable locks (``lock: true``) to use with ``store``, or None for the default.
@@ -89,25 +108,6 @@ def isolde_schema_admin(config: Config, data_dir: str) -> SchemaAdmin | None:
     ``isolde db status`` and ``isolde db upgrade`` use it: a plugin whose store
     keeps tables reports and applies its versioned migrations here, without
     opening the store.
-    """
-    raise NotImplementedError  # a specification: plugins implement it
-
-
-@hookspec
-def isolde_isolate_runners() -> list[type[Runner]]:
-    """Return the isolate runners this plugin provides.
-
-    Each is a subclass of ``isolde.plugin.Runner`` whose ``types`` lists the
-    function ``type`` values it serves (``process``, ``http``, ...) and whose
-    ``call(request)`` performs one call of the isolate and returns its reply
-    (``isolde.plugin.Response``); ``isolde.plugin.HttpIsolate`` already
-    speaks Direktiv's HTTP protocol.  A runner is made with ``(host, function,
-    base_dir)``: ``host`` (``isolde.plugin.RunnerHost``) gives it the ``[actions]``
-    settings, the configuration and runners shared by key.  The fields of a new function type are
-    declared separately, as ``function <type> {...}`` from
-    ``isolde_declarations``.  A runner from an installed package may replace a
-    built-in one (e.g. a container runner serving ``image:`` functions); two
-    installed packages serving one type is an error at engine start.
     """
     raise NotImplementedError  # a specification: plugins implement it
 

@@ -10,6 +10,9 @@ for every plugin.  What each name is for:
 * calling functions from a state: :func:`compile_action` (in ``check``) and
   ``ctx.call_function`` / ``ctx.start_function`` / ``ctx.run_branches`` with
   :class:`ActionSpec`, :class:`Branch`, :class:`Outcome`;
+* variable locks for a store shared by hosts (``isolde_locks``): :class:`VariableLocks` and the
+  error codes :data:`TIMEOUT_CODE`, :data:`DEADLOCK_CODE`; a store that keeps versioned tables
+  (``isolde_schema_admin``): :class:`SchemaAdmin`, :class:`SchemaStatus`;
 * errors: :class:`WorkflowError` (catchable, with a code), :class:`InstanceFailure`
   (uncatchable), :class:`ConfigError`, :class:`ValidationError`, :class:`IsoldeError`;
 * values: :class:`Expr` and its kinds, :func:`truthy`, :func:`to_text`, :func:`encode` /
@@ -23,10 +26,7 @@ for every plugin.  What each name is for:
 * services a backend plugin provides (``isolde_store``): :class:`VariableStore` and the
   value types :class:`Ref`, :class:`Put`, :class:`Variable`, :class:`ValueReader`,
   :class:`StoreError`; for a store shared by processes, :func:`registration` (this
-  process, as an instance owner), :func:`machine` and :func:`is_orphan` (did that owner die here?);
-  variable locks for such a store (``isolde_locks``): :class:`VariableLocks` and the error codes
-  :data:`TIMEOUT_CODE`, :data:`DEADLOCK_CODE`; a store that keeps tables (``isolde_schema_admin``):
-  :class:`SchemaAdmin`, :class:`SchemaStatus`.
+  process, as an instance owner), :func:`machine` and :func:`is_orphan` (did that owner die here?).
 """
 
 from __future__ import annotations
