@@ -363,3 +363,30 @@ def test_fast_durability_from_the_config(pg: tuple[str, str], data_dir: Path) ->
             assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
         engine.variables.set("k", 1, namespace="fast")
         assert json.loads(engine.variables.get("k", namespace="fast").data) == 1  # type: ignore[union-attr]
+
+
+def test_workers_starting_at_once_migrate_once() -> None:
+    """Several stores opening a fresh database at the same moment: one applies the steps
+    under the advisory lock, the others find them applied."""
+    url, _, drop = pg_schema_url("race")
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            PostgresStore(url).close()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT component, version FROM isolde_schema_version").fetchall() == [("store", 1)]
+    finally:
+        drop()
