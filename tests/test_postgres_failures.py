@@ -390,3 +390,37 @@ def test_workers_starting_at_once_migrate_once() -> None:
             assert conn.execute("SELECT component, version FROM isolde_schema_version").fetchall() == [("store", 1)]
     finally:
         drop()
+
+
+def test_a_module_registers_its_own_migration_steps(cli: Any) -> None:
+    """A module of the plugin (here: code in another process) registers a component's
+    steps; a store opening applies them after the store's own.  An isolde that does not
+    know that component (this process) refuses the database as newer than itself."""
+    import subprocess
+    import sys
+
+    url, _, drop = pg_schema_url("steps")
+    code = (
+        "import sys\n"
+        "from isolde.plugins.postgres import PostgresStore, migration\n"
+        "migration('extra', 1, 'a table of its own', 'CREATE TABLE isolde_extra (x int)')\n"
+        "migration('extra', 2, 'a column more', lambda conn: conn.execute('ALTER TABLE isolde_extra ADD y int'))\n"
+        "try:\n"
+        "    migration('extra', 4, 'a gap', '')\n"
+        "except ValueError as exc:\n"
+        "    print(exc)\n"
+        "PostgresStore(sys.argv[1]).close()\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code, url], check=True, capture_output=True, text=True, timeout=60)
+        assert "expected version 3" in out.stdout
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute("SELECT component, version FROM isolde_schema_version").fetchall()
+            conn.execute("SELECT x, y FROM isolde_extra")
+        assert sorted(rows) == [("extra", 1), ("extra", 2), ("store", 1)]
+        got = cli("db", "status", "--store", url)
+        assert got.code == 1 and "extra: version 2 of 0 (newer than this isolde knows" in got.stdout, got.stdout
+        got = cli("db", "upgrade", "--store", url)
+        assert got.code == 2 and "version 2 of 'extra', newer than this isolde understands (0)" in got.stderr, got.stderr
+    finally:
+        drop()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from .common import _common, _engine, _handled
+from .common import EXIT_FAILED, _common, _engine, _handled
 
 __all__ = ["db"]
 
@@ -18,7 +20,8 @@ def db() -> None:
 @_common
 @_handled
 def db_status(data_dir: str | None, config_path: str | None) -> None:
-    """Show the schema versions the database holds and the steps an upgrade would apply."""
+    """Show the schema versions the database holds and the steps an upgrade would apply
+    (exit 1 when the database is newer than this isolde)."""
     with _engine(data_dir, config_path) as engine:
         admin = engine.schema_admin()
         if admin is None:
@@ -29,11 +32,17 @@ def db_status(data_dir: str | None, config_path: str | None) -> None:
         finally:
             admin.close()
     click.echo(f"database: {admin.where}")
+    newer = False
     for component in sorted(set(st.known) | set(st.applied)):
         have, know = st.applied.get(component, 0), st.known.get(component, 0)
-        click.echo(f"{component}: version {have} of {know}" + ("" if have >= know else " (upgrade pending)"))
+        note = " (upgrade pending)" if have < know else ""
+        if have > know:
+            note, newer = " (newer than this isolde knows: upgrade isolde)", True
+        click.echo(f"{component}: version {have} of {know}{note}")
     for line in st.pending:
         click.echo(f"pending: {line}")
+    if newer:
+        sys.exit(EXIT_FAILED)
     if not st.pending:
         click.echo("up to date")
 
