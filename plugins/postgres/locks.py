@@ -195,6 +195,8 @@ class PostgresLocks:
             queue.append(owner)
             try:
                 while True:
+                    if self._closed:  # the engine is closing: give up rather than take a lock
+                        raise InstanceFailure("the variable locks were closed", code="isolde.lock.unavailable")
                     first = queue[0] == owner
                     if first and key in self._free:  # handed over in this process: adopt it
                         self._pool(conn)
