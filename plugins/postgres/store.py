@@ -417,27 +417,24 @@ class PostgresStore:
     ) -> Variable | None:
         addr = _address(ref)
         step = max(1, chunk_size)
-        # Chunks are only handed to ``write`` once all are read: a retry after a lost
-        # connection never repeats what ``write`` already got.
+        sent = [False]  # chunks went to ``write``: a lost connection can no longer be retried
 
-        def body(conn: psycopg.Connection[Any]) -> tuple[Any, builtins.list[bytes]] | None:
+        def body(conn: psycopg.Connection[Any]) -> Variable | None:
+            if sent[0]:
+                raise StoreError(f"PostgreSQL ({self.where}): the connection was lost in the middle of "
+                                 f"streaming variable {ref.key!r}")
             row = conn.execute(f"SELECT mime, size, created, updated, version {_AT}", addr).fetchone()
             if row is None:
                 return None
-            parts = []
-            for off in range(0, int(row[1]), step):
+            mime, size, created, updated, version = row
+            for off in range(0, int(size), step):
                 part = conn.execute(_CHUNK_AT, (off + 1, step, *addr)).fetchone()
                 assert part is not None
-                parts.append(bytes(part[0]))
-            return row, parts
+                sent[0] = True
+                write(memoryview(bytes(part[0])))
+            return Variable(b"", mime, int(size), float(created), float(updated), int(version))
 
-        got = self._run(body, begin="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        if got is None:
-            return None
-        (mime, size, created, updated, version), parts = got
-        for part in parts:
-            write(memoryview(part))
-        return Variable(b"", mime, int(size), float(created), float(updated), int(version))
+        return self._run(body, begin="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def list(self, namespace: str, scope: str, owner: str = "") -> builtins.list[tuple[str, Variable]]:
         owner = _owner(namespace, scope, owner)
