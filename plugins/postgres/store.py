@@ -168,7 +168,12 @@ class _ChunkReader(io.RawIOBase):
         n = min(len(view), self.size - self._pos)
         if n <= 0:
             return 0
-        row = self._conn.execute(_CHUNK_AT, (self._pos + 1, n, *self._addr)).fetchone()
+        import psycopg
+
+        try:
+            row = self._conn.execute(_CHUNK_AT, (self._pos + 1, n, *self._addr)).fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: reading variable {self._addr[3]!r}: {first_line(exc)}") from None
         chunk = bytes(row[0]) if row else b""
         view[: len(chunk)] = chunk
         self._pos += len(chunk)
