@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from isolde.plugin import Config, SchemaAdmin, VariableLocks, VariableStore, hookimpl
 
-from .locks import PostgresLocks
+from .locks import LockLost, PostgresLocks
 from .schema import PostgresSchema, migration
 from .store import SCHEMA_VERSION, PostgresStore, redact
 
 __all__ = [
-    "PostgresLocks", "PostgresSchema", "PostgresStore", "SCHEMA_VERSION",
+    "LockLost", "PostgresLocks", "PostgresSchema", "PostgresStore", "SCHEMA_VERSION",
     "isolde_locks", "isolde_schema_admin", "isolde_store", "migration", "redact",
 ]
 
@@ -57,5 +57,6 @@ def isolde_locks(config: Config, store: VariableStore, data_dir: str) -> Variabl
 
 @hookimpl
 def isolde_schema_admin(config: Config, data_dir: str) -> SchemaAdmin | None:
+    """The database's migrations (``isolde db``), when ``[store] url`` is set."""
     url = _url(config)
     return None if url is None else PostgresSchema(url)
