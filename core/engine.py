@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .events import EventBus
     from .guards import Deadlines
     from .locks import VariableLocks
+    from .migrations import SchemaAdmin
 
 WorkflowSource = Workflow | str | os.PathLike[str]
 CLOSE_GRACE = 5.0  # seconds close() waits for running instances to wind down
@@ -138,6 +139,10 @@ class Engine:
         return store
 
     def _open_locks(self) -> VariableLocks:
+        locks: VariableLocks | None = self.registry.pm.hook.isolde_locks(
+            config=self.config, store=self.services.store.get(), data_dir=str(self.data_dir))
+        if locks is not None:
+            return locks
         from .locks import lock_table
 
         return lock_table(str(self.data_dir))
@@ -355,6 +360,13 @@ class Engine:
         if isinstance(value, dict):
             return value
         return {"input": value}
+
+    def schema_admin(self) -> SchemaAdmin | None:
+        """The configured store's schema (``isolde db``), without opening the store; None
+        when the store keeps no versioned tables (LMDB)."""
+        admin: SchemaAdmin | None = self.registry.pm.hook.isolde_schema_admin(
+            config=self.config, data_dir=str(self.data_dir))
+        return admin
 
     # -- namespaces and workflows as holders of variables ---------------------------
     def namespaces(self) -> list[str]:

@@ -10,6 +10,9 @@ for every plugin.  What each name is for:
 * calling functions from a state: :func:`compile_action` (in ``check``) and
   ``ctx.call_function`` / ``ctx.start_function`` / ``ctx.run_branches`` with
   :class:`ActionSpec`, :class:`Branch`, :class:`Outcome`;
+* variable locks for a store shared by hosts (``isolde_locks``): :class:`VariableLocks` and the
+  error codes :data:`TIMEOUT_CODE`, :data:`DEADLOCK_CODE`; a store that keeps versioned tables
+  (``isolde_schema_admin``): :class:`SchemaAdmin`, :class:`SchemaStatus`;
 * errors: :class:`WorkflowError` (catchable, with a code), :class:`InstanceFailure`
   (uncatchable), :class:`ConfigError`, :class:`ValidationError`, :class:`IsoldeError`;
 * values: :class:`Expr` and its kinds, :func:`truthy`, :func:`to_text`, :func:`encode` /
@@ -57,6 +60,8 @@ from .isolates import (
     stderr_line,
 )
 from .report import Report
+from .locks import DEADLOCK_CODE, TIMEOUT_CODE, VariableLocks
+from .migrations import SchemaAdmin, SchemaStatus
 from .liveness import is_orphan, machine, registration
 from .store import (
     InvalidKey,
@@ -75,6 +80,7 @@ from .variables import JSON, OCTETS, TEXT, decode, encode, parse_json, resolve_k
 from .workflow import StateContext, StateSpec, StateType, Workflow
 
 __all__ = [
+    "DEADLOCK_CODE", "SchemaAdmin", "SchemaStatus", "TIMEOUT_CODE", "VariableLocks",
     "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "CronScheduler", "CronThread", "DaemonServices", "ErrorReply", "EventBus", "EventError",
     "EventFilter", "Expr", "FileItem", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
     "InstanceRecords", "IsoldeError", "JSON", "Literal", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
