@@ -47,6 +47,8 @@ from .workflow import Workflow
 
 if TYPE_CHECKING:
     from .actions.call import Functions
+    from .history import HistoryService
+    from .history import Recorder as HistoryRecorder
     from .events import EventBus
     from .guards import Deadlines
     from .locks import VariableLocks
@@ -104,6 +106,7 @@ class Engine:
             sink=log,
             report_internal=self._report_internal,
         )
+        self._history: Lazy[HistoryService] = self._service(self._open_history)
         self.services.subflows = Subflows(self.services, self.instance_input)
         self.variables = Variables(self.services.store)
 
@@ -167,6 +170,35 @@ class Engine:
         files = ActionFiles(sidecar, isolates.settings, ArchiveLimits.from_config(self.config),
                             self.services.limits.max_variable_bytes)
         return Functions(isolates, files, dict(self.config.data.get("secrets", {}) or {}))
+
+    def _open_history(self) -> HistoryService:
+        from .history import HistoryService, HistorySettings, StoreHistory
+
+        store = self.services.store.get()  # made first, so it is closed after the history
+        return HistoryService(StoreHistory(store), store, HistorySettings.from_config(self.config),
+                              interrupt=self._interrupt, report=self._report_internal)
+
+    def _interrupt(self, instance_id: str, reason: str) -> None:
+        """Wake an instance's waits and sleeps, and cancel its isolate calls (``DELETE``)."""
+        events = self.services.events.peek()
+        if events is not None:
+            events.interrupt(instance_id, reason)
+        functions = self.services.functions.peek()
+        if functions is not None:
+            functions.isolates.cancel_instance(instance_id)
+
+    @property
+    def history(self) -> HistoryService:
+        """Instance history (records, timelines, logs) and cancel, made on first use."""
+        return self._history.get()
+
+    def cancel(self, instance_id: str, namespace: str = "default", reason: str = "cancelled by a user") -> str:
+        """Cancel an instance: one running in this engine stops at once (``"cancelled"``: its
+        waits are woken, its isolate calls get their ``DELETE``, it ends ``cancelled`` with
+        ``direktiv.cancels.api``); one running in another process gets a request it notices
+        within ``[history] flush_interval`` (``"requested"``).  Raises
+        ``isolde.history.NotFound`` for an unknown id, ``IsoldeError`` when it already ended."""
+        return self.history.cancel(namespace, instance_id, reason)
 
     @property
     def store(self) -> VariableStore:
@@ -306,10 +338,13 @@ class Engine:
 
     def run_loaded(self, wf: Workflow, data: dict[str, Any], *, namespace: str = "default",
                    instance_id: str | None = None, sink: LogSink | None = None, start: str | None = None,
-                   on_step: StepHook | None = None, started_at: float | None = None) -> Result:
+                   on_step: StepHook | None = None, started_at: float | None = None,
+                   recorder: HistoryRecorder | None = None) -> Result:
         """Run a loaded workflow on instance data (already an object).  The daemon resumes
         an instance from state ``start`` (counting its timeouts from ``started_at``) and
-        keeps its record with ``on_step``; ``sink`` replaces the engine's log sink."""
+        keeps its record with ``on_step`` and its history with its own ``recorder``
+        (``history.recorder(..., owns_record=False)``); ``sink`` replaces the engine's log
+        sink.  Otherwise the instance's history is kept here (``[history] enabled``)."""
         if namespace not in self._good_namespaces:
             check_name(namespace, "namespace")
             if len(self._good_namespaces) < 1024:
@@ -320,8 +355,15 @@ class Engine:
                 raise IsoldeError("this Engine is closed")
             self._active += 1
         try:
-            return run_instance(self.services, wf, data, namespace=namespace, instance_id=iid,
-                                sink=sink or self.log_sink, start=start, on_step=on_step, started_at=started_at)
+            history = self.history
+            rec = recorder
+            if rec is None:
+                rec = history.recorder(namespace, iid, wf.id, data, enabled=history.settings.enabled)
+            result = run_instance(self.services, wf, data, namespace=namespace, instance_id=iid,
+                                  sink=sink or self.log_sink, start=start, on_step=on_step, started_at=started_at,
+                                  recorder=rec)
+            history.ended(rec, result)
+            return result
         finally:
             with self._active_cond:
                 self._active -= 1

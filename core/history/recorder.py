@@ -1,0 +1,218 @@
+"""``Recorder``: the history of one running instance, kept as it runs.
+
+The instance loop calls ``step`` after each state (it is the loop's step hook, wrapping
+the daemon's).  A step only notes a tuple; the entries noted since the last write are
+encoded into one timeline chunk when the instance commits anyway (a state with writes:
+one more ``Put`` in that commit, no extra fsync), by the background writer (an instance
+running longer than ``[history] flush_interval``), or when the instance ends.  The final
+state's commit also carries the outcome's record when it completes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .codec import capped
+
+if TYPE_CHECKING:
+    from ..instance import InstanceContext, LogSink, Result, StepHook
+    from ..store import Put
+    from ..workflow import StateSpec
+    from .protocol import InstanceHistory
+
+__all__ = ["Recorder"]
+
+LOG_LINE_MAX = 4096
+"""Characters of one log line kept."""
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+_time = time.time
+_quoted: dict[str, str] = {}
+
+
+def _q(text: str) -> str:
+    """A state id or type as JSON text (cached: they repeat)."""
+    got = _quoted.get(text)
+    if got is None:
+        got = _encode(text)
+        if len(_quoted) < 10_000:
+            _quoted[text] = got
+    return got
+
+
+Entry = tuple[int, str, str, float, float, "str | None", "list[tuple[str, str]] | None", "dict[str, Any] | None"]
+"""(step, state id, type, started, ended, output JSON text or None when unchanged, variables written, error)."""
+
+
+class Recorder:
+    """One instance's record and timeline on their way to the store."""
+
+    __slots__ = (
+        "history", "namespace", "instance_id", "record", "owns_record", "cap", "max_logs", "entries", "logs",
+        "done_e", "done_l", "seq", "step_no", "t", "lock", "ctx", "cancelled", "final", "inner", "outer_sink",
+        "first_input", "record_written", "leftover", "since", "enabled",
+    )
+
+    def __init__(self, history: InstanceHistory, namespace: str, instance_id: str, record: dict[str, Any], *,
+                 owns_record: bool, cap: int, max_logs: int, seq: int = 0, first_input: str | None = None,
+                 enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.history = history
+        self.namespace = namespace
+        self.instance_id = instance_id
+        self.record = record
+        self.owns_record = owns_record  # False: the daemon writes the record (its InstanceRecords)
+        self.cap = cap
+        self.max_logs = max_logs
+        self.entries: list[Entry] = []
+        self.logs: list[tuple[float, int, str, str]] = []
+        self.done_e = self.done_l = 0  # entries / log lines already written
+        self.seq = seq  # the next chunk's number
+        self.step_no = 0
+        self.t = _time()  # when the current state started
+        self.since = time.monotonic()
+        self.lock = threading.Lock()
+        self.ctx: InstanceContext | None = None
+        self.cancelled: str | None = None
+        self.final = False  # the outcome's record is written (or queued)
+        self.inner: StepHook | None = None
+        self.outer_sink: LogSink | None = None
+        self.first_input = first_input  # a resumed instance's data (its first entry's input)
+        self.record_written = False
+        self.leftover: list[Put] = []  # for a daemon instance: what end() left for its outcome's commit
+
+    # -- the instance loop's side ------------------------------------------------------
+    def begin(self, ctx: InstanceContext, on_step: StepHook | None, sink: LogSink | None) -> tuple[StepHook, LogSink]:
+        """Bind to the instance's context; returns the step hook and log sink to use."""
+        self.inner = on_step
+        self.outer_sink = sink
+        with self.lock:
+            self.ctx = ctx
+            if self.cancelled is not None:
+                ctx.cancelled = self.cancelled
+        if not self.enabled:
+            return on_step, sink  # type: ignore[return-value]  # the loop takes None for either
+        return self.step, self.sink
+
+    def sink(self, instance_id: str, state: str, message: str) -> None:
+        n = len(self.logs)
+        if n < self.max_logs:
+            self.logs.append((_time(), self.step_no, state, message[:LOG_LINE_MAX]))
+        elif n == self.max_logs:
+            self.logs.append((_time(), self.step_no, state, f"(further log lines not kept: [history] max_log_lines = {self.max_logs})"))
+        if self.outer_sink is not None:
+            self.outer_sink(instance_id, state, message)
+
+    def step(self, ctx: InstanceContext, state: StateSpec, nxt: str | None, data: dict[str, Any],
+             pending: Sequence[Put]) -> Sequence[Put]:
+        now = _time()
+        caught = ctx.caught
+        if caught is None:
+            text, err = ctx.text, None
+        else:
+            text, err = _encode(data), {"code": caught.code, "message": caught.msg}
+        self.entries.append((self.step_no, state.id, state.type, self.t, now, text,
+                             [(p.ref.scope, p.ref.key) for p in pending] if pending else None, err))
+        self.t = now
+        self.step_no += 1
+        extra = () if self.inner is None else self.inner(ctx, state, nxt, data, pending)
+        if not pending and not extra:
+            return extra
+        with self.lock:
+            puts = self._chunk()
+            if self.owns_record:
+                rec = self.record
+                if nxt is None and ctx.error_at_end is None and ctx.cancelled is None:
+                    rec["status"], rec["state"], rec["ended"], rec["output"] = "complete", None, now, data
+                    self.final = True
+                else:
+                    rec["state"] = nxt
+                puts.extend(self.history.writes(self.namespace, self.instance_id, record=rec))
+                self.record_written = True
+        if extra:
+            puts[:0] = extra
+        return puts
+
+    def end(self, result: Result) -> list[Put]:
+        """The instance ended: the writes that complete its history (the caller commits them)."""
+        now = _time()
+        with self.lock:
+            ctx = self.ctx
+            err = result.error
+            if err is not None and ctx is not None and ctx.step > self.step_no:  # its last state has no entry yet
+                spec = ctx.workflow.states.get(err.state or "")
+                self.entries.append((self.step_no, err.state or "", spec.type if spec is not None else "", self.t, now,
+                                     None, None, {"code": err.code, "message": err.message}))
+                self.step_no += 1
+            elif err is not None and len(self.entries) > self.done_e and self.entries[-1][1] == err.state \
+                    and self.entries[-1][7] is None:  # failed at its end (an error state): mark its entry
+                self.entries[-1] = (*self.entries[-1][:7], {"code": err.code, "message": err.message})
+            puts = self._chunk()
+            if self.owns_record:
+                rec = self.record
+                done = self.final and result.status == "complete" and result.output is rec.get("output")
+                if not done:
+                    rec.update(status=result.status, state=err.state if err is not None else None, ended=now,
+                               output=result.output,
+                               error=None if err is None else {"code": err.code, "message": err.message, "state": err.state})
+                    puts.extend(self.history.writes(self.namespace, self.instance_id, record=rec))
+                self.final = True
+            if self.cancelled is not None:
+                puts.extend(self.history.cancel_done(self.namespace, self.instance_id))
+        return puts
+
+    def cancel(self, reason: str) -> None:
+        with self.lock:
+            self.cancelled = reason
+            if self.ctx is not None:
+                self.ctx.cancelled = reason
+
+    # -- the background writer's side ---------------------------------------------------
+    def pending_writes(self) -> list[Put]:
+        """What the background writer stores for a running instance (call with ``lock`` held,
+        and keep holding it until written, so no later outcome is overtaken)."""
+        if self.final:
+            return []
+        puts = self._chunk()
+        if self.owns_record and (puts or not self.record_written):
+            puts.extend(self.history.writes(self.namespace, self.instance_id, record=self.record))
+            self.record_written = True
+        return puts
+
+    def unwritten(self) -> tuple[list[dict[str, Any]], list[tuple[float, int, str, str]]]:
+        """Entries (as chunk JSON) and log lines noted but not yet written (for live views)."""
+        with self.lock:
+            e = [json.loads(self._entry(x)) for x in self.entries[self.done_e:]]
+            return e, list(self.logs[self.done_l:])
+
+    # -- encoding ----------------------------------------------------------------------
+    def _chunk(self) -> list[Put]:
+        e0, e1, l0, l1 = self.done_e, len(self.entries), self.done_l, len(self.logs)
+        if e0 == e1 and l0 == l1:
+            return []
+        entries = ",".join(map(self._entry, self.entries[e0:e1]))
+        body = f'{{"e":[{entries}],"l":{_encode(self.logs[l0:l1])}}}'
+        seq = self.seq
+        self.seq, self.done_e, self.done_l = seq + 1, e1, l1
+        return self.history.writes(self.namespace, self.instance_id, chunk=(seq, body.encode()))
+
+    def _entry(self, e: Entry) -> str:
+        n, sid, typ, a, b, text, written, err = e
+        out = [f'{{"n":{n},"s":{_q(sid)},"t":{_q(typ)},"a":{a!r},"b":{b!r}']
+        if n == 0 and self.first_input is not None:
+            kept, cut = capped(self.first_input, self.cap)
+            out.append(f',"{"it" if cut else "i"}":{kept}')
+        if text is not None:
+            kept, cut = capped(text, self.cap)
+            out.append(f',"{"ot" if cut else "o"}":{kept}')
+        if written:
+            out.append(',"v":' + _encode(written))
+        if err is not None:
+            out.append(',"e":' + _encode(err))
+        out.append("}")
+        return "".join(out)
+
+

@@ -1,0 +1,93 @@
+"""``StoreHistory``: instance history kept in the variable store (layout: ``codec``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Sequence
+
+from ..store import Put, Ref, VariableStore
+from .codec import (
+    CANCEL_OWNER, RECORD_OWNER, RECORD_PREFIX, cancel_key, chunk_key, decode_record, encode_record, timeline_owner,
+)
+
+__all__ = ["StoreHistory"]
+
+_MAX_ID = 200
+
+
+class StoreHistory:
+    """``InstanceHistory`` on any ``VariableStore``."""
+
+    def __init__(self, store: VariableStore, log: logging.Logger | None = None) -> None:
+        self.store = store
+        self.log = log or logging.getLogger("isolde.history")
+
+    @staticmethod
+    def record_ref(namespace: str, instance_id: str) -> Ref:
+        return Ref(namespace, "instance", RECORD_OWNER, RECORD_PREFIX + instance_id)
+
+    def writes(self, namespace: str, instance_id: str, *, record: dict[str, Any] | None = None,
+               chunk: tuple[int, bytes] | None = None) -> list[Put]:
+        puts = []
+        if chunk is not None:
+            puts.append(Put(Ref(namespace, "instance", timeline_owner(instance_id), chunk_key(chunk[0])), chunk[1]))
+        if record is not None:
+            puts.append(Put(self.record_ref(namespace, instance_id), encode_record(record)))
+        return puts
+
+    def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
+        if not instance_id or "\x00" in instance_id or len(instance_id) > _MAX_ID or not namespace:
+            return None
+        try:
+            var = self.store.get(self.record_ref(namespace, instance_id))
+        except Exception:  # an id the store refuses as a key is an unknown id
+            return None
+        return None if var is None else decode_record(var.data, namespace)
+
+    def records(self, namespace: str) -> list[dict[str, Any]]:
+        out = []
+        for key, var in self.store.list(namespace, "instance", RECORD_OWNER):
+            if not key.startswith(RECORD_PREFIX):
+                continue
+            try:
+                out.append(decode_record(var.data, namespace))
+            except ValueError:
+                self.log.warning("unreadable instance record dropped", extra={"fields": {"ns": namespace, "key": key}})
+                self.store.write([Put(Ref(namespace, "instance", RECORD_OWNER, key), None)])
+        return out
+
+    def chunks(self, namespace: str, instance_id: str, after: int = 0) -> list[tuple[int, bytes]]:
+        if not instance_id or "\x00" in instance_id or len(instance_id) > _MAX_ID:
+            return []
+        out = []
+        for key, var in self.store.list(namespace, "instance", timeline_owner(instance_id)):
+            if key.startswith("c") and key[1:].isdigit() and int(key[1:]) >= after:
+                out.append((int(key[1:]), var.data))
+        return out
+
+    def remove(self, namespace: str, instance_ids: Sequence[str]) -> None:
+        puts: list[Put] = []
+        for iid in instance_ids:
+            puts.append(Put(self.record_ref(namespace, iid), None))
+            puts.append(Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(iid)), None))
+            owner = timeline_owner(iid)
+            puts.extend(Put(Ref(namespace, "instance", owner, key), None) for key, _ in self.store.list(namespace, "instance", owner))
+        if puts:
+            self.store.write(puts)
+
+    def request_cancel(self, namespace: str, instance_id: str, reason: str) -> None:
+        self.store.write([Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(instance_id)), json.dumps(reason).encode())])
+
+    def cancel_requests(self, namespace: str) -> dict[str, str]:
+        out = {}
+        for key, var in self.store.list(namespace, "instance", CANCEL_OWNER):
+            if key.startswith("c-"):
+                try:
+                    out[key[2:]] = str(json.loads(var.data))
+                except ValueError:
+                    out[key[2:]] = "cancelled"
+        return out
+
+    def cancel_done(self, namespace: str, instance_id: str) -> list[Put]:
+        return [Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(instance_id)), None)]
