@@ -2,11 +2,12 @@
 
 ``InstanceRecords`` is the interface a backend implements (the LMDB one is here; a
 PostgreSQL one will hold the same records with claims).  A record is a JSON object:
-``id``, ``namespace``, ``workflow``, ``status`` (pending | running | complete | failed),
-``state``, ``trigger``, ``created``, ``started``, ``ended``, ``output``, ``error``,
+``id``, ``namespace``, ``workflow``, ``status`` (pending | running | complete | failed |
+cancelled), ``state``, ``trigger``, ``created``, ``started``, ``ended``, ``input``, ``output``, ``error``,
 ``resumed``, and while it runs ``data``, ``ivars``, ``log`` and ``lock`` (the state to
 resume at while it holds variable locks).  ``core/conformance/records.py`` is the suite
-every backend passes.
+every backend passes.  The records are the instance history's (``isolde.history``: the
+same keys, so ``isolde instances`` and the API list the daemon's instances with the others).
 """
 
 from __future__ import annotations
@@ -17,20 +18,12 @@ import threading
 from collections import deque
 from typing import Any, Final, Iterable, List, Protocol, Sequence, cast
 
+from ..history import ENDED, RECORD_OWNER, StoreHistory, encode_record
 from ..store import Put, Ref, VariableStore
 
 __all__ = ["RECORD_OWNER", "InstanceRecords", "LmdbInstanceRecords", "encode_record"]
 
-RECORD_OWNER: Final = "~isolde-daemon"
-"""Instance-scope owner of the daemon's records.  An instance id never starts with ``~``
-(ids are UUIDs), so the records can't collide with an instance's variables, and because
-no instance ``~isolde-daemon`` is ever registered, the orphan sweep never removes them."""
-
 RECORD_PREFIX: Final = "i-"
-
-
-def encode_record(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class InstanceRecords(Protocol):
@@ -45,8 +38,9 @@ class InstanceRecords(Protocol):
     def with_step(self, record: dict[str, Any]) -> Sequence[Put]:
         """The writes that store ``record`` in the same transaction as a state's own writes."""
 
-    def finish(self, record: dict[str, Any]) -> None:
-        """Store an instance's outcome; the oldest outcomes beyond the kept number go."""
+    def finish(self, record: dict[str, Any], also: Sequence[Put] = ()) -> None:
+        """Store an instance's outcome (with ``also``: the rest of its timeline); the oldest
+        outcomes beyond the kept number go, with their timelines."""
 
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
         """One record (``namespace`` filled in), None when unknown."""
@@ -73,6 +67,7 @@ class LmdbInstanceRecords:
         self.log = log or logging.getLogger("isolde.daemon")
         self._lock = threading.Lock()
         self._finished: deque[tuple[str, str]] = deque()
+        self._history = StoreHistory(store, self.log)
 
     @staticmethod
     def _ref(namespace: str, instance_id: str) -> Ref:
@@ -89,14 +84,16 @@ class LmdbInstanceRecords:
     def with_step(self, record: dict[str, Any]) -> Sequence[Put]:
         return (self._put(record),)
 
-    def finish(self, record: dict[str, Any]) -> None:
-        puts = [self._put(record)]
+    def finish(self, record: dict[str, Any], also: Sequence[Put] = ()) -> None:
+        puts = [*also, self._put(record)]
+        doomed: list[tuple[str, str]] = []
         with self._lock:
             self._finished.append((record["namespace"], record["id"]))
             while len(self._finished) > self.keep:
-                ns, iid = self._finished.popleft()
-                puts.append(Put(self._ref(ns, iid), None))
+                doomed.append(self._finished.popleft())
         self.store.write(puts)
+        for ns, iid in doomed:
+            self._history.remove(ns, [iid])
 
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
         if "\x00" in instance_id or not instance_id or len(instance_id) > 200:
@@ -127,7 +124,7 @@ class LmdbInstanceRecords:
         return out
 
     def list(self, namespace: str, *, offset: int = 0, limit: int | None = None) -> List[dict[str, Any]]:  # noqa: UP006 (a method named list)
-        done = [r for r in self._all(namespace) if r.get("status") in ("complete", "failed")]
+        done = [r for r in self._all(namespace) if r.get("status") in ENDED]
         done.sort(key=lambda r: (r.get("ended") or 0, r.get("id") or ""), reverse=True)
         return done[offset:] if limit is None else done[offset : offset + limit]
 

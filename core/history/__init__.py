@@ -3,7 +3,7 @@ the variable store under a retention, and cancelling instances (docs/operating.m
 
 from __future__ import annotations
 
-from .codec import CANCEL_CODE, ENDED, RECORD_OWNER, assemble, decode_record, encode_record, summary
+from .codec import CANCEL_CODE, ENDED, RECORD_OWNER, assemble, capped_input, decode_record, encode_record, summary
 from .protocol import InstanceHistory
 from .recorder import Recorder
 from .service import HistoryService, NotFound
@@ -12,5 +12,5 @@ from .store import StoreHistory
 
 __all__ = [
     "CANCEL_CODE", "ENDED", "RECORD_OWNER", "HistoryService", "HistorySettings", "InstanceHistory", "NotFound",
-    "Recorder", "StoreHistory", "assemble", "decode_record", "encode_record", "summary",
+    "Recorder", "StoreHistory", "assemble", "capped_input", "decode_record", "encode_record", "summary",
 ]

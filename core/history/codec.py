@@ -27,6 +27,7 @@ from typing import Any, Final, Iterable
 
 __all__ = [
     "CANCEL_CODE", "CANCEL_OWNER", "ENDED", "RECORD_OWNER", "RECORD_PREFIX", "assemble", "cancel_key", "capped",
+    "capped_input",
     "chunk_key", "decode_record", "encode_record", "summary", "timeline_owner",
 ]
 
@@ -70,6 +71,13 @@ def capped(text: str, cap: int) -> tuple[str, bool]:
     if len(text) <= cap:
         return text, False
     return _encode(text[:cap]), True
+
+
+def capped_input(data: Any, cap: int) -> Any:
+    """An instance's input as its record keeps it: whole, or the first ``cap`` characters
+    of its JSON text (a string) when longer."""
+    text = _encode(data)
+    return data if len(text) <= cap else text[:cap]
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
