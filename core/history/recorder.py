@@ -118,6 +118,7 @@ class Recorder:
                              [(p.ref.scope, p.ref.key) for p in pending] if pending else None, err))
         self.t = now
         self.step_no += 1
+        self.record["state"] = nxt
         extra = () if self.inner is None else self.inner(ctx, state, nxt, data, pending)
         if not pending and not extra:
             return extra
@@ -128,8 +129,6 @@ class Recorder:
                 if nxt is None and ctx.error_at_end is None and ctx.cancelled is None:
                     rec["status"], rec["state"], rec["ended"], rec["output"] = "complete", None, now, data
                     self.final = True
-                else:
-                    rec["state"] = nxt
                 puts.extend(self.history.writes(self.namespace, self.instance_id, record=rec))
                 self.record_written = True
         if extra:

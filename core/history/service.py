@@ -149,6 +149,7 @@ class HistoryService:
     # -- queries -----------------------------------------------------------------------
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
         """The record, fresher from memory when the instance runs here."""
+        self.flush()
         rec = self.live(instance_id)
         if rec is not None and rec.namespace == namespace and rec.owns_record:
             with rec.lock:
@@ -186,6 +187,7 @@ class HistoryService:
     def list(self, namespace: str, *, status: str | None = None, workflow: str | None = None,
              offset: int = 0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """Summaries of a namespace's instances, newest first, filtered; and how many matched."""
+        self.flush()
         rows = {r["id"]: r for r in self.history.records(namespace) if isinstance(r.get("id"), str)}
         with self._lock:
             live = [r for r in self._live.values() if r.namespace == namespace and r.owns_record and r.enabled]
@@ -201,8 +203,23 @@ class HistoryService:
 
     # -- the background writer ---------------------------------------------------------
     def flush(self) -> None:
-        """Write now what waits for the background writer (queries in this process call it)."""
-        self._round(poll=False)
+        """Write now the outcomes waiting for the background writer, and apply the retention
+        (the queries of this process call it, so they see every instance that ended here)."""
+        with self._lock:
+            if not self._queue and not self._retain:
+                return
+        with self._io:
+            self._write_queued()
+
+    def _write_queued(self) -> None:
+        with self._lock:
+            queued, self._queue = self._queue, []
+            retain, self._retain = self._retain, set()
+        if queued:
+            self.store.write(queued)
+        for ns in retain:
+            self._apply_retention(ns)
+        self._expire()
 
     def _run(self) -> None:
         while True:
@@ -221,11 +238,8 @@ class HistoryService:
     def _round(self, *, poll: bool) -> None:
         with self._io:
             with self._lock:
-                queued, self._queue = self._queue, []
                 live = [r for r in self._live.values() if r.enabled]
-                retain, self._retain = self._retain, set()
-            if queued:
-                self.store.write(queued)
+            self._write_queued()
             now = time.monotonic()
             for rec in live:
                 if now - rec.since < self.settings.flush_interval and poll:
@@ -236,9 +250,6 @@ class HistoryService:
                         self.store.write(puts)
             if poll and live:
                 self._poll_cancels(live)
-            for ns in retain:
-                self._apply_retention(ns)
-            self._expire()
 
     def _poll_cancels(self, live: list[Recorder]) -> None:
         by_ns: dict[str, dict[str, Recorder]] = {}
