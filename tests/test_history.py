@@ -24,7 +24,7 @@ from test_actions import probe_function, records
 from test_daemon import InProcess, eventually
 
 if TYPE_CHECKING:
-    from conftest import Cli
+    from conftest import Cli, RealCli
 
 COUNTER = Path(__file__).resolve().parents[1] / "examples" / "counter.yaml"
 
@@ -278,8 +278,8 @@ def test_cli_list_show_logs(cli: Cli, tmp_path: Path) -> None:
     assert done.code == 1 and "already ended (failed)" in done.stderr
 
 
-def test_cancel_and_follow_an_isolde_run_in_another_process(cli: Cli, tmp_path: Path, data_dir: Path,
-                                                             run_in_thread: Any) -> None:
+def test_cancel_and_follow_an_isolde_run_in_another_process(cli: Cli, real_cli: RealCli, tmp_path: Path,
+                                                             data_dir: Path, run_in_thread: Any) -> None:
     record = tmp_path / "calls.jsonl"
     wf = tmp_path / "hang.yaml"
     wf.write_text(hang_workflow(record))
@@ -292,7 +292,7 @@ def test_cancel_and_follow_an_isolde_run_in_another_process(cli: Cli, tmp_path: 
         eventually(lambda: posted(record), timeout=60)
         running = eventually(lambda: cli("instances", "list", "--status", "running", "--json").json["instances"], timeout=30)
         iid = running[0]["id"]
-        follow = run_in_thread(lambda: cli("instances", "logs", iid, "--follow"))
+        follow = run_in_thread(lambda: real_cli("instances", "logs", iid, "--follow"))  # (in-process runs one at a time)
         r = cli("instances", "cancel", iid)
         assert r.code == 0 and "cancel requested" in r.stderr
         out, err = proc.communicate(timeout=60)
@@ -320,7 +320,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[InProcess, Path]]:
     (root / "ns1").mkdir(parents=True)
     (root / "ns1" / "hang.yaml").write_text(hang_workflow(record))
     (root / "ns1" / "hello.yaml").write_text("states:\n- id: a\n  type: noop\n  log: hello\n  transform: 'jq({greeting: \"hi\"})'\n")
-    d = InProcess(root, tmp_path / "data")
+    d = InProcess(root, tmp_path / "daemon-data")
     try:
         yield d, record
     finally:
@@ -371,8 +371,8 @@ def test_api_cancel_a_running_instance(daemon: tuple[InProcess, Path]) -> None:
 
 def test_cli_cancels_a_daemon_instance(daemon: tuple[InProcess, Path], cli: Cli, tmp_path: Path) -> None:
     d, record = daemon
-    cli.data_dir = tmp_path / "data"
-    cli.env["ISOLDE_DATA_DIR"] = str(tmp_path / "data")
+    cli.data_dir = tmp_path / "daemon-data"
+    cli.env["ISOLDE_DATA_DIR"] = str(cli.data_dir)
     iid = d.start("ns1", "hang", wait=False).json["id"]
     eventually(lambda: posted(record), timeout=30)
     r = cli("instances", "cancel", iid, "-n", "ns1")

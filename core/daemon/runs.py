@@ -338,6 +338,7 @@ class Runs:
                 self._end_instance(ns, iid)
         except StoreError as exc:
             log.error("could not store the instance's outcome", extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
+        history.release(recorder)
         if result.status == "failed":
             err = result.error
             log.info("instance failed", extra={"fields": {

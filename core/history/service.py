@@ -16,7 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IsoldeError
-from .codec import ENDED, assemble, summary
+from .codec import ENDED, assemble, summary, timeline_owner
 from .recorder import Recorder
 
 if TYPE_CHECKING:
@@ -96,14 +96,21 @@ class HistoryService:
         daemon commits them with its outcome instead: ``rec.leftover``)."""
         puts = rec.end(result) if rec.enabled else []
         with self._lock:
-            self._live.pop(rec.instance_id, None)
+            if rec.owns_record or not rec.enabled:
+                self._live.pop(rec.instance_id, None)
             if not rec.enabled:
                 return
             if rec.owns_record:
                 self._queue.extend(puts)
                 self._note_finished(rec.namespace, rec.instance_id, float(rec.record.get("ended") or time.time()))
             else:
-                rec.leftover = puts
+                rec.leftover = puts  # shown from here until the daemon wrote them (release)
+
+    def release(self, rec: Recorder) -> None:
+        """The daemon wrote a recorder's ``leftover`` with the instance's outcome."""
+        with self._lock:
+            if self._live.get(rec.instance_id) is rec:
+                del self._live[rec.instance_id]
 
     def _note_finished(self, namespace: str, instance_id: str, ended: float) -> None:
         done = self._finished.get(namespace)
@@ -177,12 +184,18 @@ class HistoryService:
     def _timeline(self, namespace: str, instance_id: str, record: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         import json
 
-        chunks = [raw for _, raw in self.history.chunks(namespace, instance_id)]
         rec = self.live(instance_id)
-        if rec is not None and rec.namespace == namespace:
-            entries, lines = rec.unwritten()
-            chunks.append(json.dumps({"e": entries, "l": lines}).encode())
-        return assemble(record, chunks)
+        if rec is not None and rec.namespace != namespace:
+            rec = None
+        leftover = {} if rec is None else {int(p.ref.key[1:]): p.data for p in rec.leftover
+                                           if p.ref.owner == timeline_owner(instance_id) and p.data is not None}
+        unwritten = None if rec is None else rec.unwritten()
+        chunks = dict(self.history.chunks(namespace, instance_id))
+        chunks.update(leftover)  # written or not yet: the same chunk
+        raws = [chunks[seq] for seq in sorted(chunks)]
+        if unwritten is not None:
+            raws.append(json.dumps({"e": unwritten[0], "l": unwritten[1]}).encode())
+        return assemble(record, raws)
 
     def list(self, namespace: str, *, status: str | None = None, workflow: str | None = None,
              offset: int = 0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
@@ -206,7 +219,7 @@ class HistoryService:
         """Write now the outcomes waiting for the background writer, and apply the retention
         (the queries of this process call it, so they see every instance that ended here)."""
         with self._lock:
-            if not self._queue and not self._retain:
+            if not self._queue and not self._retain and self.settings.max_age is None:
                 return
         with self._io:
             self._write_queued()
