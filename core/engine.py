@@ -404,9 +404,11 @@ class Engine:
         return self.store.delete_workflow(namespace, workflow)
 
     def delete_namespace(self, namespace: str) -> int:
-        """Delete every variable of a namespace (exactly that namespace's); returns how many."""
+        """Delete every variable of a namespace (exactly that namespace's) and its instance
+        history; returns how many variables (the history's entries not counted)."""
         check_name(namespace, "namespace")
-        return self.store.delete_namespace(namespace)
+        kept = self.history.stored_entries(namespace)
+        return max(0, self.store.delete_namespace(namespace) - kept)
 
     def _report_internal(self, exc: BaseException) -> None:
         if os.environ.get("ISOLDE_DEBUG"):

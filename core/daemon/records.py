@@ -21,9 +21,12 @@ from typing import Any, Final, Iterable, List, Protocol, Sequence, cast
 from ..history import ENDED, RECORD_OWNER, StoreHistory, encode_record
 from ..store import Put, Ref, VariableStore
 
-__all__ = ["RECORD_OWNER", "InstanceRecords", "LmdbInstanceRecords", "encode_record"]
+__all__ = ["DAEMON_OWNER", "RECORD_OWNER", "InstanceRecords", "LmdbInstanceRecords", "encode_record"]
 
 RECORD_PREFIX: Final = "i-"
+DAEMON_OWNER: Final = "~isolde-daemon"
+"""Instance-scope owner of what the daemon keeps for itself (the ``workflows`` manifest of
+each namespace); never registered as an instance, so the orphan sweep leaves it."""
 
 
 class InstanceRecords(Protocol):
@@ -58,7 +61,7 @@ class InstanceRecords(Protocol):
 
 
 class LmdbInstanceRecords:
-    """Records as instance-scope variables ``i-<id>`` of the reserved owner ``~isolde-daemon``
+    """Records as instance-scope variables ``i-<id>`` of the reserved owner ``~isolde-history``
     in each namespace of the variable store."""
 
     def __init__(self, store: VariableStore, *, keep: int, log: logging.Logger | None = None) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Final, Iterable
 
 __all__ = [
     "CANCEL_CODE", "CANCEL_OWNER", "ENDED", "RECORD_OWNER", "RECORD_PREFIX", "assemble", "cancel_key", "capped",
-    "capped_input",
+    "capped_input", "encode_json",
     "chunk_key", "decode_record", "encode_record", "summary", "timeline_owner",
 ]
 
@@ -40,7 +40,14 @@ CANCEL_CODE: Final = "direktiv.cancels.api"
 ENDED: Final = frozenset(("complete", "failed", "cancelled"))
 SUMMARY_KEYS: Final = ("id", "workflow", "status", "trigger", "created", "started", "ended", "state")
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+def _unjson(value: object) -> str:
+    """A value no JSON holds (only Python callers can pass one), as history shows it."""
+    return f"<{type(value).__name__}: not JSON>"
+
+
+encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False, default=_unjson).encode
+"""Compact JSON text; a value JSON cannot hold (from a Python caller) is named, not refused."""
+_encode = encode_json
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -133,7 +140,7 @@ def assemble(record: dict[str, Any] | None, chunks: Iterable[bytes]) -> tuple[li
         for t, step, state, message in chunk.get("l", ()):
             logs.append({"time": t, "state": state, "message": message, "step": step})
     for line in logs:
-        entry = by_step.get(line["step"])
-        if entry is not None:
-            entry["logs"].append({"time": line["time"], "message": line["message"]})
+        owner = by_step.get(line["step"])
+        if owner is not None:
+            owner["logs"].append({"time": line["time"], "message": line["message"]})
     return entries, logs

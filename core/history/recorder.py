@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .codec import capped
+from .codec import capped, encode_json
 
 if TYPE_CHECKING:
     from ..instance import InstanceContext, LogSink, Result, StepHook
@@ -28,7 +28,7 @@ __all__ = ["Recorder"]
 LOG_LINE_MAX = 4096
 """Characters of one log line kept."""
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+_encode = encode_json
 _time = time.time
 _quoted: dict[str, str] = {}
 

@@ -9,6 +9,7 @@ here, and answers queries, merging what is still in memory with what is stored.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IsoldeError
-from .codec import ENDED, assemble, summary, timeline_owner
+from .codec import ENDED, assemble, capped, encode_json, summary, timeline_owner
 from .recorder import Recorder
 
 if TYPE_CHECKING:
@@ -67,10 +68,7 @@ class HistoryService:
             with self._lock:
                 self._live[instance_id] = off
             return off
-        from .codec import capped  # noqa: PLC0415 (kept beside its one use)
-        from .recorder import _encode
-
-        text = _encode(data)
+        text = encode_json(data)
         kept, cut = capped(text, self.settings.max_data_bytes)
         record: dict[str, Any] = {
             "v": 1, "id": instance_id, "workflow": workflow, "status": "running", "state": None, "trigger": trigger,
@@ -214,6 +212,14 @@ class HistoryService:
         offset = max(0, offset)
         return (picked[offset:] if limit is None else picked[offset:offset + max(0, limit)]), total
 
+    def stored_entries(self, namespace: str) -> int:
+        """How many store entries the history of a namespace holds (records, timeline
+        chunks, cancel requests)."""
+        self.flush()
+        records = self.history.records(namespace)
+        chunks = sum(len(self.history.chunks(namespace, str(r["id"]))) for r in records if isinstance(r.get("id"), str))
+        return len(records) + chunks + len(self.history.cancel_requests(namespace))
+
     # -- the background writer ---------------------------------------------------------
     def flush(self) -> None:
         """Write now the outcomes waiting for the background writer, and apply the retention
@@ -264,15 +270,15 @@ class HistoryService:
             if poll and live:
                 self._poll_cancels(live)
 
-    def _poll_cancels(self, live: list[Recorder]) -> None:
+    def _poll_cancels(self, live: builtins.list[Recorder]) -> None:
         by_ns: dict[str, dict[str, Recorder]] = {}
         for rec in live:
             by_ns.setdefault(rec.namespace, {})[rec.instance_id] = rec
         for ns, recs in by_ns.items():
             for iid, reason in self.history.cancel_requests(ns).items():
-                rec = recs.get(iid)
-                if rec is not None and rec.cancelled is None:
-                    self.cancel_live(rec, reason)
+                found = recs.get(iid)
+                if found is not None and found.cancelled is None:
+                    self.cancel_live(found, reason)
 
     def _apply_retention(self, ns: str) -> None:
         keep = self.settings.keep
