@@ -62,7 +62,7 @@ def list_command(namespace: str, status: str | None, workflow: str | None, limit
 def show(instance_id: str, namespace: str, as_json: bool, data_dir: str | None, config_path: str | None) -> None:
     """Show an instance: its record and state-by-state timeline."""
     with _engine(data_dir, config_path) as engine:
-        shown = _found(engine, namespace, instance_id, lambda: engine.history.show(namespace, instance_id))
+        shown = engine.history.show(namespace, _resolve(engine, namespace, instance_id))
     if as_json:
         click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
         return
@@ -108,10 +108,10 @@ def show(instance_id: str, namespace: str, as_json: bool, data_dir: str | None, 
 def logs(instance_id: str, namespace: str, follow: bool, data_dir: str | None, config_path: str | None) -> None:
     """Print an instance's log lines (time, state, message)."""
     with _engine(data_dir, config_path) as engine:
+        instance_id = _resolve(engine, namespace, instance_id)
         after = 0
         while True:
-            lines, after, ended = _found(engine, namespace, instance_id,
-                                         lambda: engine.history.logs(namespace, instance_id, after))
+            lines, after, ended = engine.history.logs(namespace, instance_id, after)
             for line in lines:
                 click.echo(f"{_when(line['time'], ms=True)} [{line['state']}] {line['message']}")
             if not follow or ended:
@@ -131,7 +131,8 @@ def cancel(instance_id: str, namespace: str, data_dir: str | None, config_path: 
 
     with _engine(data_dir, config_path) as engine:
         try:
-            how = _found(engine, namespace, instance_id, lambda: engine.cancel(instance_id, namespace, "cancelled with isolde instances cancel"))
+            instance_id = _resolve(engine, namespace, instance_id)
+            how = engine.cancel(instance_id, namespace, "cancelled with isolde instances cancel")
         except IsoldeError as exc:
             click.echo(f"isolde: {exc}", err=True)
             sys.exit(EXIT_FAILED)
@@ -142,18 +143,24 @@ def cancel(instance_id: str, namespace: str, data_dir: str | None, config_path: 
         click.echo(f"instance {instance_id} cancelled", err=True)
 
 
-def _found(engine: Any, namespace: str, instance_id: str, fn: Any) -> Any:
-    """``fn()``, or exit 1 naming the namespaces where the id is when it is not in this one."""
-    from ..history import NotFound
-
-    try:
-        return fn()
-    except NotFound:
-        elsewhere = [ns for ns in engine.namespaces() if ns != namespace and engine.history.get(ns, instance_id)]
-        hint = (f" (it is in namespace '{elsewhere[0]}': add -n {elsewhere[0]})" if elsewhere
-                else " (isolde instances list shows the ids kept; finished ones go after [history] keep / max_age)")
-        click.echo(f"isolde: error: no instance '{instance_id[:100]}' in namespace '{namespace}'{hint}", err=True)
-        sys.exit(EXIT_FAILED)
+def _resolve(engine: Any, namespace: str, instance_id: str) -> str:
+    """The id of a kept instance: ``instance_id`` itself, or the one id it is the start of;
+    else exit 1 naming the namespace where it is, if another one has it."""
+    if engine.history.get(namespace, instance_id) is not None:
+        return instance_id
+    if 4 <= len(instance_id) < 36:  # the start of an id, as `list` shows them
+        rows, _ = engine.history.list(namespace)
+        matches = [r["id"] for r in rows if r["id"].startswith(instance_id)]
+        if len(matches) == 1:
+            return str(matches[0])
+        if len(matches) > 1:
+            click.echo(f"isolde: error: '{instance_id}' is the start of {len(matches)} instance ids: give more of it", err=True)
+            sys.exit(EXIT_FAILED)
+    elsewhere = [ns for ns in engine.namespaces() if ns != namespace and engine.history.get(ns, instance_id)]
+    hint = (f" (it is in namespace '{elsewhere[0]}': add -n {elsewhere[0]})" if elsewhere
+            else " (isolde instances list shows the ids kept; finished ones go after [history] keep / max_age)")
+    click.echo(f"isolde: error: no instance '{instance_id[:100]}' in namespace '{namespace}'{hint}", err=True)
+    sys.exit(EXIT_FAILED)
 
 
 def _when(t: Any, *, ms: bool = False) -> str:

@@ -43,8 +43,9 @@ def _q(text: str) -> str:
     return got
 
 
-Entry = tuple[int, str, str, float, float, "str | None", "list[tuple[str, str]] | None", "dict[str, Any] | None"]
-"""(step, state id, type, started, ended, output JSON text or None when unchanged, variables written, error)."""
+Entry = tuple[int, str, str, float, float, "str | None", "Sequence[Put] | None", "dict[str, Any] | None"]
+"""(step, state id, type, started, ended, output JSON text or None when unchanged, the writes it
+staged (a list the instance no longer changes), error)."""
 
 
 class Recorder:
@@ -114,8 +115,7 @@ class Recorder:
             text, err = ctx.text, None
         else:
             text, err = _encode(data), {"code": caught.code, "message": caught.msg}
-        self.entries.append((self.step_no, state.id, state.type, self.t, now, text,
-                             [(p.ref.scope, p.ref.key) for p in pending] if pending else None, err))
+        self.entries.append((self.step_no, state.id, state.type, self.t, now, text, pending or None, err))
         self.t = now
         self.step_no += 1
         self.record["state"] = nxt
@@ -193,25 +193,25 @@ class Recorder:
         if e0 == e1 and l0 == l1:
             return []
         entries = ",".join(map(self._entry, self.entries[e0:e1]))
-        body = f'{{"e":[{entries}],"l":{_encode(self.logs[l0:l1])}}}'
+        logs = _encode(self.logs[l0:l1]) if l1 > l0 else "[]"
+        body = f'{{"e":[{entries}],"l":{logs}}}'
         seq = self.seq
         self.seq, self.done_e, self.done_l = seq + 1, e1, l1
         return self.history.writes(self.namespace, self.instance_id, chunk=(seq, body.encode()))
 
     def _entry(self, e: Entry) -> str:
         n, sid, typ, a, b, text, written, err = e
-        out = [f'{{"n":{n},"s":{_q(sid)},"t":{_q(typ)},"a":{a!r},"b":{b!r}']
+        out = f'{{"n":{n},"s":{_q(sid)},"t":{_q(typ)},"a":{a!r},"b":{b!r}'
         if n == 0 and self.first_input is not None:
             kept, cut = capped(self.first_input, self.cap)
-            out.append(f',"{"it" if cut else "i"}":{kept}')
+            out += f',"{"it" if cut else "i"}":{kept}'
         if text is not None:
-            kept, cut = capped(text, self.cap)
-            out.append(f',"{"ot" if cut else "o"}":{kept}')
+            if len(text) <= self.cap:
+                out += f',"o":{text}'
+            else:
+                out += f',"ot":{capped(text, self.cap)[0]}'
         if written:
-            out.append(',"v":' + _encode(written))
+            out += ',"v":[' + ",".join([f"[{_q(p.ref.scope)},{_q(p.ref.key)}]" for p in written]) + "]"
         if err is not None:
-            out.append(',"e":' + _encode(err))
-        out.append("}")
-        return "".join(out)
-
-
+            out += ',"e":' + _encode(err)
+        return out + "}"
