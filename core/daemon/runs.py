@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 from ..errors import InstanceFailure, IsoldeError
+from ..ids import new_instance_id
 from ..history import ENDED, capped_input
 from ..instance import CANCEL_CODE, ErrorInfo, InstanceContext, Result, manual_start_refused
 from ..store import Put, StoreError
@@ -167,7 +167,7 @@ class Runs:
             data = self.engine.instance_input(input)
         except IsoldeError as exc:
             raise DaemonError(413 if "limit" in str(exc) else 400, "isolde.input", str(exc)) from None
-        iid = str(uuid.uuid4())
+        iid = new_instance_id()
         info = InstanceInfo(iid, ns, wid, data, trigger, time.time(), state=wf.start.id,
                             input=capped_input(data, self.engine.history.settings.max_data_bytes))
         with self._lock:

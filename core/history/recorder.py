@@ -2,10 +2,12 @@
 
 The instance loop calls ``step`` after each state (it is the loop's step hook, wrapping
 the daemon's).  A step only notes a tuple; the entries noted since the last write are
-encoded into one timeline chunk when the instance commits anyway (a state with writes:
-one more ``Put`` in that commit, no extra fsync), by the background writer (an instance
-running longer than ``[history] flush_interval``), or when the instance ends.  The final
-state's commit also carries the outcome's record when it completes.
+encoded into one timeline chunk when the instance ends (the background writer stores it,
+batched with other instances'), by the background writer while the instance runs longer
+than ``[history] flush_interval``, and in the commit of a state that writes its daemon
+record anyway.  With ``[history] with_state_commit`` every state that commits carries the
+chunk and the record (one more write in that transaction, no extra fsync), and the final
+state's commit the outcome's record.
 """
 
 from __future__ import annotations
@@ -54,13 +56,14 @@ class Recorder:
     __slots__ = (
         "history", "namespace", "instance_id", "record", "owns_record", "cap", "max_logs", "entries", "logs",
         "done_e", "done_l", "seq", "step_no", "t", "lock", "ctx", "cancelled", "final", "inner", "outer_sink",
-        "first_input", "record_written", "leftover", "since", "enabled",
+        "first_input", "record_written", "leftover", "since", "enabled", "with_state",
     )
 
     def __init__(self, history: InstanceHistory, namespace: str, instance_id: str, record: dict[str, Any], *,
                  owns_record: bool, cap: int, max_logs: int, seq: int = 0, first_input: str | None = None,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, with_state: bool = False) -> None:
         self.enabled = enabled
+        self.with_state = with_state  # write with each state's commit (else: the background writer)
         self.history = history
         self.namespace = namespace
         self.instance_id = instance_id
@@ -120,8 +123,8 @@ class Recorder:
         self.step_no += 1
         self.record["state"] = nxt
         extra = () if self.inner is None else self.inner(ctx, state, nxt, data, pending)
-        if not pending and not extra:
-            return extra
+        if not extra and (not pending or not self.with_state):
+            return extra  # kept for a later commit, the background writer or the end
         with self.lock:
             puts = self._chunk()
             if self.owns_record:

@@ -81,7 +81,7 @@ class HistoryService:
             seq = got[-1][0] + 1 if got else 0
         rec = Recorder(self.history, namespace, instance_id, record, owns_record=owns_record,
                        cap=self.settings.max_data_bytes, max_logs=self.settings.max_log_lines, seq=seq,
-                       first_input=text if resume else None)
+                       first_input=text if resume else None, with_state=self.settings.with_state_commit)
         with self._lock:
             self._live[instance_id] = rec
             if self._thread is None and not self._stop:
@@ -224,10 +224,7 @@ class HistoryService:
     def flush(self) -> None:
         """Write now the outcomes waiting for the background writer, and apply the retention
         (the queries of this process call it, so they see every instance that ended here)."""
-        with self._lock:
-            if not self._queue and not self._retain and self.settings.max_age is None:
-                return
-        with self._io:
+        with self._io:  # also waits for a background round under way (it may hold the queue)
             self._write_queued()
 
     def _write_queued(self) -> None:

@@ -23,6 +23,10 @@ class HistorySettings:
     """Bytes of a state's input or output kept in its timeline entry (more is cut, marked truncated)."""
     max_log_lines: int = 1000
     """Log lines kept per instance (the first ones; a marker line says how many were left out)."""
+    with_state_commit: bool = False
+    """Write the timeline and record in the commit of each state that writes variables
+    (durable with them) instead of batched by the background writer: costs LMDB a page or
+    two more per commit (docs/performance.md)."""
     flush_interval: float = 0.5
     """Seconds between the background writer's rounds: timelines of long-running instances,
     outcomes of instances that wrote nothing, cancel requests from other processes."""
@@ -40,5 +44,6 @@ class HistorySettings:
             max_age=float(age) if age is not None else None,
             max_data_bytes=int(table.get("max_data_bytes", base.max_data_bytes)),
             max_log_lines=int(table.get("max_log_lines", base.max_log_lines)),
+            with_state_commit=bool(table.get("with_state_commit", base.with_state_commit)),
             flush_interval=float(table.get("flush_interval", base.flush_interval)),
         )
