@@ -393,7 +393,11 @@ class Engine:
 
     # -- namespaces and workflows as holders of variables ---------------------------
     def namespaces(self) -> list[str]:
-        return self.store.namespaces()
+        """Namespaces holding variables; one that holds only instance history (of runs that
+        wrote no variable there) is not listed (``isolde instances list -n NS`` reads it)."""
+        store = self.store
+        return [ns for ns in store.namespaces()
+                if store.workflows(ns) or store.list(ns, "namespace") or not self.history.history_only(ns)]
 
     def workflows(self, namespace: str = "default") -> list[str]:
         return self.store.workflows(namespace)

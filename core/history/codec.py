@@ -51,7 +51,7 @@ _encode = encode_json
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
-    return _encode(record).encode()
+    return _encode(record).encode("utf-8", "backslashreplace")  # a lone surrogate stays a \u escape
 
 
 def decode_record(data: bytes, namespace: str) -> dict[str, Any]:

@@ -200,7 +200,7 @@ class Recorder:
         body = f'{{"e":[{entries}],"l":{logs}}}'
         seq = self.seq
         self.seq, self.done_e, self.done_l = seq + 1, e1, l1
-        return self.history.writes(self.namespace, self.instance_id, chunk=(seq, body.encode()))
+        return self.history.writes(self.namespace, self.instance_id, chunk=(seq, body.encode("utf-8", "backslashreplace")))  # a lone surrogate stays a \u escape
 
     def _entry(self, e: Entry) -> str:
         n, sid, typ, a, b, text, written, err = e

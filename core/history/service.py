@@ -212,6 +212,12 @@ class HistoryService:
         offset = max(0, offset)
         return (picked[offset:] if limit is None else picked[offset:offset + max(0, limit)]), total
 
+    def history_only(self, namespace: str) -> bool:
+        """Whether a namespace without namespace or workflow variables holds instance history
+        (then it holds nothing else worth listing, but for running instances' variables)."""
+        self.flush()
+        return bool(self.history.records(namespace))
+
     def stored_entries(self, namespace: str) -> int:
         """How many store entries the history of a namespace holds (records, timeline
         chunks, cancel requests)."""
