@@ -38,8 +38,9 @@ class InstanceHistory(Protocol):
         """The timeline chunks ``(seq, bytes)`` of an instance with ``seq >= after``, in order."""
         ...
 
-    def remove(self, namespace: str, instance_ids: Sequence[str]) -> None:
-        """Delete records with their timelines and cancel requests (retention)."""
+    def remove(self, namespace: str, instance_ids: Sequence[str], chunks: Sequence[int | None] | None = None) -> None:
+        """Delete records with their timelines (retention); ``chunks[i]``, when given and not
+        None, is how many timeline chunks instance ``i`` has (its record's ``chunks``)."""
         ...
 
     def request_cancel(self, namespace: str, instance_id: str, reason: str) -> None:

@@ -132,6 +132,7 @@ class Recorder:
                 if nxt is None and ctx.error_at_end is None and ctx.cancelled is None:
                     rec["status"], rec["state"], rec["ended"], rec["output"] = "complete", None, now, data
                     self.final = True
+                rec["chunks"] = self.seq
                 puts.extend(self.history.writes(self.namespace, self.instance_id, record=rec))
                 self.record_written = True
         if extra:
@@ -157,6 +158,7 @@ class Recorder:
                 rec = self.record
                 done = self.final and result.status == "complete" and result.output is rec.get("output")
                 if not done:
+                    rec["chunks"] = self.seq
                     rec.update(status=result.status, state=err.state if err is not None else None, ended=now,
                                output=result.output,
                                error=None if err is None else {"code": err.code, "message": err.message, "state": err.state})
@@ -180,6 +182,7 @@ class Recorder:
             return []
         puts = self._chunk()
         if self.owns_record and (puts or not self.record_written):
+            self.record["chunks"] = self.seq
             puts.extend(self.history.writes(self.namespace, self.instance_id, record=self.record))
             self.record_written = True
         return puts

@@ -48,7 +48,7 @@ class HistoryService:
         self._lock = threading.Lock()
         self._live: dict[str, Recorder] = {}
         self._queue: list[Put] = []
-        self._finished: dict[str, deque[tuple[float, str]]] = {}  # per namespace: (ended, id), oldest first
+        self._finished: dict[str, deque[tuple[float, str, int | None]]] = {}  # per namespace: (ended, id, chunks), oldest first
         self._since_scan: dict[str, int] = {}
         self._retain: set[str] = set()  # namespaces to apply the retention to
         self._wake = threading.Event()
@@ -100,7 +100,7 @@ class HistoryService:
                 return
             if rec.owns_record:
                 self._queue.extend(puts)
-                self._note_finished(rec.namespace, rec.instance_id, float(rec.record.get("ended") or time.time()))
+                self._note_finished(rec.namespace, rec.instance_id, float(rec.record.get("ended") or time.time()), rec.seq)
             else:
                 rec.leftover = puts  # shown from here until the daemon wrote them (release)
 
@@ -110,17 +110,12 @@ class HistoryService:
             if self._live.get(rec.instance_id) is rec:
                 del self._live[rec.instance_id]
 
-    def _note_finished(self, namespace: str, instance_id: str, ended: float) -> None:
+    def _note_finished(self, namespace: str, instance_id: str, ended: float, chunks: int | None = None) -> None:
         done = self._finished.get(namespace)
         if done is not None:
-            done.append((ended, instance_id))
+            done.append((ended, instance_id, chunks))
             self._since_scan[namespace] = self._since_scan.get(namespace, 0) + 1
         self._retain.add(namespace)
-
-    def finished_elsewhere(self, namespace: str, instance_id: str, ended: float) -> None:
-        """An outcome written by someone else (the daemon) counts towards the retention."""
-        with self._lock:
-            self._note_finished(namespace, instance_id, ended)
 
     # -- cancel ------------------------------------------------------------------------
     def cancel(self, namespace: str, instance_id: str, reason: str = "cancelled by a user") -> str:
@@ -287,9 +282,10 @@ class HistoryService:
         keep = self.settings.keep
         with self._lock:
             done = self._finished.get(ns)
-            rescan = done is None or self._since_scan.get(ns, 0) >= max(keep, 100)
+            # a rescan catches what other processes added (amortised: one per 4 x keep outcomes)
+            rescan = done is None or self._since_scan.get(ns, 0) >= 4 * max(keep, 250)
         if rescan:
-            stored = sorted((float(r.get("ended") or 0.0), str(r["id"])) for r in self.history.records(ns)
+            stored = sorted((float(r.get("ended") or 0.0), str(r["id"]), _chunks(r)) for r in self.history.records(ns)
                             if r.get("status") in ENDED and isinstance(r.get("id"), str))
             with self._lock:
                 self._finished[ns] = done = deque(stored)
@@ -298,9 +294,9 @@ class HistoryService:
         doomed = []
         with self._lock:
             while len(done) > keep:
-                doomed.append(done.popleft()[1])
+                doomed.append(done.popleft())
         if doomed:
-            self.history.remove(ns, doomed)
+            self.history.remove(ns, [d[1] for d in doomed], [d[2] for d in doomed])
 
     def _expire(self) -> None:
         age = self.settings.max_age
@@ -311,9 +307,9 @@ class HistoryService:
             doomed = []
             with self._lock:
                 while done and done[0][0] < cutoff:
-                    doomed.append(done.popleft()[1])
+                    doomed.append(done.popleft())
             if doomed:
-                self.history.remove(ns, doomed)
+                self.history.remove(ns, [d[1] for d in doomed], [d[2] for d in doomed])
 
     def close(self) -> None:
         """Write what is left and stop the background writer (before the store closes)."""
@@ -327,6 +323,11 @@ class HistoryService:
             self._round(poll=False)
         except Exception as exc:  # a closed or full store: the history is what was written
             self._report(exc)
+
+
+def _chunks(record: dict[str, Any]) -> int | None:
+    n = record.get("chunks")
+    return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1_000_000 else None
 
 
 def _decoded(text: str) -> Any:

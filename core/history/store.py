@@ -66,13 +66,15 @@ class StoreHistory:
                 out.append((int(key[1:]), var.data))
         return out
 
-    def remove(self, namespace: str, instance_ids: Sequence[str]) -> None:
+    def remove(self, namespace: str, instance_ids: Sequence[str], chunks: Sequence[int | None] | None = None) -> None:
         puts: list[Put] = []
-        for iid in instance_ids:
+        for i, iid in enumerate(instance_ids):
             puts.append(Put(self.record_ref(namespace, iid), None))
-            puts.append(Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(iid)), None))
             owner = timeline_owner(iid)
-            puts.extend(Put(Ref(namespace, "instance", owner, key), None) for key, _ in self.store.list(namespace, "instance", owner))
+            count = chunks[i] if chunks is not None else None
+            keys = ([chunk_key(n) for n in range(count)] if count is not None
+                    else [key for key, _ in self.store.list(namespace, "instance", owner)])
+            puts.extend(Put(Ref(namespace, "instance", owner, key), None) for key in keys)
         if puts:
             self.store.write(puts)
 
