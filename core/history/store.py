@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any, Sequence
 
 from ..store import Put, Ref, VariableStore
@@ -22,6 +23,8 @@ class StoreHistory:
     def __init__(self, store: VariableStore, log: logging.Logger | None = None) -> None:
         self.store = store
         self.log = log or logging.getLogger("isolde.history")
+        self._decoded: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}  # ns -> key -> (version, record)
+        self._lock = threading.Lock()
 
     @staticmethod
     def record_ref(namespace: str, instance_id: str) -> Ref:
@@ -46,15 +49,28 @@ class StoreHistory:
         return None if var is None else decode_record(var.data, namespace)
 
     def records(self, namespace: str) -> list[dict[str, Any]]:
+        """(The dicts are shared with a cache of decoded records: read them, don't change them.)"""
         out = []
+        cache = self._decoded.get(namespace, {})
+        fresh: dict[str, tuple[int, dict[str, Any]]] = {}
         for key, var in self.store.list(namespace, "instance", RECORD_OWNER):
             if not key.startswith(RECORD_PREFIX):
                 continue
+            hit = cache.get(key)
+            if hit is not None and hit[0] == var.version and var.version:
+                fresh[key] = hit
+                out.append(hit[1])
+                continue
             try:
-                out.append(decode_record(var.data, namespace))
+                rec = decode_record(var.data, namespace)
+                fresh[key] = (var.version, rec)
+                out.append(rec)
             except ValueError:
                 self.log.warning("unreadable instance record dropped", extra={"fields": {"ns": namespace, "key": key}})
                 self.store.write([Put(Ref(namespace, "instance", RECORD_OWNER, key), None)])
+        with self._lock:
+            if namespace in self._decoded or len(self._decoded) < 64:
+                self._decoded[namespace] = fresh
         return out
 
     def chunks(self, namespace: str, instance_id: str, after: int = 0) -> list[tuple[int, bytes]]:
