@@ -380,3 +380,24 @@ def test_cli_cancels_a_daemon_instance(daemon: tuple[InProcess, Path], cli: Cli,
     assert view["error"]["code"] == "direktiv.cancels.api"
     assert deleted(record)
     assert json.loads(cli("instances", "show", iid, "-n", "ns1", "--json").stdout)["status"] == "cancelled"
+
+
+def test_with_state_commit_writes_the_history_with_the_states(data_dir: Path) -> None:
+    from isolde.store import Ref
+
+    with isolde.Engine(data_dir=data_dir, config={"history": {"with_state_commit": True}}) as eng:
+        res = eng.run(COUNTER)
+        # in the store already, before any background round or query: it came with the setter's commit
+        raw = eng.store.get(Ref("default", "instance", "~isolde-history", "i-" + res.instance_id))
+        assert raw is not None and json.loads(raw.data)["status"] == "complete"
+        assert [e["state"] for e in eng.history.show("default", res.instance_id)["timeline"]] == ["a", "b"]
+
+
+def test_a_long_timeline_is_kept_in_chunks(engine: isolde.Engine) -> None:
+    states = "".join(f"- id: s{i}\n  type: noop\n  transform: 'jq(.i += 1)'\n  transition: s{i + 1}\n" for i in range(40))
+    res = engine.run("states:\n" + states + "- id: s40\n  type: noop\n", {"i": 0})
+    assert res.output == {"i": 40}
+    steps = engine.history.show("default", res.instance_id)["timeline"]
+    assert [e["state"] for e in steps] == [f"s{i}" for i in range(41)]
+    assert steps[39]["input"] == {"i": 39} and steps[39]["output"] == {"i": 40} and steps[40]["output"] == {"i": 40}
+    assert engine.store.list("default", "instance", f"~isolde-timeline/{res.instance_id}")  # too long for the record

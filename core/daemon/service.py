@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Daemon"]
 
-_PRIVATE = ("v", "data", "ivars", "log", "lock", "input_truncated")
+_PRIVATE = ("v", "data", "ivars", "log", "lock", "input_truncated", "tl", "chunks")
 """Record fields the daemon keeps for itself (resuming), not shown."""
 
 STOP_DRAIN = 1.0

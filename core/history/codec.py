@@ -5,13 +5,15 @@ never starts with ``~``, so they can't collide with an instance's own variables,
 no instance of these names is ever registered, so the orphan sweep leaves them):
 
 - the **record** of instance ``ID``: key ``i-ID`` of owner ``~isolde-history``, a JSON
-  object: ``v``, ``id``, ``workflow``, ``status`` (pending | running | complete |
+  object: ``v``, ``chunks`` (how many timeline chunks it has), ``tl`` (see below), ``id``, ``workflow``, ``status`` (pending | running | complete |
   failed | cancelled), ``state``, ``trigger``, ``created``, ``started``, ``ended``,
   ``input`` (capped), ``output``, ``error`` (``code``, ``message``, ``state``), and
   what the daemon keeps to resume it (``data``, ``ivars``, ``log``, ``lock``, ``resumed``);
 - its **timeline**, in chunks: keys ``c000000``, ``c000001``, ... of owner
   ``~isolde-timeline/ID``, each a JSON object ``{"e": [entries], "l": [log lines]}``
-  written in the commit of the state that ended it (or by the background writer);
+  written by the background writer (or with ``with_state_commit`` in the commit of the
+  state that ended it); a short instance's whole timeline is kept in its record instead
+  (``tl``, one chunk's object);
   an entry is ``{"n": step, "s": state, "t": type, "a": started, "b": ended, "o":
   output, "i": input (only where it is not the previous output), "v": [[scope, key]],
   "e": error}``, ``"ot"``/``"it"`` instead of ``"o"``/``"i"`` when cut (the first bytes
@@ -95,18 +97,22 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def assemble(record: dict[str, Any] | None, chunks: Iterable[bytes]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def assemble(record: dict[str, Any] | None,
+             chunks: Iterable[bytes | dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The timeline entries and log lines of an instance from its stored chunks (in key
     order): each entry with ``input`` (the previous state's output unless it was given),
     ``output``, ``variables``, ``error`` and the log lines of that step."""
     entries: list[dict[str, Any]] = []
     logs: list[dict[str, Any]] = []
+    embedded = (record or {}).get("tl")
+    if isinstance(embedded, dict):  # a short instance's whole timeline, kept in its record
+        chunks = [embedded, *chunks]
     by_step: dict[int, dict[str, Any]] = {}
     prev: Any = (record or {}).get("input")
     prev_cut = bool((record or {}).get("input_truncated"))
     for raw in chunks:
         try:
-            chunk = json.loads(raw)
+            chunk = raw if isinstance(raw, dict) else json.loads(raw)
         except ValueError:
             continue  # a chunk is never half written; a foreign value is skipped
         for e in chunk.get("e", ()):

@@ -29,6 +29,9 @@ __all__ = ["Recorder"]
 
 LOG_LINE_MAX = 4096
 """Characters of one log line kept."""
+EMBED_MAX = 1024
+"""An instance whose whole timeline, written at its end, is at most this long (JSON
+characters) keeps it in its record (``tl``): one write and one delete instead of two."""
 
 _encode = encode_json
 _time = time.time
@@ -153,10 +156,18 @@ class Recorder:
             elif err is not None and len(self.entries) > self.done_e and self.entries[-1][1] == err.state \
                     and self.entries[-1][7] is None:  # failed at its end (an error state): mark its entry
                 self.entries[-1] = (*self.entries[-1][:7], {"code": err.code, "message": err.message})
-            puts = self._chunk()
+            rec = self.record
+            done = self.final and result.status == "complete" and result.output is rec.get("output")
+            puts: list[Put] = []
+            if self.owns_record and not done and self.seq == 0:
+                body = self._chunk_body()  # the whole timeline: kept in the record when small
+                if body is not None and len(body) <= EMBED_MAX:
+                    rec["tl"] = json.loads(body)
+                elif body is not None:
+                    puts = self._chunk_put(body)
+            else:
+                puts = self._chunk()
             if self.owns_record:
-                rec = self.record
-                done = self.final and result.status == "complete" and result.output is rec.get("output")
                 if not done:
                     rec["chunks"] = self.seq
                     rec.update(status=result.status, state=err.state if err is not None else None, ended=now,
@@ -195,14 +206,22 @@ class Recorder:
 
     # -- encoding ----------------------------------------------------------------------
     def _chunk(self) -> list[Put]:
+        body = self._chunk_body()
+        return [] if body is None else self._chunk_put(body)
+
+    def _chunk_body(self) -> str | None:
+        """The entries and log lines not yet written, as one chunk's JSON (None: nothing new)."""
         e0, e1, l0, l1 = self.done_e, len(self.entries), self.done_l, len(self.logs)
         if e0 == e1 and l0 == l1:
-            return []
+            return None
         entries = ",".join(map(self._entry, self.entries[e0:e1]))
         logs = _encode(self.logs[l0:l1]) if l1 > l0 else "[]"
-        body = f'{{"e":[{entries}],"l":{logs}}}'
+        self.done_e, self.done_l = e1, l1
+        return f'{{"e":[{entries}],"l":{logs}}}'
+
+    def _chunk_put(self, body: str) -> list[Put]:
         seq = self.seq
-        self.seq, self.done_e, self.done_l = seq + 1, e1, l1
+        self.seq = seq + 1
         return self.history.writes(self.namespace, self.instance_id, chunk=(seq, body.encode("utf-8", "backslashreplace")))  # a lone surrogate stays a \u escape
 
     def _entry(self, e: Entry) -> str:

@@ -162,7 +162,8 @@ class HistoryService:
         if record is None:
             raise NotFound(f"no instance '{instance_id[:100]}' in namespace '{namespace}'")
         entries, _ = self._timeline(namespace, instance_id, record)
-        return {**record, "timeline": entries}
+        shown = {k: v for k, v in record.items() if k not in ("tl", "chunks")}
+        return {**shown, "timeline": entries}
 
     def logs(self, namespace: str, instance_id: str, after: int = 0) -> tuple[list[dict[str, Any]], int, bool]:
         """Log lines from number ``after`` on, the number to ask from next, and whether the instance ended."""
