@@ -14,8 +14,9 @@ no instance of these names is ever registered, so the orphan sweep leaves them):
   written by the background writer (or with ``with_state_commit`` in the commit of the
   state that ended it); a short instance's whole timeline is kept in its record instead
   (``tl``, one chunk's object);
-  an entry is ``{"n": step, "s": state, "t": type, "a": started, "b": ended, "o":
-  output, "i": input (only where it is not the previous output), "v": [[scope, key]],
+  a chunk also has ``t0`` (Unix time), and an entry is ``{"n": step, "s": state,
+  "t": type, "a": started (microseconds after t0), "d": how long (microseconds),
+  "o": output, "i": input (only where it is not the previous output), "v": [[scope, key]],
   "e": error}``, ``"ot"``/``"it"`` instead of ``"o"``/``"i"`` when cut (the first bytes
   as text); a log line is ``[time, step, state, message]``;
 - a **cancel request** for ``ID`` from another process: key ``c-ID`` of owner
@@ -115,8 +116,13 @@ def assemble(record: dict[str, Any] | None,
             chunk = raw if isinstance(raw, dict) else json.loads(raw)
         except ValueError:
             continue  # a chunk is never half written; a foreign value is skipped
+        t0 = chunk.get("t0")
         for e in chunk.get("e", ()):
             cut: list[str] = []
+            started = ended = None
+            if isinstance(t0, (int, float)) and isinstance(e.get("a"), int) and isinstance(e.get("d"), int):
+                started = round(t0 + e["a"] / 1e6, 6)
+                ended = round(started + e["d"] / 1e6, 6)
             if "it" in e:
                 inp, in_cut = e["it"], True
             elif "i" in e:
@@ -136,7 +142,7 @@ def assemble(record: dict[str, Any] | None,
             if out_cut:
                 cut.append("output")
             entry = {
-                "step": e.get("n"), "state": e.get("s"), "type": e.get("t"), "started": e.get("a"), "ended": e.get("b"),
+                "step": e.get("n"), "state": e.get("s"), "type": e.get("t"), "started": started, "ended": ended,
                 "input": inp, "output": out, "error": e.get("e"),
                 "variables": [{"scope": s, "key": k} for s, k in e.get("v") or ()], "logs": [], "truncated": cut,
             }

@@ -36,6 +36,7 @@ characters) keeps it in its record (``tl``): one write and one delete instead of
 _encode = encode_json
 _time = time.time
 _quoted: dict[str, str] = {}
+_heads: dict[tuple[str, str], str] = {}
 
 
 def _q(text: str) -> str:
@@ -59,7 +60,7 @@ class Recorder:
     __slots__ = (
         "history", "namespace", "instance_id", "record", "owns_record", "cap", "max_logs", "entries", "logs",
         "done_e", "done_l", "seq", "step_no", "t", "lock", "ctx", "cancelled", "final", "inner", "outer_sink",
-        "first_input", "record_written", "leftover", "since", "enabled", "with_state",
+        "first_input", "record_written", "leftover", "since", "enabled", "with_state", "t0",
     )
 
     def __init__(self, history: InstanceHistory, namespace: str, instance_id: str, record: dict[str, Any], *,
@@ -79,7 +80,7 @@ class Recorder:
         self.done_e = self.done_l = 0  # entries / log lines already written
         self.seq = seq  # the next chunk's number
         self.step_no = 0
-        self.t = _time()  # when the current state started
+        self.t = self.t0 = _time()  # when the current state started; entry times count from t0
         self.since = time.monotonic()
         self.lock = threading.Lock()
         self.ctx: InstanceContext | None = None
@@ -198,11 +199,11 @@ class Recorder:
             self.record_written = True
         return puts
 
-    def unwritten(self) -> tuple[list[dict[str, Any]], list[tuple[float, int, str, str]]]:
-        """Entries (as chunk JSON) and log lines noted but not yet written (for live views)."""
+    def unwritten(self) -> dict[str, Any]:
+        """The entries and log lines noted but not yet written, as a chunk (for live views)."""
         with self.lock:
             e = [json.loads(self._entry(x)) for x in self.entries[self.done_e:]]
-            return e, list(self.logs[self.done_l:])
+            return {"t0": self.t0, "e": e, "l": list(self.logs[self.done_l:])}
 
     # -- encoding ----------------------------------------------------------------------
     def _chunk(self) -> list[Put]:
@@ -217,7 +218,7 @@ class Recorder:
         entries = ",".join(map(self._entry, self.entries[e0:e1]))
         logs = _encode(self.logs[l0:l1]) if l1 > l0 else "[]"
         self.done_e, self.done_l = e1, l1
-        return f'{{"e":[{entries}],"l":{logs}}}'
+        return f'{{"t0":{self.t0!r},"e":[{entries}],"l":{logs}}}'
 
     def _chunk_put(self, body: str) -> list[Put]:
         seq = self.seq
@@ -226,7 +227,13 @@ class Recorder:
 
     def _entry(self, e: Entry) -> str:
         n, sid, typ, a, b, text, written, err = e
-        out = f'{{"n":{n},"s":{_q(sid)},"t":{_q(typ)},"a":{a!r},"b":{b!r}'
+        head = _heads.get((sid, typ))
+        if head is None:
+            head = f'"s":{_q(sid)},"t":{_q(typ)}'
+            if len(_heads) < 10_000:
+                _heads[(sid, typ)] = head
+        t0 = self.t0
+        out = f'{{"n":{n},{head},"a":{int((a - t0) * 1e6)},"d":{int((b - a) * 1e6)}'
         if n == 0 and self.first_input is not None:
             kept, cut = capped(self.first_input, self.cap)
             out += f',"{"it" if cut else "i"}":{kept}'

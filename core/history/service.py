@@ -176,7 +176,6 @@ class HistoryService:
         return out, after + len(out), record.get("status") in ENDED
 
     def _timeline(self, namespace: str, instance_id: str, record: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        import json
 
         rec = self.live(instance_id)
         if rec is not None and rec.namespace != namespace:
@@ -186,9 +185,9 @@ class HistoryService:
         unwritten = None if rec is None else rec.unwritten()
         chunks = dict(self.history.chunks(namespace, instance_id))
         chunks.update(leftover)  # written or not yet: the same chunk
-        raws = [chunks[seq] for seq in sorted(chunks)]
+        raws: list[bytes | dict[str, Any]] = [chunks[seq] for seq in sorted(chunks)]
         if unwritten is not None:
-            raws.append(json.dumps({"e": unwritten[0], "l": unwritten[1]}).encode())
+            raws.append(unwritten)
         return assemble(record, raws)
 
     def list(self, namespace: str, *, status: str | None = None, workflow: str | None = None,
