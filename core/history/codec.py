@@ -11,8 +11,8 @@ no instance of these names is ever registered, so the orphan sweep leaves them):
   what the daemon keeps to resume it (``data``, ``ivars``, ``log``, ``lock``, ``resumed``);
 - its **timeline**, in chunks: keys ``c000000``, ``c000001``, ... of owner
   ``~isolde-timeline/ID``, each a JSON object ``{"e": [entries], "l": [log lines]}``
-  written by the background writer (or with ``with_state_commit`` in the commit of the
-  state that ended it); a short instance's whole timeline is kept in its record instead
+  written in the commit of a state that writes variables (``with_state_commit``), else by
+  the background writer; a short instance's whole timeline is kept in its record instead
   (``tl``, one chunk's object);
   a chunk also has ``t0`` (Unix time), and an entry is ``{"n": step, "s": state,
   "t": type, "a": started (microseconds after t0), "d": how long (microseconds),

@@ -2,12 +2,13 @@
 
 The instance loop calls ``step`` after each state (it is the loop's step hook, wrapping
 the daemon's).  A step only notes a tuple; the entries noted since the last write are
-encoded into one timeline chunk when the instance ends (the background writer stores it,
-batched with other instances'), by the background writer while the instance runs longer
-than ``[history] flush_interval``, and in the commit of a state that writes its daemon
-record anyway.  With ``[history] with_state_commit`` every state that commits carries the
-chunk and the record (one more write in that transaction, no extra fsync), and the final
-state's commit the outcome's record.
+encoded into one timeline chunk when a state commits anyway (``[history]
+with_state_commit``, the default: the chunk and the record are one or two more writes in
+that transaction, no extra fsync; the final state's commit carries the completed record,
+with a short instance's whole timeline in it), in the commit of a state that writes its
+daemon record, by the background writer while the instance runs longer than ``[history]
+flush_interval``, and when the instance ends (the background writer stores what is left,
+batched with other instances').
 """
 
 from __future__ import annotations
@@ -130,10 +131,11 @@ class Recorder:
         if not extra and (not pending or not self.with_state):
             return extra  # kept for a later commit, the background writer or the end
         with self.lock:
-            puts = self._chunk()
+            rec = self.record
+            final = self.owns_record and nxt is None and ctx.error_at_end is None and ctx.cancelled is None
+            puts = self._chunk() if not final else self._last_chunk()
             if self.owns_record:
-                rec = self.record
-                if nxt is None and ctx.error_at_end is None and ctx.cancelled is None:
+                if final:
                     rec["status"], rec["state"], rec["ended"], rec["output"] = "complete", None, now, data
                     self.final = True
                 rec["chunks"] = self.seq
@@ -159,15 +161,7 @@ class Recorder:
                 self.entries[-1] = (*self.entries[-1][:7], {"code": err.code, "message": err.message})
             rec = self.record
             done = self.final and result.status == "complete" and result.output is rec.get("output")
-            puts: list[Put] = []
-            if self.owns_record and not done and self.seq == 0:
-                body = self._chunk_body()  # the whole timeline: kept in the record when small
-                if body is not None and len(body) <= EMBED_MAX:
-                    rec["tl"] = json.loads(body)
-                elif body is not None:
-                    puts = self._chunk_put(body)
-            else:
-                puts = self._chunk()
+            puts = self._last_chunk() if self.owns_record and not done else self._chunk()
             if self.owns_record:
                 if not done:
                     rec["chunks"] = self.seq
@@ -206,6 +200,17 @@ class Recorder:
             return {"t0": self.t0, "e": e, "l": list(self.logs[self.done_l:])}
 
     # -- encoding ----------------------------------------------------------------------
+    def _last_chunk(self) -> list[Put]:
+        """The rest of the timeline, as the record is about to be written for the last time:
+        a short instance's whole timeline goes into its record (``tl``) instead of a chunk."""
+        body = self._chunk_body()
+        if body is None:
+            return []
+        if self.seq == 0 and len(body) <= EMBED_MAX:
+            self.record["tl"] = json.loads(body)
+            return []
+        return self._chunk_put(body)
+
     def _chunk(self) -> list[Put]:
         body = self._chunk_body()
         return [] if body is None else self._chunk_put(body)

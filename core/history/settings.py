@@ -23,10 +23,10 @@ class HistorySettings:
     """Bytes of a state's input or output kept in its timeline entry (more is cut, marked truncated)."""
     max_log_lines: int = 1000
     """Log lines kept per instance (the first ones; a marker line says how many were left out)."""
-    with_state_commit: bool = False
+    with_state_commit: bool = True
     """Write the timeline and record in the commit of each state that writes variables
-    (durable with them) instead of batched by the background writer: costs LMDB a page or
-    two more per commit (docs/performance.md)."""
+    (durable with them; the final state's commit carries the outcome).  False: the
+    background writer stores them batched across instances (docs/performance.md)."""
     flush_interval: float = 0.5
     """Seconds between the background writer's rounds: timelines of long-running instances,
     outcomes of instances that wrote nothing, cancel requests from other processes."""
