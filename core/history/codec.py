@@ -13,7 +13,7 @@ no instance of these names is ever registered, so the orphan sweep leaves them):
   ``~isolde-timeline/ID``, each a JSON object ``{"e": [entries], "l": [log lines]}``
   written in the commit of a state that writes variables (``with_state_commit``), else by
   the background writer; a short instance's whole timeline is kept in its record instead
-  (``tl``, one chunk's object);
+  (``tl``, one chunk's JSON text);
   a chunk also has ``t0`` (Unix time), and an entry is ``{"n": step, "s": state,
   "t": type, "a": started (microseconds after t0), "d": how long (microseconds),
   "o": output, "i": input (only where it is not the previous output), "v": [[scope, key]],
@@ -48,8 +48,18 @@ def _unjson(value: object) -> str:
     return f"<{type(value).__name__}: not JSON>"
 
 
-encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False, default=_unjson).encode
-"""Compact JSON text; a value JSON cannot hold (from a Python caller) is named, not refused."""
+_plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+_lenient = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False, default=_unjson).encode
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON text; a value JSON cannot hold (from a Python caller) is named, not refused."""
+    try:
+        return _plain(value)
+    except (TypeError, ValueError):
+        return _lenient(value)
+
+
 _encode = encode_json
 
 
@@ -106,8 +116,8 @@ def assemble(record: dict[str, Any] | None,
     entries: list[dict[str, Any]] = []
     logs: list[dict[str, Any]] = []
     embedded = (record or {}).get("tl")
-    if isinstance(embedded, dict):  # a short instance's whole timeline, kept in its record
-        chunks = [embedded, *chunks]
+    if isinstance(embedded, str):  # a short instance's whole timeline (chunk JSON), kept in its record
+        chunks = [embedded.encode(), *chunks]
     by_step: dict[int, dict[str, Any]] = {}
     prev: Any = (record or {}).get("input")
     prev_cut = bool((record or {}).get("input_truncated"))

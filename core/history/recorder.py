@@ -207,7 +207,7 @@ class Recorder:
         if body is None:
             return []
         if self.seq == 0 and len(body) <= EMBED_MAX:
-            self.record["tl"] = json.loads(body)
+            self.record["tl"] = body
             return []
         return self._chunk_put(body)
 
