@@ -34,7 +34,6 @@ writes committed in the same transaction as the state's own, which is how the da
 a record of where each instance stands; raising ``InstanceFailure`` stops the instance."""
 
 
-
 class Recorder(Protocol):
     """Keeps an instance's history (``isolde.history.Recorder``)."""
 
