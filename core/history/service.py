@@ -10,7 +10,6 @@ here, and answers queries, merging what is still in memory with what is stored.
 from __future__ import annotations
 
 import builtins
-import logging
 import threading
 import time
 from collections import deque
@@ -21,6 +20,8 @@ from .codec import ENDED, assemble, capped, encode_json, summary, timeline_owner
 from .recorder import Recorder
 
 if TYPE_CHECKING:
+    import logging
+
     from ..instance import Result
     from ..store import Put, VariableStore
     from .protocol import InstanceHistory
@@ -44,7 +45,7 @@ class HistoryService:
         self.settings = settings
         self._interrupt = interrupt  # wakes waits and DELETEs the isolate calls of an instance
         self._report = report
-        self.log = log or logging.getLogger("isolde.history")
+        self._log = log  # (logging is imported only if something is to be logged: start-up time)
         self._lock = threading.Lock()
         self._live: dict[str, Recorder] = {}
         self._queue: list[Put] = []
@@ -250,7 +251,9 @@ class HistoryService:
                 if self._stop:
                     return
                 self._report(exc)
-                self.log.warning("instance history: %s", exc)
+                from .store import _logger
+
+                _logger(self._log).warning("instance history: %s", exc)
 
     def _round(self, *, poll: bool) -> None:
         with self._io:

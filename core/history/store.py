@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
-import logging
 import threading
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..store import Put, Ref, VariableStore
 from .codec import (
     CANCEL_OWNER, RECORD_OWNER, RECORD_PREFIX, cancel_key, chunk_key, decode_record, encode_record, timeline_owner,
 )
 
+if TYPE_CHECKING:
+    import logging
+
 __all__ = ["StoreHistory"]
 
 _MAX_ID = 200
+
+
+def _logger(log: logging.Logger | None) -> logging.Logger:
+    import logging
+
+    return log or logging.getLogger("isolde.history")
 
 
 class StoreHistory:
@@ -22,7 +30,7 @@ class StoreHistory:
 
     def __init__(self, store: VariableStore, log: logging.Logger | None = None) -> None:
         self.store = store
-        self.log = log or logging.getLogger("isolde.history")
+        self._log = log  # (logging is imported only if something is to be logged: start-up time)
         self._decoded: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}  # ns -> key -> (version, record)
         self._lock = threading.Lock()
 
@@ -66,7 +74,7 @@ class StoreHistory:
                 fresh[key] = (var.version, rec)
                 out.append(rec)
             except ValueError:
-                self.log.warning("unreadable instance record dropped", extra={"fields": {"ns": namespace, "key": key}})
+                _logger(self._log).warning("unreadable instance record dropped", extra={"fields": {"ns": namespace, "key": key}})
                 self.store.write([Put(Ref(namespace, "instance", RECORD_OWNER, key), None)])
         with self._lock:
             if namespace in self._decoded or len(self._decoded) < 64:
