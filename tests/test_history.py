@@ -262,7 +262,7 @@ def test_cli_list_show_logs(cli: Cli, tmp_path: Path) -> None:
     assert shown.code == 0
     assert "failed" in shown.stdout and "app.boom: it went boom (state 'boom')" in shown.stdout
     assert 'log: "starting with 5"' in shown.stdout and "namespace:seen" in shown.stdout
-    assert cli("instances", "show", iid[:8], "-n", "ns2", "--json").json["id"] == iid  # the start of an id will do
+    assert cli("instances", "show", iid[-8:], "-n", "ns2", "--json").json["id"] == iid  # the end of an id will do
     doc = cli("instances", "show", iid, "-n", "ns2", "--json").json
     assert [e["state"] for e in doc["timeline"]] == ["first", "keep", "boom"]
 

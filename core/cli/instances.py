@@ -144,17 +144,17 @@ def cancel(instance_id: str, namespace: str, data_dir: str | None, config_path: 
 
 
 def _resolve(engine: Any, namespace: str, instance_id: str) -> str:
-    """The id of a kept instance: ``instance_id`` itself, or the one id it is the start of;
+    """The id of a kept instance: ``instance_id`` itself, or the one id it starts or ends;
     else exit 1 naming the namespace where it is, if another one has it."""
     if engine.history.get(namespace, instance_id) is not None:
         return instance_id
-    if 4 <= len(instance_id) < 36:  # the start of an id, as `list` shows them
+    if 4 <= len(instance_id) < 36:  # the start or the end of an id (ids made close together share their start)
         rows, _ = engine.history.list(namespace)
-        matches = [r["id"] for r in rows if r["id"].startswith(instance_id)]
+        matches = [r["id"] for r in rows if r["id"].startswith(instance_id) or r["id"].endswith(instance_id)]
         if len(matches) == 1:
             return str(matches[0])
         if len(matches) > 1:
-            click.echo(f"isolde: error: '{instance_id}' is the start of {len(matches)} instance ids: give more of it", err=True)
+            click.echo(f"isolde: error: '{instance_id}' matches {len(matches)} instance ids: give more of it", err=True)
             sys.exit(EXIT_FAILED)
     elsewhere = [ns for ns in engine.namespaces() if ns != namespace and engine.history.get(ns, instance_id)]
     hint = (f" (it is in namespace '{elsewhere[0]}': add -n {elsewhere[0]})" if elsewhere
