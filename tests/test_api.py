@@ -173,6 +173,7 @@ def test_openapi_document_lists_every_route(api: InProcess) -> None:
         "/api/namespaces/{ns}/instances",
         "/api/namespaces/{ns}/instances/{id}",
         "/api/namespaces/{ns}/instances/{id}/logs",
+        "/api/namespaces/{ns}/instances/{id}/cancel",
         "/api/namespaces/{ns}/variables",
         "/api/namespaces/{ns}/variables/{key}",
         "/api/namespaces/{ns}/workflows/{path}/variables",

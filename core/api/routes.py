@@ -64,6 +64,7 @@ def _var_routes(scope: str, prefix: str) -> list[Route]:
     ]
 
 
+_STATUSES: Final = ("pending", "running", "complete", "failed", "cancelled")
 _NS: Final = "/api/namespaces/<ns>"
 _WF: Final = _NS + "/workflows/<path:path>"
 
@@ -83,14 +84,30 @@ ROUTES: Final[tuple[Route, ...]] = (
           query=({"name": "wait", "in": "query", "schema": {"type": "boolean"}, "description": "Wait for the instance to end."},
                  {"name": "timeout", "in": "query", "schema": {"type": "number"}, "description": "Seconds to wait at most."}),
           body={"*/*": {"schema": {}}}),
-    Route("GET", _NS + "/instances", "instances", "Running, queued and recent instances",
-          {200: ("Instances.", {"type": "object"}), 404: _ERR}),
-    Route("GET", _NS + "/instances/<id>", "instance", "Instance status, output and error",
-          {200: ("The instance.", "Instance"), 404: _ERR}),
-    Route("GET", _NS + "/instances/<id>/logs", "logs", "Instance log", {200: ("Log lines.", {
-        "type": "object", "properties": {"id": {"type": "string"}, "logs": {"type": "array", "items": {
-            "type": "object", "properties": {"time": {"type": "number"}, "state": {"type": "string"},
-                                             "message": {"type": "string"}}}}}}), 404: _ERR}),
+    Route("GET", _NS + "/instances", "instances", "Instances of the namespace (running, queued and kept), newest first, a page",
+          {200: ("A page of instance summaries.", "InstancePage"), 400: _ERR, 404: _ERR},
+          query=({"name": "status", "in": "query", "schema": {"type": "string", "enum": list(_STATUSES)},
+                  "description": "Only instances of this status."},
+                 {"name": "workflow", "in": "query", "schema": {"type": "string"}, "description": "Only instances of this workflow id."},
+                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 50}},
+                 {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}})),
+    Route("GET", _NS + "/instances/<id>", "instance", "Instance record with its state-by-state timeline",
+          {200: ("The instance.", "InstanceDetail"), 404: _ERR}),
+    Route("GET", _NS + "/instances/<id>/logs", "logs", "Instance log lines (from number `after` on)", {200: ("Log lines.", {
+        "type": "object", "properties": {
+            "id": {"type": "string"},
+            "logs": {"type": "array", "items": {"type": "object", "properties": {
+                "time": {"type": "number"}, "state": {"type": "string"}, "message": {"type": "string"}}}},
+            "next": {"type": "integer", "description": "The `after` to ask with next."},
+            "ended": {"type": "boolean", "description": "The instance ended: no more lines will come."}}}),
+        400: _ERR, 404: _ERR},
+          query=({"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0},
+                  "description": "Skip the first `after` lines."},)),
+    Route("POST", _NS + "/instances/<id>/cancel", "cancel",
+          "Cancel an instance (it ends `cancelled` with direktiv.cancels.api; isolate calls get their DELETE)",
+          {202: ("Cancelled, or a cancel requested from the process that runs it.", {
+              "type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}}}),
+           404: _ERR, 409: ("The instance already ended.", "Error")}),
     *_var_routes("namespace", _NS),
     *_var_routes("workflow", _WF),
     Route("POST", _NS + "/events", "event", "Post a CloudEvent (structured JSON, or binary mode with ce-* headers)",

@@ -83,7 +83,8 @@ def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, nam
         return
     err = result.error
     assert err is not None  # a failed result always carries its error
-    click.echo(f"isolde: instance {result.instance_id} failed in state '{err.state}': {err.code}: {err.message}", err=True)
+    verb = "was cancelled" if result.status == "cancelled" else "failed"
+    click.echo(f"isolde: instance {result.instance_id} {verb} in state '{err.state}': {err.code}: {err.message}", err=True)
     sys.exit(EXIT_FAILED)
 
 

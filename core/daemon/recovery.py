@@ -118,7 +118,8 @@ class Recovery:
         wf = entry.workflow if entry is not None else None
         raw = rec.get("data")
         data: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        info = InstanceInfo(iid, ns, wid, data, str(rec.get("trigger") or "api"), float(rec.get("created") or time.time()))
+        info = InstanceInfo(iid, ns, wid, data, str(rec.get("trigger") or "api"), float(rec.get("created") or time.time()),
+                            input=rec.get("input"))
         info.log.extend(rec.get("log") or [])
         info.ivars = bool(rec.get("ivars"))
         info.resumed = True

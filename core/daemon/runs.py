@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 from ..errors import InstanceFailure, IsoldeError
-from ..instance import ErrorInfo, InstanceContext, Result, manual_start_refused
+from ..ids import new_instance_id
+from ..history import ENDED, capped_input
+from ..instance import CANCEL_CODE, ErrorInfo, InstanceContext, Result, manual_start_refused
 from ..store import Put, StoreError
 from .catalog import Catalog
 from .layout import workflow_id
@@ -29,6 +30,7 @@ from .settings import DaemonError, DaemonSettings
 
 if TYPE_CHECKING:
     from ..engine import Engine
+    from ..history import Recorder
     from ..workflow import StateSpec
     from ..workflow import Workflow
 
@@ -52,7 +54,8 @@ class InstanceInfo:
     data: dict[str, Any]
     trigger: str
     created: float
-    status: str = "pending"  # pending | running | complete | failed
+    input: Any = None  # the instance's input as its record keeps it (capped: [history] max_data_bytes)
+    status: str = "pending"  # pending | running | complete | failed | cancelled
     state: str | None = None  # the state it is in (or will resume at)
     started: float | None = None
     ended: float | None = None
@@ -63,6 +66,8 @@ class InstanceInfo:
     resumed: bool = False
     ivars: bool = False  # may hold instance variables (the record says so at restart)
     cancel: str | None = None
+    cancel_api: bool = False  # cancelled by a user (ends "cancelled", direktiv.cancels.api)
+    recorder: Recorder | None = None  # its history while it runs
     ctx: InstanceContext | None = None  # its context, once it finished a state (to detach it at stop)
     lock_at: str | None = None  # while it holds variable locks: the state that took them
     lock_data: dict[str, Any] | None = None  # ... and that state's input
@@ -80,6 +85,7 @@ class InstanceInfo:
             "created": self.created,
             "started": self.started,
             "ended": self.ended,
+            "input": self.input,
             "output": self.output,
             "error": self.error,
             "resumed": self.resumed,
@@ -164,8 +170,9 @@ class Runs:
             data = self.engine.instance_input(input)
         except IsoldeError as exc:
             raise DaemonError(413 if "limit" in str(exc) else 400, "isolde.input", str(exc)) from None
-        iid = str(uuid.uuid4())
-        info = InstanceInfo(iid, ns, wid, data, trigger, time.time(), state=wf.start.id, recorded=announce)
+        iid = new_instance_id()
+        info = InstanceInfo(iid, ns, wid, data, trigger, time.time(), state=wf.start.id, recorded=announce,
+                            input=capped_input(data, self.engine.history.settings.max_data_bytes))
         with self._lock:
             if wf.fields.get("singular"):
                 for other in self.instances.values():
@@ -260,7 +267,7 @@ class Runs:
 
         def on_step(ctx: InstanceContext, state: StateSpec, nxt: str | None, data: dict[str, Any], pending: Sequence[Put]) -> Sequence[Put]:
             info.ctx = ctx
-            if info.cancel is not None:
+            if info.cancel is not None and not info.cancel_api:
                 raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
             if self.abandon:
                 ctx.detach()  # keep its instance variables for the next start
@@ -303,13 +310,22 @@ class Runs:
 
         if log.isEnabledFor(logging.DEBUG):
             log.debug("instance started", extra={"fields": {"ns": ns, "workflow": info.workflow, "id": iid, "trigger": info.trigger}})
+        history = self.engine.history
+        recorder = info.recorder = history.recorder(ns, iid, info.workflow, info.data, trigger=info.trigger,
+                                                    owns_record=False, resume=start is not None, created=info.created,
+                                                    enabled=history.settings.enabled)
         try:
             if not first.impl.resumable and start is None and info.recorded:
                 records.update(info.record())  # it may call out at once: a crash must not run it twice
-            if info.cancel is not None:
-                raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
-            result = self.engine.run_loaded(wf, info.data, namespace=ns, instance_id=iid, sink=sink, start=start,
-                                            on_step=on_step, started_at=info.created if start is not None else None)
+            if info.cancel_api and info.cancel is not None:
+                result = Result(iid, "cancelled", error=ErrorInfo(CANCEL_CODE, info.cancel, info.state))
+                history.ended(recorder, result)
+            else:
+                if info.cancel is not None:
+                    raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
+                result = self.engine.run_loaded(wf, info.data, namespace=ns, instance_id=iid, sink=sink, start=start,
+                                                on_step=on_step, started_at=info.created if start is not None else None,
+                                                recorder=recorder)
         except Exception as exc:  # the store closed under us (stopping), or a bug
             if self.abandon or self.stopping:
                 info.done.set()
@@ -330,10 +346,12 @@ class Runs:
         with self._lock:
             self.stats[result.status] = self.stats.get(result.status, 0) + 1
             self.stats["started"] += 1
-        gone = info.cancel is not None and "namespace" in info.cancel
+        gone = info.cancel is not None and not info.cancel_api and "namespace" in info.cancel
         try:
             if not gone and outcome is None:
-                records.finish(info.record())
+                records.finish(info.record(), also=recorder.leftover)
+            elif recorder.leftover:  # the outcome went with the last state: the rest of its timeline
+                self.engine.store.write(recorder.leftover)
             if info.resumed:
                 self._end_instance(ns, iid)
         except StoreError as exc:
@@ -342,6 +360,7 @@ class Runs:
                             extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
             else:
                 log.error("could not store the instance's outcome", extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
+        history.release(recorder)
         if result.status == "failed":
             err = result.error
             log.info("instance failed", extra={"fields": {
@@ -355,6 +374,20 @@ class Runs:
         info.done.set()
 
     # -- stopping and cancelling --------------------------------------------------
+    def cancel_by_user(self, info: InstanceInfo, reason: str) -> str:
+        """A user's cancel (API, CLI): the instance ends ``cancelled`` with
+        ``direktiv.cancels.api``; its waits are woken and its isolate calls get their
+        ``DELETE``.  Returns its status (409 when it already ended)."""
+        with self._lock:
+            if info.status in ENDED:
+                raise DaemonError(409, "isolde.instance.ended", f"instance {info.id} already ended ({info.status})")
+            info.cancel_api = True
+            info.cancel = reason
+            recorder = info.recorder
+        if recorder is not None:
+            self.engine.history.cancel_live(recorder, reason)
+        return info.status
+
     def cancel(self, info: InstanceInfo, reason: str) -> None:
         """Stop an instance at its next state, and wake it now if it waits or sleeps."""
         info.cancel = reason

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IsoldeError
 from .backend import DaemonServices
+from ..history import ENDED, summary
+from ..history import NotFound as HistoryNotFound
 from .catalog import Catalog
 from .dropvars import DropVariables
 from .layout import workflow_id
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
     from ..store import VariableStore
 
 __all__ = ["Daemon"]
+
+_PRIVATE = ("v", "data", "ivars", "log", "lock", "input_truncated", "tl", "chunks")
+"""Record fields the daemon keeps for itself (resuming), not shown."""
 
 STOP_DRAIN = 1.0
 """Seconds the instances stopped at shutdown get to unwind before the engine closes."""
@@ -201,34 +206,75 @@ class Daemon:
             return self.runs.start(ns, path, body).view()
         info = self.runs.start(ns, path, body, announce=False)
         info.done.wait(self.settings.max_wait if timeout is None else timeout)
-        return info.view() if info.status in ("complete", "failed") else self.instance(ns, info.id)
+        return info.view() if info.status in ENDED else self.instance(ns, info.id)
 
     def instance(self, ns: str, iid: str) -> dict[str, Any]:
-        """An instance's status, output and error (404 when unknown)."""
+        """An instance's status, input, output and error (404 when unknown)."""
         info = self.runs.live(ns, iid)
         if info is not None:
             return info.view()
         rec = self._stored_record(ns, iid)
-        for k in ("v", "data", "ivars", "log", "lock"):
+        for k in _PRIVATE:
             rec.pop(k, None)
         return rec
 
-    def instance_log(self, ns: str, iid: str) -> list[dict[str, Any]]:
-        info = self.runs.live(ns, iid)
-        lines = list(info.log) if info is not None else (self._stored_record(ns, iid).get("log") or [])
-        return [{"time": t, "state": s, "message": m} for t, s, m in lines]
-
-    def instances(self, ns: str) -> list[dict[str, Any]]:
-        """Running and queued instances of a namespace, then the kept outcomes (newest first)."""
+    def instance_detail(self, ns: str, iid: str) -> dict[str, Any]:
+        """The record with its state-by-state ``timeline`` (404 when unknown)."""
         self.catalog.check_namespace(ns)
-        live = self.runs.live_views(ns)
-        keys = ("id", "workflow", "status", "trigger", "created", "started", "ended", "error")
-        done = [{k: rec.get(k) for k in keys} for rec in self.records.list(ns)]
-        return sorted(live, key=lambda r: r["created"]) + done
+        view = self.instance(ns, iid)
+        try:
+            shown = self.engine.history.show(ns, iid)
+        except HistoryNotFound:
+            return {**view, "timeline": []}  # queued: no record of its own yet
+        return {**view, "timeline": shown["timeline"]}
+
+    def instance_log(self, ns: str, iid: str, after: int = 0) -> dict[str, Any]:
+        """Log lines from number ``after`` on: ``{"id", "logs", "next", "ended"}``."""
+        self.catalog.check_namespace(ns)
+        view = self.instance(ns, iid)  # 404 when unknown
+        try:
+            lines, nxt, _ = self.engine.history.logs(ns, iid, after)
+        except HistoryNotFound:
+            lines, nxt = [], max(0, after)
+        return {"id": iid, "logs": lines, "next": nxt, "ended": view.get("status") in ENDED}
+
+    def instances(self, ns: str, *, status: str | None = None, workflow: str | None = None,
+                  offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        """A page of a namespace's instances (running, queued and kept), newest first."""
+        self.catalog.check_namespace(ns)
+        rows, _ = self.engine.history.list(ns)
+        by_id = {r["id"]: r for r in rows}
+        for rec in self.records.list(ns):  # the same keys with LMDB; a plugin's own table otherwise
+            by_id.setdefault(rec["id"], summary(rec))
+        for view in self.runs.live_views(ns):
+            by_id[view["id"]] = summary(view)
+        picked = [r for r in by_id.values()
+                  if (status is None or r.get("status") == status) and (workflow is None or r.get("workflow") == workflow)]
+        picked.sort(key=lambda r: (r.get("created") or 0, r.get("id") or ""), reverse=True)
+        return {"namespace": ns, "instances": picked[offset:offset + limit], "total": len(picked),
+                "offset": offset, "limit": limit}
+
+    def cancel(self, ns: str, iid: str) -> dict[str, Any]:
+        """Cancel an instance (202), running here or in another process; 404 unknown, 409 ended."""
+        self.catalog.check_namespace(ns)
+        reason = "cancelled through the API"
+        info = self.runs.live(ns, iid)
+        if info is not None:
+            return {"id": iid, "status": self.runs.cancel_by_user(info, reason)}
+        try:
+            self.engine.history.cancel(ns, iid, reason)
+        except HistoryNotFound:
+            raise DaemonError(404, "isolde.instance.notFound", f"no instance '{iid[:100]}' in namespace '{ns}'") from None
+        except IsoldeError as exc:
+            raise DaemonError(409, "isolde.instance.ended", str(exc)) from None
+        rec = self.engine.history.get(ns, iid) or {}
+        return {"id": iid, "status": rec.get("status")}
 
     def _stored_record(self, ns: str, iid: str) -> dict[str, Any]:
-        rec = self.records.get(ns, iid)
-        if rec is None:
+        # the daemon's own records first (a plugin's may live elsewhere than the history,
+        # e.g. the workers' shared table), then every other run's history
+        rec = self.records.get(ns, iid) or self.engine.history.get(ns, iid)
+        if rec is None or "status" not in rec:
             raise DaemonError(404, "isolde.instance.notFound", f"no instance '{iid[:100]}' in namespace '{ns}'")
         return rec
 

@@ -34,7 +34,7 @@ class InstanceContext:
     __slots__ = (
         "services", "store", "namespace", "workflow", "instance_id", "state", "_pending", "_registered", "_next",
         "log_lines", "_sink", "error_at_end", "max_variable_bytes", "_locked", "lock_owner", "step", "guard",
-        "depth",
+        "depth", "cancelled", "caught", "text",
     )
 
     def __init__(self, services: Services, workflow: Workflow, namespace: str, instance_id: str,
@@ -57,6 +57,9 @@ class InstanceContext:
         self.lock_owner = instance_id  # whose locks these are
         self.guard: InstanceGuard | None = None  # the workflow's timeouts / singular (isolde.guards)
         self.depth = depth  # how deep this instance is nested in subflows (0: top level)
+        self.cancelled: str | None = None  # why the instance is being cancelled (checked between states)
+        self.caught: WorkflowError | None = None  # the error the current state's catch took
+        self.text: str | None = None  # the current state's output as JSON text (None: its input, unchanged)
 
     # -- services ----------------------------------------------------------------------
     @property

@@ -79,8 +79,8 @@ class PostgresInstanceRecords:
     def with_step(self, record: dict[str, Any]) -> Sequence[Put]:
         return (self._write(record),)
 
-    def finish(self, record: dict[str, Any]) -> None:
-        self.store.write(self.finish_with_step(record))
+    def finish(self, record: dict[str, Any], also: Sequence[Put] = ()) -> None:
+        self.store.write([*also, *self.finish_with_step(record)])
 
     def finish_with_step(self, record: dict[str, Any]) -> Sequence[Put]:
         return (self._write(record, finished=True),)
