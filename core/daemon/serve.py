@@ -33,12 +33,12 @@ def serve(directory: str, *, engine: Engine, api: str | None, token: str | None,
             log.warning("stopping at once (second Ctrl-C): running instances resume at the next start",
                         extra={"fields": {"signal": name}})
             os._exit(130)
+        stopping.append(signum)  # before logging: a second signal may arrive while this one logs
         if signum == signal.SIGINT:
             log.info(f"stopping gracefully: running instances get up to {settings.stop_grace:g}s to finish "
                      "(press Ctrl-C again to stop at once)", extra={"fields": {"signal": name}})
         else:
             log.info("signal received", extra={"fields": {"signal": name}})
-        stopping.append(signum)
         daemon.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
