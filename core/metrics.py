@@ -3,23 +3,28 @@
 Each engine has its own ``CollectorRegistry`` (never the process-global one), so several
 engines or daemons in one process, and tests, never mix their numbers.  ``Metrics`` is an
 ``Observer`` (``isolde.observers``): the instance loop, the context and the action
-machinery tell it what happened, and it counts.  The label children are cached per label
-value, so a state costs one dict lookup and one histogram observation (about 1 µs).
+machinery tell it what happened, and it counts.  The histograms on the hot path are this
+module's ``Histograms`` (one lock and a bisect per observation, about 0.4 µs, against
+about 1.5 µs for ``prometheus_client.Histogram``), rendered at scrape time like any other.
 
 The metric names (all prefixed ``isolde_``) are documented in docs/operating.md.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+import threading
+from bisect import bisect_left
+from typing import Any, Final, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from .observers import Observer
 from .version import __version__
 
-__all__ = ["CANCELLED_CODES", "Metrics", "exposition"]
+__all__ = ["CANCELLED_CODES", "Histograms", "Metrics", "exposition"]
 
 CANCELLED_CODES: Final = frozenset({"isolde.daemon.cancelled", "isolde.cancelled", "direktiv.cancels.api"})
 """Error codes of an instance that was cancelled (the API, a daemon stop, the engine closing)
@@ -43,19 +48,19 @@ class Metrics(Observer):
         self.ended = Counter("isolde_instances_ended", "Instances ended, by status: complete, failed or cancelled.",
                              ["namespace", "workflow", "status"], registry=reg)
         self.running = Gauge("isolde_instances_running", "Instances running in this engine now.", registry=reg)
-        self.instance_seconds = Histogram("isolde_instance_duration_seconds", "Instance run time, start to end.",
-                                          buckets=INSTANCE_BUCKETS, registry=reg)
-        self.state_seconds = Histogram("isolde_state_duration_seconds",
-                                       "Time in one state (its transform and commit included), by state type.",
-                                       ["type"], buckets=STATE_BUCKETS, registry=reg)
-        self.action_seconds = Histogram("isolde_action_duration_seconds",
-                                        "One action call, its retries included, by function id.",
-                                        ["function"], buckets=ACTION_BUCKETS, registry=reg)
+        self.instance_seconds = Histograms("isolde_instance_duration_seconds", "Instance run time, start to end.",
+                                           (), INSTANCE_BUCKETS, reg).labels()
+        self.state_seconds = Histograms("isolde_state_duration_seconds",
+                                        "Time in one state (its transform and commit included), by state type.",
+                                        ("type",), STATE_BUCKETS, reg)
+        self.action_seconds = Histograms("isolde_action_duration_seconds",
+                                         "One action call, its retries included, by function id.",
+                                         ("function",), ACTION_BUCKETS, reg)
         self.action_errors = Counter("isolde_action_errors", "Action calls that ended with an error, by function id and code.",
                                      ["function", "code"], registry=reg)
-        self.commit_seconds = Histogram("isolde_store_commit_seconds",
-                                        "Committing a state's variable writes (durable by default; group commits "
-                                        "included).", buckets=COMMIT_BUCKETS, registry=reg)
+        self.commit_seconds = Histograms("isolde_store_commit_seconds",
+                                         "Committing a state's variable writes (durable by default; group commits "
+                                         "included).", (), COMMIT_BUCKETS, reg).labels()
         self._states: dict[str, Any] = {}
         self._actions: dict[str, Any] = {}
         self._started: dict[tuple[str, str], Any] = {}
@@ -98,6 +103,65 @@ class Metrics(Observer):
         """The registry in the text format the ``Accept`` header asks for (Prometheus text
         0.0.4 by default, OpenMetrics when asked): ``(body, content type)``."""
         return exposition(self.registry, accept)
+
+
+class _Buckets:
+    """One histogram: counts per bucket (not cumulative) and the sum, under one lock."""
+
+    __slots__ = ("bounds", "counts", "sum", "lock")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        i = bisect_left(self.bounds, value)  # le is inclusive: value == bound counts in that bucket
+        with self.lock:
+            self.counts[i] += 1
+            self.sum += value
+
+
+class Histograms(Collector):
+    """A histogram family (labelled or not) that is cheap to observe; a ``Collector`` of ``registry``."""
+
+    def __init__(self, name: str, documentation: str, label_names: Sequence[str], buckets: Sequence[float],
+                 registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label_names = list(label_names)
+        self.bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple[str, ...], _Buckets] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Buckets:
+        child = self._children.get(values)
+        if child is None:
+            with self._lock:
+                child = self._children.setdefault(values, _Buckets(self.bounds))
+        return child
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)
+        les = [_le(b) for b in self.bounds] + ["+Inf"]
+        for values, child in list(self._children.items()):
+            with child.lock:
+                counts, total = list(child.counts), child.sum
+            running, cumulative = 0, []
+            for le, n in zip(les, counts):
+                running += n
+                cumulative.append((le, running))
+            family.add_metric(list(values), cumulative, total)
+        yield family
+
+
+def _le(bound: float) -> str:
+    return repr(bound)
 
 
 def exposition(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:
