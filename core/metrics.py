@@ -16,15 +16,15 @@ import threading
 from bisect import bisect_left
 from typing import Any, Final, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from .observers import Observer
 from .version import __version__
 
-__all__ = ["CANCELLED_CODES", "Histograms", "Metrics", "exposition"]
+__all__ = ["CANCELLED_CODES", "Counters", "Histograms", "Metrics", "exposition"]
 
 CANCELLED_CODES: Final = frozenset({"isolde.daemon.cancelled", "isolde.cancelled", "direktiv.cancels.api"})
 """Error codes of an instance that was cancelled (the API, a daemon stop, the engine closing)
@@ -43,10 +43,10 @@ class Metrics(Observer):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = reg = registry if registry is not None else CollectorRegistry()
         Gauge("isolde_build_info", "The isolde version (value 1).", ["version"], registry=reg).labels(__version__).set(1)
-        self.started = Counter("isolde_instances_started", "Instances started (subflow children included).",
-                               ["namespace", "workflow"], registry=reg)
-        self.ended = Counter("isolde_instances_ended", "Instances ended, by status: complete, failed or cancelled.",
-                             ["namespace", "workflow", "status"], registry=reg)
+        self.started = Counters("isolde_instances_started", "Instances started (subflow children included).",
+                                ("namespace", "workflow"), reg)
+        self.ended = Counters("isolde_instances_ended", "Instances ended, by status: complete, failed or cancelled.",
+                              ("namespace", "workflow", "status"), reg)
         self.running = Gauge("isolde_instances_running", "Instances running in this engine now.", registry=reg)
         self.instance_seconds = Histograms("isolde_instance_duration_seconds", "Instance run time, start to end.",
                                            (), INSTANCE_BUCKETS, reg).labels()
@@ -56,28 +56,23 @@ class Metrics(Observer):
         self.action_seconds = Histograms("isolde_action_duration_seconds",
                                          "One action call, its retries included, by function id.",
                                          ("function",), ACTION_BUCKETS, reg)
-        self.action_errors = Counter("isolde_action_errors", "Action calls that ended with an error, by function id and code.",
-                                     ["function", "code"], registry=reg)
+        self.action_errors = Counters("isolde_action_errors", "Action calls that ended with an error, by function id and code.",
+                                      ("function", "code"), reg)
         self.commit_seconds = Histograms("isolde_store_commit_seconds",
                                          "Committing a state's variable writes (durable by default; group commits "
                                          "included).", (), COMMIT_BUCKETS, reg).labels()
         self._states: dict[str, Any] = {}
         self._actions: dict[str, Any] = {}
-        self._started: dict[tuple[str, str], Any] = {}
 
     # -- observer ------------------------------------------------------------------
     def instance_started(self, ctx: Any) -> None:
-        key = (ctx.namespace, ctx.workflow.id)
-        child = self._started.get(key)
-        if child is None:
-            child = self._started[key] = self.started.labels(*key)
-        child.inc()
+        self.started.inc((ctx.namespace, ctx.workflow.id))
         self.running.inc()
 
     def instance_ended(self, ctx: Any, status: str, error_code: str | None, seconds: float) -> None:
         if status == "failed" and error_code in CANCELLED_CODES:
             status = "cancelled"
-        self.ended.labels(ctx.namespace, ctx.workflow.id, status).inc()
+        self.ended.inc((ctx.namespace, ctx.workflow.id, status))
         self.running.dec()
         self.instance_seconds.observe(seconds)
 
@@ -93,7 +88,7 @@ class Metrics(Observer):
             child = self._actions[function] = self.action_seconds.labels(function)
         child.observe(seconds)
         if error_code is not None:
-            self.action_errors.labels(function, error_code).inc()
+            self.action_errors.inc((function, error_code))
 
     def committed(self, seconds: float) -> None:
         self.commit_seconds.observe(seconds)
@@ -157,6 +152,34 @@ class Histograms(Collector):
                 running += n
                 cumulative.append((le, running))
             family.add_metric(list(values), cumulative, total)
+        yield family
+
+
+class Counters(Collector):
+    """A counter family by label values (``_total`` only: no ``_created`` series, which would
+    double what a scrape carries); one lock per increment."""
+
+    def __init__(self, name: str, documentation: str, label_names: Sequence[str], registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label_names = list(label_names)
+        self._counts: dict[tuple[str, ...], int] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def inc(self, values: tuple[str, ...]) -> None:
+        with self._lock:
+            self._counts[values] = self._counts.get(values, 0) + 1
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.label_names)]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.label_names)
+        with self._lock:
+            counts = list(self._counts.items())
+        for values, n in counts:
+            family.add_metric(list(values), n)
         yield family
 
 
