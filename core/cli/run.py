@@ -94,7 +94,6 @@ def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, nam
     sys.exit(EXIT_FAILED)
 
 
-
 def _send_events(engine: Any, namespace: str, values: tuple[str, ...]) -> set[str]:
     """Publish the --event values before the run; they are kept until the instance waits for them."""
     import math
