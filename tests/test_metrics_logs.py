@@ -340,6 +340,25 @@ def test_progress_line_on_a_terminal_is_drawn_and_erased(tmp_path: Path) -> None
     assert "done" not in last  # the line was erased at the end; what follows is no progress
     assert "[each] foreach: 6 item(s)" in text
 
+    # [log] progress = false: the same run on the same terminal draws nothing
+    (tmp_path / "isolde.toml").write_text("[log]\nprogress = false\n")
+    master, slave = pty.openpty()
+    quiet = subprocess.run([sys.executable, "-m", "isolde.cli", "run", str(flow), "--data-dir", str(tmp_path / "d")],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env, cwd=tmp_path,
+                           timeout=60)
+    os.close(slave)
+    drawn = b""
+    while select.select([master], [], [], 0)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(master)
+    assert quiet.returncode == 0 and b"foreach: 6 item(s)" in drawn and b"\x1b[K" not in drawn, drawn
+
 
 def test_no_progress_when_stderr_is_not_a_terminal(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     flow = tmp_path / "plain.yaml"
