@@ -39,6 +39,7 @@ from .instance import (
 )
 from .jqexpr import JqRuntime
 from .loader import YamlError, load_document
+from .observers import Observer, combine
 from .registry import Registry, load_plugins
 from .store import VariableStore
 from .validate import build_workflow
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from .events import EventBus
     from .guards import Deadlines
     from .locks import VariableLocks
+    from .metrics import Metrics
     from .migrations import SchemaAdmin
 
 WorkflowSource = Workflow | str | os.PathLike[str]
@@ -94,6 +96,7 @@ class Engine:
         self._cache: dict[str, tuple[int, int, Workflow]] = {}
         self._active = 0  # instances running now
         self._active_cond = threading.Condition()
+        self._metrics: Metrics | None = None
         self.services = Services(
             config=self.config,
             limits=Limits.from_config(self.config),
@@ -175,7 +178,8 @@ class Engine:
         isolates = Isolates(self.config, self.registry.runners)
         files = ActionFiles(sidecar, isolates.settings, ArchiveLimits.from_config(self.config),
                             self.services.limits.max_variable_bytes)
-        return Functions(isolates, files, dict(self.config.data.get("secrets", {}) or {}))
+        return Functions(isolates, files, dict(self.config.data.get("secrets", {}) or {}),
+                         observer=lambda: self.services.observer)
 
     def wrap_events(self, wrap: Callable[[Callable[[], EventBus]], EventBus]) -> None:
         """Make the event bus with ``wrap(make_in_process)`` instead (the daemon, when a
@@ -229,6 +233,25 @@ class Engine:
     def locks(self) -> VariableLocks:
         """Variable locks of this data directory (``lock: true``), shared within the process."""
         return self.services.locks.get()
+
+    @property
+    def metrics(self) -> Metrics:
+        """This engine's Prometheus metrics (``isolde.metrics.Metrics``; its ``registry`` is
+        a ``CollectorRegistry`` of its own), made on first use: instances started from then
+        on are counted.  An engine nobody asks for metrics pays nothing for them."""
+        with self._resource_lock:
+            if self._metrics is None:
+                from .metrics import Metrics
+
+                self._metrics = Metrics()
+                self.services.observer = combine(self.services.observer, self._metrics)
+            return self._metrics
+
+    def observe(self, observer: Observer) -> None:
+        """Add a listener (an ``isolde.observers.Observer``) to the instances started from
+        now on: their states, actions, commits and progress."""
+        with self._resource_lock:
+            self.services.observer = combine(self.services.observer, observer)
 
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         """A per-engine object made on first use under ``key`` (plugins keep their state

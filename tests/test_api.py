@@ -165,6 +165,7 @@ def test_openapi_document_lists_every_route(api: InProcess) -> None:
     doc = r.json
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
+        "/metrics",
         "/api/openapi.json",
         "/api/status",
         "/api/namespaces",

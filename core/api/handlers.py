@@ -45,6 +45,7 @@ class Served(Protocol):
     @property
     def max_wait(self) -> float: ...
     def status(self) -> dict[str, Any]: ...
+    def metrics(self, accept: str | None) -> tuple[bytes, str]: ...
     def namespaces(self) -> list[dict[str, Any]]: ...
     def workflows(self, ns: str) -> list[dict[str, Any]]: ...
     def check_namespace(self, ns: str) -> None: ...
@@ -81,6 +82,11 @@ def openapi(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
 
 def status(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
     x.json(200, d.status())
+
+
+def metrics(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
+    body, content_type = d.metrics(x.headers.get("Accept"))
+    x.send(200, body, content_type)
 
 
 def namespaces(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
@@ -209,7 +215,7 @@ def event(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
 
 
 HANDLERS: Final[dict[str, Handler]] = {
-    f.__name__: f for f in (openapi, status, namespaces, workflows, start, instances, instance, logs, cancel,
+    f.__name__: f for f in (openapi, status, metrics, namespaces, workflows, start, instances, instance, logs, cancel,
                             list_variables, get_variable, put_variable, delete_variable, event)
 }
 

@@ -17,6 +17,9 @@ def _response(desc: str, schema: Any) -> dict[str, Any]:
     if schema == "Error":
         return {"$ref": "#/components/responses/Error"} if desc == "An error." else {
             "description": desc, "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if schema == "metrics":
+        return {"description": desc, "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}},
+                                                 "application/openmetrics-text": {"schema": {"type": "string"}}}}
     if schema == "raw":
         return {"description": desc, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
     s = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema

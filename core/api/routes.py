@@ -71,6 +71,8 @@ _WF: Final = _NS + "/workflows/<path:path>"
 ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/api/openapi.json", "openapi", "This document", {200: ("OpenAPI 3 document", None)}),
     Route("GET", "/api/status", "status", "Daemon counters", {200: ("Counters.", {"type": "object"})}),
+    Route("GET", "/metrics", "metrics", "Prometheus metrics (text format 0.0.4, or OpenMetrics when Accept asks for it); "
+          "the same token rule as the API", {200: ("The metrics.", "metrics")}),
     Route("GET", "/api/namespaces", "namespaces", "Served namespaces", {200: ("Namespaces.", {
         "type": "object", "properties": {"namespaces": {"type": "array", "items": {"type": "object", "properties": {
             "name": {"type": "string"}, "workflows": {"type": "integer"}}}}}})}),

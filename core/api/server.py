@@ -226,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         self.query = dict(parse_qsl(parts.query, keep_blank_values=True))
         path = unquote(parts.path)
-        if not path.startswith("/api/"):
+        if not path.startswith("/api/") and path != "/metrics":
             raise ApiError(404, "isolde.api.notFound", f"no such path {parts.path[:100]!r} (the API lives under /api; see /api/openapi.json)")
         if path.endswith("/") and len(path) > 5:
             path = path[:-1]

@@ -263,7 +263,7 @@ class Runs:
             if len(info.log) > keep:
                 info.log.popleft()
             if log.isEnabledFor(logging.DEBUG):
-                log.debug(message, extra={"fields": {"ns": ns, "id": iid, "state": state}})
+                log.debug(message, extra={"fields": {"ns": ns, "workflow": info.workflow, "id": iid, "state": state}})
 
         def on_step(ctx: InstanceContext, state: StateSpec, nxt: str | None, data: dict[str, Any], pending: Sequence[Put]) -> Sequence[Put]:
             info.ctx = ctx

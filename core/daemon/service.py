@@ -75,6 +75,7 @@ class Daemon:
         self._started = False
         self._stopping = False
         self._lock = threading.Lock()
+        self._unregister_metrics: Callable[[], None] = lambda: None
 
     # ------------------------------------------------------------------ wiring
     def _build(self) -> None:
@@ -109,6 +110,10 @@ class Daemon:
         self.recovery = Recovery(self.records, self.runs, self.catalog, log,
                                  has_instance_vars=lambda ns, iid: bool(store.list(ns, "instance", iid)),
                                  end_instance=store.end_instance)
+        from .metrics import DaemonCollector, register
+
+        self._unregister_metrics = register(engine.metrics.registry, DaemonCollector(
+            self.catalog, self.runs, engine.services.functions.peek, lambda: not self._stopping))
 
     def _packer(self) -> Callable[[Path, io.BytesIO, str], None]:
         from ..files import ArchiveLimits, pack_dir
@@ -190,6 +195,7 @@ class Daemon:
         self.engine.close()
         if self.backend is not None:
             self.backend.close()  # after the instances stopped: the others may claim them at once
+        self._unregister_metrics()
         self._dir_lock.release()
         self.log.info("stopped")
 
@@ -312,6 +318,10 @@ class Daemon:
 
     def check_namespace(self, ns: str) -> None:
         self.catalog.check_namespace(ns)
+
+    def metrics(self, accept: str | None) -> tuple[bytes, str]:
+        """``/metrics``: the engine's registry (with this daemon's collector), as ``accept`` asks."""
+        return self.engine.metrics.exposition(accept)
 
     def status(self) -> dict[str, Any]:
         n_ns, n_wf, invalid = self.catalog.counts()

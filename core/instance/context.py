@@ -7,6 +7,7 @@ loop (``isolde.instance.loop``) commits what a state staged after the state.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from ..errors import InstanceFailure, WorkflowError
@@ -154,9 +155,13 @@ class InstanceContext:
             durable.append(self.services.locks.get().hand_over(self.lock_owner, done))
             self._locked.difference_update(done)
 
+        obs = self.services.observer
+        began = perf_counter() if obs is not None else 0.0
         try:
             self.store.write([*pending, *extra] if extra else pending, register_instance=register,
                              handover=hand_over if done else None)
+            if obs is not None:
+                obs.committed(perf_counter() - began)
         except StoreError as exc:
             if getattr(exc, "instance_lost", False):
                 # Another process holds the instance now (a claim fenced this commit): end it
@@ -190,6 +195,11 @@ class InstanceContext:
             raise WorkflowError(MULTIPLE_ERRORS, f"error {code} (state '{here}') raised after the earlier error "
                                 f"{self.error_at_end[0]}; the instance keeps the first error")
         self.error_at_end = (code, message, here)
+
+    def progress(self, done: int, total: int, failed: int = 0) -> None:
+        obs = self.services.observer
+        if obs is not None:
+            obs.progress(self, done, total, failed)
 
     def log(self, message: str) -> None:
         self.log_lines.append(message)

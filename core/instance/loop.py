@@ -9,6 +9,7 @@ the state staged variable writes, commits them in one transaction.
 from __future__ import annotations
 
 import json
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from ..errors import InstanceFailure, IsoldeError, WorkflowError
@@ -23,6 +24,7 @@ CANCEL_CODE = "direktiv.cancels.api"
 """The error of an instance cancelled by a user (``Engine.cancel``, the CLI, the API)."""
 
 if TYPE_CHECKING:
+    from ..observers import Observer
     from ..store import Put
     from ..workflow import StateSpec, Workflow
     from .services import LogSink, Services
@@ -83,10 +85,16 @@ def run_instance(
                       deadline)
         if deadline is not None or needs_guard(wf) else None
     )
+    obs = services.observer
+    if obs is not None:
+        obs.instance_started(ctx)
+        began = mark = perf_counter()
     try:
         if guard is not None:
             guard.start()
         while True:
+            if obs is not None:
+                mark = _state_done(obs, ctx, mark)
             steps += 1
             if steps > max_steps:
                 raise InstanceFailure(
@@ -177,7 +185,18 @@ def run_instance(
             ctx.release_locks()
         if ctx._registered:
             ctx.store.end_instance(namespace, instance_id)
+        if obs is not None:
+            _state_done(obs, ctx, mark)
+            obs.instance_ended(ctx, result.status, result.error.code if result.error else None, perf_counter() - began)
     return result
+
+
+def _state_done(obs: Observer, ctx: InstanceContext, mark: float) -> float:
+    """Tell ``obs`` the state ``ctx`` was in is done (it began at ``mark``); returns now."""
+    now = perf_counter()
+    if ctx.state is not None:
+        obs.state_done(ctx, ctx.state.type, now - mark)
+    return now
 
 
 __all__ = ["CANCEL_CODE", "Recorder", "StepHook", "run_instance"]
