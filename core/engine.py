@@ -39,6 +39,7 @@ from .instance import (
 )
 from .jqexpr import JqRuntime
 from .loader import YamlError, load_document
+from .names import check_name
 from .registry import Registry, load_plugins
 from .store import SCOPES, Put, Ref, Variable, VariableStore, check_key, check_scope
 from .validate import build_workflow
@@ -385,11 +386,6 @@ class Engine:
     def _report_internal(self, exc: BaseException) -> None:
         if os.environ.get("ISOLDE_DEBUG"):
             traceback.print_exception(exc, file=sys.stderr)
-
-
-def check_name(value: str, what: str) -> None:
-    if not value or "\x00" in value or "/" in value or len(value.encode()) > 255:
-        raise IsoldeError(f"invalid {what} name {value!r}: 1-255 bytes, no '/' or NUL")
 
 
 class Variables:
