@@ -22,10 +22,18 @@ counter-8thr    8 threads sharing one engine, durable store; compared with the
 chainN          N noop states, each with the transform ``.i += 1``, in transitions/s.
                 Floor: a dict lookup to dispatch plus the compiled program per step.
                 Shown for N = 10, 100, 1000 to show the per-state cost stays flat.
+locked          the counter with ``lock: true`` on its getter, 8 threads sharing one
+                engine against the same on 1 thread (target >= 1.5: locked instances
+                share the group commit; every update kept).
 cold-cli        ``isolde run examples/counter.yaml`` as a new process, wall time
                 median; floor: ``python -c "import yaml, jq, lmdb, lark, pluggy,
-                watchdog"``.  Bytecode is allowed (PYTHONDONTWRITEBYTECODE is dropped
-                for the children, as for a user whose pip compiled it at install).
+                watchdog"``, same interpreter.  Both run from a venv where isolde is
+                installed as a user gets it (``pip install .``: not editable, bytecode
+                compiled at install), made in the scratch directory unless ``--venv``
+                names one; PYTHONDONTWRITEBYTECODE is dropped for the children.
+vars            ``isolde vars list`` of 10,000 namespace variables as a new process, from
+                the same venv; floor: 2 x ``python -c pass`` + the read done by hand (one
+                LMDB cursor over the records, headers decoded, rows formatted and written).
 """
 
 from __future__ import annotations
