@@ -122,6 +122,13 @@ def _parser() -> Any:
 
 
 def _cache_dir() -> str | None:
+    """The user's cache directory for isolde (made if missing); looked up once per
+    environment, not once per declaration text (an engine start parses about twenty)."""
+    return _cache_dir_for(os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
+
+
+@functools.lru_cache(maxsize=4)
+def _cache_dir_for(xdg: str | None, home: str | None) -> str | None:
     try:
         import platformdirs
 
