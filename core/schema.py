@@ -103,6 +103,7 @@ def _json_str(v: Any) -> str:
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def _grammar() -> str:
     return resources.files("isolde.grammar").joinpath("schema.lark").read_text(encoding="utf-8")
 
