@@ -6,15 +6,41 @@ The API for programs that embed isolde is what this module exports; plugins use
 
 from __future__ import annotations
 
-from .config import Config, load_config
-from .engine import Engine
-from .variable_access import Variables
-from .errors import ConfigError, Diagnostic, InstanceFailure, IsoldeError, ValidationError, WorkflowError
-from .hookspecs import hookimpl
-from .instance import ErrorInfo, Result
-from .report import Report
+from typing import TYPE_CHECKING, Any
+
 from .version import __version__
-from .workflow import StateContext, StateSpec, StateType, Workflow
+
+if TYPE_CHECKING:
+    from .config import Config, load_config
+    from .engine import Engine
+    from .errors import ConfigError, Diagnostic, InstanceFailure, IsoldeError, ValidationError, WorkflowError
+    from .hookspecs import hookimpl
+    from .instance import ErrorInfo, Result
+    from .report import Report
+    from .variable_access import Variables
+    from .workflow import StateContext, StateSpec, StateType, Workflow
+
+# The exports are imported on first use, so that a command that needs little (``isolde
+# vars list``, ``isolde --help``) does not pay for the engine, jq, YAML and the plugins.
+_HOME = {
+    "Config": "config", "load_config": "config", "Engine": "engine", "Variables": "variable_access",
+    "ConfigError": "errors", "Diagnostic": "errors", "InstanceFailure": "errors", "IsoldeError": "errors",
+    "ValidationError": "errors", "WorkflowError": "errors", "hookimpl": "hookspecs", "ErrorInfo": "instance",
+    "Result": "instance", "Report": "report", "StateContext": "workflow", "StateSpec": "workflow",
+    "StateType": "workflow", "Workflow": "workflow",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'isolde' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Config",

@@ -40,12 +40,13 @@ from .instance import (
 from .jqexpr import JqRuntime
 from .loader import YamlError, load_document
 from .observers import Observer, combine
+from .names import check_name
 from .registry import Registry, load_plugins
 from .store import VariableStore
 from .validate import build_workflow
 from .variables import parse_json
 from .workflow import Workflow
-from .variable_access import Variables, check_name
+from .variable_access import Variables
 
 if TYPE_CHECKING:
     from .actions.call import Functions
@@ -93,9 +94,10 @@ class Engine:
         self._resource_lock = threading.Lock()
         self._closed = False
         self._good_namespaces: set[str] = set()
-        self._cache: dict[str, tuple[int, int, Workflow]] = {}
+        self._cache: dict[Any, tuple[int, int, Workflow, str]] = {}
         self._active = 0  # instances running now
-        self._active_cond = threading.Condition()
+        self._active_lock = threading.Lock()  # a plain lock: run_loaded takes it twice per instance
+        self._active_cond = threading.Condition(self._active_lock)
         self._metrics: Metrics | None = None
         self.services = Services(
             config=self.config,
@@ -306,19 +308,34 @@ class Engine:
         """
         if isinstance(workflow, Workflow):
             return workflow
+        if workflow_id is None:
+            # The hot case, a path run again: one dict lookup by the argument itself and
+            # the stat that notices an edited file (nothing else per run).
+            hit = self._cache.get(workflow)
+            if hit is None and not (isinstance(workflow, str) and "\n" in workflow) and not os.path.isabs(workflow):
+                hit = self._cache.get((os.getcwd(), workflow))  # a relative path: cached with the working directory
+            if hit is not None:
+                st = os.stat(hit[3])
+                if hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+                    return hit[2]
         if isinstance(workflow, str) and ("\n" in workflow or (":" in workflow and not os.path.exists(workflow))):
             return self.build(workflow, "<string>", workflow_id or "workflow")
         path = os.path.abspath(os.fspath(workflow))
         st = os.stat(path)
-        hit = self._cache.get(path)
-        if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size and workflow_id is None:
-            return hit[2]
         with open(path, "rb") as fh:
             text = fh.read()
         wf = self.build(text, os.fspath(workflow), workflow_id or Path(path).stem)
         if workflow_id is None:
-            self._cache[path] = (st.st_mtime_ns, st.st_size, wf)
+            if len(self._cache) >= 1024:
+                self._cache.clear()
+            # Keyed by the argument as given (a relative path only while the working
+            # directory is the same: it is part of the key).
+            self._cache[self._cache_key(workflow)] = (st.st_mtime_ns, st.st_size, wf, path)
         return wf
+
+    @staticmethod
+    def _cache_key(workflow: str | os.PathLike[str]) -> Any:
+        return workflow if os.path.isabs(workflow) else (os.getcwd(), workflow)
 
     def build(self, text: str | bytes, filename: str, default_id: str) -> Workflow:
         """Validate YAML ``text`` (named ``filename`` in diagnostics) into a workflow."""
@@ -386,7 +403,7 @@ class Engine:
             if len(self._good_namespaces) < 1024:
                 self._good_namespaces.add(namespace)
         iid = instance_id or new_instance_id()
-        with self._active_cond:
+        with self._active_lock:
             if self._closed:
                 raise IsoldeError("this Engine is closed")
             self._active += 1
@@ -401,7 +418,7 @@ class Engine:
             history.ended(rec, result)
             return result
         finally:
-            with self._active_cond:
+            with self._active_lock:
                 self._active -= 1
                 if self._closed:  # only close() waits on it
                     self._active_cond.notify_all()
@@ -460,3 +477,6 @@ class Engine:
     def _report_internal(self, exc: BaseException) -> None:
         if os.environ.get("ISOLDE_DEBUG"):
             traceback.print_exception(exc, file=sys.stderr)
+
+
+__all__ = ["Engine", "SCOPES"]

@@ -103,6 +103,7 @@ def _json_str(v: Any) -> str:
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def _grammar() -> str:
     return resources.files("isolde.grammar").joinpath("schema.lark").read_text(encoding="utf-8")
 
@@ -122,6 +123,13 @@ def _parser() -> Any:
 
 
 def _cache_dir() -> str | None:
+    """The user's cache directory for isolde (made if missing); looked up once per
+    environment, not once per declaration text (an engine start parses about twenty)."""
+    return _cache_dir_for(os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
+
+
+@functools.lru_cache(maxsize=4)
+def _cache_dir_for(xdg: str | None, home: str | None) -> str | None:
     try:
         import platformdirs
 

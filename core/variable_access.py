@@ -1,21 +1,18 @@
-"""``engine.variables``: a program's access to variables by scope, and the namespace-name rule."""
+"""``engine.variables``: a program's access to variables by scope."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import IsoldeError
-from .store import SCOPES, Put, Ref, Variable, VariableStore, check_key, check_scope
+from .names import check_name
+from .store import Put, Ref, Variable, VariableStore, check_key, check_scope
 from .variables import decode, encode
 
 if TYPE_CHECKING:
     from .lazy import Lazy
 
-__all__ = ["Variables", "check_name"]
-
-def check_name(value: str, what: str) -> None:
-    if not value or "\x00" in value or "/" in value or len(value.encode()) > 255:
-        raise IsoldeError(f"invalid {what} name {value!r}: 1-255 bytes, no '/' or NUL")
+__all__ = ["Variables"]
 
 
 class Variables:
@@ -80,5 +77,3 @@ class Variables:
     def __iter__(self) -> Iterator[str]:
         return iter(k for k, _ in self.list())
 
-
-__all__ = ["Engine", "Variables", "SCOPES"]

@@ -150,6 +150,21 @@ def test_load_caches_by_file_and_notices_changes(engine: isolde.Engine, tmp_path
     assert engine.run(path).output == {"changed": True}
 
 
+def test_load_of_a_relative_path_follows_the_working_directory(engine: isolde.Engine, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache is keyed by the path as given: a relative one names another file once the
+    working directory changed, and the same file under another spelling is still the same."""
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "wf.yaml").write_text(ECHO.replace("id: echo", f"id: {name}"))
+    monkeypatch.chdir(tmp_path / "one")
+    assert engine.load("wf.yaml").id == "one"
+    monkeypatch.chdir(tmp_path / "two")
+    assert engine.load("wf.yaml").id == "two"
+    assert engine.load(Path("wf.yaml")).id == "two"
+    assert engine.load(str(tmp_path / "one" / "wf.yaml")).id == "one"
+
+
 def test_run_of_an_invalid_workflow_raises_validation_error(engine: isolde.Engine) -> None:
     with pytest.raises(isolde.ValidationError) as info:
         engine.run("id: bad\nstates:\n- id: a\n  type: nope\n")

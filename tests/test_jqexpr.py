@@ -659,3 +659,17 @@ def test_jq_workers_limit_sets_the_pool_size(tmp_path: Path) -> None:
         assert eng.jq.workers == 4
     with pytest.raises(ValueError):
         JqRuntime(workers=0)
+
+
+@pytest.mark.parametrize("source", [
+    ".var.x += 1", "{a: .b, c: 1, d}", ".a // 1", ".n + 1 | tostring", '"\\(.a)-\\(.b)"', ".b | not",
+    ".a |= . + 1", "{(.k): .a} | keys", '."a" == 1 and .b < 3', ".missing // .a",
+    ".a, .b", "[.a, .b] | .[]", ".a | select(. > 5)", "empty", ".[]", "if .a then 1 else 2, 3 end",
+])
+def test_programs_give_every_output_whether_or_not_they_are_single(rt: JqRuntime, source: str) -> None:
+    """Programs known to give one output are asked for the first only (a cheaper call);
+    the outputs are those of the jq binding asked for all, for single programs and others."""
+    import jq
+
+    data = {"a": 1, "b": 2, "k": "key", "n": 4}
+    assert rt.compile(source).run(data) == jq.compile(source).input_value(data).all()

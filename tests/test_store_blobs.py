@@ -478,3 +478,21 @@ def test_open_reader_survives_replace_and_delete(store: LmdbStore, path: Path) -
         assert r.read() == old and rs.read() == b"1"
     store.write([Put(wf("v"), None)])
     assert store.open(wf("v")) is None
+
+
+def test_list_meta_reads_headers_only_and_reports_blob_sizes(path: Path) -> None:
+    """``list_meta`` (what ``isolde vars list`` reads) gives the same rows as ``list``
+    without the data, and a blob's size without opening its file."""
+    s = LmdbStore(path, blob_threshold=16)
+    try:
+        s.write([Put(wf("big"), b"x" * 1000, "application/octet-stream"), Put(wf("small"), b"12", "application/json")])
+        full = s.list("ns", "workflow", "wf")
+        meta = s.list_meta("ns", "workflow", "wf")
+        assert [k for k, _ in meta] == [k for k, _ in full] == ["big", "small"]
+        for (_, m), (_, f) in zip(meta, full):
+            assert (m.data, m.size, m.mime, m.created, m.updated, m.version) == (b"", f.size, f.mime, f.created, f.updated, f.version)
+        for name in blobs(path):  # the blob file is not opened: it may even be gone
+            os.unlink(path / "blobs" / name)
+        assert [(k, v.size) for k, v in s.list_meta("ns", "workflow", "wf")] == [("big", 1000), ("small", 2)]
+    finally:
+        s.close()

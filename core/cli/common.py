@@ -7,11 +7,12 @@ bytes); logs and errors go to stderr, one line each, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -105,17 +106,48 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _engine(data_dir: str | None, config_path: str | None, **kw: Any) -> Any:
+def _config(config_path: str | None) -> Any:
     from ..config import load_config
+
+    cfg = load_config(config_path)
+    url = click.get_current_context().meta.get("isolde.store_url")
+    if url is not None:  # --store overrides [store] url
+        cfg.data = {**cfg.data, "store": {**cfg.data.get("store", {}), "url": url}}
+        cfg.validate()
+    return cfg
+
+
+def _engine(data_dir: str | None, config_path: str | None, **kw: Any) -> Any:
     from ..engine import Engine
 
-    url = click.get_current_context().meta.get("isolde.store_url")
-    if url is None:
-        return Engine(data_dir=data_dir, config=config_path, **kw)
-    cfg = load_config(config_path)  # --store overrides [store] url
-    cfg.data = {**cfg.data, "store": {**cfg.data.get("store", {}), "url": url}}
-    cfg.validate()
-    return Engine(data_dir=data_dir, config=cfg, **kw)
+    return Engine(data_dir=data_dir, config=_config(config_path), **kw)
+
+
+@contextlib.contextmanager
+def _store(data_dir: str | None, config_path: str | None) -> Iterator[Any]:
+    """The variable store for a command that only reads or writes variables.  Without a
+    plugin that could provide another store (no ``[store] url``, no third-party plugin
+    installed, none disabled), the LMDB store is opened directly, as the engine would
+    open it, without loading the plugins, jq and the YAML stack; otherwise through an
+    ``Engine``."""
+    from ..entrypoints import entry_points
+
+    cfg = _config(config_path)
+    table = cfg.data.get("store", {})
+    if table.get("url") or cfg.disabled_plugins or entry_points("isolde"):
+        with _engine(data_dir, config_path) as engine:
+            yield engine.store
+        return
+    from ..config import resolve_data_dir
+    from ..store import LmdbStore
+
+    store = LmdbStore(resolve_data_dir(data_dir, cfg), durable=cfg.durable,
+                      blob_threshold=table.get("blob_threshold", 1 << 20))
+    try:
+        store.sweep_orphans()
+        yield store
+    finally:
+        store.close()
 
 
 def _emit(text: str, output: str | None) -> None:

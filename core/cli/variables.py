@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import click
 
-from .common import EXIT_FAILED, _common, _engine, _handled
+from .common import EXIT_FAILED, _common, _engine, _handled, _store
 
 
 # -- variables ---------------------------------------------------------------
@@ -43,11 +43,27 @@ def vars() -> None:
 @_handled
 def vars_list(namespace: str, workflow: str | None, instance: str | None, data_dir: str | None, config_path: str | None) -> None:
     """List variables of one scope: KEY, SIZE, MIME TYPE, UPDATED."""
-    with _engine(data_dir, config_path) as engine:
-        rows = engine.variables.list(namespace=namespace, **_scope(workflow, instance))
+    from ..names import check_name
+    from ..store import check_scope
+
+    where = _scope(workflow, instance)
+    check_name(namespace, "namespace")
+    scope = where["scope"]
+    check_scope(scope)
+    owner = where.get("workflow") or where.get("instance") or ""
+    with _store(data_dir, config_path) as store:
+        list_meta = getattr(store, "list_meta", None)  # LMDB: headers only, no blob file opened
+        rows = list_meta(namespace, scope, owner) if list_meta else store.list(namespace, scope, owner)
+    lines = []
+    stamps: dict[int, str] = {}  # one strftime per distinct second
     for key, var in rows:
-        updated = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(var.updated))
-        click.echo(f"{key}\t{var.size}\t{var.mime}\t{updated}")
+        second = int(var.updated)
+        updated = stamps.get(second)
+        if updated is None:
+            updated = stamps[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
+        lines.append(f"{key}\t{var.size}\t{var.mime}\t{updated}\n")
+    if lines:
+        click.echo("".join(lines), nl=False)
 
 
 @vars.command("get")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 from ..errors import InstanceFailure, WorkflowError
 from ..namespace_files import read_file_scope
 from ..store import Put, Ref, StoreError, Variable
+from ..store.types import make_put, make_ref
 from .transform import apply_transform
 
 if TYPE_CHECKING:
@@ -86,11 +87,13 @@ class InstanceContext:
             owner = self.instance_id
         else:
             owner = ""
-        return Ref(self.namespace, scope, owner, key)
+        return make_ref(self.namespace, scope, owner, key)
 
     def get_many(self, items: Sequence[tuple[str, str]]) -> list[Variable | None]:
         """Read several variables of this instance's scopes in one read transaction."""
         try:
+            if len(items) == 1:  # one variable: the store's single-read fast path
+                return [self.store.get(self.ref(*items[0]))]
             return self.store.get_many([self.ref(s, k) for s, k in items])
         except StoreError as exc:
             raise _store_error(exc) from None
@@ -112,7 +115,7 @@ class InstanceContext:
                 f"variable '{key}' would be {len(data)} bytes, over the {self.max_variable_bytes}-byte limit "
                 "(raise [limits] max_variable_bytes in isolde.toml)",
             )
-        self._pending.append(Put(self.ref(scope, key), data, mime))
+        self._pending.append(make_put(self.ref(scope, key), data, mime))
 
     def owns_instance_variables(self) -> None:
         """Instance variables of this instance were written outside ``set`` (by an isolate
@@ -144,8 +147,21 @@ class InstanceContext:
     def commit(self, extra: Sequence[Put] = ()) -> None:
         pending = self._pending
         register = None
-        if not self._registered and any(p.ref.scope == "instance" for p in pending):
-            register = (self.namespace, self.instance_id)
+        if not self._registered:
+            for p in pending:
+                if p.ref.scope == "instance":
+                    register = (self.namespace, self.instance_id)
+                    break
+        if not self._locked:  # the common case: no hand-over to arrange
+            try:
+                self.store.write([*pending, *extra] if extra else pending, register_instance=register)
+            except StoreError as exc:
+                raise _store_error(exc) from None
+            finally:
+                self._pending = []
+            if register:
+                self._registered = True
+            return
         # Locked variables this write sets go to the next holder as soon as the write is
         # queued (its values visible to this process); other processes wait until it is durable.
         done = [k for k in (_lock_key(p.ref) for p in pending) if k in self._locked] if self._locked else []

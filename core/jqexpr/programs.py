@@ -66,16 +66,21 @@ class Program:
 class FastProgram(Program):
     """In-process program: the hot path, one call into the binding per run."""
 
-    __slots__ = ("_input_value",)
+    __slots__ = ("_input_value", "_single")
 
-    def __init__(self, source: str, compiled: Any) -> None:
+    def __init__(self, source: str, compiled: Any, single: bool = False) -> None:
         self.source = source
         self.guarded = False
         self._input_value = compiled.input_value
+        self._single = single  # gives exactly one output (.single): no trip into jq for a second
 
     def run(self, data: Any) -> list[Any]:
         try:
+            if self._single:
+                return [self._input_value(data).first()]
             return self._input_value(data).all()  # type: ignore[no-any-return]
+        except StopIteration:  # not reached: a single program gives one output or fails
+            return []
         except ValueError as exc:
             raise runtime_error(exc) from None
         except TypeError as exc:

@@ -18,6 +18,7 @@ from .analysis import PREFIX, check
 from .errors import BAD_COMMAND, JqError, compile_error
 from .lexer import LexError, lex
 from .programs import SIMPLE_PATH, FastProgram, GuardedProgram, PathProgram, Program
+from .single import single_output
 from .worker import WorkerPool
 
 __all__ = ["DEFAULT_WORKERS", "JqRuntime"]
@@ -110,7 +111,7 @@ class JqRuntime:
             compiled: Any = _jq.compile(full)
         except ValueError as exc:
             raise compile_error(PREFIX, source, str(exc)) from None
-        return FastProgram(source, compiled)
+        return FastProgram(source, compiled, single_output(toks))
 
     # -- lifecycle ----------------------------------------------------------------------------
 

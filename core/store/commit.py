@@ -41,7 +41,7 @@ class GroupCommit:
     transaction and marks every item done (result or error); it is called by
     one leader at a time."""
 
-    __slots__ = ("_run", "_grouped", "_cond", "_queue", "_busy")
+    __slots__ = ("_run", "_grouped", "_cond", "_queue", "_busy", "_waiting")
 
     def __init__(self, run: Callable[[list[Pending]], None], *, grouped: bool) -> None:
         self._run = run
@@ -49,6 +49,7 @@ class GroupCommit:
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[Pending] = []
         self._busy = False
+        self._waiting = 0  # writers asleep in cond.wait(): only then is there anyone to wake
 
     def submit(
         self, fn: Body, arg: Any, buffers: bool, *,
@@ -77,21 +78,34 @@ class GroupCommit:
             else:
                 appended = False
             with cond:
-                if not appended:
-                    self._queue.append(item)
-                while not item.done:
-                    if not self._busy:
-                        self._busy = True
-                        batch, self._queue = self._queue, []
-                        break
-                    cond.wait()
+                if not appended and not self._busy:
+                    # Uncontended: nobody queued, nobody committing; lead a batch of one
+                    # without going through the queue.
+                    self._busy = True
+                    batch = self._queue
+                    batch.append(item)
+                    self._queue = []
+                else:
+                    if not appended:
+                        self._queue.append(item)
+                    while not item.done:
+                        if not self._busy:
+                            self._busy = True
+                            batch, self._queue = self._queue, []
+                            break
+                        self._waiting += 1
+                        try:
+                            cond.wait()
+                        finally:
+                            self._waiting -= 1
             if batch is not None:
                 try:
                     self._run(batch)
                 finally:
                     with cond:
                         self._busy = False
-                        cond.notify_all()
+                        if self._waiting:
+                            cond.notify_all()
         if item.error is not None:
             raise item.error
         return item.result

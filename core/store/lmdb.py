@@ -261,6 +261,12 @@ class LmdbStore:
         prefix = self._keys.scope_prefix(namespace, scope, owner)
         return self._read_resolved(self._reads.scope, prefix)
 
+    def list_meta(self, namespace: str, scope: str, owner: str = "") -> builtins.list[tuple[str, Variable]]:
+        """``list`` without the data (``data == b""``; size, mime type and times as
+        stored): a listing reads only the records' headers and opens no blob file."""
+        prefix = self._keys.scope_prefix(namespace, scope, owner)
+        return self._live().read(self._reads.scope_meta, prefix, True)
+
     def namespaces(self) -> builtins.list[str]:
         """Namespaces holding any variable."""
         return self._live().read(self._reads.namespaces, None)

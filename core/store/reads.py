@@ -70,6 +70,26 @@ class Reads:
                 out.append((k[n:].decode(), decode(v)))
         return out
 
+    def scope_meta(self, txn: lmdb.Transaction[bytes], prefix: bytes) -> list[tuple[str, Variable]]:
+        """Like ``scope``, with every value's data left out (``data == b""``, ``size``
+        the value's): only the headers are read, from the map (``buffers=True``), and
+        blob files are not opened."""
+        out: list[tuple[str, Variable]] = []
+        cur = txn.cursor(self.vars)
+        n = len(prefix)
+        if cur.set_range(prefix):
+            for k, v in cur:
+                if bytes(k[:n]) != prefix:
+                    break
+                version, created, updated, ml = hdr_unpack(v)
+                if ml & BLOB_FLAG:
+                    var = stub(v, ml, version, created, updated).variable(b"")
+                else:
+                    end = HDR_SIZE + ml
+                    var = make_var(b"", str(v[HDR_SIZE:end], "utf-8"), len(v) - end, created, updated, version)
+                out.append((str(k[n:], "utf-8"), var))
+        return out
+
     def namespaces(self, txn: lmdb.Transaction[bytes], _: None) -> list[str]:
         """Skips from one namespace to the next rather than walking every key."""
         out: list[str] = []

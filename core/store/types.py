@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..errors import IsoldeError
 
-__all__ = ["StoreError", "InvalidKey", "StoreFull", "Variable", "Ref", "Put", "make_var"]
+__all__ = ["StoreError", "InvalidKey", "StoreFull", "Variable", "Ref", "Put", "make_var", "make_ref", "make_put"]
 
 
 class StoreError(IsoldeError):
@@ -87,3 +87,29 @@ def make_var(data: bytes, mime: str, size: int, created: float, updated: float, 
     _set_updated(v, updated)
     _set_version(v, version)
     return v
+
+
+_set_ref = (Ref.__dict__["namespace"].__set__, Ref.__dict__["scope"].__set__,
+            Ref.__dict__["owner"].__set__, Ref.__dict__["key"].__set__)
+_set_put = (Put.__dict__["ref"].__set__, Put.__dict__["data"].__set__, Put.__dict__["mime"].__set__)
+
+
+def make_ref(namespace: str, scope: str, owner: str, key: str) -> Ref:
+    """Fast equivalent of ``Ref(...)`` (the instance loop makes one per variable read or written)."""
+    r: Ref = _new_object(Ref)
+    ns, sc, ow, ke = _set_ref
+    ns(r, namespace)
+    sc(r, scope)
+    ow(r, owner)
+    ke(r, key)
+    return r
+
+
+def make_put(ref: Ref, data: bytes | None, mime: str) -> Put:
+    """Fast equivalent of ``Put(...)``."""
+    p: Put = _new_object(Put)
+    rf, da, mi = _set_put
+    rf(p, ref)
+    da(p, data)
+    mi(p, mime)
+    return p
