@@ -41,7 +41,7 @@ class GroupCommit:
     transaction and marks every item done (result or error); it is called by
     one leader at a time."""
 
-    __slots__ = ("_run", "_grouped", "_cond", "_queue", "_busy", "_waiting")
+    __slots__ = ("_run", "_grouped", "_cond", "_queue", "_busy", "_waiting", "batches")
 
     def __init__(self, run: Callable[[list[Pending]], None], *, grouped: bool) -> None:
         self._run = run
@@ -50,6 +50,7 @@ class GroupCommit:
         self._queue: list[Pending] = []
         self._busy = False
         self._waiting = 0  # writers asleep in cond.wait(): only then is there anyone to wake
+        self.batches = 0  # transactions run (each one fsync when durable): how well writes group
 
     def submit(
         self, fn: Body, arg: Any, buffers: bool, *,
@@ -61,6 +62,7 @@ class GroupCommit:
         ``handed()`` runs after that, before the wait for the commit."""
         item = Pending(fn, arg, buffers)
         if not self._grouped:  # no fsync to share: run it directly
+            self.batches += 1
             self._run([item])
             if handed is not None and item.error is None:
                 handed()
@@ -99,6 +101,7 @@ class GroupCommit:
                         finally:
                             self._waiting -= 1
             if batch is not None:
+                self.batches += 1  # only the leader counts: under _busy, one at a time
                 try:
                     self._run(batch)
                 finally:
