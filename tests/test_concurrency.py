@@ -9,10 +9,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 import isolde
 
