@@ -72,6 +72,13 @@ export function h(spec, attrs, ...children) {
   return el;
 }
 
+// Replace el's children (null, false and nested arrays allowed, as in h()).
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
 function append(el, children) {
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;

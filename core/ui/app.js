@@ -75,11 +75,13 @@ async function render() {
     },
   };
   let node;
+  let ready = page ? page.name : "error";
   try {
     if (!page) throw new ApiError(404, "isolde.ui.notFound", `no page ${path} (start at the namespaces)`);
     node = await page.fn(ctx);
   } catch (e) {
     if (gen !== generation) return;
+    ready = "error";
     if (e instanceof ApiError && e.status === 401) {
       ++generation; // stop any polling the failed page started
       node = tokenForm(Boolean(token()));
@@ -90,7 +92,7 @@ async function render() {
   if (gen !== generation && !node.matches("form.token")) return;
   main.replaceChildren(node);
   document.title = `isolde · ${page ? page.name : "not found"}`;
-  document.body.dataset.ready = page ? page.name : "error";
+  document.body.dataset.ready = ready;
 }
 
 logout.addEventListener("click", () => {

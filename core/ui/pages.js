@@ -2,7 +2,7 @@
 // workflow (its graph, errors, start form and variables), one instance (live status,
 // timeline, log, cancel, variables).  Each page is an async function (ctx) -> Node.
 
-import { api, badge, duration, enc, errorBox, h, json, pager, toast, when, wfPath } from "./api.js";
+import { api, badge, duration, enc, errorBox, fill, h, json, pager, toast, when, wfPath } from "./api.js";
 import { variablesPanel } from "./variables.js";
 
 const LIVE = new Set(["pending", "running"]);
@@ -235,7 +235,7 @@ export async function instancePage(ctx) {
 
   function drawHead() {
     const live = LIVE.has(rec.status);
-    head.replaceChildren(
+    fill(head,
       h("h1", "Instance ", h("code", rec.id), " ", badge(rec.status)),
       h("dl.facts",
         h("dt", "workflow"), h("dd", link(wfHash(ns, rec.workflow), rec.workflow)),
