@@ -215,7 +215,7 @@ class Engine:
                 return
             self._closed = True
         for lazy in self._lazy:
-            lazy.closed = True
+            lazy.close()
         for service in list(self._made):
             cancel = getattr(service, "cancel_all", None)
             if cancel is not None:

@@ -36,6 +36,12 @@ class Lazy(Generic[T]):
                 self._value = value
             return self._value
 
+    def close(self) -> None:
+        """No more making: a :meth:`get` under way finishes first (so the engine sees what
+        it made before cancelling its services), later ones raise."""
+        with self._lock:
+            self.closed = True
+
     def peek(self) -> T | None:
         """The service if it was made, without making it."""
         return self._value

@@ -68,8 +68,8 @@ def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, nam
             if root is not None:
                 workflow.root = Path(root).resolve()
             at["state"] = workflow.start.id
-            result = _run_interruptibly(lambda: engine.run(workflow, input=raw, namespace=namespace,
-                                                           instance_id=instance_id))
+            result = _run_interruptibly(engine, lambda: engine.run(workflow, input=raw, namespace=namespace,
+                                                                   instance_id=instance_id))
             unused = [e for e in engine.events.pending(namespace) if e["id"] in sent] if sent else []
     except KeyboardInterrupt:
         # the engine has closed on the way out (isolate calls ended, locks released)
@@ -239,10 +239,13 @@ def serve(directory: str, api: str | None, no_api: bool, token: str | None, verb
     sys.exit(code)
 
 
-def _run_interruptibly(run: Callable[[], Result]) -> Result:
+def _run_interruptibly(engine: Any, run: Callable[[], Result]) -> Result:
     """Run the instance in a worker thread while this (main) thread waits, so a Ctrl-C is
     raised here, never in the middle of the engine's own work (a lock held, a commit under
-    way); leaving the engine's ``with`` block then cancels the instance cleanly."""
+    way).  On Ctrl-C the engine is closed here (the instance is cancelled: waits woken,
+    isolate calls ended, locks released) and the worker is given the time to wind down
+    before the interrupt goes on: the interpreter must not shut down while one of our
+    threads is still inside the store."""
     box: list[Result | BaseException] = []
 
     def work() -> None:
@@ -253,9 +256,19 @@ def _run_interruptibly(run: Callable[[], Result]) -> Result:
 
     worker = threading.Thread(target=work, name="isolde-run", daemon=True)
     worker.start()
-    while worker.is_alive():
-        worker.join(0.2)
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        engine.close()
+        worker.join(_WIND_DOWN)
+        raise
     outcome = box[0]
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
+
+
+_WIND_DOWN = 30.0
+"""Seconds an interrupted ``isolde run`` waits for its cancelled instance to end (after
+the engine's own bounded grace); past it the process exits anyway, as after a crash."""
