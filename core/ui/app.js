@@ -41,6 +41,7 @@ function tokenForm(again) {
 
 async function render() {
   const gen = ++generation;
+  const t0 = performance.now();
   const raw = location.hash.slice(1) || "/";
   const cut = raw.indexOf("?");
   const path = decodeURIComponent(cut < 0 ? raw : raw.slice(0, cut));
@@ -93,6 +94,9 @@ async function render() {
   main.replaceChildren(node);
   document.title = `isolde · ${page ? page.name : "not found"}`;
   document.body.dataset.ready = ready;
+  // how long this page took (benchmarks/bench_ui.py reads it): from t0, itself counted from
+  // the document's navigation start
+  performance.measure(`isolde:page:${ready}`, { start: t0, end: performance.now() });
 }
 
 logout.addEventListener("click", () => {
