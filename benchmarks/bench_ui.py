@@ -36,6 +36,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 FLOWS = {
+    "fails.yaml": "direktiv_api: workflow/v1\nstates:\n- id: boom\n  type: error\n  error: bench.boom\n  message: boom\n",
     "quick.yaml": "direktiv_api: workflow/v1\nstates:\n- id: a\n  type: noop\n  transform:\n    n: jq(.n)\n",
     "greet.yaml": """direktiv_api: workflow/v1
 states:
@@ -92,7 +93,7 @@ def fill(url: str, instances: int, variables: int) -> str:
                 if not left:
                     break
                 n = left.pop()
-            wf = "greet" if n % 10 == 0 else "quick"
+            wf = "fails" if n % 100 == 1 else "greet" if n % 10 == 0 else "quick"
             conn.request("POST", f"/api/namespaces/bench/workflows/{wf}/instances?wait=true", json.dumps({"n": n, "name": "x"}))
             r = conn.getresponse()
             body = json.loads(r.read())
