@@ -411,6 +411,7 @@ def test_a_running_instance_live_its_variables_and_cancel(page: Any, daemon: Ser
     open_page(page, f"/ns/ns1/i/{iid}", "instance")
     expect(page.locator(".summary h1 .badge")).to_have_text("running")
     expect(page.locator("dl.facts")).to_contain_text("wait")  # the state it is in, polled
+    expect(page.locator(".graph.marked g.state[data-id='wait']")).to_have_class(re.compile(r"\bcurrent\b"))
     panel = page.locator("section.variables")
     panel.get_by_role("button", name="reload").click()
     row = panel.locator("tr[data-key='progress']")
@@ -442,6 +443,9 @@ def test_instance_timeline(page: Any, daemon: Served) -> None:
     steps = page.locator("ol.timeline > li")
     expect(steps).to_have_count(3)
     assert steps.evaluate_all("els => els.map(e => e.dataset.state)") == ["check", "greet", "remember"]
+    # the path through the workflow's graph
+    expect(page.locator(".graph.marked g.state[data-id='remember']")).to_have_class(re.compile(r"\bvisited\b"))
+    expect(page.locator(".graph.marked g.state[data-id='anonymous']")).not_to_have_class(re.compile(r"\bvisited\b"))
     steps.nth(1).locator("summary").click()
     expect(steps.nth(1)).to_contain_text('"greeting": "hello bo"')
     expect(steps.nth(2)).to_contain_text("workflow:last")

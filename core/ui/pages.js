@@ -221,6 +221,31 @@ function timelineView(timeline) {
       s.logs && s.logs.length ? [h("dt", "log"), h("dd", h("pre", s.logs.map((l) => typeof l === "string" ? l : l.message).join("\n")))] : null)))));
 }
 
+// The workflow's graph (the version served now) with the states this instance went through,
+// the one it is in, and the one it failed in, marked.
+async function instanceGraph(ns, workflow) {
+  try {
+    const r = await api("GET", `${nsApi(ns)}/workflows/${wfPath(workflow)}/graph?format=svg`, { raw: true });
+    const div = h("div.graph.marked", { role: "img", "aria-label": `graph of workflow ${workflow} with this instance's states` });
+    div.innerHTML = await r.text(); // made by isolde's graph module: every text escaped
+    return div;
+  } catch (_) {
+    return null; // the workflow is gone or has no valid version: no picture
+  }
+}
+
+function markGraph(div, rec) {
+  if (!div) return;
+  const visited = new Set((rec.timeline || []).map((s) => s.state));
+  if (rec.state) visited.add(rec.state);
+  for (const g of div.querySelectorAll("g.state")) {
+    const id = g.dataset.id;
+    g.classList.toggle("visited", visited.has(id));
+    g.classList.toggle("current", LIVE.has(rec.status) && rec.state === id);
+    g.classList.toggle("failed", Boolean(rec.error && rec.error.state === id));
+  }
+}
+
 export async function instancePage(ctx) {
   const { ns, id } = ctx.params;
   ctx.crumbs([ns, nsHash(ns)], ["instances", `${nsHash(ns)}/instances`], [id.slice(0, 8), iHash(ns, id)]);
@@ -250,6 +275,7 @@ export async function instancePage(ctx) {
       rec.error ? [h("h2", "Error"), h("pre.error-out", json(rec.error))] : null,
       rec.status === "complete" ? [h("h2", "Output"), h("pre.output", json(rec.output))] : null);
     timeline.replaceChildren(timelineView(rec.timeline));
+    markGraph(graph, rec);
   }
 
   async function cancel() {
@@ -278,12 +304,13 @@ export async function instancePage(ctx) {
     if (was && !LIVE.has(rec.status)) vars.reload(); // its variables went with it
   }
 
+  const [graph] = await Promise.all([instanceGraph(ns, rec.workflow), logs(), vars.ready]);
   drawHead();
-  await Promise.all([logs(), vars.ready]);
   ctx.every(1000, async () => {
     if (LIVE.has(rec.status)) await refresh();
   });
   return h("section.instance", head,
+    graph ? [h("h2", "Path"), graph] : null,
     h("h2", "Timeline"), timeline,
     h("h2", "Log"), logBox, vars);
 }
