@@ -206,6 +206,9 @@ export async function workflowPage(ctx) {
 }
 
 // ------------------------------------------------------------------ one instance
+// " (cut)" when the history kept only the start of this value (its size cap)
+const cut = (s, what) => (s.truncated && s.truncated.includes(what) ? h("span.muted", " (cut)") : null);
+
 function timelineView(timeline) {
   if (!timeline) return h("p.muted", "No timeline for this instance.");
   if (!timeline.length) return h("p.muted", "No state has run yet.");
@@ -214,8 +217,8 @@ function timelineView(timeline) {
       s.error ? h("span.badge", { dataset: { status: "failed" } }, s.error.code || "error") : s.ended ? h("span.badge", { dataset: { status: "complete" } }, "done") : badge("running")),
     h("dl",
       h("dt", "started"), h("dd", when(s.started)), h("dt", "ended"), h("dd", when(s.ended)),
-      s.input !== undefined ? [h("dt", "data in"), h("dd", h("pre", json(s.input)))] : null,
-      s.output !== undefined ? [h("dt", "data out"), h("dd", h("pre", json(s.output)))] : null,
+      s.input !== undefined ? [h("dt", "data in", cut(s, "input")), h("dd", h("pre", json(s.input)))] : null,
+      s.output !== undefined ? [h("dt", "data out", cut(s, "output")), h("dd", h("pre", json(s.output)))] : null,
       s.error ? [h("dt", "error"), h("dd", h("pre", json(s.error)))] : null,
       s.variables && s.variables.length ? [h("dt", "variables written"), h("dd", s.variables.map((v) => h("code.var", `${v.scope}:${v.key}`)))] : null,
       s.logs && s.logs.length ? [h("dt", "log"), h("dd", h("pre", s.logs.map((l) => typeof l === "string" ? l : l.message).join("\n")))] : null)))));
@@ -271,7 +274,7 @@ export async function instancePage(ctx) {
         h("dt", "ended"), h("dd", when(rec.ended)),
         h("dt", "took"), h("dd", duration(rec.started, rec.ended))),
       live ? h("button.danger.cancel", { type: "button", on: { click: cancel } }, "cancel instance") : null,
-      rec.input !== undefined ? [h("h2", "Input"), h("pre.input", json(rec.input))] : null,
+      rec.input !== undefined ? [h("h2", "Input", rec.input_truncated ? h("span.muted", " (cut)") : null), h("pre.input", json(rec.input))] : null,
       rec.error ? [h("h2", "Error"), h("pre.error-out", json(rec.error))] : null,
       rec.status === "complete" ? [h("h2", "Output"), h("pre.output", json(rec.output))] : null);
     timeline.replaceChildren(timelineView(rec.timeline));
