@@ -18,6 +18,7 @@ export function variablesPanel(base, { title = "Variables", writable = true } = 
   const filter = h("input", { type: "search", placeholder: "filter by key", "aria-label": "filter variables by key" });
   let rows = [];
   let offset = 0;
+  let editing = null; // {key, el}: an open editor, kept across redraws (a reload may come while it loads)
 
   async function load() {
     try {
@@ -36,7 +37,7 @@ export function variablesPanel(base, { title = "Variables", writable = true } = 
     body.replaceChildren(
       h("table.vars",
         h("thead", h("tr", h("th", "key"), h("th", "size"), h("th", "mime type"), h("th", "updated"), h("th", ""))),
-        h("tbody", page.map(row))),
+        h("tbody", page.map((v) => [row(v), editing && editing.key === v.key ? editing.el : null]))),
       shown.length ? pager(offset, PAGE, shown.length, (o) => { offset = o; draw(); }) : h("p.muted", rows.length ? "no variable matches" : "no variables"));
   }
 
@@ -89,14 +90,24 @@ export function variablesPanel(base, { title = "Variables", writable = true } = 
     const area = h("textarea.value", { rows: 8, "aria-label": `value of ${v.key}` });
     area.value = text;
     const mime = h("input", { type: "text", value: v.mime || "", "aria-label": "mime type" });
+    const close = () => {
+      editor.remove();
+      if (editing && editing.el === editor) editing = null;
+    };
     const editor = h("tr.editor", h("td", { colspan: 5 },
       h("form", { on: { submit: async (ev) => {
         ev.preventDefault();
-        if (await save(v.key, area.value, mime.value)) await load();
+        if (await save(v.key, area.value, mime.value)) {
+          close();
+          await load();
+        }
       } } }, area, h("div.row", h("label", "mime type ", mime),
         h("button", { type: "submit" }, "save"),
-        h("button", { type: "button", on: { click: () => editor.remove() } }, "cancel")))));
-    tr.after(editor);
+        h("button", { type: "button", on: { click: close } }, "cancel")))));
+    if (editing) editing.el.remove();
+    editing = { key: v.key, el: editor };
+    const current = [...body.querySelectorAll("tr[data-key]")].find((r) => r.dataset.key === v.key) || tr;
+    current.after(editor);
     area.focus();
   }
 
