@@ -195,12 +195,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             parts = urlsplit(self.path)
             path = unquote(parts.path)
-            if path.startswith("/api/") or path == "/api":
-                self._check_access()
-                self._dispatch(parts, path)
-            else:
+            if path in ("/", "/ui") or path.startswith(UI_PREFIX):
                 self._check_host()
                 self._page(path)
+            else:
+                self._check_access()
+                self._dispatch(parts, path)
         except ApiError as exc:
             self._error(exc)
         except IsoldeError as exc:
@@ -246,10 +246,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path in ("/", "/ui"):
             self.send(302, b"", None, {"Location": UI_PREFIX})
             return
-        found = asset(path[len(UI_PREFIX):]) if path.startswith(UI_PREFIX) else None
+        found = asset(path[len(UI_PREFIX):])
         if found is None:
-            raise ApiError(404, "isolde.api.notFound", f"no such path {path[:100]!r} (the web UI lives under {UI_PREFIX}, "
-                           "the API under /api; see /api/openapi.json)")
+            raise ApiError(404, "isolde.api.notFound", f"no such path {path[:100]!r} (the web UI's files are "
+                           f"{UI_PREFIX}index.html and what it loads; the API lives under /api)")
         self.send(200, found[0], found[1], SECURITY_HEADERS)
 
     def _dispatch(self, parts: Any, path: str) -> None:
