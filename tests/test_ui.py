@@ -273,6 +273,8 @@ def test_start_an_instance_and_see_it_complete(page: Any, daemon: Served) -> Non
     expect(page.locator("pre.output")).to_contain_text('"greeting": "hello ada"')
     expect(page.locator("pre.log")).to_contain_text("hello ada")
     expect(page.get_by_role("button", name="cancel instance")).to_have_count(0)
+    expect(page.locator("section.variables")).to_contain_text("no variables")  # they ended with it
+    expect(page.locator("main")).not_to_contain_text(re.compile(r"\bnull\b|undefined|\[object"))
     iid = page.url.rsplit("/", 1)[1]
     assert daemon.get(f"/api/namespaces/ns1/instances/{iid}").json["status"] == "complete"
     # the setter wrote the workflow variable; the workflow page lists it

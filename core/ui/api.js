@@ -97,7 +97,8 @@ export function when(t) {
 export function duration(start, end) {
   if (start === null || start === undefined) return "";
   const s = (end ?? Date.now() / 1000) - start;
-  if (s < 1) return `${Math.max(0, Math.round(s * 1000))} ms`;
+  if (s < 0.001) return "<1 ms";
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
   if (s < 120) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
   return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 }

@@ -267,7 +267,7 @@ export async function instancePage(ctx) {
       h("h1", "Instance ", h("code", rec.id), " ", badge(rec.status)),
       h("dl.facts",
         h("dt", "workflow"), h("dd", link(wfHash(ns, rec.workflow), rec.workflow)),
-        h("dt", "state"), h("dd", rec.state ? h("code", rec.state) : ""),
+        rec.state ? [h("dt", "state"), h("dd", h("code", rec.state))] : null,
         rec.trigger ? [h("dt", "trigger"), h("dd", rec.trigger)] : null,
         h("dt", "created"), h("dd", when(rec.created)),
         h("dt", "started"), h("dd", when(rec.started)),

@@ -1,7 +1,7 @@
 // The variables of one scope (namespace, workflow or instance): browse (filtered, a page at a
 // time), download, upload, create, edit and delete.
 
-import { api, enc, errorBox, h, pager, size, toast, when } from "./api.js";
+import { api, enc, errorBox, fill, h, pager, size, toast, when } from "./api.js";
 
 const PAGE = 50;
 const EDIT_MAX = 1024 * 1024; // larger values are downloaded and uploaded, not edited here
@@ -144,7 +144,7 @@ export function variablesPanel(base, { title = "Variables", writable = true } = 
   }
 
   filter.addEventListener("input", () => { offset = 0; draw(); });
-  panel.append(h("h2", title), h("div.row", filter, h("button", { type: "button", on: { click: load } }, "reload")),
+  fill(panel, h("h2", title), h("div.row", filter, h("button", { type: "button", on: { click: load } }, "reload")),
     writable ? addForm() : null, body);
   panel.reload = load;
   panel.ready = load();
