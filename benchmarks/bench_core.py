@@ -26,6 +26,9 @@ cold-cli        ``isolde run examples/counter.yaml`` as a new process, wall time
                 median; floor: ``python -c "import yaml, jq, lmdb, lark, pluggy,
                 watchdog"``.  Bytecode is allowed (PYTHONDONTWRITEBYTECODE is dropped
                 for the children, as for a user whose pip compiled it at install).
+
+``--metrics`` makes every engine keep its Prometheus metrics (``engine.metrics``, as
+``isolde serve`` does), to show the cost of counting on the hot path.
 """
 
 from __future__ import annotations
@@ -117,11 +120,21 @@ class CounterFloor:
         self.env.close()
 
 
+METRICS = False  # --metrics: every engine counts its Prometheus metrics, as under `isolde serve`
+
+
+def new_engine(**kw: object) -> isolde.Engine:
+    engine = isolde.Engine(**kw)  # type: ignore[arg-type]
+    if METRICS:
+        engine.metrics  # made on first use: from now on every state, commit and instance is counted
+    return engine
+
+
 def bench_counter(tmp: Path, reps: int, scale: float, durable: bool) -> Row:
     n = max(20, int((400 if durable else 2500) * scale))
     config = {} if durable else {"store": {"durability": "fast"}}
     floor = CounterFloor(tmp / f"floor-{durable}", durable)
-    with isolde.Engine(data_dir=tmp / f"isolde-{durable}", config=config) as engine:
+    with new_engine(data_dir=tmp / f"isolde-{durable}", config=config) as engine:
         engine.run(COUNTER)
         floor.once()
         got = paired(lambda: rate(lambda: engine.run(COUNTER), n), lambda: rate(floor.once, n), reps)
@@ -143,7 +156,7 @@ def bench_threads(tmp: Path, reps: int, scale: float, sequential: float | None) 
             t.join()
         return threads * per / (time.perf_counter() - start)
 
-    with isolde.Engine(data_dir=tmp / "threads", config={}) as engine:
+    with new_engine(data_dir=tmp / "threads", config={}) as engine:
         engine.run(COUNTER)
         if sequential is None:
             got = paired(lambda: run_threaded(engine), lambda: rate(lambda: engine.run(COUNTER), threads * per), reps)
@@ -185,7 +198,7 @@ def chain_floor(length: int) -> Callable[[], None]:
 def bench_chain(tmp: Path, reps: int, scale: float, length: int) -> Row:
     runs = max(3, int(20_000 * scale) // length)
     floor = chain_floor(length)
-    with isolde.Engine(data_dir=tmp / f"chain{length}", config={"limits": {"max_steps": length + 1}}) as engine:
+    with new_engine(data_dir=tmp / f"chain{length}", config={"limits": {"max_steps": length + 1}}) as engine:
         wf = engine.load(chain_yaml(length))
         assert engine.run(wf).output == {"i": length}
         got = paired(lambda: rate(lambda: engine.run(wf), runs) * length, lambda: rate(floor, runs) * length, reps)
@@ -251,7 +264,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a tenth of the iterations, 3 repetitions")
     parser.add_argument("--only", nargs="*", default=None, help="cases to run: counter fast threads chain cold")
     parser.add_argument("--dir", type=Path, default=None, help="scratch directory (on the disk to measure)")
+    parser.add_argument("--metrics", action="store_true", help="engines count Prometheus metrics (engine.metrics), as under isolde serve")
     args = parser.parse_args(argv)
+    global METRICS
+    METRICS = args.metrics
     scale = 0.1 if args.quick else 1.0
     reps = 3 if args.quick else args.reps
     only = set(args.only or ["counter", "fast", "threads", "chain", "cold"])

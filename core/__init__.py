@@ -7,7 +7,8 @@ The API for programs that embed isolde is what this module exports; plugins use
 from __future__ import annotations
 
 from .config import Config, load_config
-from .engine import Engine, Variables
+from .engine import Engine
+from .variable_access import Variables
 from .errors import ConfigError, Diagnostic, InstanceFailure, IsoldeError, ValidationError, WorkflowError
 from .hookspecs import hookimpl
 from .instance import ErrorInfo, Result

@@ -19,7 +19,7 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from .config import Config, config_from, resolve_data_dir
 from .errors import IsoldeError, ValidationError
@@ -39,17 +39,23 @@ from .instance import (
 )
 from .jqexpr import JqRuntime
 from .loader import YamlError, load_document
+from .observers import Observer, combine
 from .registry import Registry, load_plugins
-from .store import SCOPES, Put, Ref, Variable, VariableStore, check_key, check_scope
+from .store import VariableStore
 from .validate import build_workflow
-from .variables import decode, encode, parse_json
+from .variables import parse_json
 from .workflow import Workflow
+from .variable_access import Variables, check_name
 
 if TYPE_CHECKING:
     from .actions.call import Functions
+    from .history import HistoryService
+    from .history import Recorder as HistoryRecorder
     from .events import EventBus
     from .guards import Deadlines
     from .locks import VariableLocks
+    from .metrics import Metrics
+    from .migrations import SchemaAdmin
 
 WorkflowSource = Workflow | str | os.PathLike[str]
 CLOSE_GRACE = 5.0  # seconds close() waits for running instances to wind down
@@ -90,6 +96,7 @@ class Engine:
         self._cache: dict[str, tuple[int, int, Workflow]] = {}
         self._active = 0  # instances running now
         self._active_cond = threading.Condition()
+        self._metrics: Metrics | None = None
         self.services = Services(
             config=self.config,
             limits=Limits.from_config(self.config),
@@ -104,6 +111,7 @@ class Engine:
             sink=log,
             report_internal=self._report_internal,
         )
+        self._history: Lazy[HistoryService] = self._service(self._open_history)
         self.services.subflows = Subflows(self.services, self.instance_input)
         self.variables = Variables(self.services.store)
 
@@ -138,6 +146,10 @@ class Engine:
         return store
 
     def _open_locks(self) -> VariableLocks:
+        locks: VariableLocks | None = self.registry.pm.hook.isolde_locks(
+            config=self.config, store=self.services.store.get(), data_dir=str(self.data_dir))
+        if locks is not None:
+            return locks
         from .locks import lock_table
 
         return lock_table(str(self.data_dir))
@@ -166,7 +178,44 @@ class Engine:
         isolates = Isolates(self.config, self.registry.runners)
         files = ActionFiles(sidecar, isolates.settings, ArchiveLimits.from_config(self.config),
                             self.services.limits.max_variable_bytes)
-        return Functions(isolates, files, dict(self.config.data.get("secrets", {}) or {}))
+        return Functions(isolates, files, dict(self.config.data.get("secrets", {}) or {}),
+                         observer=lambda: self.services.observer)
+
+    def wrap_events(self, wrap: Callable[[Callable[[], EventBus]], EventBus]) -> None:
+        """Make the event bus with ``wrap(make_in_process)`` instead (the daemon, when a
+        plugin shares events between workers); only before the bus is first used."""
+        if self.services.events.peek() is not None:
+            raise IsoldeError("the event bus is already in use")
+        self.services.events = self._service(lambda: wrap(self._open_events))
+
+    def _open_history(self) -> HistoryService:
+        from .history import HistoryService, HistorySettings, StoreHistory
+
+        store = self.services.store.get()  # made first, so it is closed after the history
+        return HistoryService(StoreHistory(store), store, HistorySettings.from_config(self.config),
+                              interrupt=self._interrupt, report=self._report_internal)
+
+    def _interrupt(self, instance_id: str, reason: str) -> None:
+        """Wake an instance's waits and sleeps, and cancel its isolate calls (``DELETE``)."""
+        events = self.services.events.peek()
+        if events is not None:
+            events.interrupt(instance_id, reason)
+        functions = self.services.functions.peek()
+        if functions is not None:
+            functions.isolates.cancel_instance(instance_id)
+
+    @property
+    def history(self) -> HistoryService:
+        """Instance history (records, timelines, logs) and cancel, made on first use."""
+        return self._history.get()
+
+    def cancel(self, instance_id: str, namespace: str = "default", reason: str = "cancelled by a user") -> str:
+        """Cancel an instance: one running in this engine stops at once (``"cancelled"``: its
+        waits are woken, its isolate calls get their ``DELETE``, it ends ``cancelled`` with
+        ``direktiv.cancels.api``); one running in another process gets a request it notices
+        within ``[history] flush_interval`` (``"requested"``).  Raises
+        ``isolde.history.NotFound`` for an unknown id, ``IsoldeError`` when it already ended."""
+        return self.history.cancel(namespace, instance_id, reason)
 
     @property
     def store(self) -> VariableStore:
@@ -184,6 +233,25 @@ class Engine:
     def locks(self) -> VariableLocks:
         """Variable locks of this data directory (``lock: true``), shared within the process."""
         return self.services.locks.get()
+
+    @property
+    def metrics(self) -> Metrics:
+        """This engine's Prometheus metrics (``isolde.metrics.Metrics``; its ``registry`` is
+        a ``CollectorRegistry`` of its own), made on first use: instances started from then
+        on are counted.  An engine nobody asks for metrics pays nothing for them."""
+        with self._resource_lock:
+            if self._metrics is None:
+                from .metrics import Metrics
+
+                self._metrics = Metrics()
+                self.services.observer = combine(self.services.observer, self._metrics)
+            return self._metrics
+
+    def observe(self, observer: Observer) -> None:
+        """Add a listener (an ``isolde.observers.Observer``) to the instances started from
+        now on: their states, actions, commits and progress."""
+        with self._resource_lock:
+            self.services.observer = combine(self.services.observer, observer)
 
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         """A per-engine object made on first use under ``key`` (plugins keep their state
@@ -306,10 +374,13 @@ class Engine:
 
     def run_loaded(self, wf: Workflow, data: dict[str, Any], *, namespace: str = "default",
                    instance_id: str | None = None, sink: LogSink | None = None, start: str | None = None,
-                   on_step: StepHook | None = None, started_at: float | None = None) -> Result:
+                   on_step: StepHook | None = None, started_at: float | None = None,
+                   recorder: HistoryRecorder | None = None) -> Result:
         """Run a loaded workflow on instance data (already an object).  The daemon resumes
         an instance from state ``start`` (counting its timeouts from ``started_at``) and
-        keeps its record with ``on_step``; ``sink`` replaces the engine's log sink."""
+        keeps its record with ``on_step`` and its history with its own ``recorder``
+        (``history.recorder(..., owns_record=False)``); ``sink`` replaces the engine's log
+        sink.  Otherwise the instance's history is kept here (``[history] enabled``)."""
         if namespace not in self._good_namespaces:
             check_name(namespace, "namespace")
             if len(self._good_namespaces) < 1024:
@@ -320,8 +391,15 @@ class Engine:
                 raise IsoldeError("this Engine is closed")
             self._active += 1
         try:
-            return run_instance(self.services, wf, data, namespace=namespace, instance_id=iid,
-                                sink=sink or self.log_sink, start=start, on_step=on_step, started_at=started_at)
+            history = self.history
+            rec = recorder
+            if rec is None:
+                rec = history.recorder(namespace, iid, wf.id, data, enabled=history.settings.enabled)
+            result = run_instance(self.services, wf, data, namespace=namespace, instance_id=iid,
+                                  sink=sink or self.log_sink, start=start, on_step=on_step, started_at=started_at,
+                                  recorder=rec)
+            history.ended(rec, result)
+            return result
         finally:
             with self._active_cond:
                 self._active -= 1
@@ -349,9 +427,20 @@ class Engine:
             return value
         return {"input": value}
 
+    def schema_admin(self) -> SchemaAdmin | None:
+        """The configured store's schema (``isolde db``), without opening the store; None
+        when the store keeps no versioned tables (LMDB)."""
+        admin: SchemaAdmin | None = self.registry.pm.hook.isolde_schema_admin(
+            config=self.config, data_dir=str(self.data_dir))
+        return admin
+
     # -- namespaces and workflows as holders of variables ---------------------------
     def namespaces(self) -> list[str]:
-        return self.store.namespaces()
+        """Namespaces holding variables; one that holds only instance history (of runs that
+        wrote no variable there) is not listed (``isolde instances list -n NS`` reads it)."""
+        store = self.store
+        return [ns for ns in store.namespaces()
+                if store.workflows(ns) or store.list(ns, "namespace") or not self.history.history_only(ns)]
 
     def workflows(self, namespace: str = "default") -> list[str]:
         return self.store.workflows(namespace)
@@ -362,81 +451,12 @@ class Engine:
         return self.store.delete_workflow(namespace, workflow)
 
     def delete_namespace(self, namespace: str) -> int:
-        """Delete every variable of a namespace (exactly that namespace's); returns how many."""
+        """Delete every variable of a namespace (exactly that namespace's) and its instance
+        history; returns how many variables (the history's entries not counted)."""
         check_name(namespace, "namespace")
-        return self.store.delete_namespace(namespace)
+        kept = self.history.stored_entries(namespace)
+        return max(0, self.store.delete_namespace(namespace) - kept)
 
     def _report_internal(self, exc: BaseException) -> None:
         if os.environ.get("ISOLDE_DEBUG"):
             traceback.print_exception(exc, file=sys.stderr)
-
-
-def check_name(value: str, what: str) -> None:
-    if not value or "\x00" in value or "/" in value or len(value.encode()) > 255:
-        raise IsoldeError(f"invalid {what} name {value!r}: 1-255 bytes, no '/' or NUL")
-
-
-class Variables:
-    """``engine.variables``: read and write variables by scope from Python.
-
-    ``scope`` is ``namespace`` (default), ``workflow`` (needs ``workflow=``) or
-    ``instance`` (needs ``instance=``).
-    """
-
-    def __init__(self, store: Lazy[VariableStore]) -> None:
-        self._store = store
-
-    def _ref(self, key: str, scope: str, namespace: str, workflow: str | None, instance: str | None) -> Ref:
-        check_name(namespace, "namespace")  # the same rule as run(): no namespace a workflow cannot use
-        check_scope(scope)
-        check_key(key)
-        owner = ""
-        if scope == "workflow":
-            if not workflow:
-                raise IsoldeError("workflow scope needs a workflow name")
-            owner = workflow
-        elif scope == "instance":
-            if not instance:
-                raise IsoldeError("instance scope needs an instance id")
-            owner = instance
-        return Ref(namespace, scope, owner, key)
-
-    def get(self, key: str, *, scope: str = "namespace", namespace: str = "default",
-            workflow: str | None = None, instance: str | None = None) -> Variable | None:
-        """The stored variable (bytes, mime type, size, times) or None."""
-        return self._store.get().get(self._ref(key, scope, namespace, workflow, instance))
-
-    def value(self, key: str, **where: Any) -> Any:
-        """The variable decoded as a getter with ``as_text`` sees it: JSON as its value, UTF-8
-        text as the string, other bytes as base64 (None when missing)."""
-        var = self.get(key, **where)
-        return None if var is None else decode(var.data, text=True)
-
-    def set(self, key: str, value: Any, *, mime: str | None = None, scope: str = "namespace",
-            namespace: str = "default", workflow: str | None = None, instance: str | None = None) -> None:
-        """Store a value as a setter would (``bytes`` are stored as they are; None deletes)."""
-        ref = self._ref(key, scope, namespace, workflow, instance)
-        if value is None:
-            self._store.get().write([Put(ref, None)])
-            return
-        if isinstance(value, (bytes, bytearray)):
-            data, mime = bytes(value), mime or "application/octet-stream"
-        else:
-            data, mime = encode(value, mime)
-        self._store.get().write([Put(ref, data, mime)])
-
-    def delete(self, key: str, **where: Any) -> None:
-        self.set(key, None, **where)
-
-    def list(self, *, scope: str = "namespace", namespace: str = "default",
-             workflow: str | None = None, instance: str | None = None) -> list[tuple[str, Variable]]:
-        check_name(namespace, "namespace")
-        check_scope(scope)
-        owner = workflow if scope == "workflow" else instance if scope == "instance" else ""
-        return self._store.get().list(namespace, scope, owner or "")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(k for k, _ in self.list())
-
-
-__all__ = ["Engine", "Variables", "SCOPES"]

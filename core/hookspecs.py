@@ -16,7 +16,10 @@ import pluggy
 
 if TYPE_CHECKING:
     from .config import Config
+    from .daemon.backend import DaemonServices
     from .isolates.runner import Runner
+    from .locks import VariableLocks
+    from .migrations import SchemaAdmin
     from .store import VariableStore
     from .workflow import StateType
 
@@ -67,6 +70,18 @@ def isolde_store(config: Config, data_dir: str) -> VariableStore | None:
     raise NotImplementedError  # a specification: plugins implement it
 
 
+@hookspec(firstresult=True)
+def isolde_daemon_services(config: Config, store: VariableStore) -> DaemonServices | None:
+    """Return the services that make this daemon one worker of many, or None.
+
+    Called by ``isolde serve`` once its store is open.  A plugin whose store is shared
+    by several daemons (PostgreSQL) returns a ``isolde.plugin.DaemonServices``: instance
+    records with claims and fencing, a cron scheduler that fires each tick once, an event
+    bus that reaches every worker (docs/scale-out.md).  None keeps the single-host ones.
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
 @hookspec
 def isolde_isolate_runners() -> list[type[Runner]]:
     """Return the isolate runners this plugin provides.
@@ -82,6 +97,30 @@ def isolde_isolate_runners() -> list[type[Runner]]:
     ``isolde_declarations``.  A runner from an installed package may replace a
     built-in one (e.g. a container runner serving ``image:`` functions); two
     installed packages serving one type is an error at engine start.
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec(firstresult=True)
+def isolde_locks(config: Config, store: VariableStore, data_dir: str) -> VariableLocks | None:
+    """Return the variable locks (``lock: true``) to use with ``store``, or None for the default.
+
+    Called once per engine, on the first ``lock: true``, with the store already
+    opened.  A store shared by processes on several hosts answers with locks that
+    are exact across those hosts (the PostgreSQL plugin: advisory locks); the
+    built-in byte-range locks on a file in ``data_dir`` answer last.  Locks pass
+    the conformance suite ``isolde.conformance.locks``.
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec(firstresult=True)
+def isolde_schema_admin(config: Config, data_dir: str) -> SchemaAdmin | None:
+    """Return the schema administration of the configured store, or None when it has none.
+
+    ``isolde db status`` and ``isolde db upgrade`` use it: a plugin whose store
+    keeps tables reports and applies its versioned migrations here, without
+    opening the store.
     """
     raise NotImplementedError  # a specification: plugins implement it
 

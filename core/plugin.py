@@ -10,6 +10,9 @@ for every plugin.  What each name is for:
 * calling functions from a state: :func:`compile_action` (in ``check``) and
   ``ctx.call_function`` / ``ctx.start_function`` / ``ctx.run_branches`` with
   :class:`ActionSpec`, :class:`Branch`, :class:`Outcome`;
+* variable locks for a store shared by hosts (``isolde_locks``): :class:`VariableLocks` and the
+  error codes :data:`TIMEOUT_CODE`, :data:`DEADLOCK_CODE`; a store that keeps versioned tables
+  (``isolde_schema_admin``): :class:`SchemaAdmin`, :class:`SchemaStatus`;
 * errors: :class:`WorkflowError` (catchable, with a code), :class:`InstanceFailure`
   (uncatchable), :class:`ConfigError`, :class:`ValidationError`, :class:`IsoldeError`;
 * values: :class:`Expr` and its kinds, :func:`truthy`, :func:`to_text`, :func:`encode` /
@@ -23,7 +26,10 @@ for every plugin.  What each name is for:
 * services a backend plugin provides (``isolde_store``): :class:`VariableStore` and the
   value types :class:`Ref`, :class:`Put`, :class:`Variable`, :class:`ValueReader`,
   :class:`StoreError`; for a store shared by processes, :func:`registration` (this
-  process, as an instance owner), :func:`machine` and :func:`is_orphan` (did that owner die here?).
+  process, as an instance owner), :func:`machine` and :func:`is_orphan` (did that owner die here?);
+* services that make several daemons one (``isolde_daemon_services``): :class:`DaemonServices`,
+  with :class:`InstanceRecords`, :class:`CronScheduler` (:class:`CronThread` is the in-process
+  one a backend may drive), :func:`normalize_event` (what ``EventBus.publish`` checks).
 """
 
 from __future__ import annotations
@@ -31,9 +37,13 @@ from __future__ import annotations
 from .actions.compile import compile_action
 from .actions.spec import ActionSpec, Branch, FileItem, Outcome
 from .config import Config
+from .daemon.backend import DaemonServices
+from .daemon.records import InstanceRecords
+from .daemon.triggers import CronScheduler, CronThread
 from .durations import parse_duration
 from .errors import ConfigError, InstanceFailure, IsoldeError, ValidationError, WorkflowError
 from .events import Cancelled, EventBus, EventError, EventFilter, Received
+from .events import normalize as normalize_event
 from .expr import Expr, Interpolation, Literal, Query, to_text, truthy
 from .hookspecs import hookimpl
 from .isolates import (
@@ -50,6 +60,8 @@ from .isolates import (
     stderr_line,
 )
 from .report import Report
+from .locks import DEADLOCK_CODE, TIMEOUT_CODE, VariableLocks
+from .migrations import SchemaAdmin, SchemaStatus
 from .liveness import is_orphan, machine, registration
 from .store import (
     InvalidKey,
@@ -68,10 +80,11 @@ from .variables import JSON, OCTETS, TEXT, decode, encode, parse_json, resolve_k
 from .workflow import StateContext, StateSpec, StateType, Workflow
 
 __all__ = [
-    "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "ErrorReply", "EventBus", "EventError",
+    "DEADLOCK_CODE", "SchemaAdmin", "SchemaStatus", "TIMEOUT_CODE", "VariableLocks",
+    "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "CronScheduler", "CronThread", "DaemonServices", "ErrorReply", "EventBus", "EventError",
     "EventFilter", "Expr", "FileItem", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
-    "IsoldeError", "JSON", "Literal", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
+    "InstanceRecords", "IsoldeError", "JSON", "Literal", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
     "Runner", "RunnerHost", "StateContext", "StateSpec", "StateType", "StoreError", "TEXT", "UNAVAILABLE_CODE",
     "ValidationError", "ValueReader", "Variable", "VariableStore", "Workflow", "WorkflowError", "check_key", "check_name", "check_ref", "compile_action",
-    "decode", "encode", "hookimpl", "is_orphan", "machine", "parse_duration", "parse_json", "parse_url", "registration", "resolve_key", "scope_owner", "stderr_line", "to_text", "truthy",
+    "decode", "encode", "hookimpl", "is_orphan", "machine", "normalize_event", "parse_duration", "parse_json", "parse_url", "registration", "resolve_key", "scope_owner", "stderr_line", "to_text", "truthy",
 ]

@@ -133,6 +133,10 @@ TABLES: dict[str, Table] = {
         "max_running": _int(1), "max_queue": _int(1), "keep_instances": _int(1), "keep_log_lines": _int(0),
         "stop_grace": _number, "status_interval": _number, "max_wait": _number,
     }),
+    "history": Table({"enabled": _bool, "keep": _int(0), "max_age": _seconds, "max_data_bytes": _int(0),
+                      "max_log_lines": _int(0), "flush_interval": _positive,
+                      "with_state_commit": _bool}),
+    "log": Table({"format": _choice("text", "json"), "progress": _bool}),
     "secrets": Table({}, open=lambda v: None if isinstance(v, (str, int, float, bool)) else "a string"),
     "images": Table({}, subtables=True),  # [images."NAME"]: checked by the runners plugin
     "plugins": Table({"disable": _names("plugin names", '["checksum"]')}, subtables=True),  # [plugins.NAME]: each plugin's own

@@ -141,6 +141,12 @@ class StateContext(Protocol):
     def log(self, message: str) -> None:
         """Append a line to the instance log."""
 
+    def progress(self, done: int, total: int, failed: int = 0) -> None:
+        """Report how far this state is: ``done`` of ``total`` units (``failed`` of them
+        failed).  ``isolde run`` shows it on a terminal (``foreach 'each': 37/100 done, 2
+        failed``) and erases it when the state is done; without a listener it costs nothing.  ``foreach``
+        and ``parallel`` report their calls through ``run_branches`` this way."""
+
     # -- variables -----------------------------------------------------------------
     def get_many(self, items: Sequence[tuple[str, str]]) -> list[Variable | None]:
         """Read ``(scope, key)`` variables of this instance's scopes from one snapshot."""

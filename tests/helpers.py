@@ -54,3 +54,48 @@ def tree(root: Path) -> dict[str, bytes | None]:
         for f in files:
             out[os.path.relpath(os.path.join(dirpath, f), root)] = Path(dirpath, f).read_bytes()
     return out
+
+
+PG_BASE = os.environ.get("ISOLDE_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+
+
+def pg_schema_url(tag: str) -> tuple[str, str, Callable[[], None]]:
+    """A fresh schema ``isolde_t_<random>`` on the test server: (a URL whose search_path
+    is that schema and whose application_name is that name plus ``_<tag>``, so a test
+    can terminate exactly its own sessions; that application name; a function dropping
+    the schema)."""
+    import secrets
+
+    import psycopg
+
+    name = f"isolde_t_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")  # type: ignore[arg-type]  # a generated name
+
+    def drop() -> None:
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")  # type: ignore[arg-type]
+
+    sep = "&" if "?" in PG_BASE else "?"
+    app = f"{name}_{tag}"
+    return f"{PG_BASE}{sep}options=-csearch_path%3D{name}&application_name={app}", app, drop
+
+
+def pg_terminate(app: str) -> int:
+    """Terminate the server sessions whose application_name is ``app``; how many."""
+    import psycopg
+
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+                            "AND pid <> pg_backend_pid()", (app,)).fetchall()
+    return len(rows)
+
+
+def pg_sessions(app: str, waiting: bool = False) -> int:
+    """How many server sessions named ``app`` exist (``waiting``: are waiting for a lock)."""
+    import psycopg
+
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                           + (" AND wait_event_type = 'Lock'" if waiting else ""), (app,)).fetchone()
+    return int(row[0]) if row else 0

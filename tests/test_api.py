@@ -165,6 +165,7 @@ def test_openapi_document_lists_every_route(api: InProcess) -> None:
     doc = r.json
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
+        "/metrics",
         "/api/openapi.json",
         "/api/status",
         "/api/namespaces",
@@ -173,6 +174,7 @@ def test_openapi_document_lists_every_route(api: InProcess) -> None:
         "/api/namespaces/{ns}/instances",
         "/api/namespaces/{ns}/instances/{id}",
         "/api/namespaces/{ns}/instances/{id}/logs",
+        "/api/namespaces/{ns}/instances/{id}/cancel",
         "/api/namespaces/{ns}/variables",
         "/api/namespaces/{ns}/variables/{key}",
         "/api/namespaces/{ns}/workflows/{path}/variables",

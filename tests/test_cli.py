@@ -506,9 +506,12 @@ states:
 - id: after
   type: noop
 """)
-    # faulthandler: if the process ever fails to exit, SIGABRT makes it print every thread's stack
+    # faulthandler: if the process ever fails to exit, SIGABRT makes it print every thread's stack.
+    # SIGINT back to its default in the child: a test run started in the background of a script
+    # inherits SIGINT ignored (POSIX shells do that), and Python then keeps ignoring it
     proc = subprocess.Popen([sys.executable, "-m", "isolde.cli", "run", flow], cwd=real_cli.cwd,
-                            env={**real_cli.env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env={**real_cli.env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stderr is not None
         seen = []

@@ -367,4 +367,6 @@ def test_non_json_python_input_reaching_a_setter(engine: isolde.Engine) -> None:
     res = engine.run(text, input={"a": {1, 2}})
     assert res.error.code == "direktiv.var.invalidValue"
     assert "not JSON" in res.error.message
-    assert engine.namespaces() == []
+    assert engine.variables.list(scope="workflow", workflow="x") == []
+    engine.history.flush()
+    assert engine.history.get("default", res.instance_id)["input"] == {"a": "<set: not JSON>"}

@@ -14,6 +14,7 @@ import pytest
 import isolde
 from backends.memory_store import MemoryStore, MemoryStorePlugin
 from helpers import in_thread, wait_until
+from isolde.conformance.records import InstanceRecordsConformance
 from isolde.conformance.store import StoreConformance
 from isolde.store import Ref
 
@@ -284,3 +285,18 @@ def test_events_on_the_memory_store(data_dir: Path, plugin: MemoryStorePlugin) -
         assert stored(store, "default", "namespace", "", "heard") == "GREETING"
         assert stored(store, "default", "namespace", "", "both") == ["PAID", "SHIPPED"]
         assert stored(store, "default", "namespace", "", "either") == "TWO"
+
+
+class TestMemoryInstanceRecords(InstanceRecordsConformance):
+    """The daemon's records (the instance history's) kept in the in-memory store pass the same
+    suite as in LMDB: they only use the ``VariableStore`` interface."""
+
+    @pytest.fixture
+    def records(self) -> Iterator[Any]:
+        from isolde.daemon import LmdbInstanceRecords
+
+        store = MemoryStore()
+        try:
+            yield LmdbInstanceRecords(store, keep=self.KEEP)
+        finally:
+            store.close()

@@ -22,7 +22,7 @@ from isolde.errors import IsoldeError
 from isolde.plugins.postgres import PostgresStore, redact
 from isolde.store import Put, Ref, StoreError
 
-BASE = os.environ.get("ISOLDE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+BASE = os.environ.get("ISOLDE_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
@@ -64,9 +64,9 @@ def test_two_stores_share_the_database_fast_turns_synchronous_commit_off(pg_url:
         va, vb = a.get(ref), b.get(Ref("two", "namespace", "", "k"))
         assert va is not None and va.data == b"2" and vb is None
         assert b.compare_and_set(Ref("two", "namespace", "", "n"), None, b"1") > va.version
-        with b._tx() as conn:  # the session setting, as the docs promise
+        with b.connect() as conn:  # the session setting, as the docs promise
             assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
-        with a._tx() as conn:
+        with a.connect() as conn:
             assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
         b.delete_namespace("two")
     finally:
@@ -103,7 +103,7 @@ def test_a_newer_schema_is_refused(pg_url: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("INSERT INTO isolde_schema_version VALUES (99)")
     try:
-        with pytest.raises(StoreError, match="schema version 99, newer than this isolde understands"):
+        with pytest.raises(StoreError, match="schema version 99 of .store., newer than this isolde understands"):
             PostgresStore(pg_url)
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:

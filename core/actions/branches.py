@@ -106,6 +106,8 @@ class _Run:
                     self.decided = True
                 elif self.finished == len(self.branches):
                     self.decided = True
+            # reported under the lock, so no report can come after the state's answer
+            self.ctx.progress(self.finished, len(self.branches), len(self.errors))
             if self.decided:
                 self.cond.notify_all()
 
@@ -134,6 +136,7 @@ def run_branches(
     run = _Run(perform, ctx, branches, deadline, first_success)
     if not branches:
         return Outcome([])
+    ctx.progress(0, len(branches), 0)
     threads = []
     for n in range(min(max(1, workers), len(branches))):
         t = threading.Thread(target=run.work, name=f"isolde-branch-{ctx.instance_id[:8]}-{n}", daemon=True)

@@ -37,6 +37,7 @@ from .spec import ActionSpec, Branch, Outcome
 if TYPE_CHECKING:
     from ..isolates.hub import Isolates
     from ..isolates.runner import Runner
+    from ..observers import Observer
     from .caller import CallerContext
 
 
@@ -44,10 +45,12 @@ class Functions:
     """The engine's action machinery: runners (``isolates``) plus the action folders,
     the sidecar and the ``out/`` collection (``files``)."""
 
-    def __init__(self, isolates: Isolates, files: ActionFiles, secrets: dict[str, Any]) -> None:
+    def __init__(self, isolates: Isolates, files: ActionFiles, secrets: dict[str, Any],
+                 observer: Callable[[], Observer | None] = lambda: None) -> None:
         self.isolates = isolates
         self.files = files
         self._secrets = secrets
+        self._observer = observer  # the engine's current observer (metrics), read per call
 
     def cancel_all(self) -> None:
         """The engine is stopping: isolate calls under way get their ``DELETE``."""
@@ -83,6 +86,21 @@ class Functions:
         and then ``flush`` is called (default ``ctx.commit``), because a failing state
         commits nothing itself.  Raises ``WorkflowError`` / ``InstanceFailure``.
         """
+        obs = self._observer()
+        if obs is None:
+            return self._perform(ctx, spec, data, timeout, iterator, stage, flush, background, deadline)
+        began = time.perf_counter()
+        try:
+            value = self._perform(ctx, spec, data, timeout, iterator, stage, flush, background, deadline)
+        except WorkflowError as exc:
+            obs.action_done(ctx, spec.function_id, time.perf_counter() - began, exc.code)
+            raise
+        obs.action_done(ctx, spec.function_id, time.perf_counter() - began, None)
+        return value
+
+    def _perform(self, ctx: CallerContext, spec: ActionSpec, data: dict[str, Any], timeout: float | None,
+                 iterator: int | None, stage: Stage | None, flush: Callable[[], None] | None, background: bool,
+                 deadline: float | None) -> Any:
         settings = self.isolates.settings
         source = with_secrets(self._secrets, spec, data) if spec.secrets else data
         value = source if spec.input is None else spec.input.eval(source)

@@ -71,9 +71,8 @@ class ActionFiles:
             yield call
         finally:
             call.call_ended()
-            if call.action_id:
-                self.sidecar.revoke(call.action_id)
-                # instance variables the isolate may have written through the sidecar end with the instance
+            if call.action_id and self.sidecar.revoke(call.action_id):
+                # instance variables the isolate wrote through the sidecar end with the instance
                 ctx.owns_instance_variables()
             self.reaper.put(folder.close)  # removing the tree is disk work the instance need not wait for
 

@@ -48,14 +48,18 @@ class Served(Protocol):
     @property
     def max_wait(self) -> float: ...
     def status(self) -> dict[str, Any]: ...
+    def metrics(self, accept: str | None) -> tuple[bytes, str]: ...
     def namespaces(self) -> list[dict[str, Any]]: ...
     def workflows(self, ns: str) -> list[dict[str, Any]]: ...
     def check_namespace(self, ns: str) -> None: ...
     def workflow_owner(self, ns: str, path: str) -> str: ...
     def start_and_view(self, ns: str, path: str, body: bytes | None, *, wait: bool, timeout: float | None) -> dict[str, Any]: ...
     def instance(self, ns: str, iid: str) -> dict[str, Any]: ...
-    def instance_log(self, ns: str, iid: str) -> list[dict[str, Any]]: ...
-    def instances(self, ns: str) -> list[dict[str, Any]]: ...
+    def instance_detail(self, ns: str, iid: str) -> dict[str, Any]: ...
+    def instance_log(self, ns: str, iid: str, after: int = 0) -> dict[str, Any]: ...
+    def instances(self, ns: str, *, status: str | None = None, workflow: str | None = None,
+                  offset: int = 0, limit: int = 50) -> dict[str, Any]: ...
+    def cancel(self, ns: str, iid: str) -> dict[str, Any]: ...
     def publish_event(self, ns: str, event: dict[str, Any]) -> tuple[dict[str, Any], list[str]]: ...
     def workflow_graph(self, ns: str, path: str) -> tuple[dict[str, Any], Graph | None]: ...
 
@@ -84,6 +88,11 @@ def status(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
     x.json(200, d.status())
 
 
+def metrics(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
+    body, content_type = d.metrics(x.headers.get("Accept"))
+    x.send(200, body, content_type)
+
+
 def namespaces(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
     x.json(200, {"namespaces": d.namespaces()})
 
@@ -105,23 +114,50 @@ def start(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
             raise ApiError(400, "isolde.api.badRequest", f"timeout must be a number of seconds, got {x.query['timeout'][:50]!r}") from None
     view = d.start_and_view(ns, path, body or None, wait=wait, timeout=timeout)
     loc = {"Location": f"/api/namespaces/{ns}/instances/{view['id']}"}
-    code = 200 if wait and view["status"] in ("complete", "failed") else 202
+    code = 200 if wait and view["status"] in ("complete", "failed", "cancelled") else 202
     x.json(code, {"id": view["id"], "status": view["status"], "output": view.get("output"), "error": view.get("error"),
                   "workflow": view.get("workflow"), "namespace": view.get("namespace")}, loc)
 
 
+STATUSES: Final = ("pending", "running", "complete", "failed", "cancelled")
+MAX_PAGE: Final = 1000
+
+
+def _count(x: Exchange, name: str, default: int, top: int | None = None) -> int:
+    raw = x.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0 or (top is not None and value > top):
+        limit = f" up to {top}" if top is not None else ""
+        raise ApiError(400, "isolde.api.badRequest", f"{name} must be a whole number of 0 or more{limit}, got {raw[:50]!r}")
+    return value
+
+
 def instances(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
-    x.json(200, {"namespace": a["ns"], "instances": d.instances(a["ns"])})
+    status = x.query.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, "isolde.api.badRequest", f"status must be one of {', '.join(STATUSES)}, got {status[:50]!r}")
+    x.json(200, d.instances(a["ns"], status=status, workflow=x.query.get("workflow") or None,
+                            offset=_count(x, "offset", 0), limit=_count(x, "limit", 50, MAX_PAGE)))
 
 
 def instance(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
     d.check_namespace(a["ns"])
-    x.json(200, d.instance(a["ns"], a["id"]))
+    x.json(200, d.instance_detail(a["ns"], a["id"]))
 
 
 def logs(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
     d.check_namespace(a["ns"])
-    x.json(200, {"id": a["id"], "logs": d.instance_log(a["ns"], a["id"])})
+    x.json(200, d.instance_log(a["ns"], a["id"], _count(x, "after", 0)))
+
+
+def cancel(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
+    d.check_namespace(a["ns"])
+    x.json(202, d.cancel(a["ns"], a["id"]))
 
 
 def graph(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
@@ -206,7 +242,7 @@ def event(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
 
 
 HANDLERS: Final[dict[str, Handler]] = {
-    f.__name__: f for f in (openapi, status, namespaces, workflows, start, instances, instance, logs,
+    f.__name__: f for f in (openapi, status, metrics, namespaces, workflows, start, instances, instance, logs, cancel,
                             list_variables, get_variable, put_variable, delete_variable, event, graph)
 }
 

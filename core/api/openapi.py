@@ -17,6 +17,9 @@ def _response(desc: str, schema: Any) -> dict[str, Any]:
     if schema == "Error":
         return {"$ref": "#/components/responses/Error"} if desc == "An error." else {
             "description": desc, "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if schema == "metrics":
+        return {"description": desc, "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}},
+                                                 "application/openmetrics-text": {"schema": {"type": "string"}}}}
     if schema == "raw":
         return {"description": desc, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
     s = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
@@ -59,7 +62,7 @@ _COMPONENTS: Final[dict[str, Any]] = {
         "InstanceError": {"type": "object", "nullable": True, "properties": {
             "code": {"type": "string"}, "message": {"type": "string"}, "state": {"type": "string", "nullable": True}}},
         "Result": {"type": "object", "properties": {
-            "id": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "running", "complete", "failed"]},
+            "id": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "running", "complete", "failed", "cancelled"]},
             "output": {}, "error": {"$ref": "#/components/schemas/InstanceError"},
             "workflow": {"type": "string"}, "namespace": {"type": "string"}}},
         "Instance": {"type": "object", "properties": {
@@ -67,7 +70,28 @@ _COMPONENTS: Final[dict[str, Any]] = {
             "status": {"type": "string"}, "state": {"type": "string", "nullable": True}, "trigger": {"type": "string"},
             "created": {"type": "number"}, "started": {"type": "number", "nullable": True},
             "ended": {"type": "number", "nullable": True}, "output": {}, "error": {"$ref": "#/components/schemas/InstanceError"},
-            "resumed": {"type": "boolean"}}},
+            "resumed": {"type": "boolean"}, "input": {}}},
+        "InstanceSummary": {"type": "object", "properties": {
+            "id": {"type": "string"}, "workflow": {"type": "string"}, "status": {"type": "string"},
+            "trigger": {"type": "string"}, "created": {"type": "number"}, "started": {"type": "number", "nullable": True},
+            "ended": {"type": "number", "nullable": True}, "state": {"type": "string", "nullable": True},
+            "error_code": {"type": "string", "nullable": True}}},
+        "InstancePage": {"type": "object", "properties": {
+            "namespace": {"type": "string"},
+            "instances": {"type": "array", "items": {"$ref": "#/components/schemas/InstanceSummary"}},
+            "total": {"type": "integer"}, "offset": {"type": "integer"}, "limit": {"type": "integer"}}},
+        "TimelineEntry": {"type": "object", "properties": {
+            "step": {"type": "integer"}, "state": {"type": "string"}, "type": {"type": "string"},
+            "started": {"type": "number"}, "ended": {"type": "number"},
+            "input": {"description": "Whole, or when listed in `truncated` its first bytes as text."}, "output": {},
+            "error": {"type": "object", "nullable": True, "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+            "variables": {"type": "array", "items": {"type": "object", "properties": {
+                "scope": {"type": "string"}, "key": {"type": "string"}}}},
+            "logs": {"type": "array", "items": {"type": "object", "properties": {
+                "time": {"type": "number"}, "message": {"type": "string"}}}},
+            "truncated": {"type": "array", "items": {"type": "string", "enum": ["input", "output"]}}}},
+        "InstanceDetail": {"allOf": [{"$ref": "#/components/schemas/Instance"}, {"type": "object", "properties": {
+            "timeline": {"type": "array", "items": {"$ref": "#/components/schemas/TimelineEntry"}}}}]},
         "Workflow": {"type": "object", "properties": {
             "path": {"type": "string"}, "file": {"type": "string"}, "valid": {"type": "boolean"},
             "serving": {"type": "boolean"}, "errors": {"type": "array", "items": {"type": "string"}},

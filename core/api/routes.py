@@ -65,12 +65,15 @@ def _var_routes(scope: str, prefix: str) -> list[Route]:
     ]
 
 
+_STATUSES: Final = ("pending", "running", "complete", "failed", "cancelled")
 _NS: Final = "/api/namespaces/<ns>"
 _WF: Final = _NS + "/workflows/<path:path>"
 
 ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/api/openapi.json", "openapi", "This document", {200: ("OpenAPI 3 document", None)}),
     Route("GET", "/api/status", "status", "Daemon counters", {200: ("Counters.", {"type": "object"})}),
+    Route("GET", "/metrics", "metrics", "Prometheus metrics (text format 0.0.4, or OpenMetrics when Accept asks for it); "
+          "the same token rule as the API", {200: ("The metrics.", "metrics")}),
     Route("GET", "/api/namespaces", "namespaces", "Served namespaces", {200: ("Namespaces.", {
         "type": "object", "properties": {"namespaces": {"type": "array", "items": {"type": "object", "properties": {
             "name": {"type": "string"}, "workflows": {"type": "integer"}}}}}})}),
@@ -84,14 +87,30 @@ ROUTES: Final[tuple[Route, ...]] = (
           query=({"name": "wait", "in": "query", "schema": {"type": "boolean"}, "description": "Wait for the instance to end."},
                  {"name": "timeout", "in": "query", "schema": {"type": "number"}, "description": "Seconds to wait at most."}),
           body={"*/*": {"schema": {}}}),
-    Route("GET", _NS + "/instances", "instances", "Running, queued and recent instances",
-          {200: ("Instances.", {"type": "object"}), 404: _ERR}),
-    Route("GET", _NS + "/instances/<id>", "instance", "Instance status, output and error",
-          {200: ("The instance.", "Instance"), 404: _ERR}),
-    Route("GET", _NS + "/instances/<id>/logs", "logs", "Instance log", {200: ("Log lines.", {
-        "type": "object", "properties": {"id": {"type": "string"}, "logs": {"type": "array", "items": {
-            "type": "object", "properties": {"time": {"type": "number"}, "state": {"type": "string"},
-                                             "message": {"type": "string"}}}}}}), 404: _ERR}),
+    Route("GET", _NS + "/instances", "instances", "Instances of the namespace (running, queued and kept), newest first, a page",
+          {200: ("A page of instance summaries.", "InstancePage"), 400: _ERR, 404: _ERR},
+          query=({"name": "status", "in": "query", "schema": {"type": "string", "enum": list(_STATUSES)},
+                  "description": "Only instances of this status."},
+                 {"name": "workflow", "in": "query", "schema": {"type": "string"}, "description": "Only instances of this workflow id."},
+                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 50}},
+                 {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}})),
+    Route("GET", _NS + "/instances/<id>", "instance", "Instance record with its state-by-state timeline",
+          {200: ("The instance.", "InstanceDetail"), 404: _ERR}),
+    Route("GET", _NS + "/instances/<id>/logs", "logs", "Instance log lines (from number `after` on)", {200: ("Log lines.", {
+        "type": "object", "properties": {
+            "id": {"type": "string"},
+            "logs": {"type": "array", "items": {"type": "object", "properties": {
+                "time": {"type": "number"}, "state": {"type": "string"}, "message": {"type": "string"}}}},
+            "next": {"type": "integer", "description": "The `after` to ask with next."},
+            "ended": {"type": "boolean", "description": "The instance ended: no more lines will come."}}}),
+        400: _ERR, 404: _ERR},
+          query=({"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0},
+                  "description": "Skip the first `after` lines."},)),
+    Route("POST", _NS + "/instances/<id>/cancel", "cancel",
+          "Cancel an instance (it ends `cancelled` with direktiv.cancels.api; isolate calls get their DELETE)",
+          {202: ("Cancelled, or a cancel requested from the process that runs it.", {
+              "type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}}}),
+           404: _ERR, 409: ("The instance already ended.", "Error")}),
     *_var_routes("namespace", _NS),
     *_var_routes("workflow", _WF),
     *_var_routes("instance", _NS + "/instances/<id>"),

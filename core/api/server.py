@@ -254,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, parts: Any, path: str) -> None:
         self.query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        if not path.startswith("/api/"):
+        if not path.startswith("/api/") and path != "/metrics":
             raise ApiError(404, "isolde.api.notFound", f"no such path {parts.path[:100]!r} (the API lives under /api; see /api/openapi.json)")
         if path.endswith("/") and len(path) > 5:
             path = path[:-1]

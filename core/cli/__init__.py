@@ -10,7 +10,9 @@ from __future__ import annotations
 import click
 
 from .common import EXIT_FAILED, EXIT_USAGE
+from .database import db
 from .docs import plugins, reference, schema
+from .instances import instances
 from .run import graph, run, serve, test_command, validate
 from .variables import namespaces, vars, workflows
 
@@ -21,7 +23,7 @@ def main() -> None:
     """Run Direktiv-style YAML workflows with persistent data on one machine."""
 
 
-for _command in (run, validate, graph, test_command, serve, vars, workflows, namespaces, plugins, schema, reference):
+for _command in (run, validate, graph, test_command, serve, instances, vars, workflows, namespaces, plugins, schema, reference, db):
     main.add_command(_command)
 
 __all__ = ["main", "EXIT_FAILED", "EXIT_USAGE"]

@@ -30,6 +30,43 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def log_format_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--log-format text|json (default: the config's [log] format, else text)."""
+    return click.option("--log-format", type=click.Choice(["text", "json"]), default=None, callback=_log_format,
+                        help="Lines on stderr as text (default) or one JSON object each (time, level, logger, "
+                             "message, instance fields); default: [log] format.")(fn)
+
+
+def _log_format(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        ctx.meta["isolde.log_format"] = value
+    return value
+
+
+def use_log_format(config: Any, given: str | None) -> str:
+    """The log format of this command: ``--log-format``, else ``[log] format``, else text;
+    remembered so that errors are written in it too."""
+    fmt = given or str(config.data.get("log", {}).get("format", "text"))
+    click.get_current_context().meta["isolde.log_format"] = fmt
+    return fmt
+
+
+def say(text: str, *, level: str = "error", message: str | None = None, **fields: Any) -> None:
+    """One line on stderr: ``text``, or with --log-format json an object with ``message``
+    (default: ``text`` without its ``isolde: LEVEL:`` prefix) and ``fields``."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.meta.get("isolde.log_format") != "json":
+        click.echo(text, err=True)
+        return
+    import time
+
+    from ..logs import json_line
+
+    if message is None:
+        message = text.removeprefix("isolde: ").removeprefix(f"{level}: ")
+    click.echo(json_line(time.time(), level, "isolde.cli", message, fields), err=True)
+
+
 def _store_url(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
         ctx.meta["isolde.store_url"] = value
@@ -44,16 +81,16 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except ValidationError as exc:
             for d in exc.diagnostics:
-                click.echo(str(d), err=True)
+                say(str(d))
             sys.exit(EXIT_USAGE)
         except FileNotFoundError as exc:
-            click.echo(f"isolde: error: {exc.filename or exc}: no such file", err=True)
+            say(f"isolde: error: {exc.filename or exc}: no such file")
             sys.exit(EXIT_USAGE)
         except BrokenPipeError:  # the reader went away (`isolde plugins | head`): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(EXIT_FAILED)
         except (IsoldeError, OSError) as exc:
-            click.echo(f"isolde: error: {exc}", err=True)
+            say(f"isolde: error: {exc}")
             sys.exit(EXIT_USAGE)
         except Exception as exc:
             # The store's errors (bad key or scope, ...) are user errors too; imported
@@ -62,7 +99,7 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
             if not isinstance(exc, StoreError):
                 raise
-            click.echo(f"isolde: error: {exc}", err=True)
+            say(f"isolde: error: {exc}")
             sys.exit(EXIT_USAGE)
 
     return wrapper

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from ..errors import ValidationError
-from .common import EXIT_FAILED, EXIT_INTERRUPTED, config_near, EXIT_USAGE, _common, _emit, _engine, _handled
+from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, _common, _emit, _engine, _handled, config_near,
+                     log_format_option, say, use_log_format)
+from .progress import RunOutput
 
 if TYPE_CHECKING:
     from ..instance import Result
@@ -26,9 +28,10 @@ if TYPE_CHECKING:
 @click.option("-q", "--quiet", is_flag=True, help="Don't print the instance log to stderr.")
 @click.option("--root", type=click.Path(file_okay=False, exists=True), help="Namespace root: what a leading / means in subflow paths and file keys (default: FILE's directory).")
 @click.option("--event", "events", multiple=True, metavar="JSON", help="A CloudEvent for the instance's event states, delivered in order as it waits (repeatable; @FILE or @- reads JSON, an object or a list; source defaults to isolde-cli).")
+@log_format_option
 @_common
 @_handled
-def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, namespace: str, quiet: bool, root: str | None, events: tuple[str, ...], data_dir: str | None, config_path: str | None) -> None:
+def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, namespace: str, quiet: bool, root: str | None, events: tuple[str, ...], log_format: str | None, data_dir: str | None, config_path: str | None) -> None:
     """Run one instance of the workflow in FILE and print its output JSON."""
     if input_text is not None and input_file is not None:
         raise click.UsageError("give --input or --input-file, not both")
@@ -50,21 +53,20 @@ def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, nam
 
     instance_id = new_instance_id()
     at = {"state": ""}  # the state the instance is in, as far as its log tells
+    out = RunOutput(namespace)
 
     def sink(instance: str, state: str, message: str) -> None:
         if instance == instance_id:
             at["state"] = state
-        if quiet:
-            return
-        # every line of a multi-line message carries the prefix: an isolate's /log body
-        # can't pass for isolde's own "isolde: ..." lines
-        for line in message.splitlines() or [""]:
-            click.echo(f"[{state}] {line}", err=True)
+        if not quiet:
+            out.instance_log(instance, instance == instance_id, state, message)
 
     try:
         with _engine(data_dir, config_near(config_path, file), log=sink) as engine:
+            out.start(engine, use_log_format(engine.config, log_format))
             sent = _send_events(engine, namespace, events) if events else set()
             workflow = engine.load(file)
+            out.workflow = workflow.id
             if root is not None:
                 workflow.root = Path(root).resolve()
             at["state"] = workflow.start.id
@@ -74,16 +76,22 @@ def run(file: str, input_text: str | None, raw_input: bool, input_file: Any, nam
     except KeyboardInterrupt:
         # the engine has closed on the way out (isolate calls ended, locks released)
         where = f" stopped in state '{at['state']}'" if at["state"] else " stopped before it started"
-        click.echo(f"isolde: interrupted: instance {instance_id}{where} (exit {EXIT_INTERRUPTED})", err=True)
+        out.clear()
+        say(f"isolde: interrupted: instance {instance_id}{where} (exit {EXIT_INTERRUPTED})", level="warning",
+            message=f"interrupted: instance stopped{where.replace(' stopped', '', 1)}", namespace=namespace,
+            instance=instance_id, state=at["state"] or None)
         sys.exit(EXIT_INTERRUPTED)
     for event in unused:
-        click.echo(f"isolde: warning: the --event of type '{event['type']}' (id {event['id']}) was not consumed", err=True)
+        say(f"isolde: warning: the --event of type '{event['type']}' (id {event['id']}) was not consumed", level="warning")
     if result.ok:
         click.echo(json.dumps(result.output, ensure_ascii=False))
         return
     err = result.error
     assert err is not None  # a failed result always carries its error
-    click.echo(f"isolde: instance {result.instance_id} failed in state '{err.state}': {err.code}: {err.message}", err=True)
+    verb = "was cancelled" if result.status == "cancelled" else "failed"
+    say(f"isolde: instance {result.instance_id} {verb} in state '{err.state}': {err.code}: {err.message}",
+        message=f"instance {verb}: {err.code}: {err.message}", namespace=namespace, workflow=result.workflow,
+        instance=result.instance_id, state=err.state, code=err.code)
     sys.exit(EXIT_FAILED)
 
 
@@ -228,14 +236,17 @@ def test_command(paths: tuple[str, ...], verbose: bool, keyword: str | None) -> 
 @click.option("--no-api", is_flag=True, help="Serve no HTTP API (watch, schedule and run only).")
 @click.option("--token", envvar="ISOLDE_API_TOKEN", help="Require 'Authorization: Bearer TOKEN' on the API (needed to bind beyond loopback; default: $ISOLDE_API_TOKEN, [daemon] token).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs: each instance, each API request.")
+@log_format_option
 @_common
 @_handled
-def serve(directory: str, api: str | None, no_api: bool, token: str | None, verbose: bool, data_dir: str | None, config_path: str | None) -> None:
-    """Serve the workflows of DIRECTORY (DIR/<namespace>/**/*.yaml) until SIGTERM: watch, schedule, HTTP API."""
+def serve(directory: str, api: str | None, no_api: bool, token: str | None, verbose: bool, log_format: str | None, data_dir: str | None, config_path: str | None) -> None:
+    """Serve the workflows of DIRECTORY (DIR/<namespace>/**/*.yaml) until SIGTERM: watch, schedule, HTTP API,
+    /metrics.  Ctrl-C stops gracefully; a second Ctrl-C stops at once."""
     from ..daemon import serve as run_daemon
 
     with _engine(data_dir, config_path) as engine:
-        code = run_daemon(directory, engine=engine, api=api, token=token, verbose=verbose, no_api=no_api)
+        code = run_daemon(directory, engine=engine, api=api, token=token, verbose=verbose, no_api=no_api,
+                          log_format=use_log_format(engine.config, log_format))
     sys.exit(code)
 
 

@@ -62,6 +62,11 @@ class InstanceRecordsConformance:
         writes = records.with_step(_record("i1"))
         assert len(list(writes)) >= 1
 
+    def test_finish_with_step_stores_the_outcome(self, records: InstanceRecords) -> None:
+        records.create(_record("i1"))
+        writes = records.finish_with_step(_record("i1", status="complete", ended=2.0, output={"ok": 1}))
+        assert len(list(writes)) >= 1  # the caller commits them with its own writes
+
     def test_finish_and_list_newest_first(self, records: InstanceRecords) -> None:
         for i in range(3):
             records.create(_record(f"i{i}", created=float(i)))

@@ -11,19 +11,44 @@ docs/daemon.md has the user's view.  The parts, each in its module:
 - ``runs``: the run queue and instance threads, records written with each state;
 - ``recovery``: one daemon per data directory, taking over after a crash;
 - ``triggers``: ``CronScheduler`` (interface), cron and event starts;
+- ``backend``: ``DaemonServices``, what a plugin gives a daemon that is one worker of many;
 - ``service``: the ``Daemon`` that wires them; ``serve``: the entry with signals.
 """
 
 from __future__ import annotations
 
-from .catalog import Catalog, WorkflowEntry
-from .layout import Item, classify, guess_mime, workflow_id
-from .records import RECORD_OWNER, InstanceRecords, LmdbInstanceRecords
-from .runs import InstanceInfo, Runs
-from .serve import serve
-from .service import Daemon
-from .settings import DEFAULT_API, DaemonError, DaemonSettings, LogfmtFormatter, configure_logging
-from .triggers import CronScheduler, CronThread, event_filters
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported on first use below: ``isolde.plugin`` reaches a few interfaces
+    # here, and a plugin loading them should not pay for the whole daemon (watchdog, the API)
+    from .catalog import Catalog, WorkflowEntry
+    from .layout import Item, classify, guess_mime, workflow_id
+    from .records import RECORD_OWNER, InstanceRecords, LmdbInstanceRecords
+    from .runs import InstanceInfo, Runs
+    from .serve import serve
+    from .service import Daemon
+    from .settings import DEFAULT_API, DaemonError, DaemonSettings, LogfmtFormatter, configure_logging
+    from .triggers import CronScheduler, CronThread, event_filters
+
+_WHERE = {
+    "Catalog": "catalog", "WorkflowEntry": "catalog", "Item": "layout", "classify": "layout",
+    "guess_mime": "layout", "workflow_id": "layout", "RECORD_OWNER": "records", "InstanceRecords": "records",
+    "LmdbInstanceRecords": "records", "InstanceInfo": "runs", "Runs": "runs", "serve": "serve", "Daemon": "service",
+    "DEFAULT_API": "settings", "DaemonError": "settings", "DaemonSettings": "settings",
+    "LogfmtFormatter": "settings", "configure_logging": "settings", "CronScheduler": "triggers",
+    "CronThread": "triggers", "event_filters": "triggers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # also over the submodule of that name (``serve``)
+    return value
+
 
 __all__ = [
     "Catalog",

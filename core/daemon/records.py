@@ -1,12 +1,13 @@
 """Instance records: where each instance of the daemon stands, and the outcomes kept.
 
-``InstanceRecords`` is the interface a backend implements (the LMDB one is here; a
-PostgreSQL one will hold the same records with claims).  A record is a JSON object:
-``id``, ``namespace``, ``workflow``, ``status`` (pending | running | complete | failed),
-``state``, ``trigger``, ``created``, ``started``, ``ended``, ``output``, ``error``,
+``InstanceRecords`` is the interface a backend implements (the LMDB one is here; the
+PostgreSQL plugin's holds the same records with claims, ``docs/scale-out.md``).  A record is a JSON object:
+``id``, ``namespace``, ``workflow``, ``status`` (pending | running | complete | failed |
+cancelled), ``state``, ``trigger``, ``created``, ``started``, ``ended``, ``input``, ``output``, ``error``,
 ``resumed``, and while it runs ``data``, ``ivars``, ``log`` and ``lock`` (the state to
 resume at while it holds variable locks).  ``core/conformance/records.py`` is the suite
-every backend passes.
+every backend passes.  The records are the instance history's (``isolde.history``: the
+same keys, so ``isolde instances`` and the API list the daemon's instances with the others).
 """
 
 from __future__ import annotations
@@ -17,20 +18,15 @@ import threading
 from collections import deque
 from typing import Any, Final, Iterable, List, Protocol, Sequence, cast
 
+from ..history import ENDED, RECORD_OWNER, StoreHistory, encode_record
 from ..store import Put, Ref, VariableStore
 
-__all__ = ["RECORD_OWNER", "InstanceRecords", "LmdbInstanceRecords", "encode_record"]
-
-RECORD_OWNER: Final = "~isolde-daemon"
-"""Instance-scope owner of the daemon's records.  An instance id never starts with ``~``
-(ids are UUIDs), so the records can't collide with an instance's variables, and because
-no instance ``~isolde-daemon`` is ever registered, the orphan sweep never removes them."""
+__all__ = ["DAEMON_OWNER", "RECORD_OWNER", "InstanceRecords", "LmdbInstanceRecords", "encode_record"]
 
 RECORD_PREFIX: Final = "i-"
-
-
-def encode_record(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+DAEMON_OWNER: Final = "~isolde-daemon"
+"""Instance-scope owner of what the daemon keeps for itself (the ``workflows`` manifest of
+each namespace); never registered as an instance, so the orphan sweep leaves it."""
 
 
 class InstanceRecords(Protocol):
@@ -45,8 +41,12 @@ class InstanceRecords(Protocol):
     def with_step(self, record: dict[str, Any]) -> Sequence[Put]:
         """The writes that store ``record`` in the same transaction as a state's own writes."""
 
-    def finish(self, record: dict[str, Any]) -> None:
-        """Store an instance's outcome; the oldest outcomes beyond the kept number go."""
+    def finish(self, record: dict[str, Any], also: Sequence[Put] = ()) -> None:
+        """Store an instance's outcome (with ``also``: the rest of its timeline); the oldest
+        outcomes beyond the kept number go, with their timelines."""
+
+    def finish_with_step(self, record: dict[str, Any]) -> Sequence[Put]:
+        """``finish`` as writes, to commit an outcome with the last state's own writes."""
 
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
         """One record (``namespace`` filled in), None when unknown."""
@@ -64,7 +64,7 @@ class InstanceRecords(Protocol):
 
 
 class LmdbInstanceRecords:
-    """Records as instance-scope variables ``i-<id>`` of the reserved owner ``~isolde-daemon``
+    """Records as instance-scope variables ``i-<id>`` of the reserved owner ``~isolde-history``
     in each namespace of the variable store."""
 
     def __init__(self, store: VariableStore, *, keep: int, log: logging.Logger | None = None) -> None:
@@ -73,6 +73,7 @@ class LmdbInstanceRecords:
         self.log = log or logging.getLogger("isolde.daemon")
         self._lock = threading.Lock()
         self._finished: deque[tuple[str, str]] = deque()
+        self._history = StoreHistory(store, self.log)
 
     @staticmethod
     def _ref(namespace: str, instance_id: str) -> Ref:
@@ -89,14 +90,18 @@ class LmdbInstanceRecords:
     def with_step(self, record: dict[str, Any]) -> Sequence[Put]:
         return (self._put(record),)
 
-    def finish(self, record: dict[str, Any]) -> None:
-        puts = [self._put(record)]
+    def finish(self, record: dict[str, Any], also: Sequence[Put] = ()) -> None:
+        self.store.write([*also, *self.finish_with_step(record)])
+
+    def finish_with_step(self, record: dict[str, Any]) -> Sequence[Put]:
+        doomed: list[tuple[str, str]] = []
         with self._lock:
             self._finished.append((record["namespace"], record["id"]))
             while len(self._finished) > self.keep:
-                ns, iid = self._finished.popleft()
-                puts.append(Put(self._ref(ns, iid), None))
-        self.store.write(puts)
+                doomed.append(self._finished.popleft())
+        for ns, iid in doomed:  # beyond the kept number already: gone with their timelines
+            self._history.remove(ns, [iid])
+        return (self._put(record),)
 
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
         if "\x00" in instance_id or not instance_id or len(instance_id) > 200:
@@ -127,7 +132,7 @@ class LmdbInstanceRecords:
         return out
 
     def list(self, namespace: str, *, offset: int = 0, limit: int | None = None) -> List[dict[str, Any]]:  # noqa: UP006 (a method named list)
-        done = [r for r in self._all(namespace) if r.get("status") in ("complete", "failed")]
+        done = [r for r in self._all(namespace) if r.get("status") in ENDED]
         done.sort(key=lambda r: (r.get("ended") or 0, r.get("id") or ""), reverse=True)
         return done[offset:] if limit is None else done[offset : offset + limit]
 

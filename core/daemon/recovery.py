@@ -118,7 +118,8 @@ class Recovery:
         wf = entry.workflow if entry is not None else None
         raw = rec.get("data")
         data: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        info = InstanceInfo(iid, ns, wid, data, str(rec.get("trigger") or "api"), float(rec.get("created") or time.time()))
+        info = InstanceInfo(iid, ns, wid, data, str(rec.get("trigger") or "api"), float(rec.get("created") or time.time()),
+                            input=rec.get("input"))
         info.log.extend(rec.get("log") or [])
         info.ivars = bool(rec.get("ivars"))
         info.resumed = True
@@ -129,6 +130,8 @@ class Recovery:
             reason = f"workflow '{wid}' is no longer served"
         elif status == "pending":
             state = None  # it never started: run it from the start
+        elif state is None and status == "running":
+            reason = "it had committed its last state, but not its outcome"
         elif state not in wf.states:
             reason = f"state '{state}' no longer exists in workflow '{wid}'"
         elif lock is not None and not lock.get("safe", False):

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 from ..errors import InstanceFailure, IsoldeError
-from ..instance import ErrorInfo, InstanceContext, Result, manual_start_refused
+from ..ids import new_instance_id
+from ..history import ENDED, capped_input
+from ..instance import CANCEL_CODE, ErrorInfo, InstanceContext, Result, manual_start_refused
 from ..store import Put, StoreError
 from .catalog import Catalog
 from .layout import workflow_id
@@ -29,6 +30,7 @@ from .settings import DaemonError, DaemonSettings
 
 if TYPE_CHECKING:
     from ..engine import Engine
+    from ..history import Recorder
     from ..workflow import StateSpec
     from ..workflow import Workflow
 
@@ -52,7 +54,8 @@ class InstanceInfo:
     data: dict[str, Any]
     trigger: str
     created: float
-    status: str = "pending"  # pending | running | complete | failed
+    input: Any = None  # the instance's input as its record keeps it (capped: [history] max_data_bytes)
+    status: str = "pending"  # pending | running | complete | failed | cancelled
     state: str | None = None  # the state it is in (or will resume at)
     started: float | None = None
     ended: float | None = None
@@ -63,10 +66,13 @@ class InstanceInfo:
     resumed: bool = False
     ivars: bool = False  # may hold instance variables (the record says so at restart)
     cancel: str | None = None
+    cancel_api: bool = False  # cancelled by a user (ends "cancelled", direktiv.cancels.api)
+    recorder: Recorder | None = None  # its history while it runs
     ctx: InstanceContext | None = None  # its context, once it finished a state (to detach it at stop)
     lock_at: str | None = None  # while it holds variable locks: the state that took them
     lock_data: dict[str, Any] | None = None  # ... and that state's input
     lock_safe: bool = True  # no state that must not run twice ran while it held them
+    recorded: bool = True  # its record is in the store (a start that is waited for has none until it commits)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -79,6 +85,7 @@ class InstanceInfo:
             "created": self.created,
             "started": self.started,
             "ended": self.ended,
+            "input": self.input,
             "output": self.output,
             "error": self.error,
             "resumed": self.resumed,
@@ -145,7 +152,9 @@ class Runs:
         With ``announce`` its record is durable before this returns, so an id handed out
         survives a crash.  A caller that waits for the outcome passes False and saves that
         commit: should the daemon die first, the caller gets no id, and the instance left
-        no trace unless it committed something (which writes its record with it)."""
+        no trace unless it committed something (which writes its record with it).  Such an
+        instance writes no record before a state that may call out either, until it has
+        committed something: a crash leaves nothing to resume or to mark."""
         if self.stopping:
             raise DaemonError(503, "isolde.daemon.stopping", "the daemon is stopping")
         wid = workflow_id(path)
@@ -161,8 +170,9 @@ class Runs:
             data = self.engine.instance_input(input)
         except IsoldeError as exc:
             raise DaemonError(413 if "limit" in str(exc) else 400, "isolde.input", str(exc)) from None
-        iid = str(uuid.uuid4())
-        info = InstanceInfo(iid, ns, wid, data, trigger, time.time(), state=wf.start.id)
+        iid = new_instance_id()
+        info = InstanceInfo(iid, ns, wid, data, trigger, time.time(), state=wf.start.id, recorded=announce,
+                            input=capped_input(data, self.engine.history.settings.max_data_bytes))
         with self._lock:
             if wf.fields.get("singular"):
                 for other in self.instances.values():
@@ -246,17 +256,18 @@ class Runs:
         log = self.log
         records = self.records
         data_in = [info.data]  # the input of the state running now
+        ended_with: list[dict[str, Any] | None] = [None]  # the outcome committed with the last state
 
         def sink(_iid: str, state: str, message: str) -> None:
             info.log.append([time.time(), state, message[:LOG_LINE_MAX]])
             if len(info.log) > keep:
                 info.log.popleft()
             if log.isEnabledFor(logging.DEBUG):
-                log.debug(message, extra={"fields": {"ns": ns, "id": iid, "state": state}})
+                log.debug(message, extra={"fields": {"ns": ns, "workflow": info.workflow, "id": iid, "state": state}})
 
         def on_step(ctx: InstanceContext, state: StateSpec, nxt: str | None, data: dict[str, Any], pending: Sequence[Put]) -> Sequence[Put]:
             info.ctx = ctx
-            if info.cancel is not None:
+            if info.cancel is not None and not info.cancel_api:
                 raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
             if self.abandon:
                 ctx.detach()  # keep its instance variables for the next start
@@ -275,26 +286,46 @@ class Runs:
             data_in[0] = data
             if nxt is None:
                 info.state = None
-                return ()
+                if not pending:
+                    return ()
+                # The last state's writes carry the record too (a backend that fences its
+                # records refuses them once another worker holds the claim), and when the
+                # instance completes here, its outcome: no commit of its own for it.
+                if ctx.error_at_end is not None:
+                    return records.with_step(info.record())
+                outcome = replace(info, status="complete", output=data, error=None, ended=time.time(), data={},
+                                  lock_at=None, lock_data=None).record()
+                ended_with[0] = outcome
+                return records.finish_with_step(outcome)
             info.state = nxt
             if not wf.states[nxt].impl.resumable:
                 write = True
                 if info.lock_at is not None:
                     info.lock_safe = False  # it may call out holding the locks: never run again
-            if write:
+            if write and (pending or info.recorded):  # no record yet, nothing to commit: none is needed
                 info.data = data
+                info.recorded = True
                 return records.with_step(info.record())
             return ()
 
         if log.isEnabledFor(logging.DEBUG):
             log.debug("instance started", extra={"fields": {"ns": ns, "workflow": info.workflow, "id": iid, "trigger": info.trigger}})
+        history = self.engine.history
+        recorder = info.recorder = history.recorder(ns, iid, info.workflow, info.data, trigger=info.trigger,
+                                                    owns_record=False, resume=start is not None, created=info.created,
+                                                    enabled=history.settings.enabled)
         try:
-            if not first.impl.resumable and start is None:
+            if not first.impl.resumable and start is None and info.recorded:
                 records.update(info.record())  # it may call out at once: a crash must not run it twice
-            if info.cancel is not None:
-                raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
-            result = self.engine.run_loaded(wf, info.data, namespace=ns, instance_id=iid, sink=sink, start=start,
-                                            on_step=on_step, started_at=info.created if start is not None else None)
+            if info.cancel_api and info.cancel is not None:
+                result = Result(iid, "cancelled", error=ErrorInfo(CANCEL_CODE, info.cancel, info.state))
+                history.ended(recorder, result)
+            else:
+                if info.cancel is not None:
+                    raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
+                result = self.engine.run_loaded(wf, info.data, namespace=ns, instance_id=iid, sink=sink, start=start,
+                                                on_step=on_step, started_at=info.created if start is not None else None,
+                                                recorder=recorder)
         except Exception as exc:  # the store closed under us (stopping), or a bug
             if self.abandon or self.stopping:
                 info.done.set()
@@ -304,24 +335,32 @@ class Runs:
         if self.abandon and result.status == "failed":
             info.done.set()  # stopped by the shutdown: its record stays, the next start resumes it
             return
+        outcome = ended_with[0] if result.status == "complete" else None
         info.status = result.status
         info.output = result.output
         info.error = _error_dict(result.error)
-        info.ended = time.time()
+        info.ended = time.time() if outcome is None else outcome["ended"]
         info.data = {}
         info.ctx = None
         info.lock_at = info.lock_data = None
         with self._lock:
             self.stats[result.status] = self.stats.get(result.status, 0) + 1
             self.stats["started"] += 1
-        gone = info.cancel is not None and "namespace" in info.cancel
+        gone = info.cancel is not None and not info.cancel_api and "namespace" in info.cancel
         try:
-            if not gone:
-                records.finish(info.record())
+            if not gone and outcome is None:
+                records.finish(info.record(), also=recorder.leftover)
+            elif recorder.leftover:  # the outcome went with the last state: the rest of its timeline
+                self.engine.store.write(recorder.leftover)
             if info.resumed:
                 self._end_instance(ns, iid)
         except StoreError as exc:
-            log.error("could not store the instance's outcome", extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
+            if getattr(exc, "instance_lost", False):
+                log.warning("instance taken over by another worker; nothing more of it is committed here",
+                            extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
+            else:
+                log.error("could not store the instance's outcome", extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
+        history.release(recorder)
         if result.status == "failed":
             err = result.error
             log.info("instance failed", extra={"fields": {
@@ -335,6 +374,20 @@ class Runs:
         info.done.set()
 
     # -- stopping and cancelling --------------------------------------------------
+    def cancel_by_user(self, info: InstanceInfo, reason: str) -> str:
+        """A user's cancel (API, CLI): the instance ends ``cancelled`` with
+        ``direktiv.cancels.api``; its waits are woken and its isolate calls get their
+        ``DELETE``.  Returns its status (409 when it already ended)."""
+        with self._lock:
+            if info.status in ENDED:
+                raise DaemonError(409, "isolde.instance.ended", f"instance {info.id} already ended ({info.status})")
+            info.cancel_api = True
+            info.cancel = reason
+            recorder = info.recorder
+        if recorder is not None:
+            self.engine.history.cancel_live(recorder, reason)
+        return info.status
+
     def cancel(self, info: InstanceInfo, reason: str) -> None:
         """Stop an instance at its next state, and wake it now if it waits or sleeps."""
         info.cancel = reason

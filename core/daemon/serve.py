@@ -16,9 +16,10 @@ __all__ = ["serve"]
 
 
 def serve(directory: str, *, engine: Engine, api: str | None, token: str | None, verbose: bool,
-          no_api: bool = False) -> int:
-    """Run the daemon until SIGTERM / SIGINT; returns the exit code."""
-    log = configure_logging(verbose)
+          no_api: bool = False, log_format: str | None = None) -> int:
+    """Run the daemon until SIGTERM / SIGINT; returns the exit code.  ``log_format``:
+    ``text`` (logfmt) or ``json``; None takes ``[log] format``."""
+    log = configure_logging(verbose, log_format or engine.config.data.get("log", {}).get("format", "text"))
     settings = DaemonSettings.from_config(engine.config, api=api, token=token)
     if hasattr(signal, "SIGIO"):
         signal.signal(signal.SIGIO, signal.SIG_IGN)  # lease breaks (see watch.FileReader)
@@ -27,10 +28,17 @@ def serve(directory: str, *, engine: Engine, api: str | None, token: str | None,
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal received", extra={"fields": {"signal": signal.Signals(signum).name}})
+        name = signal.Signals(signum).name
         if stopping and signum == signal.SIGINT:  # a second Ctrl-C: stop at once, no graceful drain
+            log.warning("stopping at once (second Ctrl-C): running instances resume at the next start",
+                        extra={"fields": {"signal": name}})
             os._exit(130)
-        stopping.append(signum)
+        stopping.append(signum)  # before logging: a second signal may arrive while this one logs
+        if signum == signal.SIGINT:
+            log.info(f"stopping gracefully: running instances get up to {settings.stop_grace:g}s to finish "
+                     "(press Ctrl-C again to stop at once)", extra={"fields": {"signal": name}})
+        else:
+            log.info("signal received", extra={"fields": {"signal": name}})
         daemon.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IsoldeError
+from .backend import DaemonServices
+from ..history import ENDED, summary
+from ..history import NotFound as HistoryNotFound
 from .catalog import Catalog
 from .dropvars import DropVariables
 from .layout import workflow_id
@@ -29,6 +32,9 @@ if TYPE_CHECKING:
     from ..store import VariableStore
 
 __all__ = ["Daemon"]
+
+_PRIVATE = ("v", "data", "ivars", "log", "lock", "input_truncated", "tl", "chunks")
+"""Record fields the daemon keeps for itself (resuming), not shown."""
 
 STOP_DRAIN = 1.0
 """Seconds the instances stopped at shutdown get to unwind before the engine closes."""
@@ -65,19 +71,33 @@ class Daemon:
         self.api: Any = None
         self._stop_event = threading.Event()
         self._status_thread: threading.Thread | None = None
+        self._claim_thread: threading.Thread | None = None
+        self.backend: DaemonServices | None = None
         self._started = False
         self._stopping = False
         self._lock = threading.Lock()
+        self._unregister_metrics: Callable[[], None] = lambda: None
 
     # ------------------------------------------------------------------ wiring
     def _build(self) -> None:
         engine, log, settings = self.engine, self.log, self.settings
         store: VariableStore = engine.store  # opened here: without the orphan sweep (see recovery)
         self.store = store
+        # A plugin whose store is shared by several daemons makes this one a worker of many.
+        backend: DaemonServices | None = engine.registry.pm.hook.isolde_daemon_services(config=engine.config, store=store)
+        self.backend = backend
+        scheduler: Any = self._scheduler
+        if backend is not None:
+            backend.start()
+            if self._records is None:
+                self._records = backend.records(keep=settings.keep_instances, log=log)
+            if scheduler is None:
+                scheduler = backend.scheduler
+            engine.wrap_events(backend.events)
         self.records: InstanceRecords = self._records or LmdbInstanceRecords(store, keep=settings.keep_instances, log=log)
         self.runs = Runs(engine, self.records, self.catalog, settings, log,
                          end_instance=store.end_instance, interrupt=lambda iid, why: None if engine.events.interrupt(iid, why) else None)
-        self.triggers = Triggers(self.catalog, lambda: engine.events, self.runs.start, log, self._scheduler)
+        self.triggers = Triggers(self.catalog, lambda: engine.events, self.runs.start, log, scheduler)
         self.manifests = Manifests(store)
         reader = FileReader(self.pending, settings.settle, log)
         drop = DropVariables(store, self.catalog, self.pending, reader, settings, log,
@@ -91,6 +111,10 @@ class Daemon:
         self.recovery = Recovery(self.records, self.runs, self.catalog, log,
                                  has_instance_vars=lambda ns, iid: bool(store.list(ns, "instance", iid)),
                                  end_instance=store.end_instance)
+        from .metrics import DaemonCollector, register
+
+        self._unregister_metrics = register(engine.metrics.registry, DaemonCollector(
+            self.catalog, self.runs, engine.services.functions.peek, lambda: not self._stopping))
 
     def _packer(self) -> Callable[[Path, io.BytesIO, str], None]:
         from ..files import ArchiveLimits, pack_dir
@@ -123,6 +147,10 @@ class Daemon:
 
             self.api = ApiServer(self, self.settings.api, token=self.settings.token)
             self.api.start()
+        if self.backend is not None:
+            self._claim_thread = threading.Thread(target=self._claim_loop, args=(self.backend.claim_interval,),
+                                                  name="isolde-claims", daemon=True)
+            self._claim_thread.start()
         if self.settings.status_interval > 0:
             self._status_thread = threading.Thread(target=self._status_loop, name="isolde-status", daemon=True)
             self._status_thread.start()
@@ -158,6 +186,8 @@ class Daemon:
         else:
             self.pending.close()
         self.watcher.stop()
+        if self._claim_thread is not None:
+            self._claim_thread.join()  # no more adoptions once the runs stop
         if self._started:
             self.triggers.close()
             self.runs.stop(self.settings.stop_grace, STOP_DRAIN)
@@ -165,6 +195,9 @@ class Daemon:
         if self._started:
             self.sync.join()
         self.engine.close()
+        if self.backend is not None:
+            self.backend.close()  # after the instances stopped: the others may claim them at once
+        self._unregister_metrics()
         self._dir_lock.release()
         self.log.info("stopped")
 
@@ -181,34 +214,75 @@ class Daemon:
             return self.runs.start(ns, path, body).view()
         info = self.runs.start(ns, path, body, announce=False)
         info.done.wait(self.settings.max_wait if timeout is None else timeout)
-        return info.view() if info.status in ("complete", "failed") else self.instance(ns, info.id)
+        return info.view() if info.status in ENDED else self.instance(ns, info.id)
 
     def instance(self, ns: str, iid: str) -> dict[str, Any]:
-        """An instance's status, output and error (404 when unknown)."""
+        """An instance's status, input, output and error (404 when unknown)."""
         info = self.runs.live(ns, iid)
         if info is not None:
             return info.view()
         rec = self._stored_record(ns, iid)
-        for k in ("v", "data", "ivars", "log", "lock"):
+        for k in _PRIVATE:
             rec.pop(k, None)
         return rec
 
-    def instance_log(self, ns: str, iid: str) -> list[dict[str, Any]]:
-        info = self.runs.live(ns, iid)
-        lines = list(info.log) if info is not None else (self._stored_record(ns, iid).get("log") or [])
-        return [{"time": t, "state": s, "message": m} for t, s, m in lines]
-
-    def instances(self, ns: str) -> list[dict[str, Any]]:
-        """Running and queued instances of a namespace, then the kept outcomes (newest first)."""
+    def instance_detail(self, ns: str, iid: str) -> dict[str, Any]:
+        """The record with its state-by-state ``timeline`` (404 when unknown)."""
         self.catalog.check_namespace(ns)
-        live = self.runs.live_views(ns)
-        keys = ("id", "workflow", "status", "trigger", "created", "started", "ended", "error")
-        done = [{k: rec.get(k) for k in keys} for rec in self.records.list(ns)]
-        return sorted(live, key=lambda r: r["created"]) + done
+        view = self.instance(ns, iid)
+        try:
+            shown = self.engine.history.show(ns, iid)
+        except HistoryNotFound:
+            return {**view, "timeline": []}  # queued: no record of its own yet
+        return {**view, "timeline": shown["timeline"]}
+
+    def instance_log(self, ns: str, iid: str, after: int = 0) -> dict[str, Any]:
+        """Log lines from number ``after`` on: ``{"id", "logs", "next", "ended"}``."""
+        self.catalog.check_namespace(ns)
+        view = self.instance(ns, iid)  # 404 when unknown
+        try:
+            lines, nxt, _ = self.engine.history.logs(ns, iid, after)
+        except HistoryNotFound:
+            lines, nxt = [], max(0, after)
+        return {"id": iid, "logs": lines, "next": nxt, "ended": view.get("status") in ENDED}
+
+    def instances(self, ns: str, *, status: str | None = None, workflow: str | None = None,
+                  offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        """A page of a namespace's instances (running, queued and kept), newest first."""
+        self.catalog.check_namespace(ns)
+        rows, _ = self.engine.history.list(ns)
+        by_id = {r["id"]: r for r in rows}
+        for rec in self.records.list(ns):  # the same keys with LMDB; a plugin's own table otherwise
+            by_id.setdefault(rec["id"], summary(rec))
+        for view in self.runs.live_views(ns):
+            by_id[view["id"]] = summary(view)
+        picked = [r for r in by_id.values()
+                  if (status is None or r.get("status") == status) and (workflow is None or r.get("workflow") == workflow)]
+        picked.sort(key=lambda r: (r.get("created") or 0, r.get("id") or ""), reverse=True)
+        return {"namespace": ns, "instances": picked[offset:offset + limit], "total": len(picked),
+                "offset": offset, "limit": limit}
+
+    def cancel(self, ns: str, iid: str) -> dict[str, Any]:
+        """Cancel an instance (202), running here or in another process; 404 unknown, 409 ended."""
+        self.catalog.check_namespace(ns)
+        reason = "cancelled through the API"
+        info = self.runs.live(ns, iid)
+        if info is not None:
+            return {"id": iid, "status": self.runs.cancel_by_user(info, reason)}
+        try:
+            self.engine.history.cancel(ns, iid, reason)
+        except HistoryNotFound:
+            raise DaemonError(404, "isolde.instance.notFound", f"no instance '{iid[:100]}' in namespace '{ns}'") from None
+        except IsoldeError as exc:
+            raise DaemonError(409, "isolde.instance.ended", str(exc)) from None
+        rec = self.engine.history.get(ns, iid) or {}
+        return {"id": iid, "status": rec.get("status")}
 
     def _stored_record(self, ns: str, iid: str) -> dict[str, Any]:
-        rec = self.records.get(ns, iid)
-        if rec is None:
+        # the daemon's own records first (a plugin's may live elsewhere than the history,
+        # e.g. the workers' shared table), then every other run's history
+        rec = self.records.get(ns, iid) or self.engine.history.get(ns, iid)
+        if rec is None or "status" not in rec:
             raise DaemonError(404, "isolde.instance.notFound", f"no instance '{iid[:100]}' in namespace '{ns}'")
         return rec
 
@@ -256,10 +330,24 @@ class Daemon:
     def check_namespace(self, ns: str) -> None:
         self.catalog.check_namespace(ns)
 
+    def metrics(self, accept: str | None) -> tuple[bytes, str]:
+        """``/metrics``: the engine's registry (with this daemon's collector), as ``accept`` asks."""
+        return self.engine.metrics.exposition(accept)
+
     def status(self) -> dict[str, Any]:
         n_ns, n_wf, invalid = self.catalog.counts()
         return {"namespaces": n_ns, "workflows": n_wf, "invalid": invalid,
                 "running": self.runs.running, "queued": self.runs.queued(), **self.runs.stats}
+
+    def _claim_loop(self, interval: float) -> None:
+        """A worker of many: take over, every ``interval`` seconds, the instances of workers
+        whose lease ran out (resumed or ended ``interrupted``, as after a restart)."""
+        while not self._stop_event.wait(interval):
+            try:
+                self.recovery.take_over()
+                self.recovery.recover()
+            except Exception as exc:  # the database away for a moment: try again next time
+                self.log.warning("claiming orphaned instances failed", extra={"fields": {"error": str(exc)}})
 
     def _status_loop(self) -> None:
         while not self._stop_event.wait(self.settings.status_interval):

@@ -114,12 +114,15 @@ def _quote(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def configure_logging(verbose: bool) -> logging.Logger:
-    """The daemon's logger, writing logfmt lines to stderr (debug level with ``--verbose``)."""
+def configure_logging(verbose: bool, log_format: str = "text") -> logging.Logger:
+    """The daemon's logger, writing logfmt lines (``text``) or JSON objects (``json``,
+    ``isolde.logs``) to stderr, at debug level with ``--verbose``."""
+    from ..logs import JsonFormatter
+
     logger = logging.getLogger("isolde")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler()
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else LogfmtFormatter())
     logger.handlers[:] = [handler]
     logger.propagate = False
     return logging.getLogger("isolde.daemon")

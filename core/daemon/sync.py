@@ -25,7 +25,7 @@ from ..store import Put, Ref, VariableStore
 from .catalog import Catalog, WorkflowEntry
 from .dropvars import DropVariables
 from .layout import Item, classify, is_under, valid_namespace
-from .records import RECORD_OWNER
+from .records import DAEMON_OWNER
 from .runs import Runs
 from .settings import DaemonSettings
 from .triggers import Triggers
@@ -53,7 +53,7 @@ class Manifests:
     def load(self) -> dict[str, dict[str, str]]:
         """Read what the last run left; returns a copy."""
         for ns in cast("Iterable[str]", self.store.namespaces()):
-            var = self.store.get(Ref(ns, "instance", RECORD_OWNER, MANIFEST_KEY))
+            var = self.store.get(Ref(ns, "instance", DAEMON_OWNER, MANIFEST_KEY))
             if var is None:
                 continue
             try:
@@ -72,7 +72,7 @@ class Manifests:
             else:
                 man[wid] = digest
             data = json.dumps(man, sort_keys=True).encode() if man else None
-        self.store.write([Put(Ref(ns, "instance", RECORD_OWNER, MANIFEST_KEY), data)])
+        self.store.write([Put(Ref(ns, "instance", DAEMON_OWNER, MANIFEST_KEY), data)])
 
     def drop(self, ns: str) -> None:
         with self._lock:

@@ -1,8 +1,8 @@
 """Starts that are not API calls: cron (``start: scheduled``) and CloudEvents (``event``,
 ``eventsXor``, ``eventsAnd``).
 
-``CronScheduler`` is the interface a backend implements (the in-process thread is here; a
-shared scheduler that fires once across workers comes with PostgreSQL).  ``Triggers``
+``CronScheduler`` is the interface a backend implements (the in-process thread is here; the
+PostgreSQL plugin's fires each tick once across workers).  ``Triggers``
 follows each served workflow's ``start`` and starts instances through a ``start``
 function it is given.
 """
@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
 
 from .catalog import Catalog, WorkflowEntry
 from .settings import DaemonError
@@ -22,14 +22,16 @@ from .settings import DaemonError
 if TYPE_CHECKING:
     from ..events import EventBus
 
-__all__ = ["CronScheduler", "CronThread", "StartFn", "Triggers", "event_filters"]
+__all__ = ["CronScheduler", "CronThread", "FireFn", "StartFn", "Triggers", "event_filters"]
 
+FireFn = Callable[[str, str, float], None]
+"""``fire(namespace, workflow, tick)``: a cron tick is due (``tick``: its epoch seconds)."""
 StartFn = Callable[..., Any]
 """``start(ns, wid, input, trigger=...)`` -> an object with ``id``; raises DaemonError."""
 
 
 class CronScheduler(Protocol):
-    """Fires ``fire(namespace, workflow)`` on each tick of a workflow's cron expression."""
+    """Fires ``fire(namespace, workflow, tick)`` on each tick of a workflow's cron expression."""
 
     def start(self) -> None: ...
 
@@ -43,9 +45,13 @@ class CronScheduler(Protocol):
 
 
 class CronThread:
-    """Fires ``start: scheduled`` workflows by cron in one thread (UTC; a sixth field is seconds)."""
+    """Fires ``start: scheduled`` workflows by cron in one thread (UTC; a sixth field is seconds).
 
-    def __init__(self, fire: Callable[[str, str], None], logger: logging.Logger) -> None:
+    ``fire(namespace, workflow, tick)`` gets the tick's epoch seconds: every process
+    computes the same ticks for one expression (croniter's, aligned to the clock), so a
+    shared scheduler can tell a tick another worker already fired."""
+
+    def __init__(self, fire: FireFn, logger: logging.Logger) -> None:
         self._fire = fire
         self._log = logger
         self._cond = threading.Condition()
@@ -86,7 +92,7 @@ class CronThread:
 
     def _loop(self) -> None:
         while True:
-            due: list[tuple[str, str]] = []
+            due: list[tuple[str, str, float]] = []
             with self._cond:
                 if self._stop:
                     return
@@ -94,7 +100,7 @@ class CronThread:
                 wait = 3600.0
                 for key, (cron, it, at) in list(self._jobs.items()):
                     if at <= now:
-                        due.append(key)
+                        due.append((*key, at))
                         nxt = it.get_next(float)
                         while nxt <= now:  # the daemon was busy or asleep: don't fire a backlog
                             nxt = it.get_next(float)
@@ -104,9 +110,9 @@ class CronThread:
                 if not due:
                     self._cond.wait(max(0.0, wait))
                     continue
-            for ns, wid in due:
+            for ns, wid, tick in due:
                 try:
-                    self._fire(ns, wid)
+                    self._fire(ns, wid, tick)
                 except Exception as exc:  # never let one workflow stop the schedule
                     self._log.error("scheduled start failed", extra={"fields": {"ns": ns, "workflow": wid, "error": str(exc)}})
 
@@ -135,12 +141,19 @@ class Triggers:
     """Keeps cron schedules and event subscriptions in step with the served workflows."""
 
     def __init__(self, catalog: Catalog, bus: Callable[[], EventBus], start: StartFn, log: logging.Logger,
-                 scheduler: CronScheduler | None = None) -> None:
+                 scheduler: CronScheduler | Callable[[FireFn, logging.Logger], CronScheduler] | None = None) -> None:
+        """``scheduler``: a ready one, or a factory given the fire function (a shared one)."""
         self.catalog = catalog
         self._bus = bus  # the engine's event bus, made on first use
         self._start = start
         self.log = log
-        self.scheduler: CronScheduler = scheduler if scheduler is not None else CronThread(self._fire_scheduled, log)
+        self.scheduler: CronScheduler
+        if scheduler is None:
+            self.scheduler = CronThread(self._fire_scheduled, log)
+        elif hasattr(scheduler, "next_fire"):
+            self.scheduler = cast("CronScheduler", scheduler)
+        else:
+            self.scheduler = scheduler(self._fire_scheduled, log)
         self._lock = threading.Lock()
         self._gatherings: dict[tuple[str, str], list[_Gathering]] = {}
         self._tls = threading.local()  # instance ids started by the event being published
@@ -179,7 +192,7 @@ class Triggers:
                 entry.subscription = None
 
     # -- cron -------------------------------------------------------------------
-    def _fire_scheduled(self, ns: str, wid: str) -> None:
+    def _fire_scheduled(self, ns: str, wid: str, tick: float | None = None) -> None:
         try:
             info = self._start(ns, wid, None, trigger="cron")
         except DaemonError as exc:

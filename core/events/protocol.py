@@ -1,7 +1,8 @@
 """What states, the CLI and the daemon need from an event bus: :class:`EventBus`.
 
 The in-process bus (:class:`isolde.events.bus.InProcessEventBus`) is one
-backend; another (PostgreSQL, later) implements the same protocol and proves it
+backend; another (the PostgreSQL plugin's, shared by workers) implements the
+same protocol and proves it
 by running :class:`isolde.conformance.events.EventBusConformance` against
 itself.  The delivery rules every backend keeps are in ``docs/events.md``.
 """

@@ -7,9 +7,10 @@ loop (``isolde.instance.loop``) commits what a state staged after the state.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from ..errors import WorkflowError
+from ..errors import InstanceFailure, WorkflowError
 from ..namespace_files import read_file_scope
 from ..store import Put, Ref, StoreError, Variable
 from .transform import apply_transform
@@ -34,7 +35,7 @@ class InstanceContext:
     __slots__ = (
         "services", "store", "namespace", "workflow", "instance_id", "state", "_pending", "_registered", "_next",
         "log_lines", "_sink", "error_at_end", "max_variable_bytes", "_locked", "lock_owner", "step", "guard",
-        "depth",
+        "depth", "cancelled", "caught", "text",
     )
 
     def __init__(self, services: Services, workflow: Workflow, namespace: str, instance_id: str,
@@ -57,6 +58,9 @@ class InstanceContext:
         self.lock_owner = instance_id  # whose locks these are
         self.guard: InstanceGuard | None = None  # the workflow's timeouts / singular (isolde.guards)
         self.depth = depth  # how deep this instance is nested in subflows (0: top level)
+        self.cancelled: str | None = None  # why the instance is being cancelled (checked between states)
+        self.caught: WorkflowError | None = None  # the error the current state's catch took
+        self.text: str | None = None  # the current state's output as JSON text (None: its input, unchanged)
 
     # -- services ----------------------------------------------------------------------
     @property
@@ -151,10 +155,19 @@ class InstanceContext:
             durable.append(self.services.locks.get().hand_over(self.lock_owner, done))
             self._locked.difference_update(done)
 
+        obs = self.services.observer
+        began = perf_counter() if obs is not None else 0.0
         try:
             self.store.write([*pending, *extra] if extra else pending, register_instance=register,
                              handover=hand_over if done else None)
+            if obs is not None:
+                obs.committed(perf_counter() - began)
         except StoreError as exc:
+            if getattr(exc, "instance_lost", False):
+                # Another process holds the instance now (a claim fenced this commit): end it
+                # here, uncatchably, and leave its variables to the process that runs it.
+                self.detach()
+                raise InstanceFailure(str(exc), code=getattr(exc, "code", "isolde.store")) from None
             raise _store_error(exc) from None
         finally:
             self._pending = []
@@ -182,6 +195,11 @@ class InstanceContext:
             raise WorkflowError(MULTIPLE_ERRORS, f"error {code} (state '{here}') raised after the earlier error "
                                 f"{self.error_at_end[0]}; the instance keeps the first error")
         self.error_at_end = (code, message, here)
+
+    def progress(self, done: int, total: int, failed: int = 0) -> None:
+        obs = self.services.observer
+        if obs is not None:
+            obs.progress(self, done, total, failed)
 
     def log(self, message: str) -> None:
         self.log_lines.append(message)

@@ -9,7 +9,8 @@ the state staged variable writes, commits them in one transaction.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from ..errors import InstanceFailure, IsoldeError, WorkflowError
 from ..expr import catch_matches, to_log_text
@@ -19,7 +20,11 @@ from .context import _DEFAULT, InstanceContext
 from .result import ErrorInfo, Result
 from .transform import apply_transform
 
+CANCEL_CODE = "direktiv.cancels.api"
+"""The error of an instance cancelled by a user (``Engine.cancel``, the CLI, the API)."""
+
 if TYPE_CHECKING:
+    from ..observers import Observer
     from ..store import Put
     from ..workflow import StateSpec, Workflow
     from .services import LogSink, Services
@@ -29,6 +34,15 @@ StepHook = Callable[[InstanceContext, "StateSpec", "str | None", "dict[str, Any]
 state, the next state id or None, the new data, the writes it staged).  It returns extra
 writes committed in the same transaction as the state's own, which is how the daemon keeps
 a record of where each instance stands; raising ``InstanceFailure`` stops the instance."""
+
+
+class Recorder(Protocol):
+    """Keeps an instance's history (``isolde.history.Recorder``)."""
+
+    def begin(self, ctx: InstanceContext, on_step: StepHook | None, sink: LogSink | None) -> tuple[StepHook, LogSink]:
+        """Bind to the context; returns the step hook and log sink the instance uses."""
+        ...
+
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
@@ -46,14 +60,18 @@ def run_instance(
     started_at: float | None = None,
     depth: int = 0,
     deadline: float | None = None,
+    recorder: Recorder | None = None,
 ) -> Result:
     """Run ``wf`` from its start state (or from state ``start``, to resume) to its end.
 
     ``started_at`` (``time.time()``) is when a resumed instance first started: its
     workflow ``timeouts`` count from then.  ``depth`` is how deep a subflow nests;
     ``deadline`` (``time.monotonic()``) ends a subflow called with a timeout there
-    (uncatchable inside it, as the workflow's ``timeouts.kill``)."""
+    (uncatchable inside it, as the workflow's ``timeouts.kill``).  ``recorder`` keeps the
+    instance's history (it wraps ``on_step`` and the log sink) and carries a cancel."""
     ctx = InstanceContext(services, wf, namespace, instance_id, sink, depth=depth)
+    if recorder is not None:
+        on_step, ctx._sink = recorder.begin(ctx, on_step, sink)
     states = wf.states
     limits = services.limits
     max_steps = limits.max_steps
@@ -67,10 +85,16 @@ def run_instance(
                       deadline)
         if deadline is not None or needs_guard(wf) else None
     )
+    obs = services.observer
+    if obs is not None:
+        obs.instance_started(ctx)
+        began = mark = perf_counter()
     try:
         if guard is not None:
             guard.start()
         while True:
+            if obs is not None:
+                mark = _state_done(obs, ctx, mark)
             steps += 1
             if steps > max_steps:
                 raise InstanceFailure(
@@ -82,6 +106,8 @@ def run_instance(
             visited.append(state.id)
             ctx._next = _DEFAULT
             try:
+                if ctx.cancelled is not None:
+                    raise InstanceFailure(ctx.cancelled, code=CANCEL_CODE)
                 if guard is not None:
                     guard.at_boundary()
                 if state.log is not None:
@@ -89,12 +115,18 @@ def run_instance(
                 out = state.impl.run(state, data, ctx)
                 if state.transform is not None:
                     out = apply_transform(state.transform, out)
-                if out is not data and len(_encode(out)) > max_data:
-                    raise WorkflowError(
-                        "direktiv.limits.data",
-                        f"state data would be over the {max_data}-byte limit "
-                        "(raise [limits] max_data_bytes in isolde.toml)",
-                    )
+                if out is not data:
+                    text = ctx.text = _encode(out)
+                    if len(text) > max_data:
+                        raise WorkflowError(
+                            "direktiv.limits.data",
+                            f"state data would be over the {max_data}-byte limit "
+                            "(raise [limits] max_data_bytes in isolde.toml)",
+                        )
+                else:
+                    ctx.text = None
+                if ctx.cancelled is not None:  # cancelled while it ran: its writes are not kept
+                    raise InstanceFailure(ctx.cancelled, code=CANCEL_CODE)
                 nxt = state.transition if ctx._next is _DEFAULT else ctx._next
                 extra = () if on_step is None else on_step(ctx, state, nxt, out, ctx._pending)
                 if ctx._pending or extra:
@@ -106,7 +138,7 @@ def run_instance(
                     exc = WorkflowError(exc.code, exc.msg)
                 if guard is not None:
                     exc = guard.translate(exc)
-                if not exc.catchable:
+                if not exc.catchable or ctx.cancelled is not None:
                     raise exc from None
                 for pattern, target in state.catch:
                     if catch_matches(pattern, exc.code):
@@ -116,7 +148,9 @@ def run_instance(
                 else:
                     raise exc from None
                 if on_step is not None:
+                    ctx.caught = exc
                     extra = on_step(ctx, state, nxt, data, ())
+                    ctx.caught = None
                     if extra:
                         ctx.commit(extra)
             if nxt is None:
@@ -139,6 +173,9 @@ def run_instance(
         result.error = ErrorInfo("isolde.internal", f"{type(exc).__name__}: {exc} (a bug in state type '{state.type}')", state.id)
         services.report_internal(exc)
     finally:
+        if ctx.cancelled is not None and result.status == "failed":
+            result.status = "cancelled"
+            result.error = ErrorInfo(CANCEL_CODE, ctx.cancelled, result.error.state if result.error else state.id)
         if guard is not None:
             guard.finish()
         functions = services.functions.peek()
@@ -148,7 +185,18 @@ def run_instance(
             ctx.release_locks()
         if ctx._registered:
             ctx.store.end_instance(namespace, instance_id)
+        if obs is not None:
+            _state_done(obs, ctx, mark)
+            obs.instance_ended(ctx, result.status, result.error.code if result.error else None, perf_counter() - began)
     return result
 
 
-__all__ = ["StepHook", "run_instance"]
+def _state_done(obs: Observer, ctx: InstanceContext, mark: float) -> float:
+    """Tell ``obs`` the state ``ctx`` was in is done (it began at ``mark``); returns now."""
+    now = perf_counter()
+    if ctx.state is not None:
+        obs.state_done(ctx, ctx.state.type, now - mark)
+    return now
+
+
+__all__ = ["CANCEL_CODE", "Recorder", "StepHook", "run_instance"]

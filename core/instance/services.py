@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..guards import Deadlines
     from ..jqexpr import JqRuntime
     from ..locks import VariableLocks
+    from ..observers import Observer
     from ..store import VariableStore
     from ..workflow import Workflow
 
@@ -68,6 +69,9 @@ class Services:
     sink: LogSink | None = None
     report_internal: Callable[[BaseException], None] = lambda exc: None
     """Where a bug in a state type or a callback is reported (``ISOLDE_DEBUG``)."""
+    observer: Observer | None = None
+    """Listens to instances, states, actions, commits and progress (``isolde.observers``):
+    metrics, terminal progress.  Read once per instance."""
 
 
 __all__ = ["Lazy", "Limits", "LogSink", "Services"]

@@ -97,6 +97,16 @@ class Isolates:
             if cancel is not None:
                 cancel(instance_id)
 
+    def counts(self) -> tuple[int, int]:
+        """``(runners, isolate processes running)``: a runner that owns a program keeps
+        it as its ``process`` (an ``IsolateProcess``), as the built-in ``process`` runner does."""
+        from .process import IsolateProcess
+
+        with self._lock:
+            runners = list(self._runners.values())
+        procs = [getattr(r, "process", None) for r in runners]
+        return len(runners), sum(1 for p in procs if isinstance(p, IsolateProcess) and p.running)
+
     def cancel_all(self) -> None:
         self.cancel_instance(None)
 

@@ -79,6 +79,12 @@ class IsolateProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def running(self) -> bool:
+        """Whether the program is running now (started and not exited)."""
+        proc = self._proc
+        return proc is not None and proc.poll() is None
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

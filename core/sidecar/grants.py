@@ -31,6 +31,7 @@ class Grant:
     log: Callable[[str], None]
     active: int = 0
     revoked: bool = False
+    registered: bool = False  # it wrote an instance variable (the instance must remove it at its end)
 
 
 class Grants:
@@ -54,14 +55,16 @@ class Grants:
     def get(self, aid: str) -> Grant | None:
         return self._grants.get(aid)
 
-    def revoke(self, aid: str) -> None:
-        """End an action id once no write or log of it is under way; unknown ids are ignored."""
+    def revoke(self, aid: str) -> bool:
+        """End an action id once no write or log of it is under way; unknown ids are ignored.
+        Returns whether it may have written an instance variable."""
         with self._cond:
             grant = self._grants.pop(aid, None)
             if grant is None:
-                return
+                return False
             grant.revoked = True
-            self._cond.wait_for(lambda: grant.active == 0, timeout=REVOKE_WAIT)
+            idle = self._cond.wait_for(lambda: grant.active == 0, timeout=REVOKE_WAIT)
+            return grant.registered or not idle
 
     def revoke_instance(self, instance: str) -> None:
         """End every action id of an instance."""

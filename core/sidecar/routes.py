@@ -141,11 +141,13 @@ class Routes:
             register = (grant.namespace, grant.instance) if scope == "instance" and size else None
             if expected is _UNCONDITIONAL:
                 with self.grants.in_flight(grant):
+                    grant.registered = grant.registered or register is not None
                     store.write([Put(ref, data, mime)], register_instance=register)
                 return OK
             want = cast("int | None", expected)
             with self.grants.in_flight(grant):
                 if register is not None:
+                    grant.registered = True
                     store.write([], register_instance=register)  # before the variable can exist
                 done = store.compare_and_set(ref, want, data, mime)
                 current = None if done else store.get(ref)

@@ -157,10 +157,11 @@ class Sidecar:
         self._start()
         return self._grants.add(namespace, workflow, instance, log)
 
-    def revoke(self, aid: str) -> None:
+    def revoke(self, aid: str) -> bool:
         """End an action id.  Returns once no write or log of it is under way,
-        so nothing it sends lands after its action ended.  Unknown ids are ignored."""
-        self._grants.revoke(aid)
+        so nothing it sends lands after its action ended.  Unknown ids are ignored.
+        True when it may have written an instance variable."""
+        return self._grants.revoke(aid)
 
     def revoke_instance(self, instance: str) -> None:
         """End every action id of an instance (it has ended): a call still running for it

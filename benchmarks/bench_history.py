@@ -1,0 +1,69 @@
+"""The cost of instance history: the same engine setup with ``[history] enabled`` on and off,
+alternating blocks of instances in one process; the minimum CPU time per instance of each.
+
+    python benchmarks/bench_history.py                 # counter, durable and fast store; chain100
+    python benchmarks/bench_history.py --blocks 30 --size 100
+
+The machines are shared and noisy: the minimum over many short alternating blocks is the
+figure least moved by other work.  (For a comparison with the code before history, run
+``bench_core.py`` from a worktree of the older commit beside this one.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import isolde
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_core import COUNTER, chain_yaml  # noqa: E402
+
+
+def measure(case: str, blocks: int, size: int) -> dict[bool, float]:
+    engines = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for on in (True, False):
+            config: dict = {"history": {"enabled": on}}
+            if case == "counter, fast store":
+                config["store"] = {"durability": "fast"}
+            if case == "chain100":
+                config["limits"] = {"max_steps": 101}
+            engine = isolde.Engine(data_dir=Path(tmp) / str(on), config=config)
+            wf = engine.load(chain_yaml(100) if case == "chain100" else COUNTER)
+            engine.run(wf)
+            engines[on] = (engine, wf)
+        best = {True: float("inf"), False: float("inf")}
+        try:
+            for _ in range(blocks):
+                for on, (engine, wf) in engines.items():
+                    start = time.process_time()
+                    for _ in range(size):
+                        engine.run(wf)
+                    best[on] = min(best[on], (time.process_time() - start) / size)
+        finally:
+            for engine, _ in engines.values():
+                engine.close()
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--blocks", type=int, default=30)
+    ap.add_argument("--size", type=int, default=50)
+    args = ap.parse_args()
+    print("| case | history off | history on | on / off |")
+    print("| --- | --- | --- | --- |")
+    for case in ("counter (durable)", "counter, fast store", "chain100"):
+        size = max(1, args.size // 10) if case == "chain100" else args.size
+        got = measure(case, args.blocks, size)
+        unit = 100 if case == "chain100" else 1
+        what = "µs CPU / state" if case == "chain100" else "µs CPU / instance"
+        print(f"| {case} | {got[False] / unit * 1e6:.1f} {what} | {got[True] / unit * 1e6:.1f} | {got[True] / got[False]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""``InstanceHistory``: where instance records, timelines and cancel requests are kept.
+
+The built-in implementation (``StoreHistory``) keeps them in the variable store, through
+the ``VariableStore`` interface, so every store backend (LMDB, PostgreSQL, the in-memory
+test store) holds them.  A backend with its own tables implements this Protocol; the
+writes it returns from ``writes`` are committed in the same store transaction as a
+state's own writes, so they must be ``Put``s of the engine's variable store.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from ..store import Put
+
+__all__ = ["InstanceHistory"]
+
+
+class InstanceHistory(Protocol):
+    """Records (one JSON object per instance), timeline chunks and cancel requests."""
+
+    def writes(self, namespace: str, instance_id: str, *, record: dict[str, Any] | None = None,
+               chunk: tuple[int, bytes] | None = None) -> list[Put]:
+        """The writes that store ``record`` and/or timeline chunk ``(seq, bytes)``, to commit
+        with a state's own writes (``VariableStore.write``)."""
+        ...
+
+    def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
+        """One record (``namespace`` filled in), None when unknown or when the id is not one."""
+        ...
+
+    def records(self, namespace: str) -> list[dict[str, Any]]:
+        """Every record of a namespace, in no particular order."""
+        ...
+
+    def chunks(self, namespace: str, instance_id: str, after: int = 0) -> list[tuple[int, bytes]]:
+        """The timeline chunks ``(seq, bytes)`` of an instance with ``seq >= after``, in order."""
+        ...
+
+    def remove(self, namespace: str, instance_ids: Sequence[str], chunks: Sequence[int | None] | None = None) -> None:
+        """Delete records with their timelines (retention); ``chunks[i]``, when given and not
+        None, is how many timeline chunks instance ``i`` has (its record's ``chunks``)."""
+        ...
+
+    def request_cancel(self, namespace: str, instance_id: str, reason: str) -> None:
+        """Ask whichever process runs the instance to cancel it (durable when it returns)."""
+        ...
+
+    def cancel_requests(self, namespace: str) -> dict[str, str]:
+        """Pending cancel requests of a namespace: instance id -> reason."""
+        ...
+
+    def cancel_done(self, namespace: str, instance_id: str) -> list[Put]:
+        """The write that clears a cancel request (committed with the instance's outcome)."""
+        ...

@@ -1,0 +1,339 @@
+"""``HistoryService``: the history of every instance an engine runs, and cancelling them.
+
+One per engine (made on first use).  It makes each instance's ``Recorder``, writes in the
+background what no state's commit carried (outcomes of instances that wrote nothing,
+timelines of long-running instances), applies the retention (``[history] keep`` and
+``max_age``), notices cancel requests other processes stored for instances running
+here, and answers queries, merging what is still in memory with what is stored.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import IsoldeError
+from .codec import ENDED, assemble, capped, encode_json, summary, timeline_owner
+from .recorder import Recorder
+
+if TYPE_CHECKING:
+    import logging
+
+    from ..instance import Result
+    from ..store import Put, VariableStore
+    from .protocol import InstanceHistory
+    from .settings import HistorySettings
+
+__all__ = ["HistoryService", "NotFound"]
+
+
+class NotFound(IsoldeError):
+    """No instance of that id in that namespace."""
+
+
+class HistoryService:
+    """Records, timelines, retention and cancel for one engine's instances."""
+
+    def __init__(self, history: InstanceHistory, store: VariableStore, settings: HistorySettings, *,
+                 interrupt: Callable[[str, str], None], report: Callable[[BaseException], None] = lambda exc: None,
+                 log: logging.Logger | None = None) -> None:
+        self.history = history
+        self.store = store
+        self.settings = settings
+        self._interrupt = interrupt  # wakes waits and DELETEs the isolate calls of an instance
+        self._report = report
+        self._log = log  # (logging is imported only if something is to be logged: start-up time)
+        self._lock = threading.Lock()
+        self._live: dict[str, Recorder] = {}
+        self._queue: list[Put] = []
+        self._finished: dict[str, deque[tuple[float, str, int | None]]] = {}  # per namespace: (ended, id, chunks), oldest first
+        self._since_scan: dict[str, int] = {}
+        self._retain: set[str] = set()  # namespaces to apply the retention to
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._io = threading.Lock()  # one background round at a time (the thread, flush())
+
+    # -- instances starting and ending -----------------------------------------------
+    def recorder(self, namespace: str, instance_id: str, workflow: str, data: dict[str, Any], *,
+                 trigger: str = "run", owns_record: bool = True, resume: bool = False,
+                 created: float | None = None, enabled: bool = True) -> Recorder:
+        """The recorder of an instance about to run (registered as live until ``ended``).
+        A recorder not ``enabled`` keeps nothing: it only lets the instance be cancelled."""
+        now = time.time()
+        if not enabled:
+            off = Recorder(self.history, namespace, instance_id, {}, owns_record=False, cap=0, max_logs=0, enabled=False)
+            with self._lock:
+                self._live[instance_id] = off
+            return off
+        text = encode_json(data)
+        kept, cut = capped(text, self.settings.max_data_bytes)
+        record: dict[str, Any] = {
+            "v": 1, "id": instance_id, "workflow": workflow, "status": "running", "state": None, "trigger": trigger,
+            "created": created or now, "started": now, "ended": None, "input": _decoded(kept) if cut else data,
+            "input_truncated": cut, "output": None, "error": None,
+        }
+        seq = 0
+        if resume:
+            got = self.history.chunks(namespace, instance_id)
+            seq = got[-1][0] + 1 if got else 0
+        rec = Recorder(self.history, namespace, instance_id, record, owns_record=owns_record,
+                       cap=self.settings.max_data_bytes, max_logs=self.settings.max_log_lines, seq=seq,
+                       first_input=text if resume else None, with_state=self.settings.with_state_commit)
+        with self._lock:
+            self._live[instance_id] = rec
+            if self._thread is None and not self._stop:
+                self._thread = threading.Thread(target=self._run, name="isolde-history", daemon=True)
+                self._thread.start()
+        return rec
+
+    def ended(self, rec: Recorder, result: Result) -> None:
+        """An instance ended: its last writes go out with the next background round (the
+        daemon commits them with its outcome instead: ``rec.leftover``)."""
+        puts = rec.end(result) if rec.enabled else []
+        with self._lock:
+            if rec.owns_record or not rec.enabled:
+                self._live.pop(rec.instance_id, None)
+            if not rec.enabled:
+                return
+            if rec.owns_record:
+                self._queue.extend(puts)
+                self._note_finished(rec.namespace, rec.instance_id, float(rec.record.get("ended") or time.time()), rec.seq)
+            else:
+                rec.leftover = puts  # shown from here until the daemon wrote them (release)
+
+    def release(self, rec: Recorder) -> None:
+        """The daemon wrote a recorder's ``leftover`` with the instance's outcome."""
+        with self._lock:
+            if self._live.get(rec.instance_id) is rec:
+                del self._live[rec.instance_id]
+
+    def _note_finished(self, namespace: str, instance_id: str, ended: float, chunks: int | None = None) -> None:
+        done = self._finished.get(namespace)
+        if done is not None:
+            done.append((ended, instance_id, chunks))
+            self._since_scan[namespace] = self._since_scan.get(namespace, 0) + 1
+        self._retain.add(namespace)
+
+    # -- cancel ------------------------------------------------------------------------
+    def cancel(self, namespace: str, instance_id: str, reason: str = "cancelled by a user") -> str:
+        """Cancel an instance: at once when it runs here (``"cancelled"``), else by a request
+        its process notices (``"requested"``).  Raises ``NotFound``, or ``IsoldeError`` when
+        it already ended."""
+        with self._lock:
+            rec = self._live.get(instance_id)
+        if rec is not None and rec.namespace == namespace:
+            self.cancel_live(rec, reason)
+            return "cancelled"
+        record = self.history.get(namespace, instance_id)
+        if record is None:
+            raise NotFound(f"no instance '{instance_id[:100]}' in namespace '{namespace}'")
+        if record.get("status") in ENDED:
+            raise IsoldeError(f"instance {instance_id} already ended ({record.get('status')}): nothing to cancel")
+        self.history.request_cancel(namespace, instance_id, reason)
+        return "requested"
+
+    def cancel_live(self, rec: Recorder, reason: str) -> None:
+        rec.cancel(reason)
+        try:
+            self._interrupt(rec.instance_id, reason)
+        except IsoldeError:
+            pass  # the engine is closing anyway
+
+    def live(self, instance_id: str) -> Recorder | None:
+        with self._lock:
+            return self._live.get(instance_id)
+
+    # -- queries -----------------------------------------------------------------------
+    def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
+        """The record, fresher from memory when the instance runs here."""
+        self.flush()
+        rec = self.live(instance_id)
+        if rec is not None and rec.namespace == namespace and rec.owns_record:
+            with rec.lock:
+                return {**rec.record, "namespace": namespace}
+        return self.history.get(namespace, instance_id)
+
+    def show(self, namespace: str, instance_id: str) -> dict[str, Any]:
+        """The record with its ``timeline`` (raises ``NotFound``)."""
+        record = self.get(namespace, instance_id)
+        if record is None:
+            raise NotFound(f"no instance '{instance_id[:100]}' in namespace '{namespace}'")
+        entries, _ = self._timeline(namespace, instance_id, record)
+        shown = {k: v for k, v in record.items() if k not in ("tl", "chunks")}
+        return {**shown, "timeline": entries}
+
+    def logs(self, namespace: str, instance_id: str, after: int = 0) -> tuple[list[dict[str, Any]], int, bool]:
+        """Log lines from number ``after`` on, the number to ask from next, and whether the instance ended."""
+        record = self.get(namespace, instance_id)
+        if record is None:
+            raise NotFound(f"no instance '{instance_id[:100]}' in namespace '{namespace}'")
+        _, lines = self._timeline(namespace, instance_id, record)
+        after = max(0, after)
+        out = [{"time": x["time"], "state": x["state"], "message": x["message"]} for x in lines[after:]]
+        return out, after + len(out), record.get("status") in ENDED
+
+    def _timeline(self, namespace: str, instance_id: str, record: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+
+        rec = self.live(instance_id)
+        if rec is not None and rec.namespace != namespace:
+            rec = None
+        leftover = {} if rec is None else {int(p.ref.key[1:]): p.data for p in rec.leftover
+                                           if p.ref.owner == timeline_owner(instance_id) and p.data is not None}
+        unwritten = None if rec is None else rec.unwritten()
+        chunks = dict(self.history.chunks(namespace, instance_id))
+        chunks.update(leftover)  # written or not yet: the same chunk
+        raws: list[bytes | dict[str, Any]] = [chunks[seq] for seq in sorted(chunks)]
+        if unwritten is not None:
+            raws.append(unwritten)
+        return assemble(record, raws)
+
+    def list(self, namespace: str, *, status: str | None = None, workflow: str | None = None,
+             offset: int = 0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Summaries of a namespace's instances, newest first, filtered; and how many matched."""
+        self.flush()
+        rows = {r["id"]: r for r in self.history.records(namespace) if isinstance(r.get("id"), str)}
+        with self._lock:
+            live = [r for r in self._live.values() if r.namespace == namespace and r.owns_record and r.enabled]
+        for rec in live:
+            with rec.lock:
+                rows[rec.instance_id] = dict(rec.record)
+        picked = [summary(r) for r in rows.values()
+                  if (status is None or r.get("status") == status) and (workflow is None or r.get("workflow") == workflow)]
+        picked.sort(key=lambda r: (r.get("created") or 0, r.get("id") or ""), reverse=True)
+        total = len(picked)
+        offset = max(0, offset)
+        return (picked[offset:] if limit is None else picked[offset:offset + max(0, limit)]), total
+
+    def history_only(self, namespace: str) -> bool:
+        """Whether a namespace without namespace or workflow variables holds instance history
+        (then it holds nothing else worth listing, but for running instances' variables)."""
+        self.flush()
+        return bool(self.history.records(namespace))
+
+    def stored_entries(self, namespace: str) -> int:
+        """How many store entries the history of a namespace holds (records, timeline
+        chunks, cancel requests)."""
+        self.flush()
+        records = self.history.records(namespace)
+        chunks = sum(len(self.history.chunks(namespace, str(r["id"]))) for r in records if isinstance(r.get("id"), str))
+        return len(records) + chunks + len(self.history.cancel_requests(namespace))
+
+    # -- the background writer ---------------------------------------------------------
+    def flush(self) -> None:
+        """Write now the outcomes waiting for the background writer, and apply the retention
+        (the queries of this process call it, so they see every instance that ended here)."""
+        with self._io:  # also waits for a background round under way (it may hold the queue)
+            self._write_queued()
+
+    def _write_queued(self) -> None:
+        with self._lock:
+            queued, self._queue = self._queue, []
+            retain, self._retain = self._retain, set()
+        if queued:
+            self.store.write(queued)
+        for ns in retain:
+            self._apply_retention(ns)
+        self._expire()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.settings.flush_interval)
+            self._wake.clear()
+            if self._stop:
+                return
+            try:
+                self._round(poll=True)
+            except Exception as exc:  # the store closed under us, or a bug: keep going
+                if self._stop:
+                    return
+                self._report(exc)
+                from .store import _logger
+
+                _logger(self._log).warning("instance history: %s", exc)
+
+    def _round(self, *, poll: bool) -> None:
+        with self._io:
+            with self._lock:
+                live = [r for r in self._live.values() if r.enabled]
+            self._write_queued()
+            now = time.monotonic()
+            for rec in live:
+                if now - rec.since < self.settings.flush_interval and poll:
+                    continue
+                with rec.lock:
+                    puts = rec.pending_writes()
+                    if puts:
+                        self.store.write(puts)
+            if poll and live:
+                self._poll_cancels(live)
+
+    def _poll_cancels(self, live: builtins.list[Recorder]) -> None:
+        by_ns: dict[str, dict[str, Recorder]] = {}
+        for rec in live:
+            by_ns.setdefault(rec.namespace, {})[rec.instance_id] = rec
+        for ns, recs in by_ns.items():
+            for iid, reason in self.history.cancel_requests(ns).items():
+                found = recs.get(iid)
+                if found is not None and found.cancelled is None:
+                    self.cancel_live(found, reason)
+
+    def _apply_retention(self, ns: str) -> None:
+        keep = self.settings.keep
+        with self._lock:
+            done = self._finished.get(ns)
+            # a rescan catches what other processes added (amortised: one per 4 x keep outcomes)
+            rescan = done is None or self._since_scan.get(ns, 0) >= 4 * max(keep, 250)
+        if rescan:
+            stored = sorted((float(r.get("ended") or 0.0), str(r["id"]), _chunks(r)) for r in self.history.records(ns)
+                            if r.get("status") in ENDED and isinstance(r.get("id"), str))
+            with self._lock:
+                self._finished[ns] = done = deque(stored)
+                self._since_scan[ns] = 0
+        assert done is not None
+        doomed = []
+        with self._lock:
+            while len(done) > keep:
+                doomed.append(done.popleft())
+        if doomed:
+            self.history.remove(ns, [d[1] for d in doomed], [d[2] for d in doomed])
+
+    def _expire(self) -> None:
+        age = self.settings.max_age
+        if age is None:
+            return
+        cutoff = time.time() - age
+        for ns, done in list(self._finished.items()):
+            doomed = []
+            with self._lock:
+                while done and done[0][0] < cutoff:
+                    doomed.append(done.popleft())
+            if doomed:
+                self.history.remove(ns, [d[1] for d in doomed], [d[2] for d in doomed])
+
+    def close(self) -> None:
+        """Write what is left and stop the background writer (before the store closes)."""
+        with self._lock:
+            self._stop = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(10)
+        try:
+            self._round(poll=False)
+        except Exception as exc:  # a closed or full store: the history is what was written
+            self._report(exc)
+
+
+def _chunks(record: dict[str, Any]) -> int | None:
+    n = record.get("chunks")
+    return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1_000_000 else None
+
+
+def _decoded(text: str) -> Any:
+    import json
+
+    return json.loads(text)

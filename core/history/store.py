@@ -1,0 +1,119 @@
+"""``StoreHistory``: instance history kept in the variable store (layout: ``codec``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..store import Put, Ref, VariableStore
+from .codec import (
+    CANCEL_OWNER, RECORD_OWNER, RECORD_PREFIX, cancel_key, chunk_key, decode_record, encode_record, timeline_owner,
+)
+
+if TYPE_CHECKING:
+    import logging
+
+__all__ = ["StoreHistory"]
+
+_MAX_ID = 200
+
+
+def _logger(log: logging.Logger | None) -> logging.Logger:
+    import logging
+
+    return log or logging.getLogger("isolde.history")
+
+
+class StoreHistory:
+    """``InstanceHistory`` on any ``VariableStore``."""
+
+    def __init__(self, store: VariableStore, log: logging.Logger | None = None) -> None:
+        self.store = store
+        self._log = log  # (logging is imported only if something is to be logged: start-up time)
+        self._decoded: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}  # ns -> key -> (version, record)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def record_ref(namespace: str, instance_id: str) -> Ref:
+        return Ref(namespace, "instance", RECORD_OWNER, RECORD_PREFIX + instance_id)
+
+    def writes(self, namespace: str, instance_id: str, *, record: dict[str, Any] | None = None,
+               chunk: tuple[int, bytes] | None = None) -> list[Put]:
+        puts = []
+        if chunk is not None:
+            puts.append(Put(Ref(namespace, "instance", timeline_owner(instance_id), chunk_key(chunk[0])), chunk[1]))
+        if record is not None:
+            puts.append(Put(self.record_ref(namespace, instance_id), encode_record(record)))
+        return puts
+
+    def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
+        if not instance_id or "\x00" in instance_id or len(instance_id) > _MAX_ID or not namespace:
+            return None
+        try:
+            var = self.store.get(self.record_ref(namespace, instance_id))
+        except Exception:  # an id the store refuses as a key is an unknown id
+            return None
+        return None if var is None else decode_record(var.data, namespace)
+
+    def records(self, namespace: str) -> list[dict[str, Any]]:
+        """(The dicts are shared with a cache of decoded records: read them, don't change them.)"""
+        out = []
+        cache = self._decoded.get(namespace, {})
+        fresh: dict[str, tuple[int, dict[str, Any]]] = {}
+        for key, var in self.store.list(namespace, "instance", RECORD_OWNER):
+            if not key.startswith(RECORD_PREFIX):
+                continue
+            hit = cache.get(key)
+            if hit is not None and hit[0] == var.version and var.version:
+                fresh[key] = hit
+                out.append(hit[1])
+                continue
+            try:
+                rec = decode_record(var.data, namespace)
+                fresh[key] = (var.version, rec)
+                out.append(rec)
+            except ValueError:
+                _logger(self._log).warning("unreadable instance record dropped", extra={"fields": {"ns": namespace, "key": key}})
+                self.store.write([Put(Ref(namespace, "instance", RECORD_OWNER, key), None)])
+        with self._lock:
+            if namespace in self._decoded or len(self._decoded) < 64:
+                self._decoded[namespace] = fresh
+        return out
+
+    def chunks(self, namespace: str, instance_id: str, after: int = 0) -> list[tuple[int, bytes]]:
+        if not instance_id or "\x00" in instance_id or len(instance_id) > _MAX_ID:
+            return []
+        out = []
+        for key, var in self.store.list(namespace, "instance", timeline_owner(instance_id)):
+            if key.startswith("c") and key[1:].isdigit() and int(key[1:]) >= after:
+                out.append((int(key[1:]), var.data))
+        return out
+
+    def remove(self, namespace: str, instance_ids: Sequence[str], chunks: Sequence[int | None] | None = None) -> None:
+        puts: list[Put] = []
+        for i, iid in enumerate(instance_ids):
+            puts.append(Put(self.record_ref(namespace, iid), None))
+            owner = timeline_owner(iid)
+            count = chunks[i] if chunks is not None else None
+            keys = ([chunk_key(n) for n in range(count)] if count is not None
+                    else [key for key, _ in self.store.list(namespace, "instance", owner)])
+            puts.extend(Put(Ref(namespace, "instance", owner, key), None) for key in keys)
+        if puts:
+            self.store.write(puts)
+
+    def request_cancel(self, namespace: str, instance_id: str, reason: str) -> None:
+        self.store.write([Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(instance_id)), json.dumps(reason).encode())])
+
+    def cancel_requests(self, namespace: str) -> dict[str, str]:
+        out = {}
+        for key, var in self.store.list(namespace, "instance", CANCEL_OWNER):
+            if key.startswith("c-"):
+                try:
+                    out[key[2:]] = str(json.loads(var.data))
+                except ValueError:
+                    out[key[2:]] = "cancelled"
+        return out
+
+    def cancel_done(self, namespace: str, instance_id: str) -> list[Put]:
+        return [Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(instance_id)), None)]

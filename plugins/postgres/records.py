@@ -1,0 +1,126 @@
+"""Instance records in ``isolde_runs``, claimed and fenced (see ``claims``).
+
+Implements ``isolde.plugin.InstanceRecords``.  Every write is a ``RecordWrite`` through
+the variable store, so a state's record commits in the same transaction as the state's
+variables and only while this worker's claim (owner, epoch) holds.  ``left_running``
+is where claims are taken: it claims the pending and running instances of workers
+whose lease ran out (never this worker's own), oldest first.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import threading
+from collections import deque
+from typing import Any, Final, Sequence
+
+from isolde.plugin import Put, Ref, VariableStore
+
+from .claims import Connections, RecordWrite, Worker
+
+__all__ = ["PostgresInstanceRecords"]
+
+_OWNER: Final = "~isolde-daemon"  # the ref a RecordWrite carries, as LMDB keeps records
+_FINISHED: Final = ("complete", "failed")
+_CLAIM: Final = (
+    "WITH c AS (SELECT namespace, id FROM isolde_runs r WHERE status IN ('pending', 'running') "
+    "AND NOT EXISTS (SELECT 1 FROM isolde_workers w WHERE w.id = r.owner AND w.lease_until > now()) "
+    "ORDER BY created LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
+    "UPDATE isolde_runs r SET owner = %(me)s, epoch = r.epoch + 1 FROM c "
+    "WHERE r.namespace = c.namespace AND r.id = c.id RETURNING r.namespace, r.id, r.epoch, r.record"
+)
+FORGET_AFTER: Final = 1024
+"""Ended instances whose claims are still remembered (an outcome that failed to commit
+with the last state is written again on its own, with the same epoch)."""
+CLAIM_BATCH: Final = 100
+"""Orphaned instances claimed at most in one look (the next look takes more)."""
+
+
+class PostgresInstanceRecords:
+    """The daemon's records, shared by every worker on the database."""
+
+    def __init__(self, store: VariableStore, db: Connections, worker: Worker, *, keep: int,
+                 log: logging.Logger | None = None) -> None:
+        self.store = store
+        self.db = db
+        self.worker = worker
+        self.keep = keep
+        self.log = log or logging.getLogger("isolde.daemon")
+        self._lock = threading.Lock()
+        self._epochs: dict[tuple[str, str], int] = {}  # claims this worker holds
+        self._since_prune = 0
+        self._ended: deque[tuple[str, str]] = deque()
+
+    def _write(self, record: dict[str, Any], *, finished: bool = False) -> RecordWrite:
+        ns, iid = record["namespace"], str(record["id"])
+        prune = None
+        with self._lock:
+            epoch = self._epochs.setdefault((ns, iid), 1)
+            if finished:  # its claim is forgotten a while later (an outcome may be written twice)
+                self._ended.append((ns, iid))
+                if len(self._ended) > FORGET_AFTER:
+                    self._epochs.pop(self._ended.popleft(), None)
+                self._since_prune += 1
+                if self._since_prune >= max(1, self.keep // 10):
+                    self._since_prune = 0
+                    prune = self.keep
+        data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+        return RecordWrite(Ref(ns, "instance", _OWNER, "i-" + iid), data, owner=self.worker.id, epoch=epoch,
+                           status=str(record.get("status")), created=float(record.get("created") or 0.0),
+                           ended=record.get("ended"), prune=prune)
+
+    def create(self, record: dict[str, Any]) -> None:
+        self.store.write([self._write(record)])
+
+    update = create
+
+    def with_step(self, record: dict[str, Any]) -> Sequence[Put]:
+        return (self._write(record),)
+
+    def finish(self, record: dict[str, Any], also: Sequence[Put] = ()) -> None:
+        self.store.write([*also, *self.finish_with_step(record)])
+
+    def finish_with_step(self, record: dict[str, Any]) -> Sequence[Put]:
+        return (self._write(record, finished=True),)
+
+    def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
+        if not instance_id or len(instance_id) > 200 or "\x00" in instance_id or "\x00" in namespace:
+            return None
+        with self.db.tx() as conn:
+            row = conn.execute("SELECT record FROM isolde_runs WHERE namespace = %s AND id = %s",
+                               (namespace, instance_id)).fetchone()
+        return None if row is None else _record(namespace, row[0])
+
+    def list(self, namespace: str, *, offset: int = 0, limit: int | None = None) -> builtins.list[dict[str, Any]]:
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                "SELECT record FROM isolde_runs WHERE namespace = %s AND status IN ('complete', 'failed') "
+                "ORDER BY ended DESC, id DESC OFFSET %s LIMIT %s", (namespace, offset, limit)).fetchall()
+        return [_record(namespace, r[0]) for r in rows]
+
+    def left_running(self) -> builtins.list[dict[str, Any]]:
+        """Claim the instances of workers whose lease ran out (this worker's epoch for
+        each is the old one plus one); oldest first."""
+        with self.db.tx() as conn:
+            rows = conn.execute(_CLAIM, {"me": self.worker.id, "n": CLAIM_BATCH}).fetchall()
+        out = []
+        with self._lock:
+            for ns, iid, epoch, raw in rows:
+                self._epochs[(ns, iid)] = int(epoch)
+                out.append(_record(ns, raw))
+        if out:
+            self.log.info("claimed orphaned instances", extra={"fields": {"worker": self.worker.id, "count": len(out)}})
+        out.sort(key=lambda r: float(r.get("created") or 0.0))
+        return out
+
+    def claim(self, namespace: str, instance_id: str) -> None:
+        """Its instance variables are now this process's (not swept as a dead process's)."""
+        self.store.write([], register_instance=(namespace, instance_id))
+
+
+def _record(namespace: str, raw: bytes) -> dict[str, Any]:
+    rec: dict[str, Any] = json.loads(bytes(raw))
+    rec["namespace"] = namespace
+    return rec

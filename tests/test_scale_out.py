@@ -1,0 +1,602 @@
+"""Many ``isolde serve`` workers on one PostgreSQL behave as one daemon (issue 10).
+
+Real worker processes (``python -m isolde.cli serve``, API on 127.0.0.1 port 0, sidecar
+on port 0) share the real server; this module works in its own schema
+(``options=-csearch_path=...``) and drops it at the end.  Leases are short here
+(``[plugins.postgres] lease``), so a claim after a crash takes about two seconds.
+Everything waits by polling the API, the logs or the tables, never by sleeping."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from isolde.conformance.events import EventBusConformance
+from isolde.conformance.records import InstanceRecordsConformance
+from isolde.events import EventBus, EventFilter
+from isolde.plugins.postgres import PostgresStore
+from isolde.plugins.postgres.claims import Connections, Worker, create_tables
+from isolde.plugins.postgres.records import PostgresInstanceRecords
+
+BASE = os.environ.get("ISOLDE_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+TIMEOUT = 60.0  # a hang guard only: far above what a loaded machine needs
+LEASE = 1.5
+PROBE = Path(__file__).resolve().parent / "isolates" / "probe.py"
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    schema = f"isolde_t_{secrets.token_hex(6)}"
+    with psycopg.connect(BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        sep = "&" if "?" in BASE else "?"
+        yield f"{BASE}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(BASE, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _empty(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'isolde_%%' "
+            "AND tablename <> 'isolde_schema_version'").fetchall()]
+        if tables:
+            conn.execute(f"TRUNCATE {', '.join(tables)}")
+
+
+def _sql(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def _until(fn: Any, what: str, timeout: float = TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not reached in time: {what} (last: {value!r})"
+        time.sleep(0.02)
+
+
+class Served:
+    """One worker process and its stderr, line by line."""
+
+    def __init__(self, root: Path, data_dir: Path, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "isolde.cli", "serve", str(root), "--data-dir", str(data_dir), "--config", str(config),
+             "--api", "127.0.0.1:0", "-v"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        line = self.wait_log("daemon ready")
+        self.url = next(p[4:] for p in line.split() if p.startswith("api="))
+        self.worker = next(p[7:] for p in self.text().split() if p.startswith("worker="))
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            with self._lock:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_log(self, *parts: str) -> str:
+        def found() -> str | None:
+            with self._lock:
+                return next((ln for ln in self.lines if all(p in ln for p in parts)), None)
+
+        def seen() -> str | None:
+            assert self.proc.poll() is None or found(), f"the worker exited ({self.proc.returncode}):\n{self.text()}"
+            return found()
+
+        line: str = _until(seen, f"log line with {parts}")
+        return line
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def json(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        status, raw = self.request(method, path, data, {"Content-Type": "application/json"} if data else None)
+        return status, json.loads(raw) if raw else None
+
+    def start(self, wf: str, body: Any = None, *, wait: bool) -> dict[str, Any]:
+        status, out = self.json("POST", f"/api/namespaces/ns1/workflows/{wf}/instances" + ("?wait=true" if wait else ""), body)
+        assert status in (200, 202), (status, out)
+        return dict(out)
+
+    def instance(self, iid: str) -> dict[str, Any]:
+        return dict(self.json("GET", f"/api/namespaces/ns1/instances/{iid}")[1])
+
+    def ended(self, iid: str) -> dict[str, Any]:
+        return dict(_until(lambda: (lambda r: r if r.get("status") in ("complete", "failed") else None)(self.instance(iid)),
+                           f"instance {iid} ended"))
+
+    def var(self, key: str, wf: str | None = None) -> bytes | None:
+        path = f"/api/namespaces/ns1/workflows/{wf}/variables/{key}" if wf else f"/api/namespaces/ns1/variables/{key}"
+        status, body = self.request("GET", path)
+        return body if status == 200 else None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Cluster:
+    def __init__(self, tmp: Path, url: str) -> None:
+        self.root = tmp / "flows"
+        (self.root / "ns1").mkdir(parents=True)
+        self.tmp = tmp
+        self.url = url
+        self.config = tmp / "isolde.toml"
+        self.config.write_text(
+            f'[store]\nurl = "{url}"\n[plugins.postgres]\nlease = {LEASE}\nclaim_interval = 0.2\nevent_poll = 0.2\n'
+            "[sidecar]\nport = 0\n")
+        self.workers: list[Served] = []
+
+    def flow(self, name: str, text: str) -> None:
+        path = self.root / "ns1" / f"{name}.yaml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text.lstrip("\n"))
+        tmp.rename(path)
+
+    def start(self, n: int, *, daemon: str = "") -> list[Served]:
+        """``n`` more workers; ``daemon``: more of their ``[daemon]`` settings."""
+        config = self.tmp / f"isolde-{len(self.workers)}.toml"
+        config.write_text(self.config.read_text() + "[daemon]\nstop_grace = 0.5\n" + daemon)
+        new = [Served(self.root, self.tmp / f"w{len(self.workers) + i}", config) for i in range(n)]
+        self.workers += new
+        return new
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+    def run_row(self, iid: str) -> tuple[Any, ...] | None:
+        rows = _sql(self.url, "SELECT owner, epoch, status FROM isolde_runs WHERE id = %s", iid)
+        return rows[0] if rows else None
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
+    _empty(pg_url)
+    c = Cluster(tmp_path, pg_url)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+COUNTER = """
+id: counter
+states:
+- id: a
+  type: getter
+  variables:
+  - key: x
+    scope: workflow
+  transform: '.var.x += 1'
+  transition: b
+- id: b
+  type: setter
+  variables:
+  - key: x
+    scope: workflow
+    value: '.var.x'
+"""
+
+CHAIN = """
+states:
+- id: before
+  type: setter
+  variables:
+  - key: before
+    scope: workflow
+    value: jq(.n)
+  - key: scratch
+    scope: instance
+    value: jq(.n)
+  transition: sit
+- id: sit
+  log: sitting
+  type: delay
+  duration: PT3S
+  transition: read
+- id: read
+  type: getter
+  variables:
+  - key: after
+    scope: workflow
+  - key: scratch
+    scope: instance
+  transition: after
+- id: after
+  type: setter
+  variables:
+  - key: after
+    scope: workflow
+    value: jq((.var.after // 0) + 1)
+"""
+SITTING = 'msg="\\"sitting\\""'
+
+
+def test_the_api_works_on_every_worker(cluster: Cluster) -> None:
+    cluster.flow("counter", COUNTER)
+    ws = cluster.start(3)
+    outs = [w.start("counter", wait=True) for w in ws + ws]
+    assert [o["status"] for o in outs] == ["complete"] * 6
+    assert [o["output"]["var"]["x"] for o in outs] == [1, 2, 3, 4, 5, 6]
+    for w in ws:  # written through one worker, read through every other at once
+        assert w.var("x", "counter") == b"6"
+    status, _ = ws[0].request("PUT", "/api/namespaces/ns1/variables/greeting", b'"hi"', {"Content-Type": "application/json"})
+    assert status == 201
+    assert ws[1].var("greeting") == b'"hi"' and ws[2].var("greeting") == b'"hi"'
+    assert ws[2].instance(outs[0]["id"])["status"] == "complete"  # an outcome recorded by another worker
+    assert cluster.run_row(outs[0]["id"]) == (ws[0].worker, 1, "complete")
+
+
+def test_kill9_mid_chain_another_worker_resumes_it_once(cluster: Cluster) -> None:
+    cluster.flow("chain", CHAIN)
+    a, b = cluster.start(2)
+    iid = a.start("chain", {"n": 7}, wait=False)["id"]
+    a.wait_log(SITTING, f"id={iid}")  # `before` and its record are committed; it sits in a delay
+    a.kill9()
+    done = b.ended(iid)
+    assert done["status"] == "complete" and done["resumed"] is True, done
+    assert done["output"]["var"]["scratch"] == 7  # its instance variable came along
+    assert b.var("before", "chain") == b"7" and b.var("after", "chain") == b"1"
+    assert cluster.run_row(iid) == (b.worker, 2, "complete")
+    assert "resuming instance" in b.text()
+
+
+def test_kill9_a_queued_instance_is_claimed_and_started_from_the_beginning(cluster: Cluster) -> None:
+    cluster.flow("chain", CHAIN)
+    (a,) = cluster.start(1, daemon="max_running = 1\n")
+    (b,) = cluster.start(1)
+    first = a.start("chain", {"n": 1}, wait=False)["id"]
+    a.wait_log(SITTING, f"id={first}")
+    queued = a.start("chain", {"n": 2}, wait=False)["id"]  # queued behind it, its record durable
+    assert a.instance(queued)["status"] == "pending"
+    a.kill9()
+    done = [b.ended(first), b.ended(queued)]
+    assert [d["status"] for d in done] == ["complete", "complete"], done
+    assert done[1]["output"]["var"]["scratch"] == 2  # ran from its first state, on b
+    assert done[0]["resumed"] and done[0]["output"]["var"]["scratch"] == 1
+    assert cluster.run_row(first) == cluster.run_row(queued) == (b.worker, 2, "complete")
+
+
+def test_kill9_during_an_action_another_worker_marks_it_interrupted(cluster: Cluster) -> None:
+    record = cluster.tmp / "probe.jsonl"
+    fn = {"id": "probe", "type": "process", "command": [sys.executable, str(PROBE)], "env": {"RECORD": str(record)}}
+    cluster.flow("call", "functions:\n- " + json.dumps(fn) + "\n" + CHAIN.replace(
+        "  type: delay\n  duration: PT3S\n", "  type: action\n  action:\n    function: probe\n    input: {op: hang, seconds: 30}\n"))
+    a, b = cluster.start(2)
+    iid = a.start("call", {"n": 3}, wait=False)["id"]
+    _until(lambda: record.exists() and '"POST"' in record.read_text(), "the isolate was called")
+    a.kill9()
+    for pid in _isolate_pids(record):  # the killed worker could not stop its isolate
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    done = b.ended(iid)
+    assert done["status"] == "failed" and done["error"]["code"] == "interrupted" and done["state"] == "sit", done
+    assert "type action" in done["error"]["message"]
+    assert b.var("before", "call") == b"3" and b.var("after", "call") is None
+    assert cluster.run_row(iid) == (b.worker, 2, "failed")
+
+
+def _isolate_pids(record: Path) -> list[int]:
+    want = f"RECORD={record}".encode()
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if want in (entry / "environ").read_bytes().split(b"\0"):
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def test_a_worker_paused_past_its_lease_cannot_commit(cluster: Cluster) -> None:
+    cluster.flow("chain", CHAIN)
+    a, b = cluster.start(2)
+    iid = a.start("chain", {"n": 4}, wait=False)["id"]
+    a.wait_log(SITTING, f"id={iid}")
+    a.proc.send_signal(signal.SIGSTOP)  # paused in the delay, claims and all
+    try:
+        b.wait_log("resuming instance", f"id={iid}")  # its lease ran out: b claimed it (epoch 2)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    # Woken (typically while b still sits in its own delay), `a` goes on with its copy: its
+    # next commit (the setter's) is refused by the fence, and it leaves the instance's
+    # variables to b.
+    a.wait_log("instance taken over by another worker", f"id={iid}")
+    assert "claimed by another worker" in a.text()
+    done = b.ended(iid)
+    assert done["status"] == "complete" and done["resumed"] is True, done
+    assert done["output"]["var"]["scratch"] == 4  # not removed by a
+    assert b.var("after", "chain") == b"1"  # once, by b
+    assert cluster.run_row(iid) == (b.worker, 2, "complete")
+
+
+def test_a_worker_stopped_gracefully_hands_its_instances_over_at_once(cluster: Cluster) -> None:
+    cluster.flow("chain", CHAIN)
+    a, b = cluster.start(2)
+    iid = a.start("chain", {"n": 2}, wait=False)["id"]
+    a.wait_log(SITTING, f"id={iid}")
+    a.stop()  # stop_grace 0.5 s: the instance is stopped in its delay, and a's row goes
+    assert "instances still running at stop" in a.text()
+    done = b.ended(iid)
+    assert done["status"] == "complete" and done["resumed"] is True, done
+    assert b.var("after", "chain") == b"1"
+    assert cluster.run_row(iid) == (b.worker, 2, "complete")
+
+
+def test_bad_worker_settings_are_one_clear_line(cluster: Cluster) -> None:
+    cluster.config.write_text(cluster.config.read_text().replace("lease = 1.5", 'lease = "soon"'))  # as start() reads it
+    proc = subprocess.run([sys.executable, "-m", "isolde.cli", "serve", str(cluster.root), "--data-dir",
+                           str(cluster.tmp / "w"), "--config", str(cluster.config), "--api", "127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert errors and "[plugins.postgres] lease: expected a positive number of seconds, got 'soon'" in errors[-1], proc.stderr
+
+
+CRON = """
+start:
+  type: scheduled
+  cron: "* * * * * *"
+states:
+- id: a
+  type: noop
+"""
+
+
+def test_cron_fires_once_per_tick_with_three_workers(cluster: Cluster) -> None:
+    cluster.flow("tick", CRON)
+    cluster.start(3)
+
+    def cron_runs() -> int:
+        return int(_sql(cluster.url, "SELECT count(*) FROM isolde_runs WHERE "
+                    "convert_from(record, 'UTF8')::jsonb->>'trigger' = 'cron'")[0][0])
+
+    _until(lambda: cron_runs() >= 4, "four cron instances")
+    cluster.stop()  # a stop lets a fire under way finish: each won tick has started its instance
+    ticks = _sql(cluster.url, "SELECT tick, worker FROM isolde_cron_ticks WHERE workflow = 'tick'")
+    runs = _sql(cluster.url, "SELECT convert_from(record, 'UTF8')::jsonb->>'created' FROM isolde_runs "
+                "WHERE convert_from(record, 'UTF8')::jsonb->>'trigger' = 'cron'")
+    assert len(runs) == len(ticks) >= 4
+    assert len({t for t, _ in ticks}) == len(ticks)  # one instance per tick, and each tick a different second
+    assert all(float(t).is_integer() for t, _ in ticks)
+
+
+EVENT_STARTED = """
+start:
+  type: event
+  event:
+    type: ping
+states:
+- id: a
+  type: noop
+"""
+
+WAITER = """
+states:
+- id: wait
+  log: waiting
+  type: consumeEvent
+  timeout: PT60S
+  event:
+    type: ping
+"""
+
+
+def test_an_event_starts_once_and_wakes_each_waiter_once(cluster: Cluster) -> None:
+    cluster.flow("started", EVENT_STARTED)
+    cluster.flow("waiter", WAITER)
+    ws = cluster.start(3)
+    waiters = [w.start("waiter", wait=False)["id"] for w in ws]  # one instance waiting on each worker
+    for w, iid in zip(ws, waiters):
+        w.wait_log('msg="\\"waiting\\""', f"id={iid}")
+    event = {"specversion": "1.0", "type": "ping", "source": "test", "id": "ev-1", "data": {"n": 1}}
+    answers = [w.json("POST", "/api/namespaces/ns1/events", event) for w in ws]  # the same event, to each worker
+    assert [s for s, _ in answers] == [202, 202, 202]
+    started = [iid for _, body in answers for iid in body["instances"]]
+    assert len(started) == 1, answers
+    for w, iid in zip(ws, waiters):
+        done = w.ended(iid)
+        assert done["status"] == "complete" and done["output"]["ping"]["id"] == "ev-1", done
+    assert ws[1].ended(started[0])["status"] == "complete"
+    rows = _sql(cluster.url, "SELECT count(*) FROM isolde_runs WHERE convert_from(record, 'UTF8')::jsonb->>'workflow' = 'started'")
+    assert rows == [(1,)]
+    assert _sql(cluster.url, "SELECT count(*) FROM isolde_events") == [(1,)]
+
+
+class TestPostgresInstanceRecords(InstanceRecordsConformance):
+    """The records pass the suite every backend passes.  Its worker never joined (no
+    lease), so what it created counts as left by a dead worker, as the suite expects."""
+
+    @pytest.fixture
+    def records(self, pg_url: str) -> Iterator[PostgresInstanceRecords]:
+        store = PostgresStore(pg_url)
+        db = Connections(pg_url, durable=True)
+        create_tables(db)
+        _empty(pg_url)
+        yield PostgresInstanceRecords(store, db, Worker(db, lease=LEASE, log=None), keep=self.KEEP)
+        db.close()
+        store.close()
+
+
+class _Bus:
+    """A PostgresEventBus as one worker has it (in-process buses inside), on its own pool."""
+
+    def __init__(self, url: str) -> None:
+        from isolde.events import InProcessEventBus
+        from isolde.plugins.postgres.events import PostgresEventBus
+
+        self.db = Connections(url, durable=True)
+        create_tables(self.db)
+        self.worker = Worker(self.db, lease=LEASE, log=None)
+        self.bus = PostgresEventBus(InProcessEventBus, self.db, self.worker, poll=0.2, log=logging.getLogger("test"))
+
+    def close(self) -> None:
+        self.bus.close()
+        self.db.close()
+
+
+class TestPostgresEventBus(EventBusConformance):
+    """The shared bus passes the suite every event bus passes (one worker's view)."""
+
+    @pytest.fixture
+    def bus(self, pg_url: str) -> Iterator[EventBus]:
+        _empty(pg_url)
+        b = _Bus(pg_url)
+        yield b.bus
+        b.close()
+
+
+def test_an_event_reaches_waiters_on_other_workers_once_and_starts_only_where_received(pg_url: str) -> None:
+    _empty(pg_url)
+    a, b = _Bus(pg_url), _Bus(pg_url)
+    try:
+        started: list[str] = []
+        b.bus.subscribe("ns", [EventFilter("ping")], lambda got: started.append("b"))
+        a.bus.subscribe("ns", [EventFilter("ping")], lambda got: started.append("a"))
+        ev = {"type": "ping", "source": "t", "id": "e1"}
+        a.bus.publish("ns", ev)
+        got = b.bus.wait("ns", [EventFilter("ping")], timeout=TIMEOUT)  # kept on b until taken
+        assert got is not None and got[0][1]["id"] == "e1"
+        b.bus.publish("ns", ev)  # the same id again, through the other worker: not delivered again
+        assert b.bus.wait("ns", [EventFilter("ping")], timeout=0) is None
+        assert started == ["a"]  # event starts only where it was received, once
+        assert _sql(pg_url, "SELECT count(*) FROM isolde_events") == [(1,)]
+    finally:
+        a.close()
+        b.close()
+
+
+class _RecordingServices:
+    """Daemon services of a test plugin: the single-host ones, with every call recorded."""
+
+    claim_interval = 0.05
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.calls: list[str] = []
+        self.looks = 0
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def records(self, *, keep: int, log: logging.Logger) -> Any:
+        from isolde.daemon import LmdbInstanceRecords
+
+        self.calls.append("records")
+        services = self
+
+        class Counting(LmdbInstanceRecords):
+            def left_running(self) -> list[dict[str, Any]]:
+                services.looks += 1
+                return super().left_running()
+
+        return Counting(self.store, keep=keep, log=log)
+
+    def scheduler(self, fire: Any, log: logging.Logger) -> Any:
+        from isolde.plugin import CronThread
+
+        self.calls.append("scheduler")
+        return CronThread(fire, log)
+
+    def events(self, make_local: Any) -> EventBus:
+        self.calls.append("events")
+        bus: EventBus = make_local()
+        return bus
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_hook_isolde_daemon_services(tmp_path: Path, pg_url: str) -> None:
+    """A plugin answering the hook gives the daemon its records, scheduler and event bus, is
+    started before recovery and closed last, and the daemon looks for orphans every
+    ``claim_interval``; the PostgreSQL plugin answers only for its own store."""
+    import isolde
+    from isolde.daemon import Daemon, DaemonSettings
+    from isolde.plugin import hookimpl
+    from isolde.plugins.postgres.services import PostgresDaemonServices
+
+    made: list[_RecordingServices] = []
+
+    class Plugin:
+        @hookimpl
+        def isolde_daemon_services(self, config: Any, store: Any) -> Any:
+            made.append(_RecordingServices(store))
+            return made[-1]
+
+    root = tmp_path / "flows"
+    (root / "ns1").mkdir(parents=True)
+    (root / "ns1" / "counter.yaml").write_text(COUNTER.lstrip("\n"))
+    engine = isolde.Engine(data_dir=tmp_path / "data", config={"sidecar": {"port": 0}}, plugins=[Plugin()])
+    daemon = Daemon(root, engine, DaemonSettings.from_config(engine.config), logger=logging.getLogger("test.hook"))
+    try:
+        daemon.start(api=False)
+        (svc,) = made
+        assert svc.calls == ["start", "records", "scheduler"]
+        engine.events.pending("ns1")  # the bus is made on first use, by the plugin
+        assert svc.calls == ["start", "records", "scheduler", "events"]
+        out = daemon.start_and_view("ns1", "counter", None, wait=True, timeout=TIMEOUT)
+        assert out["status"] == "complete" and out["output"]["var"]["x"] == 1
+        assert daemon.records.get("ns1", out["id"])["status"] == "complete"  # type: ignore[index]
+        _until(lambda: svc.looks >= 3, "the daemon looks for orphans again and again")
+    finally:
+        daemon.stop()
+    assert svc.calls[-1] == "close"
+
+    with isolde.Engine(data_dir=tmp_path / "pg", config={"store": {"url": pg_url}}) as pg, \
+            isolde.Engine(data_dir=tmp_path / "lmdb", config={}) as lmdb:
+        assert lmdb.registry.pm.hook.isolde_daemon_services(config=lmdb.config, store=lmdb.store) is None
+        services = pg.registry.pm.hook.isolde_daemon_services(config=pg.config, store=pg.store)
+        assert isinstance(services, PostgresDaemonServices)
+        services.close()
