@@ -168,23 +168,34 @@ def _svg(g: Graph) -> str:
     types = dict(g.states)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
            f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">',
-           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" '
-           'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
+           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="9" markerHeight="9" '
+           'markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
+    labels: list[str] = []
     for e in g.edges:
         (x1, y1), (x2, y2) = pos[e.source], pos[e.target]
-        sx, sy, tx, ty = x1 + w / 2, y1 + h, x2 + w / 2, float(y2)
-        if ty <= sy:  # a loop back up: leave from the side
-            sx, sy, tx, ty = x1 + w, y1 + h / 2, x2 + w, y2 + h / 2
+        if y1 == y2 and e.source != e.target:  # same row: from the facing sides
+            sx, tx = (x1 + w, x2) if x2 > x1 else (x1, x2 + w)
+            sy = ty = y1 + h / 2
+            d = f"M{sx:.0f},{sy:.0f} L{tx:.0f},{ty:.0f}"
+            lx, ly = (sx + tx) / 2, sy - 8
+        else:
+            sx, sy, tx, ty = x1 + w / 2, y1 + h, x2 + w / 2, float(y2)
+            if ty <= sy:  # a loop back up (or to itself): leave and enter on the right side
+                sx, sy, tx, ty = x1 + w, y1 + h / 2, x2 + w, y2 + h / 2
+                reach = 40 + abs(sy - ty) / 4
+                d = (f"M{sx:.0f},{sy:.0f} C{sx + reach:.0f},{sy:.0f} {tx + reach:.0f},{ty:.0f} {tx:.0f},{ty:.0f}")
+                lx, ly = max(sx, tx) + reach * 0.75, (sy + ty) / 2
+            else:
+                d = f"M{sx:.0f},{sy:.0f} C{sx:.0f},{sy + 30:.0f} {tx:.0f},{ty - 30:.0f} {tx:.0f},{ty:.0f}"
+                lx, ly = (sx + tx) / 2, (sy + ty) / 2
         color = {"catch": "#c0392b", "default": "#2c3e50"}.get(e.kind, "#555")
         dash = ' stroke-dasharray="5,4"' if e.kind == "catch" else ""
         width_attr = "2.5" if e.kind == "default" else "1.5"
-        out.append(f'<g class="edge {e.kind}"><path d="M{sx:.0f},{sy:.0f} C{sx:.0f},{sy + 30:.0f} {tx:.0f},{ty - 30:.0f} '
-                   f'{tx:.0f},{ty:.0f}" fill="none" stroke="{color}" stroke-width="{width_attr}"{dash} '
-                   f'marker-end="url(#arrow)"/>')
-        if e.label:
-            out.append(f'<text x="{(sx + tx) / 2 + 4:.0f}" y="{(sy + ty) / 2:.0f}" fill="{color}">'
-                       f"{html.escape(e.label)}</text>")
-        out.append("</g>")
+        out.append(f'<g class="edge {e.kind}" data-from="{html.escape(e.source)}" data-to="{html.escape(e.target)}">'
+                   f'<path d="{d}" fill="none" stroke="{color}" stroke-width="{width_attr}"{dash} marker-end="url(#arrow)"/></g>')
+        if e.label:  # drawn last, over the boxes, with a white halo so they stay readable
+            labels.append(f'<text class="label {e.kind}" x="{lx:.0f}" y="{ly:.0f}" text-anchor="middle" fill="{color}" '
+                          f'stroke="#fff" stroke-width="3" paint-order="stroke">{html.escape(e.label)}</text>')
     for sid, (x, y) in pos.items():
         start = ' stroke-width="3"' if sid == g.start else ""
         out.append(f'<g class="state" data-id="{html.escape(sid)}"><rect x="{x:.0f}" y="{y:.0f}" width="{w}" '
@@ -192,6 +203,7 @@ def _svg(g: Graph) -> str:
                    f'<text x="{x + w / 2:.0f}" y="{y + 19:.0f}" text-anchor="middle" font-weight="bold">'
                    f"{html.escape(sid)}</text><text x=\"{x + w / 2:.0f}\" y=\"{y + 36:.0f}\" text-anchor=\"middle\" "
                    f'fill="#666">{html.escape(types[sid])}</text></g>')
+    out += labels
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -180,6 +180,9 @@ def test_openapi_document_lists_every_route(api: InProcess) -> None:
         "/api/namespaces/{ns}/workflows/{path}/variables",
         "/api/namespaces/{ns}/workflows/{path}/variables/{key}",
         "/api/namespaces/{ns}/events",
+        "/api/namespaces/{ns}/workflows/{path}/graph",
+        "/api/namespaces/{ns}/instances/{id}/variables",
+        "/api/namespaces/{ns}/instances/{id}/variables/{key}",
     }
     assert set(doc["paths"]["/api/namespaces/{ns}/variables/{key}"]) >= {"get", "put", "delete"}
     refs = {m.group(0) for m in __import__("re").finditer(r"#/components/\w+/\w+", r.body.decode())}
@@ -373,7 +376,7 @@ def test_event_errors(api: InProcess) -> None:
 
 
 def test_unknown_paths(api: InProcess) -> None:
-    for path in ("/", "/api", "/api/", "/api/nothing", "/api/namespaces/ns1", "/api/namespaces/ns1/other",
+    for path in ("/api", "/api/", "/api/nothing", "/api/namespaces/ns1", "/api/namespaces/ns1/other",
                  "/api/namespaces/ns1/workflows/hello", "/api/namespaces/ns1/instances/x/y/z"):
         r = api.get(path)
         assert r.status == 404 and err(r) == "isolde.api.notFound", path

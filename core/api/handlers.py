@@ -10,11 +10,14 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Final, Mapping, Protocol
 
 from ..errors import IsoldeError
+from ..graph import FORMATS, render
 from ..store import VariableStore, Put, Ref, check_key
 from ..variables import parse_json
 
 if TYPE_CHECKING:
     import logging
+
+    from ..graph import Graph
 
 __all__ = ["ApiError", "Exchange", "HANDLERS", "Served"]
 
@@ -58,6 +61,7 @@ class Served(Protocol):
                   offset: int = 0, limit: int = 50) -> dict[str, Any]: ...
     def cancel(self, ns: str, iid: str) -> dict[str, Any]: ...
     def publish_event(self, ns: str, event: dict[str, Any]) -> tuple[dict[str, Any], list[str]]: ...
+    def workflow_graph(self, ns: str, path: str) -> tuple[dict[str, Any], Graph | None]: ...
 
 
 class Exchange(Protocol):
@@ -156,25 +160,48 @@ def cancel(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
     x.json(202, d.cancel(a["ns"], a["id"]))
 
 
-def _owner(d: Served, a: Mapping[str, str], scope: str) -> str:
+def graph(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
+    fmt = x.query.get("format", "json")
+    if fmt not in FORMATS:
+        raise ApiError(400, "isolde.api.badRequest", f"unknown graph format {fmt[:50]!r} (use one of {', '.join(FORMATS)})")
+    summary, drawn = d.workflow_graph(a["ns"], a["path"])
+    if fmt == "json":
+        x.json(200, {"namespace": a["ns"], "path": summary["path"], "valid": summary["valid"], "serving": summary["serving"],
+                     "errors": summary["errors"], "graph": drawn.as_json() if drawn is not None else None})
+        return
+    if drawn is None:
+        raise ApiError(409, "isolde.workflow.invalid", f"workflow '{summary['path']}' has no valid version to draw: "
+                       + "; ".join(summary["errors"]))
+    ctype = "image/svg+xml" if fmt == "svg" else "text/plain; charset=utf-8"
+    x.send(200, render(drawn, fmt).encode(), ctype)
+
+
+def _owner(d: Served, a: Mapping[str, str], scope: str, *, writing: bool = False) -> str:
     if scope == "workflow":
         return d.workflow_owner(a["ns"], a["path"])
     d.check_namespace(a["ns"])
+    if scope == "instance":
+        view = d.instance(a["ns"], a["id"])  # 404 when unknown
+        if writing and view.get("status") not in ("pending", "running"):
+            raise ApiError(409, "isolde.instance.ended", f"instance '{a['id']}' has ended ({view.get('status')}): "
+                           "its instance variables are gone with it")
+        return str(view["id"])
     return ""
 
 
-def _ref(d: Served, a: Mapping[str, str], scope: str) -> tuple[Ref, str]:
-    owner = _owner(d, a, scope)
+def _ref(d: Served, a: Mapping[str, str], scope: str, *, writing: bool = False) -> tuple[Ref, str]:
+    owner = _owner(d, a, scope, writing=writing)
     key = a["key"]
     check_key(key)
-    where = f"variable '{key}' of workflow '{owner}'" if scope == "workflow" else f"namespace variable '{key}'"
+    where = (f"variable '{key}' of workflow '{owner}'" if scope == "workflow" else
+             f"variable '{key}' of instance '{owner}'" if scope == "instance" else f"namespace variable '{key}'")
     return Ref(a["ns"], scope, owner, key), where
 
 
 def list_variables(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
     owner = _owner(d, a, scope)
     rows = d.store.list(a["ns"], scope, owner)
-    x.json(200, {"namespace": a["ns"], **({"workflow": owner} if scope == "workflow" else {}),
+    x.json(200, {"namespace": a["ns"], **({scope: owner} if scope != "namespace" else {}),
                  "variables": [_var_meta(k, v) for k, v in rows]})
 
 
@@ -195,7 +222,7 @@ def delete_variable(x: Exchange, d: Served, a: Mapping[str, str], scope: str) ->
 
 
 def put_variable(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
-    ref, _ = _ref(d, a, scope)
+    ref, _ = _ref(d, a, scope, writing=True)
     data = x.read_body(d.max_variable_bytes, "[limits] max_variable_bytes")
     mime = (x.headers.get("Content-Type") or _OCTETS).strip()
     if len(mime) > 255 or not mime.isprintable():
@@ -216,7 +243,7 @@ def event(x: Exchange, d: Served, a: Mapping[str, str], scope: str) -> None:
 
 HANDLERS: Final[dict[str, Handler]] = {
     f.__name__: f for f in (openapi, status, metrics, namespaces, workflows, start, instances, instance, logs, cancel,
-                            list_variables, get_variable, put_variable, delete_variable, event)
+                            list_variables, get_variable, put_variable, delete_variable, event, graph)
 }
 
 

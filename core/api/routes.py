@@ -31,7 +31,7 @@ class Route:
     query: tuple[dict[str, Any], ...] = ()
     body: dict[str, Any] | None = None
     body_required: bool = False
-    scope: str = ""  # for variable routes: "namespace" or "workflow"
+    scope: str = ""  # for variable routes: "namespace", "workflow" or "instance"
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -46,19 +46,20 @@ PARAMETERS: Final[dict[str, dict[str, Any]]] = {
 _ERR: Final = ("An error.", "Error")
 _BYTES: Final = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 _VAR_LIST: Final = {"type": "object", "properties": {
-    "namespace": {"type": "string"}, "workflow": {"type": "string"},
+    "namespace": {"type": "string"}, "workflow": {"type": "string"}, "instance": {"type": "string"},
     "variables": {"type": "array", "items": {"$ref": "#/components/schemas/Variable"}}}}
 
 
 def _var_routes(scope: str, prefix: str) -> list[Route]:
     rule = prefix + "/variables/<key>"
+    a = "an" if scope[0] in "aeiou" else "a"
     return [
-        Route("GET", rule, "get_variable", f"Read a {scope} variable",
+        Route("GET", rule, "get_variable", f"Read {a} {scope} variable",
               {200: ("The raw bytes; Content-Type is the variable's mime type.", "raw"), 404: _ERR}, scope=scope),
-        Route("PUT", rule, "put_variable", f"Write a {scope} variable (body = bytes, Content-Type = mime type)",
+        Route("PUT", rule, "put_variable", f"Write {a} {scope} variable (body = bytes, Content-Type = mime type)",
               {200: ("Replaced.", "Variable"), 201: ("Created.", "Variable"), 400: _ERR, 404: _ERR, 413: _ERR},
               body=_BYTES, body_required=True, scope=scope),
-        Route("DELETE", rule, "delete_variable", f"Delete a {scope} variable", {204: ("Deleted.", None), 404: _ERR}, scope=scope),
+        Route("DELETE", rule, "delete_variable", f"Delete {a} {scope} variable", {204: ("Deleted.", None), 404: _ERR}, scope=scope),
         Route("GET", prefix + "/variables", "list_variables", f"List {scope} variables",
               {200: ("Variables.", _VAR_LIST), 404: _ERR}, scope=scope),
     ]
@@ -112,6 +113,17 @@ ROUTES: Final[tuple[Route, ...]] = (
            404: _ERR, 409: ("The instance already ended.", "Error")}),
     *_var_routes("namespace", _NS),
     *_var_routes("workflow", _WF),
+    *_var_routes("instance", _NS + "/instances/<id>"),
+    Route("GET", _WF + "/graph", "graph", "The workflow drawn as a graph of its states and transitions (isolde graph)",
+          {200: ("format=json (default): the graph with the file's validation status; svg, mermaid, dot: the drawing.", {
+              "type": "object", "properties": {
+                  "namespace": {"type": "string"}, "path": {"type": "string"}, "valid": {"type": "boolean"},
+                  "serving": {"type": "boolean"}, "errors": {"type": "array", "items": {"type": "string"}},
+                  "graph": {"type": "object", "nullable": True, "properties": {
+                      "start": {"type": "string"}, "states": {"type": "array", "items": {"type": "object"}},
+                      "edges": {"type": "array", "items": {"type": "object"}}}}}}),
+           400: _ERR, 404: _ERR, 409: ("No valid version to draw (svg, mermaid, dot); the message holds the located errors.", "Error")},
+          query=({"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "svg", "mermaid", "dot"]}},)),
     Route("POST", _NS + "/events", "event", "Post a CloudEvent (structured JSON, or binary mode with ce-* headers)",
           {202: ("Accepted; instances it started.", {"type": "object", "properties": {
               "id": {"type": "string"}, "type": {"type": "string"}, "instances": {"type": "array", "items": {"type": "string"}}}}),

@@ -1,10 +1,13 @@
 """The API's HTTP server: the stdlib ``ThreadingHTTPServer`` (one thread per keep-alive
 connection), access rules, body limits, and dispatch through the routes' werkzeug map.
 
-Security, as the sidecar: a request with an ``Origin`` or ``Sec-Fetch-Site`` header (a
-browser) is refused, and so is a ``Host`` that is not loopback while the API is bound to
-loopback (DNS rebinding).  With a token every request needs ``Authorization: Bearer
-TOKEN``; binding beyond loopback without a token is refused at start.  Bodies are capped
+Security: a ``Host`` that is not loopback is refused while the API is bound to loopback
+(DNS rebinding).  A browser's request (``Origin`` or ``Sec-Fetch-Site`` header) to the API
+is refused unless it comes from a page of this same server (the web UI, ``/ui/``):
+``Sec-Fetch-Site: same-origin`` and an ``Origin``, when sent, equal to ``http://`` + Host.
+With a token every API request needs ``Authorization: Bearer TOKEN`` (the UI's script sends
+it); the UI's files themselves are static, hold no data and need none.  Binding beyond
+loopback without a token is refused at start.  Bodies are capped
 before they are read.  Errors are ``{"error": {"code": ..., "message": ...}}``.
 
 Why the stdlib server: with keep-alive it serves thousands of small requests a second on
@@ -27,6 +30,8 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from ..errors import ConfigError, IsoldeError
 from ..loopback import is_loopback_host, loopback_address
 from ..store import StoreError
+from ..ui import PREFIX as UI_PREFIX
+from ..ui import SECURITY_HEADERS, asset
 from .handlers import HANDLERS, ApiError, Served
 from .openapi import openapi_document
 from .routes import ROUTES, url_map
@@ -188,8 +193,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         self._body_read = not ("Transfer-Encoding" in self.headers or self.headers.get("Content-Length", "0").strip() not in ("", "0"))
         try:
-            self._check_access()
-            self._dispatch()
+            parts = urlsplit(self.path)
+            path = unquote(parts.path)
+            if path in ("/", "/ui") or path.startswith(UI_PREFIX):
+                self._check_host()
+                self._page(path)
+            else:
+                self._check_access()
+                self._dispatch(parts, path)
         except ApiError as exc:
             self._error(exc)
         except IsoldeError as exc:
@@ -207,14 +218,20 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._body_read:
             self.close_connection = True  # an unread body would be taken for the next request
 
+    def _check_host(self) -> None:
+        host = self.headers.get("Host")
+        if self.server.api.loopback and host is not None and not is_loopback_host(host):
+            raise ApiError(403, "isolde.api.forbidden", f"Host {host[:100]!r} is not a loopback address (use 127.0.0.1, localhost or [::1])")
+
     def _check_access(self) -> None:
         h = self.headers
-        if "Origin" in h or "Sec-Fetch-Site" in h:
-            raise ApiError(403, "isolde.api.forbidden", "requests from web browsers are refused (the request has an Origin or Sec-Fetch-Site header)")
+        self._check_host()
+        site, origin = h.get("Sec-Fetch-Site"), h.get("Origin")
+        if (site is not None or origin is not None) and not (
+                site in (None, "same-origin") and (origin is None or origin.lower() == f"http://{h.get('Host', '')}".lower())):
+            raise ApiError(403, "isolde.api.forbidden", "requests from other web sites are refused (only this server's own "
+                           f"pages, under {UI_PREFIX}, may call the API from a browser)")
         api = self.server.api
-        host = h.get("Host")
-        if api.loopback and host is not None and not is_loopback_host(host):
-            raise ApiError(403, "isolde.api.forbidden", f"Host {host[:100]!r} is not a loopback address (use 127.0.0.1, localhost or [::1])")
         if api.token is not None:
             auth = h.get("Authorization", "")
             scheme, _, given = auth.partition(" ")
@@ -222,10 +239,21 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(401, "isolde.api.unauthorized", "missing or wrong token (send Authorization: Bearer TOKEN)",
                                {"WWW-Authenticate": 'Bearer realm="isolde"'})
 
-    def _dispatch(self) -> None:
-        parts = urlsplit(self.path)
+    def _page(self, path: str) -> None:
+        """The web UI's files (GET and HEAD only); ``/`` and ``/ui`` lead to ``/ui/``."""
+        if self.command not in ("GET", "HEAD"):
+            raise ApiError(405, "isolde.api.methodNotAllowed", f"method {self.command} is not allowed here (allowed: GET)", {"Allow": "GET"})
+        if path in ("/", "/ui"):
+            self.send(302, b"", None, {"Location": UI_PREFIX})
+            return
+        found = asset(path[len(UI_PREFIX):])
+        if found is None:
+            raise ApiError(404, "isolde.api.notFound", f"no such path {path[:100]!r} (the web UI's files are "
+                           f"{UI_PREFIX}index.html and what it loads; the API lives under /api)")
+        self.send(200, found[0], found[1], SECURITY_HEADERS)
+
+    def _dispatch(self, parts: Any, path: str) -> None:
         self.query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        path = unquote(parts.path)
         if not path.startswith("/api/") and path != "/metrics":
             raise ApiError(404, "isolde.api.notFound", f"no such path {parts.path[:100]!r} (the API lives under /api; see /api/openapi.json)")
         if path.endswith("/") and len(path) > 5:

@@ -28,6 +28,7 @@ from .watch import FileReader, Pending, Watcher
 
 if TYPE_CHECKING:
     from ..engine import Engine
+    from ..graph import Graph
     from ..store import VariableStore
 
 __all__ = ["Daemon"]
@@ -157,6 +158,7 @@ class Daemon:
         self.log.info("daemon ready", extra={"fields": {
             "dir": str(self.root), "namespaces": n_ns, "workflows": n_wf,
             "api": self.api.url if self.api is not None else None,
+            "ui": self.api.url + "/ui/" if self.api is not None else None,
             "data_dir": str(self.engine.data_dir), "pid": os.getpid(),
         }})
 
@@ -311,6 +313,15 @@ class Daemon:
         for row in out:
             row["next_run"] = self.triggers.scheduler.next_fire(ns, row["path"])
         return out
+
+    def workflow_graph(self, ns: str, path: str) -> tuple[dict[str, Any], Graph | None]:
+        """A served workflow's summary (validation status, located errors) and the graph of
+        the version that serves (None when no version validated)."""
+        from ..graph import workflow_graph
+
+        entry = self.catalog.entry(ns, workflow_id(path))
+        wf = entry.workflow
+        return entry.summary(), workflow_graph(wf, self.engine.registry.schema) if wf is not None else None
 
     def workflow_owner(self, ns: str, path: str) -> str:
         """The store owner of a served workflow's variables (404 when it is not served)."""
