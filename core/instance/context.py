@@ -152,11 +152,15 @@ class InstanceContext:
                 if p.ref.scope == "instance":
                     register = (self.namespace, self.instance_id)
                     break
+        obs = self.services.observer
         if not self._locked:  # the common case: no hand-over to arrange
+            began = perf_counter() if obs is not None else 0.0
             try:
                 self.store.write([*pending, *extra] if extra else pending, register_instance=register)
+                if obs is not None:
+                    obs.committed(perf_counter() - began)
             except StoreError as exc:
-                raise _store_error(exc) from None
+                raise self._commit_failed(exc) from None
             finally:
                 self._pending = []
             if register:
@@ -171,7 +175,6 @@ class InstanceContext:
             durable.append(self.services.locks.get().hand_over(self.lock_owner, done))
             self._locked.difference_update(done)
 
-        obs = self.services.observer
         began = perf_counter() if obs is not None else 0.0
         try:
             self.store.write([*pending, *extra] if extra else pending, register_instance=register,
@@ -179,18 +182,21 @@ class InstanceContext:
             if obs is not None:
                 obs.committed(perf_counter() - began)
         except StoreError as exc:
-            if getattr(exc, "instance_lost", False):
-                # Another process holds the instance now (a claim fenced this commit): end it
-                # here, uncatchably, and leave its variables to the process that runs it.
-                self.detach()
-                raise InstanceFailure(str(exc), code=getattr(exc, "code", "isolde.store")) from None
-            raise _store_error(exc) from None
+            raise self._commit_failed(exc) from None
         finally:
             self._pending = []
             for finish in durable:
                 finish()
         if register:
             self._registered = True
+
+    def _commit_failed(self, exc: StoreError) -> Exception:
+        if getattr(exc, "instance_lost", False):
+            # Another process holds the instance now (a claim fenced this commit): end it
+            # here, uncatchably, and leave its variables to the process that runs it.
+            self.detach()
+            return InstanceFailure(str(exc), code=getattr(exc, "code", "isolde.store"))
+        return _store_error(exc)
 
     # -- flow --------------------------------------------------------------------------
     def time_left(self) -> float | None:
