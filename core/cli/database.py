@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import click
 
 from .common import EXIT_FAILED, _common, _engine, _handled
 
+if TYPE_CHECKING:
+    from ..migrations import SchemaAdmin
+
 __all__ = ["db"]
+
+T = TypeVar("T")
+
+
+def _with_admin(data_dir: str | None, config_path: str | None, use: Callable[[SchemaAdmin], T]) -> tuple[SchemaAdmin, T] | None:
+    """``use(admin)`` on the configured store's schema admin, closed after; None (and a
+    message) when the store keeps no versioned tables."""
+    with _engine(data_dir, config_path) as engine:
+        admin = engine.schema_admin()
+        if admin is None:
+            click.echo("the store keeps no versioned tables (LMDB): nothing to migrate", err=True)
+            return None
+        try:
+            return admin, use(admin)
+        finally:
+            admin.close()
 
 
 @click.group()
@@ -22,15 +42,10 @@ def db() -> None:
 def db_status(data_dir: str | None, config_path: str | None) -> None:
     """Show the schema versions the database holds and the steps an upgrade would apply
     (exit 1 when the database is newer than this isolde)."""
-    with _engine(data_dir, config_path) as engine:
-        admin = engine.schema_admin()
-        if admin is None:
-            click.echo("the store keeps no versioned tables (LMDB): nothing to migrate", err=True)
-            return
-        try:
-            st = admin.status()
-        finally:
-            admin.close()
+    got = _with_admin(data_dir, config_path, lambda admin: admin.status())
+    if got is None:
+        return
+    admin, st = got
     click.echo(f"database: {admin.where}")
     newer = False
     for component in sorted(set(st.known) | set(st.applied)):
@@ -53,15 +68,10 @@ def db_status(data_dir: str | None, config_path: str | None) -> None:
 def db_upgrade(data_dir: str | None, config_path: str | None) -> None:
     """Create or migrate the database's tables to this isolde's schema (safe to run on
     every worker: one migrates, the others find nothing to do)."""
-    with _engine(data_dir, config_path) as engine:
-        admin = engine.schema_admin()
-        if admin is None:
-            click.echo("the store keeps no versioned tables (LMDB): nothing to migrate", err=True)
-            return
-        try:
-            done = admin.upgrade()
-        finally:
-            admin.close()
+    got = _with_admin(data_dir, config_path, lambda admin: admin.upgrade())
+    if got is None:
+        return
+    admin, done = got
     for line in done:
         click.echo(f"applied: {line}")
     click.echo(f"{admin.where}: up to date" + ("" if done else " (nothing to do)"))
