@@ -32,6 +32,10 @@ each namespace); never registered as an instance, so the orphan sweep leaves it.
 class InstanceRecords(Protocol):
     """The daemon's instance records, behind one interface so a second backend can hold them."""
 
+    in_history: bool
+    """True when the records are the instance history's own entries (the same store keys),
+    so a listing that already read the history need not read them again."""
+
     def create(self, record: dict[str, Any]) -> None:
         """Store a new (pending or running) record durably before its id is handed out."""
 
@@ -66,6 +70,8 @@ class InstanceRecords(Protocol):
 class LmdbInstanceRecords:
     """Records as instance-scope variables ``i-<id>`` of the reserved owner ``~isolde-history``
     in each namespace of the variable store."""
+
+    in_history = True
 
     def __init__(self, store: VariableStore, *, keep: int, log: logging.Logger | None = None) -> None:
         self.store = store

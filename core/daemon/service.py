@@ -252,8 +252,9 @@ class Daemon:
         self.catalog.check_namespace(ns)
         rows, _ = self.engine.history.list(ns)
         by_id = {r["id"]: r for r in rows}
-        for rec in self.records.list(ns):  # the same keys with LMDB; a plugin's own table otherwise
-            by_id.setdefault(rec["id"], summary(rec))
+        if not self.records.in_history:  # a plugin's own table (with LMDB: the keys just read)
+            for rec in self.records.list(ns):
+                by_id.setdefault(rec["id"], summary(rec))
         for view in self.runs.live_views(ns):
             by_id[view["id"]] = summary(view)
         picked = [r for r in by_id.values()
