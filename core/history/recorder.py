@@ -67,6 +67,14 @@ def _num(value: Any) -> str:
     return _encode(value)
 
 
+def _head(sid: str, typ: str) -> str:
+    """An entry's state id and type as JSON members (cached: they repeat)."""
+    head = f'"s":{_q(sid)},"t":{_q(typ)}'
+    if len(_heads) < 10_000:
+        _heads[(sid, typ)] = head
+    return head
+
+
 Entry = tuple[int, str, str, float, float, "str | None", "Sequence[Put] | None", "dict[str, Any] | None"]
 """(step, state id, type, started, ended, output JSON text or None when unchanged, the writes it
 staged (a list the instance no longer changes), error)."""
@@ -79,13 +87,13 @@ class Recorder:
         "history", "namespace", "instance_id", "record", "owns_record", "cap", "max_logs", "entries", "logs",
         "done_e", "done_l", "seq", "step_no", "t", "lock", "ctx", "cancelled", "final", "inner", "outer_sink",
         "first_input", "record_written", "leftover", "since", "enabled", "with_state", "t0", "out_obj", "out_text",
-        "in_text",
+        "in_text", "t0_text",
     )
 
     def __init__(self, history: InstanceHistory, namespace: str, instance_id: str, record: dict[str, Any], *,
                  owns_record: bool, cap: int, max_logs: int, seq: int = 0, first_input: str | None = None,
                  enabled: bool = True, with_state: bool = False, data: Any = None, text: str | None = None,
-                 input_text: str | None = None) -> None:
+                 input_text: str | None = None, t0: float | None = None) -> None:
         self.enabled = enabled
         self.with_state = with_state  # write with each state's commit (else: the background writer)
         self.history = history
@@ -100,7 +108,8 @@ class Recorder:
         self.done_e = self.done_l = 0  # entries / log lines already written
         self.seq = seq  # the next chunk's number
         self.step_no = 0
-        self.t = self.t0 = _time()  # when the current state started; entry times count from t0
+        self.t = self.t0 = _time() if t0 is None else t0  # when the current state started; entry times count from t0
+        self.t0_text: str | None = None  # t0 as JSON text, made once
         self.since = time.monotonic()
         self.lock = threading.Lock()
         self.ctx: InstanceContext | None = None
@@ -245,9 +254,12 @@ class Recorder:
         else:
             out_text = _encode(out)
         tail = "}" if tl is None else f',"tl":{_encode(tl)}}}'
+        t0, started, created = self.t0, rec["started"], rec["created"]
+        t0_text = self.t0_text or self._t0_text()
         text = (f'{{"v":{"1" if rec["v"] == 1 else _num(rec["v"])},"id":{_encode(rec["id"])},"workflow":{_q(rec["workflow"])},'
                 f'"status":{_q(rec["status"])},"state":{"null" if state is None else _q(state)},'
-                f'"trigger":{_q(rec["trigger"])},"created":{_num(rec["created"])},"started":{_num(rec["started"])},'
+                f'"trigger":{_q(rec["trigger"])},"created":{t0_text if created is t0 else _num(created)},'
+                f'"started":{t0_text if started is t0 else _num(started)},'
                 f'"ended":{"null" if ended is None else _num(ended)},"input":{self.in_text},'
                 f'"input_truncated":{_BOOL.get(rec["input_truncated"]) or _encode(rec["input_truncated"])},'
                 f'"output":{out_text},"error":{"null" if err is None else _encode(err)},"chunks":{rec["chunks"]:d}{tail}')
@@ -273,10 +285,28 @@ class Recorder:
         e0, e1, l0, l1 = self.done_e, len(self.entries), self.done_l, len(self.logs)
         if e0 == e1 and l0 == l1:
             return None
-        entries = ",".join(map(self._entry, self.entries[e0:e1]))
+        t0, cap, first = self.t0, self.cap, self.first_input
+        parts = []
+        add = parts.append
+        for e in self.entries[e0:e1]:
+            n, sid, typ, a, b, text, written, err = e
+            if written or err is not None or (n == 0 and first is not None) or (text is not None and len(text) > cap):
+                add(self._entry(e))
+                continue
+            head = _heads.get((sid, typ)) or _head(sid, typ)
+            # the common entries, inline (a chain of states makes one each): as _entry writes them
+            if text is None:
+                add(f'{{"n":{n},{head},"a":{int((a - t0) * 1e6)},"d":{int((b - a) * 1e6)}}}')
+            else:
+                add(f'{{"n":{n},{head},"a":{int((a - t0) * 1e6)},"d":{int((b - a) * 1e6)},"o":{text}}}')
+        entries = ",".join(parts)
         logs = _encode(self.logs[l0:l1]) if l1 > l0 else "[]"
         self.done_e, self.done_l = e1, l1
-        return f'{{"t0":{self.t0!r},"e":[{entries}],"l":{logs}}}'
+        return f'{{"t0":{self.t0_text or self._t0_text()},"e":[{entries}],"l":{logs}}}'
+
+    def _t0_text(self) -> str:
+        text = self.t0_text = _num(self.t0)
+        return text
 
     def _chunk_put(self, body: str) -> list[Put]:
         seq = self.seq
@@ -285,11 +315,7 @@ class Recorder:
 
     def _entry(self, e: Entry) -> str:
         n, sid, typ, a, b, text, written, err = e
-        head = _heads.get((sid, typ))
-        if head is None:
-            head = f'"s":{_q(sid)},"t":{_q(typ)}'
-            if len(_heads) < 10_000:
-                _heads[(sid, typ)] = head
+        head = _heads.get((sid, typ)) or _head(sid, typ)
         t0 = self.t0
         out = f'{{"n":{n},{head},"a":{int((a - t0) * 1e6)},"d":{int((b - a) * 1e6)}'
         if n == 0 and self.first_input is not None:
