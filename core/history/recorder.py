@@ -93,7 +93,7 @@ class Recorder:
     def __init__(self, history: InstanceHistory, namespace: str, instance_id: str, record: dict[str, Any], *,
                  owns_record: bool, cap: int, max_logs: int, seq: int = 0, first_input: str | None = None,
                  enabled: bool = True, with_state: bool = False, data: Any = None, text: str | None = None,
-                 input_text: str | None = None, t0: float | None = None) -> None:
+                 input_text: str | None = None) -> None:
         self.enabled = enabled
         self.with_state = with_state  # write with each state's commit (else: the background writer)
         self.history = history
@@ -108,7 +108,7 @@ class Recorder:
         self.done_e = self.done_l = 0  # entries / log lines already written
         self.seq = seq  # the next chunk's number
         self.step_no = 0
-        self.t = self.t0 = _time() if t0 is None else t0  # when the current state started; entry times count from t0
+        self.t = self.t0 = _time()  # when the current state started; entry times count from t0
         self.t0_text: str | None = None  # t0 as JSON text, made once
         self.since = time.monotonic()
         self.lock = threading.Lock()
@@ -254,12 +254,9 @@ class Recorder:
         else:
             out_text = _encode(out)
         tail = "}" if tl is None else f',"tl":{_encode(tl)}}}'
-        t0, started, created = self.t0, rec["started"], rec["created"]
-        t0_text = self.t0_text or self._t0_text()
         text = (f'{{"v":{"1" if rec["v"] == 1 else _num(rec["v"])},"id":{_encode(rec["id"])},"workflow":{_q(rec["workflow"])},'
                 f'"status":{_q(rec["status"])},"state":{"null" if state is None else _q(state)},'
-                f'"trigger":{_q(rec["trigger"])},"created":{t0_text if created is t0 else _num(created)},'
-                f'"started":{t0_text if started is t0 else _num(started)},'
+                f'"trigger":{_q(rec["trigger"])},"created":{_num(rec["created"])},"started":{_num(rec["started"])},'
                 f'"ended":{"null" if ended is None else _num(ended)},"input":{self.in_text},'
                 f'"input_truncated":{_BOOL.get(rec["input_truncated"]) or _encode(rec["input_truncated"])},'
                 f'"output":{out_text},"error":{"null" if err is None else _encode(err)},"chunks":{rec["chunks"]:d}{tail}')
@@ -286,7 +283,7 @@ class Recorder:
         if e0 == e1 and l0 == l1:
             return None
         t0, cap, first = self.t0, self.cap, self.first_input
-        parts = []
+        parts: list[str] = []
         add = parts.append
         for e in self.entries[e0:e1]:
             n, sid, typ, a, b, text, written, err = e

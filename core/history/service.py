@@ -89,7 +89,7 @@ class HistoryService:
         rec = Recorder(self.history, namespace, instance_id, record, owns_record=owns_record,
                        cap=self.settings.max_data_bytes, max_logs=self.settings.max_log_lines, seq=seq,
                        first_input=text if resume else None, with_state=self.settings.with_state_commit,
-                       data=data, text=text, input_text=kept, t0=now)
+                       data=data, text=text, input_text=kept)
         with self._lock:
             self._live[instance_id] = rec
             if self._thread is None and not self._stop:
