@@ -20,16 +20,18 @@ def _refuse(value: object) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def compact(default: Callable[[Any], Any] | None = None) -> Callable[[Any], str]:
-    """An encoder of compact JSON text (non-ASCII kept); ``default`` turns a value JSON
-    cannot hold into one it can (without it: ``TypeError``)."""
+def compact(default: Callable[[Any], Any] | None = None, *, ascii: bool = False) -> Callable[[Any], str]:
+    """An encoder of compact JSON text (non-ASCII kept, or with ``ascii`` escaped as
+    ``json.dumps`` does); ``default`` turns a value JSON cannot hold into one it can
+    (without it: ``TypeError``)."""
     from json import encoder as std
 
     make = getattr(std, "c_make_encoder", None)
     if make is None:  # an interpreter without the C accelerator: the standard path
-        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False,
+        return json.JSONEncoder(ensure_ascii=ascii, separators=(",", ":"), check_circular=False,
                                 default=default).encode
-    basestring = std.encode_basestring  # (the C one when the accelerator is there)
+    # (the C ones when the accelerator is there)
+    basestring = std.encode_basestring_ascii if ascii else std.encode_basestring
     run = make(None, default or _refuse, basestring, None, ":", ",", False, False, True)
     join = "".join
 
