@@ -254,9 +254,12 @@ class Recorder:
         else:
             out_text = _encode(out)
         tail = "}" if tl is None else f',"tl":{_encode(tl)}}}'
+        started = rec["started"]
+        same = rec["created"] is started  # (one float object: an instance started when it was created)
+        created = _num(rec["created"])
         text = (f'{{"v":{"1" if rec["v"] == 1 else _num(rec["v"])},"id":{_encode(rec["id"])},"workflow":{_q(rec["workflow"])},'
                 f'"status":{_q(rec["status"])},"state":{"null" if state is None else _q(state)},'
-                f'"trigger":{_q(rec["trigger"])},"created":{_num(rec["created"])},"started":{_num(rec["started"])},'
+                f'"trigger":{_q(rec["trigger"])},"created":{created},"started":{created if same else _num(started)},'
                 f'"ended":{"null" if ended is None else _num(ended)},"input":{self.in_text},'
                 f'"input_truncated":{_BOOL.get(rec["input_truncated"]) or _encode(rec["input_truncated"])},'
                 f'"output":{out_text},"error":{"null" if err is None else _encode(err)},"chunks":{rec["chunks"]:d}{tail}')
