@@ -190,6 +190,25 @@ def test_retention_keeps_the_newest_per_namespace(data_dir: Path) -> None:
         assert timeline_owners == set()  # their timelines went with them
 
 
+def test_retention_counts_what_another_engine_stored(data_dir: Path) -> None:
+    """The retention's scan reads the records it does not know (another engine's or process's)
+    and deletes them with their timeline chunks, in one bulk delete."""
+    grow = "states:\n- id: a\n  type: noop\n  transform: 'jq(.big = (.big + \"y\"))'\n"
+    with isolde.Engine(data_dir=data_dir, config={"history": {"keep": 100}}) as first:
+        older = [first.run(grow, {"big": "x" * 1500}).instance_id for _ in range(3)]
+        first.history.flush()
+        chunked = [i for i in older if first.store.list("default", "instance", f"~isolde-timeline/{i}")]
+        assert chunked == older  # a timeline too long for its record: kept as chunks
+    with isolde.Engine(data_dir=data_dir, config={"history": {"keep": 2}}) as second:
+        mine = second.run(COUNTER).instance_id
+        second.history.flush()
+        second.history.flush()
+        assert [r["id"] for r in second.history.list("default")[0]] == [mine, older[2]]
+        assert not any(second.store.list("default", "instance", f"~isolde-timeline/{i}") for i in older[:2])
+        assert second.store.list("default", "instance", f"~isolde-timeline/{older[2]}")
+        assert second.history.show("default", older[2])["timeline"][0]["output"]["big"].endswith("xy")
+
+
 def test_max_age_and_disabled_history(data_dir: Path) -> None:
     with isolde.Engine(data_dir=data_dir, config={"history": {"max_age": 0.001}}) as eng:
         iid = eng.run(COUNTER).instance_id

@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final, Iterable
 
+from ..jsontext import compact
+
 __all__ = [
     "CANCEL_CODE", "CANCEL_OWNER", "ENDED", "RECORD_OWNER", "RECORD_PREFIX", "assemble", "cancel_key", "capped",
     "capped_input", "encode_json",
@@ -48,8 +50,8 @@ def _unjson(value: object) -> str:
     return f"<{type(value).__name__}: not JSON>"
 
 
-_plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
-_lenient = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False, default=_unjson).encode
+_plain = compact()
+_lenient = compact(_unjson)
 
 
 def encode_json(value: Any) -> str:

@@ -9,7 +9,7 @@ state's own writes, so they must be ``Put``s of the engine's variable store.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
     from ..store import Put
@@ -21,9 +21,10 @@ class InstanceHistory(Protocol):
     """Records (one JSON object per instance), timeline chunks and cancel requests."""
 
     def writes(self, namespace: str, instance_id: str, *, record: dict[str, Any] | None = None,
-               chunk: tuple[int, bytes] | None = None) -> list[Put]:
+               chunk: tuple[int, bytes] | None = None, encoded: bytes | None = None) -> list[Put]:
         """The writes that store ``record`` and/or timeline chunk ``(seq, bytes)``, to commit
-        with a state's own writes (``VariableStore.write``)."""
+        with a state's own writes (``VariableStore.write``).  ``encoded``, when given, is
+        ``encode_record(record)`` made by the caller."""
         ...
 
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
@@ -32,6 +33,11 @@ class InstanceHistory(Protocol):
 
     def records(self, namespace: str) -> list[dict[str, Any]]:
         """Every record of a namespace, in no particular order."""
+        ...
+
+    def finished(self, namespace: str, known: Mapping[str, tuple[float, str, int | None]]) -> list[tuple[float, str, int | None]]:
+        """``(ended, id, timeline chunks or None)`` of every ended instance of a namespace, in no
+        particular order (the retention's rescan); ids in ``known`` are answered from there."""
         ...
 
     def chunks(self, namespace: str, instance_id: str, after: int = 0) -> list[tuple[int, bytes]]:

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .codec import capped, encode_json
+from .codec import capped, encode_json, encode_record
 
 if TYPE_CHECKING:
     from ..instance import InstanceContext, LogSink, Result, StepHook
@@ -50,6 +50,31 @@ def _q(text: str) -> str:
     return got
 
 
+_FIELDS = 14
+"""Fields of a record as ``HistoryService.recorder`` makes it, with ``chunks`` (and ``tl``)."""
+
+_BOOL: dict[Any, str] = {True: "true", False: "false"}
+_repr_float = float.__repr__
+_repr_int = int.__repr__
+
+
+def _num(value: Any) -> str:
+    """A number as JSON text (json writes a finite float as its repr), without the encoder."""
+    if value.__class__ is float and -1e300 < value < 1e300:
+        return _repr_float(value)
+    if value.__class__ is int:
+        return _repr_int(value)
+    return _encode(value)
+
+
+def _head(sid: str, typ: str) -> str:
+    """An entry's state id and type as JSON members (cached: they repeat)."""
+    head = f'"s":{_q(sid)},"t":{_q(typ)}'
+    if len(_heads) < 10_000:
+        _heads[(sid, typ)] = head
+    return head
+
+
 Entry = tuple[int, str, str, float, float, "str | None", "Sequence[Put] | None", "dict[str, Any] | None"]
 """(step, state id, type, started, ended, output JSON text or None when unchanged, the writes it
 staged (a list the instance no longer changes), error)."""
@@ -61,12 +86,14 @@ class Recorder:
     __slots__ = (
         "history", "namespace", "instance_id", "record", "owns_record", "cap", "max_logs", "entries", "logs",
         "done_e", "done_l", "seq", "step_no", "t", "lock", "ctx", "cancelled", "final", "inner", "outer_sink",
-        "first_input", "record_written", "leftover", "since", "enabled", "with_state", "t0",
+        "first_input", "record_written", "leftover", "since", "enabled", "with_state", "t0", "out_obj", "out_text",
+        "in_text", "t0_text",
     )
 
     def __init__(self, history: InstanceHistory, namespace: str, instance_id: str, record: dict[str, Any], *,
                  owns_record: bool, cap: int, max_logs: int, seq: int = 0, first_input: str | None = None,
-                 enabled: bool = True, with_state: bool = False) -> None:
+                 enabled: bool = True, with_state: bool = False, data: Any = None, text: str | None = None,
+                 input_text: str | None = None) -> None:
         self.enabled = enabled
         self.with_state = with_state  # write with each state's commit (else: the background writer)
         self.history = history
@@ -82,6 +109,7 @@ class Recorder:
         self.seq = seq  # the next chunk's number
         self.step_no = 0
         self.t = self.t0 = _time()  # when the current state started; entry times count from t0
+        self.t0_text: str | None = None  # t0 as JSON text, made once
         self.since = time.monotonic()
         self.lock = threading.Lock()
         self.ctx: InstanceContext | None = None
@@ -92,6 +120,11 @@ class Recorder:
         self.first_input = first_input  # a resumed instance's data (its first entry's input)
         self.record_written = False
         self.leftover: list[Put] = []  # for a daemon instance: what end() left for its outcome's commit
+        # The instance data last seen and its JSON text (the record's output, unless the
+        # data changed since), and the record's input as JSON text: encoded once, reused.
+        self.out_obj: Any = data
+        self.out_text = text
+        self.in_text = input_text
 
     # -- the instance loop's side ------------------------------------------------------
     def begin(self, ctx: InstanceContext, on_step: StepHook | None, sink: LogSink | None) -> tuple[StepHook, LogSink]:
@@ -123,6 +156,8 @@ class Recorder:
             text, err = ctx.text, None
         else:
             text, err = _encode(data), {"code": caught.code, "message": caught.msg}
+        if text is not None:
+            self.out_obj, self.out_text = data, text
         self.entries.append((self.step_no, state.id, state.type, self.t, now, text, pending or None, err))
         self.t = now
         self.step_no += 1
@@ -139,7 +174,7 @@ class Recorder:
                     rec["status"], rec["state"], rec["ended"], rec["output"] = "complete", None, now, data
                     self.final = True
                 rec["chunks"] = self.seq
-                puts.extend(self.history.writes(self.namespace, self.instance_id, record=rec))
+                puts.extend(self._record_writes())
                 self.record_written = True
         if extra:
             puts[:0] = extra
@@ -168,7 +203,7 @@ class Recorder:
                     rec.update(status=result.status, state=err.state if err is not None else None, ended=now,
                                output=result.output,
                                error=None if err is None else {"code": err.code, "message": err.message, "state": err.state})
-                    puts.extend(self.history.writes(self.namespace, self.instance_id, record=rec))
+                    puts.extend(self._record_writes())
                 self.final = True
             if self.cancelled is not None:
                 puts.extend(self.history.cancel_done(self.namespace, self.instance_id))
@@ -189,7 +224,7 @@ class Recorder:
         puts = self._chunk()
         if self.owns_record and (puts or not self.record_written):
             self.record["chunks"] = self.seq
-            puts.extend(self.history.writes(self.namespace, self.instance_id, record=self.record))
+            puts.extend(self._record_writes())
             self.record_written = True
         return puts
 
@@ -200,6 +235,36 @@ class Recorder:
             return {"t0": self.t0, "e": e, "l": list(self.logs[self.done_l:])}
 
     # -- encoding ----------------------------------------------------------------------
+    def _record_writes(self) -> list[Put]:
+        return self.history.writes(self.namespace, self.instance_id, record=self.record, encoded=self._record_json())
+
+    def _record_json(self) -> bytes:
+        """The record as stored (``encode_record``), assembled from text made once: the
+        input, and the output when it is the data whose text the instance loop made (no
+        dict encoded per commit)."""
+        rec = self.record
+        tl = rec.get("tl")
+        if len(rec) != (_FIELDS if tl is None else _FIELDS + 1) or "chunks" not in rec or self.in_text is None:
+            return encode_record(rec)  # not the layout made by HistoryService.recorder
+        state, ended, out, err = rec["state"], rec["ended"], rec["output"], rec["error"]
+        if out is None:
+            out_text = "null"
+        elif out is self.out_obj and self.out_text is not None:
+            out_text = self.out_text
+        else:
+            out_text = _encode(out)
+        tail = "}" if tl is None else f',"tl":{_encode(tl)}}}'
+        started = rec["started"]
+        same = rec["created"] is started  # (one float object: an instance started when it was created)
+        created = _num(rec["created"])
+        text = (f'{{"v":{"1" if rec["v"] == 1 else _num(rec["v"])},"id":{_encode(rec["id"])},"workflow":{_q(rec["workflow"])},'
+                f'"status":{_q(rec["status"])},"state":{"null" if state is None else _q(state)},'
+                f'"trigger":{_q(rec["trigger"])},"created":{created},"started":{created if same else _num(started)},'
+                f'"ended":{"null" if ended is None else _num(ended)},"input":{self.in_text},'
+                f'"input_truncated":{_BOOL.get(rec["input_truncated"]) or _encode(rec["input_truncated"])},'
+                f'"output":{out_text},"error":{"null" if err is None else _encode(err)},"chunks":{rec["chunks"]:d}{tail}')
+        return text.encode("utf-8", "backslashreplace")  # a lone surrogate stays a \u escape
+
     def _last_chunk(self) -> list[Put]:
         """The rest of the timeline, as the record is about to be written for the last time:
         a short instance's whole timeline goes into its record (``tl``) instead of a chunk."""
@@ -220,10 +285,28 @@ class Recorder:
         e0, e1, l0, l1 = self.done_e, len(self.entries), self.done_l, len(self.logs)
         if e0 == e1 and l0 == l1:
             return None
-        entries = ",".join(map(self._entry, self.entries[e0:e1]))
+        t0, cap, first = self.t0, self.cap, self.first_input
+        parts: list[str] = []
+        add = parts.append
+        for e in self.entries[e0:e1]:
+            n, sid, typ, a, b, text, written, err = e
+            if written or err is not None or (n == 0 and first is not None) or (text is not None and len(text) > cap):
+                add(self._entry(e))
+                continue
+            head = _heads.get((sid, typ)) or _head(sid, typ)
+            # the common entries, inline (a chain of states makes one each): as _entry writes them
+            if text is None:
+                add(f'{{"n":{n},{head},"a":{int((a - t0) * 1e6)},"d":{int((b - a) * 1e6)}}}')
+            else:
+                add(f'{{"n":{n},{head},"a":{int((a - t0) * 1e6)},"d":{int((b - a) * 1e6)},"o":{text}}}')
+        entries = ",".join(parts)
         logs = _encode(self.logs[l0:l1]) if l1 > l0 else "[]"
         self.done_e, self.done_l = e1, l1
-        return f'{{"t0":{self.t0!r},"e":[{entries}],"l":{logs}}}'
+        return f'{{"t0":{self.t0_text or self._t0_text()},"e":[{entries}],"l":{logs}}}'
+
+    def _t0_text(self) -> str:
+        text = self.t0_text = _num(self.t0)
+        return text
 
     def _chunk_put(self, body: str) -> list[Put]:
         seq = self.seq
@@ -232,11 +315,7 @@ class Recorder:
 
     def _entry(self, e: Entry) -> str:
         n, sid, typ, a, b, text, written, err = e
-        head = _heads.get((sid, typ))
-        if head is None:
-            head = f'"s":{_q(sid)},"t":{_q(typ)}'
-            if len(_heads) < 10_000:
-                _heads[(sid, typ)] = head
+        head = _heads.get((sid, typ)) or _head(sid, typ)
         t0 = self.t0
         out = f'{{"n":{n},{head},"a":{int((a - t0) * 1e6)},"d":{int((b - a) * 1e6)}'
         if n == 0 and self.first_input is not None:

@@ -27,7 +27,13 @@ if TYPE_CHECKING:
     from .protocol import InstanceHistory
     from .settings import HistorySettings
 
-__all__ = ["HistoryService", "NotFound"]
+__all__ = ["HistoryService", "NotFound", "RETAIN_BATCH"]
+
+RETAIN_BATCH = 128
+"""Finished instances past ``keep`` that wake the background writer to delete them (besides
+its rounds every ``flush_interval``).  Deleting a round's worth at a time (thousands at a
+high rate) left LMDB with hundreds of free pages that every later commit carried in its
+free list: instance commits cost twice as much, for good (the file does not shrink)."""
 
 
 class NotFound(IsoldeError):
@@ -82,7 +88,8 @@ class HistoryService:
             seq = got[-1][0] + 1 if got else 0
         rec = Recorder(self.history, namespace, instance_id, record, owns_record=owns_record,
                        cap=self.settings.max_data_bytes, max_logs=self.settings.max_log_lines, seq=seq,
-                       first_input=text if resume else None, with_state=self.settings.with_state_commit)
+                       first_input=text if resume else None, with_state=self.settings.with_state_commit,
+                       data=data, text=text, input_text=kept)
         with self._lock:
             self._live[instance_id] = rec
             if self._thread is None and not self._stop:
@@ -113,9 +120,13 @@ class HistoryService:
 
     def _note_finished(self, namespace: str, instance_id: str, ended: float, chunks: int | None = None) -> None:
         done = self._finished.get(namespace)
+        since = self._since_scan[namespace] = self._since_scan.get(namespace, 0) + 1
         if done is not None:
             done.append((ended, instance_id, chunks))
-            self._since_scan[namespace] = self._since_scan.get(namespace, 0) + 1
+            if len(done) == self.settings.keep + RETAIN_BATCH:
+                self._wake.set()  # delete a batch now, not a round's worth (see RETAIN_BATCH)
+        elif since == RETAIN_BATCH:
+            self._wake.set()  # the first scan of the namespace, not a round later
         self._retain.add(namespace)
 
     # -- cancel ------------------------------------------------------------------------
@@ -288,8 +299,9 @@ class HistoryService:
             # a rescan catches what other processes added (amortised: one per 4 x keep outcomes)
             rescan = done is None or self._since_scan.get(ns, 0) >= 4 * max(keep, 250)
         if rescan:
-            stored = sorted((float(r.get("ended") or 0.0), str(r["id"]), _chunks(r)) for r in self.history.records(ns)
-                            if r.get("status") in ENDED and isinstance(r.get("id"), str))
+            with self._lock:
+                known = {} if done is None else {d[1]: d for d in done}
+            stored = sorted(self.history.finished(ns, known))
             with self._lock:
                 self._finished[ns] = done = deque(stored)
                 self._since_scan[ns] = 0
@@ -326,11 +338,6 @@ class HistoryService:
             self._round(poll=False)
         except Exception as exc:  # a closed or full store: the history is what was written
             self._report(exc)
-
-
-def _chunks(record: dict[str, Any]) -> int | None:
-    n = record.get("chunks")
-    return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1_000_000 else None
 
 
 def _decoded(text: str) -> Any:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..store import Put, Ref, VariableStore
+from ..store.types import make_put, make_ref
 from .codec import (
-    CANCEL_OWNER, RECORD_OWNER, RECORD_PREFIX, cancel_key, chunk_key, decode_record, encode_record, timeline_owner,
+    CANCEL_OWNER, ENDED, RECORD_OWNER, RECORD_PREFIX, cancel_key, chunk_key, decode_record, encode_record, timeline_owner,
 )
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["StoreHistory"]
 
 _MAX_ID = 200
+JSON = "application/json"
 
 
 def _logger(log: logging.Logger | None) -> logging.Logger:
@@ -39,12 +41,14 @@ class StoreHistory:
         return Ref(namespace, "instance", RECORD_OWNER, RECORD_PREFIX + instance_id)
 
     def writes(self, namespace: str, instance_id: str, *, record: dict[str, Any] | None = None,
-               chunk: tuple[int, bytes] | None = None) -> list[Put]:
+               chunk: tuple[int, bytes] | None = None, encoded: bytes | None = None) -> list[Put]:
         puts = []
         if chunk is not None:
-            puts.append(Put(Ref(namespace, "instance", timeline_owner(instance_id), chunk_key(chunk[0])), chunk[1]))
+            puts.append(make_put(make_ref(namespace, "instance", timeline_owner(instance_id), chunk_key(chunk[0])),
+                                 chunk[1], JSON))
         if record is not None:
-            puts.append(Put(self.record_ref(namespace, instance_id), encode_record(record)))
+            puts.append(make_put(make_ref(namespace, "instance", RECORD_OWNER, RECORD_PREFIX + instance_id),
+                                 encode_record(record) if encoded is None else encoded, JSON))
         return puts
 
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
@@ -81,6 +85,35 @@ class StoreHistory:
                 self._decoded[namespace] = fresh
         return out
 
+    def finished(self, namespace: str, known: Mapping[str, tuple[float, str, int | None]]) -> list[tuple[float, str, int | None]]:
+        """``(ended, id, chunks)`` of every ended instance of a namespace (retention);
+        the records of ids in ``known`` are not read again (their entry is taken)."""
+        out = []
+        meta = getattr(self.store, "list_meta", None)  # keys without the values, where the store has it
+        for key, var in (meta or self.store.list)(namespace, "instance", RECORD_OWNER):
+            if not key.startswith(RECORD_PREFIX):
+                continue
+            hit = known.get(key[len(RECORD_PREFIX):])
+            if hit is not None:
+                out.append(hit)
+                continue
+            data = var.data
+            if meta is not None:
+                got = self.store.get(Ref(namespace, "instance", RECORD_OWNER, key))
+                if got is None:
+                    continue
+                data = got.data
+            try:
+                rec = decode_record(data, namespace)
+            except ValueError:
+                _logger(self._log).warning("unreadable instance record dropped", extra={"fields": {"ns": namespace, "key": key}})
+                self.store.write([Put(Ref(namespace, "instance", RECORD_OWNER, key), None)])
+                continue
+            iid = rec.get("id")
+            if rec.get("status") in ENDED and isinstance(iid, str):
+                out.append((float(rec.get("ended") or 0.0), iid, _chunks(rec)))
+        return out
+
     def chunks(self, namespace: str, instance_id: str, after: int = 0) -> list[tuple[int, bytes]]:
         if not instance_id or "\x00" in instance_id or len(instance_id) > _MAX_ID:
             return []
@@ -91,16 +124,21 @@ class StoreHistory:
         return out
 
     def remove(self, namespace: str, instance_ids: Sequence[str], chunks: Sequence[int | None] | None = None) -> None:
-        puts: list[Put] = []
+        groups: list[tuple[str, list[str]]] = [(RECORD_OWNER, [RECORD_PREFIX + iid for iid in instance_ids])]
         for i, iid in enumerate(instance_ids):
-            puts.append(Put(self.record_ref(namespace, iid), None))
             owner = timeline_owner(iid)
             count = chunks[i] if chunks is not None else None
             keys = ([chunk_key(n) for n in range(count)] if count is not None
                     else [key for key, _ in self.store.list(namespace, "instance", owner)])
-            puts.extend(Put(Ref(namespace, "instance", owner, key), None) for key in keys)
-        if puts:
-            self.store.write(puts)
+            if keys:
+                groups.append((owner, keys))
+        if not instance_ids:
+            return
+        bulk = getattr(self.store, "delete_keys", None)  # one transaction, no Put per key (LmdbStore)
+        if bulk is not None:
+            bulk(namespace, "instance", groups)
+            return
+        self.store.write([Put(Ref(namespace, "instance", owner, key), None) for owner, keys in groups for key in keys])
 
     def request_cancel(self, namespace: str, instance_id: str, reason: str) -> None:
         self.store.write([Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(instance_id)), json.dumps(reason).encode())])
@@ -117,3 +155,8 @@ class StoreHistory:
 
     def cancel_done(self, namespace: str, instance_id: str) -> list[Put]:
         return [Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(instance_id)), None)]
+
+
+def _chunks(record: dict[str, Any]) -> int | None:
+    n = record.get("chunks")
+    return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1_000_000 else None

@@ -8,7 +8,6 @@ the state staged variable writes, commits them in one transaction.
 
 from __future__ import annotations
 
-import json
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
@@ -16,6 +15,7 @@ from ..errors import InstanceFailure, IsoldeError, WorkflowError
 from ..expr import catch_matches, to_log_text
 from ..guards import InstanceGuard, needs_guard
 from ..jqexpr import JqError
+from ..jsontext import compact
 from .context import _DEFAULT, InstanceContext
 from .result import ErrorInfo, Result
 from .transform import apply_transform
@@ -44,7 +44,7 @@ class Recorder(Protocol):
         ...
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+_encode = compact()
 
 
 def run_instance(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol
 
+from ..jsontext import compact
 from .errors import BAD_COMMAND, JqError, no_output, runtime_error
 
 __all__ = [
@@ -63,37 +64,42 @@ class Program:
         return f"<{type(self).__name__} {self.source!r} guarded={self.guarded}>"
 
 
+_dump = compact(ascii=True)
+"""The binding's ``input_value(v)`` is ``input_text(json.dumps(v))``; ``json.dumps`` builds
+its C encoder on every call, this one is built once (the same text but for the spaces)."""
+
+
 class FastProgram(Program):
     """In-process program: the hot path, one call into the binding per run."""
 
-    __slots__ = ("_input_value", "_single")
+    __slots__ = ("_input_text", "_single")
 
     def __init__(self, source: str, compiled: Any, single: bool = False) -> None:
         self.source = source
         self.guarded = False
-        self._input_value = compiled.input_value
+        self._input_text = compiled.input_text
         self._single = single  # gives exactly one output (.single): no trip into jq for a second
 
     def run(self, data: Any) -> list[Any]:
         try:
             if self._single:
-                return [self._input_value(data).first()]
-            return self._input_value(data).all()  # type: ignore[no-any-return]
+                return [self._input_text(_dump(data)).first()]
+            return self._input_text(_dump(data)).all()  # type: ignore[no-any-return]
         except StopIteration:  # not reached: a single program gives one output or fails
             return []
         except ValueError as exc:
             raise runtime_error(exc) from None
-        except TypeError as exc:
+        except (TypeError, RecursionError) as exc:
             raise JqError(BAD_COMMAND, f"input is not JSON: {exc}") from None
 
     def first(self, data: Any) -> Any:
         try:
-            return self._input_value(data).first()
+            return self._input_text(_dump(data)).first()
         except StopIteration:
             raise no_output() from None
         except ValueError as exc:
             raise runtime_error(exc) from None
-        except TypeError as exc:
+        except (TypeError, RecursionError) as exc:
             raise JqError(BAD_COMMAND, f"input is not JSON: {exc}") from None
 
 

@@ -186,6 +186,8 @@ class SharedEnv:
             self._checked = now
             self.reader_check()
         if handed is None:
+            if not self.durable:  # no fsync to share: run it here (GroupCommit.submit would too)
+                return self._run_alone(fn, arg, buffers)
             return self.commits.submit(fn, arg, buffers)
         queued = self._showing(shown) if shown else None
         return self.commits.submit(fn, arg, buffers, queued=queued, handed=handed)
@@ -261,6 +263,42 @@ class SharedEnv:
                 self._unshow(batch)
             for it in batch:
                 it.done = True
+
+    def _run_alone(self, fn: Callable[[Any, Any], tuple[bool, Any]], arg: Any, buffers: bool) -> Any:
+        """``_run_batch`` of one write, without queue or ``Pending`` (the fast store's path)."""
+        self.commits.batches += 1
+        for _ in range(RETRY_LIMIT):
+            gen = self.gen
+            with self.lock:  # entering the gate
+                if self.excl:
+                    self.wait_shared()
+                self.active += 1
+            try:
+                env = self.env
+                if env is None:
+                    raise self.closed()
+                txn = env.begin(write=True, buffers=buffers)  # type: ignore[call-overload]
+                try:
+                    commit, result = fn(txn, arg)
+                    if commit:
+                        txn.commit()
+                    else:
+                        txn.abort()
+                except BaseException:
+                    _abort_quietly(txn)
+                    raise
+                return result
+            except lmdb.MapFullError:
+                grow = True
+            except lmdb.MapResizedError:
+                grow = False
+            finally:
+                with self.lock:  # leaving the gate
+                    self.active -= 1
+                    if self.excl and not self.active:
+                        self.cond.notify_all()
+            self.remap(gen, grow)
+        raise StoreError("variable store: map kept being resized, giving up")
 
     @staticmethod
     def _run_single(env: lmdb.Environment, it: Pending) -> None:

@@ -403,6 +403,28 @@ class LmdbStore:
         self._files.unlink(drop)
         return int(n)
 
+    def delete_keys(self, namespace: str, scope: str, groups: Sequence[tuple[str, Sequence[str]]]) -> int:
+        """Delete the variables ``keys`` of each ``(owner, keys)`` in one transaction (absent
+        ones are skipped); returns how many were deleted.  The bulk delete of the history's
+        retention: one prefix per owner instead of a ``Put`` and a key check per variable
+        (a key is refused only if it could leave its owner's prefix: empty or with a NUL)."""
+        keys: builtins.list[bytes] = []
+        limit = self._keys.max_key
+        for owner, names in groups:
+            prefix = self._keys.scope_prefix(namespace, scope, owner)
+            for name in names:
+                if not name or "\x00" in name:
+                    raise StoreError(f"invalid variable key {name[:60]!r}")
+                kb = prefix + name.encode()
+                if len(kb) <= limit:  # (a longer one cannot be stored)
+                    keys.append(kb)
+        if not keys:
+            return 0
+        n, drop = self._live().write(self._writes.delete_keys, keys)
+        if drop:
+            self._files.unlink(drop)
+        return int(n)
+
     def delete_scope(self, namespace: str, scope: str, owner: str = "") -> int:
         """Delete every variable of one exact scope owner; returns how many."""
         return self._delete_prefixes(self._keys.scope_prefix(namespace, scope, owner), None)

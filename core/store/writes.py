@@ -242,6 +242,25 @@ class Writes:
         m = 0 if inst_prefix is None else self.delete_prefix(txn, self.inst, inst_prefix)
         return bool(n or m), (n, drop)
 
+    def delete_keys(self, txn: lmdb.Transaction, keys: list[bytes]) -> tuple[bool, tuple[int, list[bytes]]]:
+        """Delete records by key (run with ``buffers=True``: only a blob's header is read)."""
+        db = self.vars
+        get = txn.get
+        delete = txn.delete
+        drop: list[bytes] = []
+        n = 0
+        for kb in keys:
+            raw = get(kb, db=db)
+            if raw is None:
+                continue
+            if is_blob(raw):
+                name = blob_name(raw)
+                delete(name, db=self.blobs)
+                drop.append(name)
+            delete(kb, db=db)
+            n += 1
+        return bool(n), (n, drop)
+
     def end_instance(self, txn: lmdb.Transaction, arg: tuple[bytes, bytes]) -> tuple[bool, list[bytes]]:
         rk, prefix = arg
         drop: list[bytes] = []
