@@ -336,20 +336,18 @@ class Runs:
             info.done.set()  # stopped by the shutdown: its record stays, the next start resumes it
             return
         outcome = ended_with[0] if result.status == "complete" else None
-        info.status = result.status
-        info.output = result.output
-        info.error = _error_dict(result.error)
-        info.ended = time.time() if outcome is None else outcome["ended"]
-        info.data = {}
-        info.ctx = None
-        info.lock_at = info.lock_data = None
+        # the outcome is shown (API, waiters) only once it is stored: until then the
+        # instance reads as it last committed
+        final = replace(info, status=result.status, output=result.output, error=_error_dict(result.error),
+                                    ended=time.time() if outcome is None else outcome["ended"], data={},
+                                    ctx=None, lock_at=None, lock_data=None)
         with self._lock:
             self.stats[result.status] = self.stats.get(result.status, 0) + 1
             self.stats["started"] += 1
         gone = info.cancel is not None and not info.cancel_api and "namespace" in info.cancel
         try:
             if not gone and outcome is None:
-                records.finish(info.record(), also=recorder.leftover)
+                records.finish(final.record(), also=recorder.leftover)
             elif recorder.leftover:  # the outcome went with the last state: the rest of its timeline
                 self.engine.store.write(recorder.leftover)
             if info.resumed:
@@ -360,6 +358,9 @@ class Runs:
                             extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
             else:
                 log.error("could not store the instance's outcome", extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
+        with self._lock:
+            info.status, info.output, info.error, info.ended = final.status, final.output, final.error, final.ended
+            info.data, info.ctx, info.lock_at, info.lock_data = {}, None, None, None
         history.release(recorder)
         if result.status == "failed":
             err = result.error
