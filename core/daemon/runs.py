@@ -368,8 +368,9 @@ class Runs:
                 "ns": ns, "workflow": info.workflow, "id": iid,
                 "code": err.code if err else None, "error": err.message if err else None, "state": err.state if err else None}})
         elif log.isEnabledFor(logging.DEBUG):
+            ended = final.ended or time.time()
             log.debug("instance complete", extra={"fields": {"ns": ns, "workflow": info.workflow, "id": iid,
-                                                            "ms": round((info.ended - (info.started or info.ended)) * 1000, 1)}})
+                                                            "ms": round((ended - (info.started or ended)) * 1000, 1)}})
         with self._lock:
             self.instances.pop(iid, None)
         info.done.set()
