@@ -26,8 +26,12 @@ def main() -> Any:
     args = sys.argv[1:]
     if args[:2] == ["vars", "list"]:
         given = _vars_list_args(args[2:])
-        if given is not None and _vars_list(given):
-            return 0
+        try:
+            if given is not None and _vars_list(given):
+                return 0
+        except (EOFError, KeyboardInterrupt):  # as click ends a command interrupted by Ctrl-C
+            print("\nAborted!", file=sys.stderr)
+            return 1
     from .cli import main as cli_main
 
     return cli_main()
@@ -64,7 +68,7 @@ def _vars_list_args(args: list[str]) -> dict[str, str] | None:
 def _vars_list(given: dict[str, str]) -> bool:
     """List the variables as ``isolde vars list`` does; False (nothing written) when the
     full command line must do it."""
-    if (sys.stdout.encoding or "").lower().replace("-", "").replace("_", "") != "utf8":
+    if (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "") != "utf8":
         return False
     try:
         rows = _read_rows(given)
