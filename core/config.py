@@ -17,11 +17,6 @@ from typing import Any
 from .errors import ConfigError
 from .settings import DEFAULT_LIMITS, check
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 
 
 @dataclass(slots=True)
@@ -92,6 +87,12 @@ def config_from(value: Config | dict[str, Any] | str | os.PathLike[str] | None) 
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    # imported here: a command run without a config file does not load the TOML parser
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)

@@ -59,9 +59,16 @@ def _scan(group: str) -> list[EntryPoint]:
     return out
 
 
-def _cache_file(group: str) -> Path | None:
+def cache_dir() -> Path | None:
+    """isolde's directory in the user's cache (``$XDG_CACHE_HOME/isolde``, else
+    ``~/.cache/isolde``; None without an absolute one); not made here."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if not os.path.isabs(base):
+    return Path(base) / "isolde" if os.path.isabs(base) else None
+
+
+def _cache_file(group: str) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
         return None
     parts = [sys.executable, sys.version, group]
     for entry in sys.path:
@@ -70,7 +77,7 @@ def _cache_file(group: str) -> Path | None:
         except OSError:
             parts.append(f"{entry}\0-")
     digest = hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:24]
-    return Path(base) / "isolde" / f"entry-points-{digest}.json"
+    return folder / f"entry-points-{digest}.json"
 
 
 def _store(path: Path, found: list[EntryPoint]) -> None:
@@ -87,4 +94,4 @@ def _fields(e: EntryPoint) -> dict[str, str]:
     return {"name": e.name, "value": e.value, "dist": e.dist, "version": e.version}
 
 
-__all__ = ["EntryPoint", "entry_points"]
+__all__ = ["EntryPoint", "cache_dir", "entry_points"]

@@ -34,50 +34,145 @@ for every plugin.  What each name is for:
 
 from __future__ import annotations
 
-from .actions.compile import compile_action
-from .actions.spec import ActionSpec, Branch, FileItem, Outcome
-from .config import Config
-from .daemon.backend import DaemonServices
-from .daemon.records import InstanceRecords
-from .daemon.triggers import CronScheduler, CronThread
-from .durations import parse_duration
-from .errors import ConfigError, InstanceFailure, IsoldeError, ValidationError, WorkflowError
-from .events import Cancelled, EventBus, EventError, EventFilter, Received
-from .events import normalize as normalize_event
-from .expr import Expr, Interpolation, Literal, Query, to_text, truthy
-from .hookspecs import hookimpl
-from .isolates import (
-    UNAVAILABLE_CODE,
-    ActionRequest,
-    ActionTimeout,
-    ErrorReply,
-    HttpIsolate,
-    IsolateProcess,
-    Response,
-    Runner,
-    RunnerHost,
-    parse_url,
-    stderr_line,
-)
-from .report import Report
-from .locks import DEADLOCK_CODE, TIMEOUT_CODE, VariableLocks
-from .migrations import SchemaAdmin, SchemaStatus
-from .liveness import is_orphan, machine, registration
-from .store import (
-    InvalidKey,
-    Put,
-    Ref,
-    StoreError,
-    ValueReader,
-    Variable,
-    VariableStore,
-    check_key,
-    check_name,
-    check_ref,
-    scope_owner,
-)
-from .variables import JSON, OCTETS, TEXT, decode, encode, parse_json, resolve_key
-from .workflow import StateContext, StateSpec, StateType, Workflow
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .actions.compile import compile_action
+    from .actions.spec import ActionSpec, Branch, FileItem, Outcome
+    from .config import Config
+    from .daemon.backend import DaemonServices
+    from .daemon.records import InstanceRecords
+    from .daemon.triggers import CronScheduler, CronThread
+    from .durations import parse_duration
+    from .errors import ConfigError, InstanceFailure, IsoldeError, ValidationError, WorkflowError
+    from .events import Cancelled, EventBus, EventError, EventFilter, Received
+    from .events import normalize as normalize_event
+    from .expr import Expr, Interpolation, Literal, Query, to_text, truthy
+    from .hookspecs import hookimpl
+    from .isolates import (
+        UNAVAILABLE_CODE,
+        ActionRequest,
+        ActionTimeout,
+        ErrorReply,
+        HttpIsolate,
+        IsolateProcess,
+        Response,
+        Runner,
+        RunnerHost,
+        parse_url,
+        stderr_line,
+    )
+    from .report import Report
+    from .locks import DEADLOCK_CODE, TIMEOUT_CODE, VariableLocks
+    from .migrations import SchemaAdmin, SchemaStatus
+    from .liveness import is_orphan, machine, registration
+    from .store import (
+        InvalidKey,
+        Put,
+        Ref,
+        StoreError,
+        ValueReader,
+        Variable,
+        VariableStore,
+        check_key,
+        check_name,
+        check_ref,
+        scope_owner,
+    )
+    from .variables import JSON, OCTETS, TEXT, decode, encode, parse_json, resolve_key
+    from .workflow import StateContext, StateSpec, StateType, Workflow
+
+# Each name is imported from its module on first use: a plugin that needs a few names
+# (most built-in ones) does not pay for the daemon, the isolates or the locks at start.
+_HOME: dict[str, tuple[str, str]] = {
+    "ActionRequest": ("isolates", "ActionRequest"),
+    "ActionSpec": ("actions.spec", "ActionSpec"),
+    "ActionTimeout": ("isolates", "ActionTimeout"),
+    "Branch": ("actions.spec", "Branch"),
+    "Cancelled": ("events", "Cancelled"),
+    "Config": ("config", "Config"),
+    "ConfigError": ("errors", "ConfigError"),
+    "CronScheduler": ("daemon.triggers", "CronScheduler"),
+    "CronThread": ("daemon.triggers", "CronThread"),
+    "DEADLOCK_CODE": ("locks", "DEADLOCK_CODE"),
+    "DaemonServices": ("daemon.backend", "DaemonServices"),
+    "ErrorReply": ("isolates", "ErrorReply"),
+    "EventBus": ("events", "EventBus"),
+    "EventError": ("events", "EventError"),
+    "EventFilter": ("events", "EventFilter"),
+    "Expr": ("expr", "Expr"),
+    "FileItem": ("actions.spec", "FileItem"),
+    "HttpIsolate": ("isolates", "HttpIsolate"),
+    "InstanceFailure": ("errors", "InstanceFailure"),
+    "InstanceRecords": ("daemon.records", "InstanceRecords"),
+    "Interpolation": ("expr", "Interpolation"),
+    "InvalidKey": ("store", "InvalidKey"),
+    "IsolateProcess": ("isolates", "IsolateProcess"),
+    "IsoldeError": ("errors", "IsoldeError"),
+    "JSON": ("variables", "JSON"),
+    "Literal": ("expr", "Literal"),
+    "OCTETS": ("variables", "OCTETS"),
+    "Outcome": ("actions.spec", "Outcome"),
+    "Put": ("store", "Put"),
+    "Query": ("expr", "Query"),
+    "Received": ("events", "Received"),
+    "Ref": ("store", "Ref"),
+    "Report": ("report", "Report"),
+    "Response": ("isolates", "Response"),
+    "Runner": ("isolates", "Runner"),
+    "RunnerHost": ("isolates", "RunnerHost"),
+    "SchemaAdmin": ("migrations", "SchemaAdmin"),
+    "SchemaStatus": ("migrations", "SchemaStatus"),
+    "StateContext": ("workflow", "StateContext"),
+    "StateSpec": ("workflow", "StateSpec"),
+    "StateType": ("workflow", "StateType"),
+    "StoreError": ("store", "StoreError"),
+    "TEXT": ("variables", "TEXT"),
+    "TIMEOUT_CODE": ("locks", "TIMEOUT_CODE"),
+    "UNAVAILABLE_CODE": ("isolates", "UNAVAILABLE_CODE"),
+    "ValidationError": ("errors", "ValidationError"),
+    "ValueReader": ("store", "ValueReader"),
+    "Variable": ("store", "Variable"),
+    "VariableLocks": ("locks", "VariableLocks"),
+    "VariableStore": ("store", "VariableStore"),
+    "Workflow": ("workflow", "Workflow"),
+    "WorkflowError": ("errors", "WorkflowError"),
+    "check_key": ("store", "check_key"),
+    "check_name": ("store", "check_name"),
+    "check_ref": ("store", "check_ref"),
+    "compile_action": ("actions.compile", "compile_action"),
+    "decode": ("variables", "decode"),
+    "encode": ("variables", "encode"),
+    "hookimpl": ("hookspecs", "hookimpl"),
+    "is_orphan": ("liveness", "is_orphan"),
+    "machine": ("liveness", "machine"),
+    "normalize_event": ("events", "normalize"),
+    "parse_duration": ("durations", "parse_duration"),
+    "parse_json": ("variables", "parse_json"),
+    "parse_url": ("isolates", "parse_url"),
+    "registration": ("liveness", "registration"),
+    "resolve_key": ("variables", "resolve_key"),
+    "scope_owner": ("store", "scope_owner"),
+    "stderr_line": ("isolates", "stderr_line"),
+    "to_text": ("expr", "to_text"),
+    "truthy": ("expr", "truthy"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'isolde.plugin' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{home[0]}", __name__.rpartition(".")[0]), home[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
+
 
 __all__ = [
     "DEADLOCK_CODE", "SchemaAdmin", "SchemaStatus", "TIMEOUT_CODE", "VariableLocks",

@@ -8,7 +8,6 @@ disable = [...]``).  Each ``Engine`` builds its own manager: no module globals.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -98,7 +97,9 @@ def load_plugins(config: Config, extra: Sequence[Any] = ()) -> Registry:
         _register(pm, name, _given(obj), info, getattr(obj, "__version__", "-"), "embedded")
     for name in config.disabled_plugins:
         if name not in known:
-            hint = difflib.get_close_matches(name, sorted(known), n=1)
+            from difflib import get_close_matches  # only for the hint of this error
+
+            hint = get_close_matches(name, sorted(known), n=1)
             raise ConfigError(
                 f"[plugins] disable names unknown plugin '{name}'"
                 + (f" (did you mean '{hint[0]}'?)" if hint else "")

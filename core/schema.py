@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+import threading
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
+from .entrypoints import cache_dir
 from .errors import IsoldeError
 
 
@@ -97,15 +99,21 @@ def type_str(t: Type) -> str:
 
 
 def _json_str(v: Any) -> str:
-    import json
-
     return json.dumps(v)
 
 
 @functools.lru_cache(maxsize=1)
-@functools.lru_cache(maxsize=1)
 def _grammar() -> str:
-    return resources.files("isolde.grammar").joinpath("schema.lark").read_text(encoding="utf-8")
+    import importlib
+
+    try:  # the file beside the package: importlib.resources is for zipped installs
+        folder = importlib.import_module("isolde.grammar").__path__[0]
+        with open(os.path.join(folder, "schema.lark"), encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, IndexError, AttributeError):
+        from importlib import resources
+
+        return resources.files("isolde.grammar").joinpath("schema.lark").read_text(encoding="utf-8")
 
 
 @functools.lru_cache(maxsize=1)
@@ -114,67 +122,96 @@ def _parser() -> Any:
     from lark import Lark
 
     grammar = _grammar()
-    cache_dir = _cache_dir()
+    folder = _cache_dir()
     cache: Any = False
-    if cache_dir is not None:
+    if folder is not None:
         digest = hashlib.sha256(grammar.encode()).hexdigest()[:16]
-        cache = os.path.join(cache_dir, f"schema-{digest}.lark.cache")
+        cache = os.path.join(folder, f"schema-{digest}.lark.cache")
     return Lark(grammar, parser="lalr", propagate_positions=True, cache=cache)
 
 
 def _cache_dir() -> str | None:
-    """The user's cache directory for isolde (made if missing); looked up once per
-    environment, not once per declaration text (an engine start parses about twenty)."""
+    """The user's cache directory for isolde (made if missing): the entry points' one
+    (``$XDG_CACHE_HOME/isolde``, else ``~/.cache/isolde``); looked up once per process
+    and environment, not once per declaration text (an engine start parses about twenty)."""
     return _cache_dir_for(os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
 
 
 @functools.lru_cache(maxsize=4)
 def _cache_dir_for(xdg: str | None, home: str | None) -> str | None:
+    path = cache_dir()
+    if path is None:
+        return None
     try:
-        import platformdirs
-
-        path = platformdirs.user_cache_dir("isolde")
         os.makedirs(path, mode=0o700, exist_ok=True)
-        return path
     except OSError:
         return None
+    return str(path)
 
 
 ParsedDecls = tuple[tuple[str, str, str, tuple[Field, ...]], ...]
 
 
-@functools.lru_cache(maxsize=256)
-def _parse_cached(text: str) -> ParsedDecls:
-    """Parse declarations, through an on-disk cache keyed by the grammar and the text.
+class _DeclCache:
+    """Parsed declarations by their text, kept in one JSON file per grammar in the cache
+    directory and read once per process: every engine start parses the same twenty-odd
+    texts, and reading them back keeps lark (and building its parser) off the start-up
+    path of the CLI entirely."""
 
-    Every engine start parses the same declarations; reading them back as JSON keeps
-    lark (and building its parser) off the start-up path of the CLI entirely.
-    """
-    import json
-
-    cache_dir = _cache_dir()
-    path = None
-    if cache_dir is not None:
-        digest = hashlib.sha256(_grammar().encode() + b"\0" + text.encode()).hexdigest()[:32]
-        path = os.path.join(cache_dir, f"decls-{digest}.json")
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.raw: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        folder = _cache_dir()
+        if folder is None:
+            return
+        digest = hashlib.sha256(_grammar().encode()).hexdigest()[:16]
+        self.path = os.path.join(folder, f"decls-{digest}.json")
         try:
-            with open(path, encoding="utf-8") as fh:
-                return _decls_from_json(json.load(fh))
-        except (OSError, ValueError, KeyError, TypeError):
+            with open(self.path, encoding="utf-8") as fh:
+                raw = json.load(fh)
+            if isinstance(raw, dict):
+                self.raw = raw
+        except (OSError, ValueError):
             pass
-    parsed = _parse_text(text)
-    if path is not None:
-        tmp = f"{path}.{os.getpid()}.tmp"
+
+    def get(self, text: str) -> ParsedDecls:
+        raw = self.raw.get(text)
+        if raw is not None:
+            try:
+                return _decls_from_json(raw)
+            except (ValueError, KeyError, TypeError):
+                pass
+        parsed = _parse_text(text)
+        if self.path is not None:
+            with self.lock:
+                self.raw = {**self.raw, text: _decls_to_json(parsed)}
+                self._store(self.path, self.raw)
+        return parsed
+
+    @staticmethod
+    def _store(path: str, raw: dict[str, Any]) -> None:
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(_decls_to_json(parsed), fh)
+                json.dump(raw, fh)
             os.replace(tmp, path)
         except (OSError, TypeError, ValueError):
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-    return parsed
+
+
+@functools.lru_cache(maxsize=1)
+def _decl_cache() -> _DeclCache:
+    return _DeclCache()
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str) -> ParsedDecls:
+    """Parse declarations, through the on-disk cache keyed by the grammar and the text."""
+    return _decl_cache().get(text)
 
 
 def _type_to_json(t: Type) -> Any:
@@ -234,8 +271,6 @@ def _parse_text(text: str) -> ParsedDecls:
         raise SchemaError(str(exc)) from None
 
     def unquote(tok: Token) -> str:
-        import json
-
         return str(json.loads(str(tok)))
 
     def to_type(node: Tree[Token] | Token) -> Type:
@@ -254,8 +289,6 @@ def _parse_text(text: str) -> ParsedDecls:
         raise SchemaError(f"unknown type node {node.data}")  # pragma: no cover
 
     def to_literal(node: Tree[Token]) -> Any:
-        import json
-
         kind = node.data
         if kind == "string":
             return unquote(node.children[0])  # type: ignore[arg-type]

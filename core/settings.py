@@ -10,7 +10,6 @@ plugin's) are checked by their plugins at engine start (``isolde_configure``).
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -181,7 +180,9 @@ def _check_value(check: Check, value: Any, label: str) -> None:
 
 
 def _hint(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    from difflib import get_close_matches  # only for a hint on an error
+
+    close = get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -7,7 +7,6 @@ compiled here, so a workflow that validates never meets a jq syntax error at run
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Callable
 
@@ -459,7 +458,9 @@ def build_workflow(
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    from difflib import get_close_matches  # only for a hint on an error
+
+    close = get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

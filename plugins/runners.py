@@ -34,14 +34,12 @@ from isolde.plugin import (
     HttpIsolate,
     InstanceFailure,
     IsoldeError,
-    IsolateProcess,
     Response,
     Runner,
     RunnerHost,
     WorkflowError,
     hookimpl,
     parse_url,
-    stderr_line,
 )
 
 FUNCTIONS = """
@@ -161,6 +159,8 @@ class ProcessRunner(HttpIsolate):
         name = str(function.get("name") or function.get("id") or "process")
         where = f"function '{name}'"
         settings = host.settings
+        from isolde.plugin import IsolateProcess, stderr_line  # the process machinery, once a function needs it
+
         self.process = IsolateProcess(
             _command(function.get("command"), where),
             name=name,

@@ -224,6 +224,27 @@ def test_vars_instance_scope_and_conflicting_scopes(cli: Cli) -> None:
     assert res.code == 2 and "not both" in res.stderr
 
 
+@pytest.mark.parametrize("args", [
+    (), ("-w", "flow"), ("--workflow=flow",), ("-n", "elsewhere"), ("--namespace", "nowhere"), ("--instance", "abc"),
+    ("-n", "default", "--data-dir", "{data}"), ("--config", "{toml}"),
+    # not the fast path's: click parses and reports them, as ever
+    ("-w", "x", "--instance", "abc"), ("-w", ""), ("-n", "bad/name"), ("--bogus",), ("-n", "a", "-n", "b"),
+    ("--data-dir", "{toml}"), ("--config", "{missing}"), ("-nelsewhere",),
+])
+def test_vars_list_console_script_is_the_command(cli: Cli, real_cli: RealCli, tmp_path: Path, args: tuple[str, ...]) -> None:
+    """``isolde vars list`` as a process (the console script's own fast path for plain
+    arguments) prints, exits and fails exactly as the command run in-process."""
+    assert cli("vars", "set", "color", "blue").code == 0
+    assert cli("vars", "set", "wf", '{"a": 1}', "-w", "flow").code == 0
+    assert cli("vars", "set", "other", "x", "-n", "elsewhere").code == 0
+    assert cli("vars", "set", "k", "1", "--instance", "abc").code == 0
+    (tmp_path / "isolde.toml").write_text("")
+    given = [a.format(data=cli.data_dir, toml=tmp_path / "isolde.toml", missing=tmp_path / "nope.toml") for a in args]
+    inside, outside = cli("vars", "list", *given), real_cli("vars", "list", *given)
+    named = [text.replace("python -m isolde.cli", "isolde") for text in (outside.stdout, outside.stderr)]
+    assert (outside.code, *named) == (inside.code, inside.stdout, inside.stderr)
+
+
 @pytest.mark.parametrize("key", ["bad key", "x" * 256])
 def test_vars_bad_key_is_one_line_exit_2(cli: Cli, key: str) -> None:
     line = assert_one_line_error(cli("vars", "get", key))

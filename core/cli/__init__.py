@@ -7,23 +7,58 @@ bytes); logs and errors go to stderr, one line each, never a traceback.
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from .common import EXIT_FAILED, EXIT_USAGE
-from .database import db
-from .docs import plugins, reference, schema
-from .instances import instances
-from .run import graph, run, serve, test_command, validate
-from .variables import namespaces, vars, workflows
+
+# Each command's module is imported when the command is used (or listed by --help): a
+# plain ``isolde run`` does not pay for the modules of ``db``, ``instances`` or ``vars``.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("database", "db"),
+    "graph": ("run", "graph"),
+    "instances": ("instances", "instances"),
+    "namespaces": ("variables", "namespaces"),
+    "plugins": ("docs", "plugins"),
+    "reference": ("docs", "reference"),
+    "run": ("run", "run"),
+    "schema": ("docs", "schema"),
+    "serve": ("run", "serve"),
+    "test": ("run", "test_command"),
+    "validate": ("run", "validate"),
+    "vars": ("variables", "vars"),
+    "workflows": ("variables", "workflows"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose commands are imported by name on first use; listed, helped and
+    dispatched exactly as if they had been added up front."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*_COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in _COMMANDS:
+            module, attr = _COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f".{module}", __name__), attr)
+            assert isinstance(command, click.Command) and command.name == cmd_name
+            self.commands[cmd_name] = command
+        return command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in _COMMANDS and args[0] not in self.commands:
+            for name in _COMMANDS:  # an unknown name: click's "Did you mean" considers every command
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="isolde", prog_name="isolde")
 def main() -> None:
     """Run Direktiv-style YAML workflows with persistent data on one machine."""
 
-
-for _command in (run, validate, graph, test_command, serve, instances, vars, workflows, namespaces, plugins, schema, reference, db):
-    main.add_command(_command)
 
 __all__ = ["main", "EXIT_FAILED", "EXIT_USAGE"]

@@ -1,7 +1,9 @@
-"""``python -m isolde.cli``."""
+"""``python -m isolde.cli``: the same program as the ``isolde`` console script."""
 
 from __future__ import annotations
 
-from . import main
+import sys
 
-main()
+from ..cli_entry import main
+
+sys.exit(main())

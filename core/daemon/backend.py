@@ -9,10 +9,11 @@ keeps its single-host services (LMDB records, a cron thread, the in-process bus)
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Callable, Protocol
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # logging too: a plugin that names this class at import does not load it
+    import logging
+
     from ..events import EventBus
     from .records import InstanceRecords
     from .triggers import CronScheduler, FireFn

@@ -167,9 +167,14 @@ class ActionFolder:
         owner = "" if keep else _owner_tag()
         path = tempfile.mkdtemp(prefix=FOLDER_PREFIX + owner, dir=base)  # 0700, unguessable
         try:
-            for scope in SCOPES:
-                os.makedirs(os.path.join(path, "out", scope), mode=0o700)
             root_fd = os.open(path, DIR_FLAGS)
+            try:  # four mkdirs relative to the folder: no lookups of the path or checks first
+                os.mkdir("out", dir_fd=root_fd)
+                for scope in SCOPES:
+                    os.mkdir(f"out/{scope}", mode=0o700, dir_fd=root_fd)
+            except BaseException:
+                os.close(root_fd)
+                raise
         except BaseException:
             remove_tree(path)
             raise

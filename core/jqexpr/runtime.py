@@ -10,7 +10,8 @@ validation reports it at the program's location).  On a cache hit ``compile`` is
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any
 
 import jq as _jq
 
@@ -19,7 +20,9 @@ from .errors import BAD_COMMAND, JqError, compile_error
 from .lexer import LexError, lex
 from .programs import SIMPLE_PATH, FastProgram, GuardedProgram, PathProgram, Program
 from .single import single_output
-from .worker import WorkerPool
+
+if TYPE_CHECKING:
+    from .worker import WorkerPool
 
 __all__ = ["DEFAULT_WORKERS", "JqRuntime"]
 
@@ -57,19 +60,30 @@ class JqRuntime:
         if max_memory is None:
             max_memory = max(1 << 30, 8 * int(max_output))
             hint = "the limit is the larger of 1 GiB and 8 x [limits] jq_max_output in isolde.toml"
-        self._pool = WorkerPool(
-            size=int(workers),
-            timeout=float(timeout),
-            max_output=int(max_output),
-            max_memory=int(max_memory),
-            memory_hint=hint,
-        )
+        self._pool_args: dict[str, Any] = {
+            "size": int(workers), "timeout": float(timeout), "max_output": int(max_output),
+            "max_memory": int(max_memory), "memory_hint": hint,
+        }
+        self._made_pool: WorkerPool | None = None  # made (and its module imported) by the first guarded program
+        self._pool_lock = threading.Lock()
         self._cache: dict[str, Program] = {}
 
     @property
     def workers(self) -> int:
         """The most worker processes this runtime runs at once."""
-        return self._pool.size
+        return int(self._pool_args["size"])
+
+    @property
+    def _pool(self) -> WorkerPool:
+        pool = self._made_pool
+        if pool is None:
+            with self._pool_lock:
+                if self._made_pool is None:
+                    from .worker import WorkerPool
+
+                    self._made_pool = WorkerPool(**self._pool_args)
+                pool = self._made_pool
+        return pool
 
     # -- compile ------------------------------------------------------------------------------
 
@@ -117,7 +131,9 @@ class JqRuntime:
 
     def close(self) -> None:
         """Stop the workers if started; idempotent.  The compile cache stays usable."""
-        self._pool.close()
+        pool = self._made_pool
+        if pool is not None:
+            pool.close()
 
     def __enter__(self) -> JqRuntime:
         return self
