@@ -78,14 +78,33 @@ VAR = ("INSERT INTO isolde_variables AS v (namespace, scope, owner, key, mime, d
        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, nextval('isolde_version_seq')) "
        "ON CONFLICT (namespace, scope, owner, key) DO UPDATE SET mime = EXCLUDED.mime, data = EXCLUDED.data, "
        "size = EXCLUDED.size, updated = EXCLUDED.updated, version = EXCLUDED.version RETURNING version, created")
+TIMELINE = json.dumps({"state": "b", "type": "setter", "at": 0.0, "took": 0.001, "writes": ["workflow/x"],
+                       "transition": None, "status": "complete"}).encode()
+XID = "SELECT pg_current_xact_id_if_assigned()::text"
 RECORD = json.dumps({"v": 1, "id": "x" * 36, "namespace": "floor", "workflow": "counter", "status": "running",
                      "state": None, "trigger": "api", "created": 0.0, "started": 0.0, "ended": None, "output": {"var": {"x": 1}},
                      "error": None, "resumed": False, "data": None, "ivars": False, "log": []}).encode()
 
 
 def floor_loop(url: str, kind: str, seconds: float, out: Any) -> None:
-    """One client's worth of the SQL of ``kind`` instances, as fast as it goes."""
+    """One client's worth of the SQL of ``kind`` instances, as fast as it goes, sent the
+    way the store sends it: a read as one autocommit statement; a state's commit as one
+    pipeline (BEGIN, the fenced record, the variables, the transaction id), its results
+    read, then COMMIT."""
     import uuid
+
+    def commit(conn: psycopg.Connection[Any], iid: str, status: str, ended: float | None, wf: str, key: str) -> None:
+        now = time.time()
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            fenced = conn.execute(RUN, ("floor", iid, "w", 1, status, now, ended, RECORD))
+            with conn.cursor() as cur:  # the variable, and the state's line of the instance's timeline
+                cur.executemany(VAR, [("floor", "workflow", wf, key, "application/json", b"1", 1, now, now),
+                                      ("floor", "instance", f"~isolde-timeline/{iid}", key, "application/json",
+                                       TIMELINE, len(TIMELINE), now, now)])
+            xid = conn.execute(XID)
+        assert fenced.fetchone() is not None and xid.fetchone() is not None
+        conn.execute("COMMIT")
 
     with psycopg.connect(url, autocommit=True) as conn:
         end = time.perf_counter() + seconds
@@ -93,18 +112,11 @@ def floor_loop(url: str, kind: str, seconds: float, out: Any) -> None:
         while time.perf_counter() < end:
             iid, now = str(uuid.uuid4()), time.time()
             if kind == "counter":
-                with conn.transaction():
-                    conn.execute(GET, (["floor"], ["workflow"], ["counter"], ["x"])).fetchall()
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.execute(RUN, ("floor", iid, "w", 1, "complete", now, now, RECORD))
-                    cur.fetchone()
-                    cur.executemany(VAR, [("floor", "workflow", "counter", "x", "application/json", b"1", 1, now, now)])
+                conn.execute(GET, (["floor"], ["workflow"], ["counter"], ["x"])).fetchall()
+                commit(conn, iid, "complete", now, "counter", "x")
             elif kind == "chain":
                 for i in range(10):
-                    with conn.transaction(), conn.cursor() as cur:
-                        cur.execute(RUN, ("floor", iid, "w", 1, "complete" if i == 9 else "running", now, None, RECORD))
-                        cur.fetchone()
-                        cur.executemany(VAR, [("floor", "workflow", "chain", f"k{i}", "application/json", b"1", 1, now, now)])
+                    commit(conn, iid, "complete" if i == 9 else "running", now if i == 9 else None, "chain", f"k{i}")
             n += 1
         out.put(n)
 

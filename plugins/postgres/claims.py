@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -89,14 +89,23 @@ class RecordWrite(Put):
     ended: float | None = None
     prune: int | None = None
 
-    def in_transaction(self, cur: psycopg.Cursor[Any]) -> None:
+    def in_pipeline(self, conn: psycopg.Connection[Any]) -> Callable[[], None]:
+        """Send the fenced upsert (and the prune) in the batch's pipeline, without
+        waiting; the check it returns, called once the results arrived and before
+        COMMIT, raises ``ClaimLost`` when the fence refused the row (the store then
+        rolls the whole batch back)."""
         ns, iid = self.ref.namespace, self.ref.key[2:]
-        cur.execute(_UPSERT_RUN, (ns, iid, self.owner, self.epoch, self.status, self.created, self.ended, self.data))
-        if cur.fetchone() is None:
-            raise ClaimLost(f"instance {iid} was claimed by another worker (this worker's lease ran out); "
-                            "nothing of this step was committed")
+        cur = conn.execute(_UPSERT_RUN, (ns, iid, self.owner, self.epoch, self.status, self.created, self.ended,
+                                         self.data))
         if self.prune is not None:
-            cur.execute(_PRUNE, (ns, self.prune))
+            conn.execute(_PRUNE, (ns, self.prune))
+
+        def check() -> None:
+            if cur.fetchone() is None:
+                raise ClaimLost(f"instance {iid} was claimed by another worker (this worker's lease ran out); "
+                                "nothing of this step was committed")
+
+        return check
 
 
 class Connections:
