@@ -97,13 +97,14 @@ def floor_loop(url: str, kind: str, seconds: float, out: Any) -> None:
         now = time.time()
         with conn.pipeline():
             conn.execute("BEGIN")
-            fenced = conn.execute(RUN, ("floor", iid, "w", 1, status, now, ended, RECORD))
+            fenced = conn.execute(RUN, ("floor", iid, "floor", 1, status, now, ended, RECORD))
             with conn.cursor() as cur:  # the variable, and the state's line of the instance's timeline
                 cur.executemany(VAR, [("floor", "workflow", wf, key, "application/json", b"1", 1, now, now),
                                       ("floor", "instance", f"~isolde-timeline/{iid}", key, "application/json",
                                        TIMELINE, len(TIMELINE), now, now)])
             xid = conn.execute(XID)
-        assert fenced.fetchone() is not None and xid.fetchone() is not None
+        f, x = fenced.fetchone(), xid.fetchone()
+        assert f is not None and x is not None, (f, x, fenced.statusmessage, fenced.pgresult and fenced.pgresult.status)
         conn.execute("COMMIT")
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -122,6 +123,9 @@ def floor_loop(url: str, kind: str, seconds: float, out: Any) -> None:
 
 
 def floor(url: str, kind: str, procs: int, seconds: float) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:  # a live owner: the workers never claim the floor's rows
+        conn.execute("INSERT INTO isolde_workers (id, host, pid, lease_until) VALUES ('floor', 'floor', 0, "
+                     "now() + interval '1 day') ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until")
     q: Any = multiprocessing.Queue()
     ps = [multiprocessing.Process(target=floor_loop, args=(url, kind, seconds, q)) for _ in range(procs)]
     for p in ps:

@@ -10,7 +10,8 @@ only succeeds while the row still names this worker and epoch (the fence).  A wo
 paused past its lease, or cut off, finds its instances claimed by another and its next
 commit refused with ``ClaimLost``: nothing it staged is committed.
 
-The tables are created here, idempotently, under the store's advisory setup lock.
+The tables are migration steps of the component ``coordination`` (``schema.py``):
+a store applies them when it opens, ``isolde db status|upgrade`` shows them.
 """
 
 from __future__ import annotations
@@ -26,16 +27,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from isolde.plugin import Put, StoreError
 
-from .store import redact
+from .connection import pg_errors, redact
+from .schema import migration, upgrade
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["ClaimLost", "Connections", "RecordWrite", "Worker", "create_tables"]
 
-_SETUP_LOCK: Final = 0x15_01DF  # advisory lock id guarding the creation of these tables
-
-TABLES: Final = """
+migration("coordination", 1, "workers with leases, instance records with claims", """
 CREATE TABLE IF NOT EXISTS isolde_workers (
     id text PRIMARY KEY, host text NOT NULL, pid integer NOT NULL,
     started timestamptz NOT NULL DEFAULT now(), lease_until timestamptz NOT NULL);
@@ -46,14 +46,9 @@ CREATE TABLE IF NOT EXISTS isolde_runs (
 CREATE INDEX IF NOT EXISTS isolde_runs_live ON isolde_runs (created) WHERE status IN ('pending', 'running');
 CREATE INDEX IF NOT EXISTS isolde_runs_done ON isolde_runs (namespace, ended DESC, id DESC)
     WHERE status IN ('complete', 'failed');
-CREATE TABLE IF NOT EXISTS isolde_cron_ticks (
-    namespace text NOT NULL, workflow text NOT NULL, tick double precision NOT NULL, worker text NOT NULL,
-    fired timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, workflow, tick));
-CREATE TABLE IF NOT EXISTS isolde_events (
-    seq bigserial PRIMARY KEY, namespace text NOT NULL, source text NOT NULL, id text NOT NULL,
-    origin text NOT NULL, body bytea NOT NULL, created timestamptz NOT NULL DEFAULT clock_timestamp(),
-    UNIQUE (namespace, source, id));
-"""
+""")
+# (``IF NOT EXISTS``: a database whose tables an earlier isolde made without a step
+# gains its row in isolde_schema_version and nothing else.)
 
 _UPSERT_RUN: Final = (
     "INSERT INTO isolde_runs AS r (namespace, id, owner, epoch, status, created, ended, record) "
@@ -161,9 +156,13 @@ class Connections:
 
 
 def create_tables(db: Connections) -> None:
-    with db.tx() as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
-        conn.execute(TABLES)
+    """Apply the plugin's missing migration steps (a store does that when it opens)."""
+    conn = db.connect()
+    try:
+        with pg_errors(redact(db.url)):
+            upgrade(conn, f"[store] url {redact(db.url)}")
+    finally:
+        conn.close()
 
 
 class Worker:

@@ -19,8 +19,16 @@ from typing import Any, Callable, Mapping, Sequence
 from isolde.plugin import EventBus, EventFilter, IsoldeError, Received, StoreError, normalize_event
 
 from .claims import Connections, Worker
+from .schema import migration
 
 __all__ = ["EventNotStored", "PostgresEventBus"]
+
+migration("events", 1, "events received, unique per namespace, source and id", """
+CREATE TABLE IF NOT EXISTS isolde_events (
+    seq bigserial PRIMARY KEY, namespace text NOT NULL, source text NOT NULL, id text NOT NULL,
+    origin text NOT NULL, body bytea NOT NULL, created timestamptz NOT NULL DEFAULT clock_timestamp(),
+    UNIQUE (namespace, source, id));
+""")
 
 _CHANNEL = "isolde_events"
 SETTLE = 5.0

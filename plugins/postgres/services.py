@@ -15,7 +15,7 @@ from typing import Callable
 
 from isolde.plugin import Config, ConfigError, CronScheduler, EventBus, InstanceRecords
 
-from .claims import Connections, Worker, create_tables
+from .claims import Connections, Worker
 from .cron import PostgresCron
 from .events import PostgresEventBus
 from .records import PostgresInstanceRecords
@@ -50,7 +50,6 @@ class PostgresDaemonServices:
         self.store = store
         self.log = log or logging.getLogger("isolde.daemon")
         self.db = Connections(store.url, durable=store.durable)
-        create_tables(self.db)
         self.worker = Worker(self.db, lease=self.cfg["lease"], log=self.log, housekeeping=self._housekeeping)
 
     @property
