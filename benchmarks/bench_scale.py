@@ -70,8 +70,8 @@ CHAIN = "states:\n" + "".join(
 GET = ("SELECT q.i, v.mime, v.data, v.size, v.created, v.updated, v.version FROM unnest(%s::text[], %s::text[], "
        "%s::text[], %s::text[]) WITH ORDINALITY AS q(ns, sc, ow, k, i) JOIN isolde_variables v ON v.namespace = q.ns "
        "AND v.scope = q.sc AND v.owner = q.ow AND v.key = q.k")
-RUN = ("INSERT INTO isolde_runs AS r (namespace, id, owner, epoch, status, created, ended, record) "
-       "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (namespace, id) DO UPDATE SET status = EXCLUDED.status, "
+RUN = ("INSERT INTO isolde_runs AS r (namespace, id, owner, epoch, status, created, ended, record, workflow) "
+       "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (namespace, id) DO UPDATE SET status = EXCLUDED.status, "
        "ended = EXCLUDED.ended, record = EXCLUDED.record WHERE r.owner = EXCLUDED.owner AND r.epoch = EXCLUDED.epoch "
        "RETURNING 1")
 VAR = ("INSERT INTO isolde_variables AS v (namespace, scope, owner, key, mime, data, size, created, updated, version) "
@@ -97,7 +97,7 @@ def floor_loop(url: str, kind: str, seconds: float, out: Any) -> None:
         now = time.time()
         with conn.pipeline():
             conn.execute("BEGIN")
-            fenced = conn.execute(RUN, ("floor", iid, "floor", 1, status, now, ended, RECORD))
+            fenced = conn.execute(RUN, ("floor", iid, "floor", 1, status, now, ended, RECORD, wf))
             with conn.cursor() as cur:  # the variable, and the state's line of the instance's timeline
                 cur.executemany(VAR, [("floor", "workflow", wf, key, "application/json", b"1", 1, now, now),
                                       ("floor", "instance", f"~isolde-timeline/{iid}", key, "application/json",

@@ -254,6 +254,8 @@ class Daemon:
         by_id = {r["id"]: r for r in rows}
         for rec in self.records.list(ns):  # the same keys with LMDB; a plugin's own table otherwise
             by_id.setdefault(rec["id"], summary(rec))
+        for rec in self.records.running(ns):  # other workers' (sharing the records), as they last committed
+            by_id[rec["id"]] = summary(rec)
         for view in self.runs.live_views(ns):
             by_id[view["id"]] = summary(view)
         picked = [r for r in by_id.values()

@@ -33,7 +33,7 @@ from .schema import migration, upgrade
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["ClaimLost", "Connections", "RecordWrite", "Worker", "create_tables"]
+__all__ = ["ClaimLost", "Connections", "RecordWrite", "UPSERT_RUN", "Worker", "create_tables"]
 
 migration("coordination", 1, "workers with leases, instance records with claims", """
 CREATE TABLE IF NOT EXISTS isolde_workers (
@@ -47,12 +47,17 @@ CREATE INDEX IF NOT EXISTS isolde_runs_live ON isolde_runs (created) WHERE statu
 CREATE INDEX IF NOT EXISTS isolde_runs_done ON isolde_runs (namespace, ended DESC, id DESC)
     WHERE status IN ('complete', 'failed');
 """)
+migration("coordination", 2, "the workflow of each instance record (singular workflows across workers)", """
+ALTER TABLE isolde_runs ADD COLUMN IF NOT EXISTS workflow text NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS isolde_runs_live_workflow ON isolde_runs (namespace, workflow)
+    WHERE status IN ('pending', 'running');
+""")
 # (``IF NOT EXISTS``: a database whose tables an earlier isolde made without a step
 # gains its row in isolde_schema_version and nothing else.)
 
-_UPSERT_RUN: Final = (
-    "INSERT INTO isolde_runs AS r (namespace, id, owner, epoch, status, created, ended, record) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (namespace, id) DO UPDATE SET status = EXCLUDED.status, "
+UPSERT_RUN: Final = (
+    "INSERT INTO isolde_runs AS r (namespace, id, owner, epoch, status, created, ended, record, workflow) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (namespace, id) DO UPDATE SET status = EXCLUDED.status, "
     "ended = EXCLUDED.ended, record = EXCLUDED.record WHERE r.owner = EXCLUDED.owner AND r.epoch = EXCLUDED.epoch "
     "RETURNING 1"
 )
@@ -83,6 +88,12 @@ class RecordWrite(Put):
     created: float = 0.0
     ended: float | None = None
     prune: int | None = None
+    workflow: str = ""
+
+    def params(self) -> tuple[Any, ...]:
+        """The fenced upsert's parameters."""
+        return (self.ref.namespace, self.ref.key[2:], self.owner, self.epoch, self.status, self.created, self.ended,
+                self.data, self.workflow)
 
     def in_pipeline(self, conn: psycopg.Connection[Any]) -> Callable[[], None]:
         """Send the fenced upsert (and the prune) in the batch's pipeline, without
@@ -90,8 +101,7 @@ class RecordWrite(Put):
         COMMIT, raises ``ClaimLost`` when the fence refused the row (the store then
         rolls the whole batch back)."""
         ns, iid = self.ref.namespace, self.ref.key[2:]
-        cur = conn.execute(_UPSERT_RUN, (ns, iid, self.owner, self.epoch, self.status, self.created, self.ended,
-                                         self.data))
+        cur = conn.execute(UPSERT_RUN, self.params())
         if self.prune is not None:
             conn.execute(_PRUNE, (ns, self.prune))
 
