@@ -29,7 +29,7 @@ for every plugin.  What each name is for:
   process, as an instance owner), :func:`machine` and :func:`is_orphan` (did that owner die here?);
 * services that make several daemons one (``isolde_daemon_services``): :class:`DaemonServices`,
   with :class:`InstanceRecords`, :class:`CronScheduler` (:class:`CronThread` is the in-process
-  one a backend may drive), :func:`normalize_event` (what ``EventBus.publish`` checks).
+  one a backend may drive), :class:`Gatherings` (``eventsAnd`` groups shared by the workers), :func:`normalize_event` (what ``EventBus.publish`` checks).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .actions.spec import ActionSpec, Branch, FileItem, Outcome
 from .config import Config
 from .daemon.backend import DaemonServices
 from .daemon.records import InstanceRecords
-from .daemon.triggers import CronScheduler, CronThread
+from .daemon.triggers import CronScheduler, CronThread, Gatherings
 from .durations import parse_duration
 from .errors import ConfigError, InstanceFailure, IsoldeError, ValidationError, WorkflowError
 from .events import Cancelled, EventBus, EventError, EventFilter, Received
@@ -82,7 +82,7 @@ from .workflow import StateContext, StateSpec, StateType, Workflow
 __all__ = [
     "DEADLOCK_CODE", "SchemaAdmin", "SchemaStatus", "TIMEOUT_CODE", "VariableLocks",
     "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "CronScheduler", "CronThread", "DaemonServices", "ErrorReply", "EventBus", "EventError",
-    "EventFilter", "Expr", "FileItem", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
+    "EventFilter", "Expr", "FileItem", "Gatherings", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
     "InstanceRecords", "IsoldeError", "JSON", "Literal", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
     "Runner", "RunnerHost", "StateContext", "StateSpec", "StateType", "StoreError", "TEXT", "UNAVAILABLE_CODE",
     "ValidationError", "ValueReader", "Variable", "VariableStore", "Workflow", "WorkflowError", "check_key", "check_name", "check_ref", "compile_action",

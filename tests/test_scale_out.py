@@ -456,6 +456,45 @@ def test_an_event_starts_once_and_wakes_each_waiter_once(cluster: Cluster) -> No
     assert _sql(cluster.url, "SELECT count(*) FROM isolde_events") == [(1,)]
 
 
+BOTH = """
+start:
+  type: eventsAnd
+  correlate: [order]
+  events:
+  - type: paid
+  - type: shipped
+states:
+- id: a
+  type: noop
+  transform:
+    paid: jq(.paid.data)
+    shipped: jq(.shipped.data)
+"""
+
+
+def test_events_and_combines_events_received_by_different_workers(cluster: Cluster) -> None:
+    """The events of one ``eventsAnd`` set sent to different workers combine (correlated
+    on ``order``), and the set starts one instance, on the worker whose event completed it."""
+    cluster.flow("both", BOTH)
+    a, b, c = cluster.start(3)
+
+    def post(w: Served, event: dict[str, Any]) -> list[str]:
+        status, body = w.json("POST", "/api/namespaces/ns1/events", {"specversion": "1.0", "source": "t", **event})
+        assert status == 202, body
+        return list(body["instances"])
+
+    assert post(a, {"type": "paid", "id": "p1", "order": "1", "data": "p1"}) == []
+    assert post(b, {"type": "paid", "id": "p2", "order": "2", "data": "p2"}) == []
+    [first] = post(c, {"type": "shipped", "id": "s2", "order": "2", "data": "s2"})  # a on b, this on c
+    assert c.ended(first)["output"] == {"paid": "p2", "shipped": "s2"}
+    assert post(a, {"type": "shipped", "id": "s2", "order": "2", "data": "again"}) == []  # the same event: once
+    [second] = post(b, {"type": "shipped", "id": "s1", "order": "1", "data": "s1"})
+    assert b.ended(second)["output"] == {"paid": "p1", "shipped": "s1"}
+    rows = _sql(cluster.url, "SELECT count(*) FROM isolde_runs WHERE convert_from(record, 'UTF8')::jsonb->>'workflow' = 'both'")
+    assert rows == [(2,)]
+    assert _sql(cluster.url, "SELECT count(*) FROM isolde_gatherings") == [(0,)]  # nothing left half-gathered
+
+
 class TestPostgresInstanceRecords(InstanceRecordsConformance):
     """The records pass the suite every backend passes.  Its worker never joined (no
     lease), so what it created counts as left by a dead worker, as the suite expects."""
@@ -555,6 +594,9 @@ class _RecordingServices:
         self.calls.append("events")
         bus: EventBus = make_local()
         return bus
+
+    def gatherings(self) -> None:
+        return None  # eventsAnd in the daemon's memory
 
     def close(self) -> None:
         self.calls.append("close")

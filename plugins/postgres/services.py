@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from isolde.plugin import Config, ConfigError, CronScheduler, EventBus, InstanceRecords
+from isolde.plugin import Config, ConfigError, CronScheduler, EventBus, Gatherings, InstanceRecords
 
 from .claims import Connections, Worker
 from .cron import PostgresCron
-from .events import PostgresEventBus
+from .events import PostgresEventBus, PostgresGatherings
 from .records import PostgresInstanceRecords
 from .store import PostgresStore
 
@@ -68,6 +68,9 @@ class PostgresDaemonServices:
 
     def events(self, make_local: Callable[[], EventBus]) -> EventBus:
         return PostgresEventBus(make_local, self.db, self.worker, poll=self.cfg["event_poll"], log=self.log)
+
+    def gatherings(self) -> Gatherings:
+        return PostgresGatherings(self.db)
 
     def _housekeeping(self) -> None:
         with self.db.tx() as conn:
