@@ -11,7 +11,9 @@ for every plugin.  What each name is for:
   ``ctx.call_function`` / ``ctx.start_function`` / ``ctx.run_branches`` with
   :class:`ActionSpec`, :class:`Branch`, :class:`Outcome`;
 * variable locks for a store shared by hosts (``isolde_locks``): :class:`VariableLocks` and the
-  error codes :data:`TIMEOUT_CODE`, :data:`DEADLOCK_CODE`; a store that keeps versioned tables
+  error codes :data:`TIMEOUT_CODE`, :data:`DEADLOCK_CODE`; :class:`LockTable`, the built-in
+  in-process half (queues, hand-over, deadlock detection) over a :class:`CrossProcess` part
+  the plugin supplies; a store that keeps versioned tables
   (``isolde_schema_admin``): :class:`SchemaAdmin`, :class:`SchemaStatus`;
 * errors: :class:`WorkflowError` (catchable, with a code), :class:`InstanceFailure`
   (uncatchable), :class:`ConfigError`, :class:`ValidationError`, :class:`IsoldeError`;
@@ -60,7 +62,7 @@ from .isolates import (
     stderr_line,
 )
 from .report import Report
-from .locks import DEADLOCK_CODE, TIMEOUT_CODE, VariableLocks
+from .locks import DEADLOCK_CODE, TIMEOUT_CODE, CrossProcess, LockTable, VariableLocks
 from .migrations import SchemaAdmin, SchemaStatus
 from .liveness import is_orphan, machine, registration
 from .store import (
@@ -81,9 +83,9 @@ from .workflow import StateContext, StateSpec, StateType, Workflow
 
 __all__ = [
     "DEADLOCK_CODE", "SchemaAdmin", "SchemaStatus", "TIMEOUT_CODE", "VariableLocks",
-    "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "CronScheduler", "CronThread", "DaemonServices", "ErrorReply", "EventBus", "EventError",
+    "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "CronScheduler", "CrossProcess", "CronThread", "DaemonServices", "ErrorReply", "EventBus", "EventError",
     "EventFilter", "Expr", "FileItem", "Gatherings", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
-    "InstanceRecords", "IsoldeError", "JSON", "Literal", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
+    "InstanceRecords", "IsoldeError", "JSON", "Literal", "LockTable", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
     "Runner", "RunnerHost", "StateContext", "StateSpec", "StateType", "StoreError", "TEXT", "UNAVAILABLE_CODE",
     "ValidationError", "ValueReader", "Variable", "VariableStore", "Workflow", "WorkflowError", "check_key", "check_name", "check_ref", "compile_action",
     "decode", "encode", "hookimpl", "is_orphan", "machine", "normalize_event", "parse_duration", "parse_json", "parse_url", "registration", "resolve_key", "scope_owner", "stderr_line", "to_text", "truthy",
