@@ -13,11 +13,14 @@ worker, one for the I/O-bound case) for ``--seconds`` and counts completed insta
 * ``io``: one action calling a ``process`` isolate that answers after 20 ms.
 
 The PostgreSQL floor runs the same SQL isolde issues for an instance (statement for
-statement, transaction for transaction) in plain psycopg loops, one process per client
-in flight.  ``commits/instance`` is the delta of ``pg_stat_database.xact_commit`` of the
-scratch database (every transaction, reads included) over a run of one worker per
-workload, with 11 s before and after for the backends to flush their counters, less
-the idle workers' background rate (heartbeats, claim looks, event polls).  Not a test:
+statement, transaction for transaction, round trip for round trip: a read as one
+autocommit statement, a state's commit as one pipeline then COMMIT, with the state's
+timeline row) in plain psycopg loops, one process per client in flight; its records
+belong to a worker row with a live lease, so the workers never claim them.
+``commits/instance`` is the delta of ``pg_stat_database.xact_commit`` of the scratch
+database (every transaction, reads included) over a run of one worker per workload,
+with 11 s before and after for the backends to flush their counters, less the idle
+workers' background rate (heartbeats, claim looks, event polls).  Not a test:
 nothing is asserted; the numbers go to docs/scale-out.md.
 """
 
