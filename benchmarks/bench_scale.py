@@ -13,11 +13,14 @@ worker, one for the I/O-bound case) for ``--seconds`` and counts completed insta
 * ``io``: one action calling a ``process`` isolate that answers after 20 ms.
 
 The PostgreSQL floor runs the same SQL isolde issues for an instance (statement for
-statement, transaction for transaction) in plain psycopg loops, one process per client
-in flight.  ``commits/instance`` is the delta of ``pg_stat_database.xact_commit`` of the
-scratch database (every transaction, reads included) over a run of one worker per
-workload, with 11 s before and after for the backends to flush their counters, less
-the idle workers' background rate (heartbeats, claim looks, event polls).  Not a test:
+statement, transaction for transaction, round trip for round trip: a read as one
+autocommit statement, a state's commit as one pipeline then COMMIT, with the state's
+timeline row) in plain psycopg loops, one process per client in flight; its records
+belong to a worker row with a live lease, so the workers never claim them.
+``commits/instance`` is the delta of ``pg_stat_database.xact_commit`` of the scratch
+database (every transaction, reads included) over a run of one worker per workload,
+with 11 s before and after for the backends to flush their counters, less the idle
+workers' background rate (heartbeats, claim looks, event polls).  Not a test:
 nothing is asserted; the numbers go to docs/scale-out.md.
 """
 
@@ -70,22 +73,42 @@ CHAIN = "states:\n" + "".join(
 GET = ("SELECT q.i, v.mime, v.data, v.size, v.created, v.updated, v.version FROM unnest(%s::text[], %s::text[], "
        "%s::text[], %s::text[]) WITH ORDINALITY AS q(ns, sc, ow, k, i) JOIN isolde_variables v ON v.namespace = q.ns "
        "AND v.scope = q.sc AND v.owner = q.ow AND v.key = q.k")
-RUN = ("INSERT INTO isolde_runs AS r (namespace, id, owner, epoch, status, created, ended, record) "
-       "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (namespace, id) DO UPDATE SET status = EXCLUDED.status, "
+RUN = ("INSERT INTO isolde_runs AS r (namespace, id, owner, epoch, status, created, ended, record, workflow) "
+       "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (namespace, id) DO UPDATE SET status = EXCLUDED.status, "
        "ended = EXCLUDED.ended, record = EXCLUDED.record WHERE r.owner = EXCLUDED.owner AND r.epoch = EXCLUDED.epoch "
        "RETURNING 1")
 VAR = ("INSERT INTO isolde_variables AS v (namespace, scope, owner, key, mime, data, size, created, updated, version) "
        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, nextval('isolde_version_seq')) "
        "ON CONFLICT (namespace, scope, owner, key) DO UPDATE SET mime = EXCLUDED.mime, data = EXCLUDED.data, "
        "size = EXCLUDED.size, updated = EXCLUDED.updated, version = EXCLUDED.version RETURNING version, created")
+TIMELINE = json.dumps({"state": "b", "type": "setter", "at": 0.0, "took": 0.001, "writes": ["workflow/x"],
+                       "transition": None, "status": "complete"}).encode()
+XID = "SELECT pg_current_xact_id_if_assigned()::text"
 RECORD = json.dumps({"v": 1, "id": "x" * 36, "namespace": "floor", "workflow": "counter", "status": "running",
                      "state": None, "trigger": "api", "created": 0.0, "started": 0.0, "ended": None, "output": {"var": {"x": 1}},
                      "error": None, "resumed": False, "data": None, "ivars": False, "log": []}).encode()
 
 
 def floor_loop(url: str, kind: str, seconds: float, out: Any) -> None:
-    """One client's worth of the SQL of ``kind`` instances, as fast as it goes."""
+    """One client's worth of the SQL of ``kind`` instances, as fast as it goes, sent the
+    way the store sends it: a read as one autocommit statement; a state's commit as one
+    pipeline (BEGIN, the fenced record, the variables, the transaction id), its results
+    read, then COMMIT."""
     import uuid
+
+    def commit(conn: psycopg.Connection[Any], iid: str, status: str, ended: float | None, wf: str, key: str) -> None:
+        now = time.time()
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            fenced = conn.execute(RUN, ("floor", iid, "floor", 1, status, now, ended, RECORD, wf))
+            with conn.cursor() as cur:  # the variable, and the state's line of the instance's timeline
+                cur.executemany(VAR, [("floor", "workflow", wf, key, "application/json", b"1", 1, now, now),
+                                      ("floor", "instance", f"~isolde-timeline/{iid}", key, "application/json",
+                                       TIMELINE, len(TIMELINE), now, now)])
+            xid = conn.execute(XID)
+        f, x = fenced.fetchone(), xid.fetchone()
+        assert f is not None and x is not None, (f, x, fenced.statusmessage, fenced.pgresult and fenced.pgresult.status)
+        conn.execute("COMMIT")
 
     with psycopg.connect(url, autocommit=True) as conn:
         end = time.perf_counter() + seconds
@@ -93,23 +116,19 @@ def floor_loop(url: str, kind: str, seconds: float, out: Any) -> None:
         while time.perf_counter() < end:
             iid, now = str(uuid.uuid4()), time.time()
             if kind == "counter":
-                with conn.transaction():
-                    conn.execute(GET, (["floor"], ["workflow"], ["counter"], ["x"])).fetchall()
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.execute(RUN, ("floor", iid, "w", 1, "complete", now, now, RECORD))
-                    cur.fetchone()
-                    cur.executemany(VAR, [("floor", "workflow", "counter", "x", "application/json", b"1", 1, now, now)])
+                conn.execute(GET, (["floor"], ["workflow"], ["counter"], ["x"])).fetchall()
+                commit(conn, iid, "complete", now, "counter", "x")
             elif kind == "chain":
                 for i in range(10):
-                    with conn.transaction(), conn.cursor() as cur:
-                        cur.execute(RUN, ("floor", iid, "w", 1, "complete" if i == 9 else "running", now, None, RECORD))
-                        cur.fetchone()
-                        cur.executemany(VAR, [("floor", "workflow", "chain", f"k{i}", "application/json", b"1", 1, now, now)])
+                    commit(conn, iid, "complete" if i == 9 else "running", now if i == 9 else None, "chain", f"k{i}")
             n += 1
         out.put(n)
 
 
 def floor(url: str, kind: str, procs: int, seconds: float) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:  # a live owner: the workers never claim the floor's rows
+        conn.execute("INSERT INTO isolde_workers (id, host, pid, lease_until) VALUES ('floor', 'floor', 0, "
+                     "now() + interval '1 day') ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until")
     q: Any = multiprocessing.Queue()
     ps = [multiprocessing.Process(target=floor_loop, args=(url, kind, seconds, q)) for _ in range(procs)]
     for p in ps:

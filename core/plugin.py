@@ -11,7 +11,9 @@ for every plugin.  What each name is for:
   ``ctx.call_function`` / ``ctx.start_function`` / ``ctx.run_branches`` with
   :class:`ActionSpec`, :class:`Branch`, :class:`Outcome`;
 * variable locks for a store shared by hosts (``isolde_locks``): :class:`VariableLocks` and the
-  error codes :data:`TIMEOUT_CODE`, :data:`DEADLOCK_CODE`; a store that keeps versioned tables
+  error codes :data:`TIMEOUT_CODE`, :data:`DEADLOCK_CODE`; :class:`LockTable`, the built-in
+  in-process half (queues, hand-over, deadlock detection) over a :class:`CrossProcess` part
+  the plugin supplies; a store that keeps versioned tables
   (``isolde_schema_admin``): :class:`SchemaAdmin`, :class:`SchemaStatus`;
 * errors: :class:`WorkflowError` (catchable, with a code), :class:`InstanceFailure`
   (uncatchable), :class:`ConfigError`, :class:`ValidationError`, :class:`IsoldeError`;
@@ -29,7 +31,7 @@ for every plugin.  What each name is for:
   process, as an instance owner), :func:`machine` and :func:`is_orphan` (did that owner die here?);
 * services that make several daemons one (``isolde_daemon_services``): :class:`DaemonServices`,
   with :class:`InstanceRecords`, :class:`CronScheduler` (:class:`CronThread` is the in-process
-  one a backend may drive), :func:`normalize_event` (what ``EventBus.publish`` checks).
+  one a backend may drive), :class:`Gatherings` (``eventsAnd`` groups shared by the workers), :func:`normalize_event` (what ``EventBus.publish`` checks).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .daemon.backend import DaemonServices
     from .daemon.records import InstanceRecords
-    from .daemon.triggers import CronScheduler, CronThread
+    from .daemon.triggers import CronScheduler, CronThread, Gatherings
     from .durations import parse_duration
     from .errors import ConfigError, InstanceFailure, IsoldeError, ValidationError, WorkflowError
     from .events import Cancelled, EventBus, EventError, EventFilter, Received
@@ -63,7 +65,7 @@ if TYPE_CHECKING:
         stderr_line,
     )
     from .report import Report
-    from .locks import DEADLOCK_CODE, TIMEOUT_CODE, VariableLocks
+    from .locks import DEADLOCK_CODE, TIMEOUT_CODE, CrossProcess, LockTable, VariableLocks
     from .migrations import SchemaAdmin, SchemaStatus
     from .liveness import is_orphan, machine, registration
     from .store import (
@@ -94,6 +96,7 @@ _HOME: dict[str, tuple[str, str]] = {
     "ConfigError": ("errors", "ConfigError"),
     "CronScheduler": ("daemon.triggers", "CronScheduler"),
     "CronThread": ("daemon.triggers", "CronThread"),
+    "CrossProcess": ("locks", "CrossProcess"),
     "DEADLOCK_CODE": ("locks", "DEADLOCK_CODE"),
     "DaemonServices": ("daemon.backend", "DaemonServices"),
     "ErrorReply": ("isolates", "ErrorReply"),
@@ -102,6 +105,7 @@ _HOME: dict[str, tuple[str, str]] = {
     "EventFilter": ("events", "EventFilter"),
     "Expr": ("expr", "Expr"),
     "FileItem": ("actions.spec", "FileItem"),
+    "Gatherings": ("daemon.triggers", "Gatherings"),
     "HttpIsolate": ("isolates", "HttpIsolate"),
     "InstanceFailure": ("errors", "InstanceFailure"),
     "InstanceRecords": ("daemon.records", "InstanceRecords"),
@@ -111,6 +115,7 @@ _HOME: dict[str, tuple[str, str]] = {
     "IsoldeError": ("errors", "IsoldeError"),
     "JSON": ("variables", "JSON"),
     "Literal": ("expr", "Literal"),
+    "LockTable": ("locks", "LockTable"),
     "OCTETS": ("variables", "OCTETS"),
     "Outcome": ("actions.spec", "Outcome"),
     "Put": ("store", "Put"),
@@ -176,9 +181,9 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DEADLOCK_CODE", "SchemaAdmin", "SchemaStatus", "TIMEOUT_CODE", "VariableLocks",
-    "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "CronScheduler", "CronThread", "DaemonServices", "ErrorReply", "EventBus", "EventError",
-    "EventFilter", "Expr", "FileItem", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
-    "InstanceRecords", "IsoldeError", "JSON", "Literal", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
+    "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "CronScheduler", "CrossProcess", "CronThread", "DaemonServices", "ErrorReply", "EventBus", "EventError",
+    "EventFilter", "Expr", "FileItem", "Gatherings", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
+    "InstanceRecords", "IsoldeError", "JSON", "Literal", "LockTable", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
     "Runner", "RunnerHost", "StateContext", "StateSpec", "StateType", "StoreError", "TEXT", "UNAVAILABLE_CODE",
     "ValidationError", "ValueReader", "Variable", "VariableStore", "Workflow", "WorkflowError", "check_key", "check_name", "check_ref", "compile_action",
     "decode", "encode", "hookimpl", "is_orphan", "machine", "normalize_event", "parse_duration", "parse_json", "parse_url", "registration", "resolve_key", "scope_owner", "stderr_line", "to_text", "truthy",

@@ -326,15 +326,23 @@ def test_hook_isolde_schema_admin(cli: Any, tmp_path: Path) -> None:
         got = cli("db", "status", "--store", url)
         assert got.code == 0 and "store: version 0 of 1 (upgrade pending)" in got.stdout, got.stdout + got.stderr
         assert "pending: store 1: variables" in got.stdout
+        for component, version in (("coordination", 2), ("cron", 1), ("events", 2)):  # the workers' tables
+            assert f"{component}: version 0 of {version} (upgrade pending)" in got.stdout, got.stdout
+            assert f"pending: {component} {version}: " in got.stdout, got.stdout
         got = cli("db", "upgrade", "--store", url)
         assert got.code == 0 and "applied: store 1:" in got.stdout, got.stdout + got.stderr
+        assert "applied: coordination 1: workers with leases" in got.stdout, got.stdout
         got = cli("db", "upgrade", "--store", url)
         assert got.code == 0 and "(nothing to do)" in got.stdout
         got = cli("db", "status", "--store", url)
         assert got.code == 0 and "store: version 1 of 1\n" in got.stdout and "up to date" in got.stdout
+        assert "coordination: version 2 of 2\n" in got.stdout, got.stdout
         with psycopg.connect(url, autocommit=True) as conn:
             rows = conn.execute("SELECT component, version, description FROM isolde_schema_version").fetchall()
-        assert [r[:2] for r in rows] == [("store", 1)]
+            tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+        assert sorted(r[:2] for r in rows) == [("coordination", 1), ("coordination", 2), ("cron", 1), ("events", 1), ("events", 2),
+                                         ("store", 1)]
+        assert {"isolde_workers", "isolde_runs", "isolde_cron_ticks", "isolde_events", "isolde_gatherings"} <= tables
     finally:
         drop()
     got = cli("db", "status")  # LMDB: nothing to migrate
@@ -388,7 +396,9 @@ def test_workers_starting_at_once_migrate_once() -> None:
             t.join(120)
         assert not errors
         with psycopg.connect(url, autocommit=True) as conn:
-            assert conn.execute("SELECT component, version FROM isolde_schema_version").fetchall() == [("store", 1)]
+            assert sorted(conn.execute("SELECT component, version FROM isolde_schema_version").fetchall()) == \
+                [("coordination", 1), ("coordination", 2), ("cron", 1), ("events", 1), ("events", 2),
+                                         ("store", 1)]
     finally:
         drop()
 
@@ -418,7 +428,8 @@ def test_a_module_registers_its_own_migration_steps(cli: Any) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             rows = conn.execute("SELECT component, version FROM isolde_schema_version").fetchall()
             conn.execute("SELECT x, y FROM isolde_extra")
-        assert sorted(rows) == [("extra", 1), ("extra", 2), ("store", 1)]
+        assert sorted(rows) == [("coordination", 1), ("coordination", 2), ("cron", 1), ("events", 1), ("events", 2),
+                                ("extra", 1), ("extra", 2), ("store", 1)]
         got = cli("db", "status", "--store", url)
         assert got.code == 1 and "extra: version 2 of 0 (newer than this isolde knows" in got.stdout, got.stdout
         got = cli("db", "upgrade", "--store", url)

@@ -280,6 +280,8 @@ def test_kill9_mid_chain_another_worker_resumes_it_once(cluster: Cluster) -> Non
     a, b = cluster.start(2)
     iid = a.start("chain", {"n": 7}, wait=False)["id"]
     a.wait_log(SITTING, f"id={iid}")  # `before` and its record are committed; it sits in a delay
+    listed = b.json("GET", "/api/namespaces/ns1/instances")[1]["instances"]  # running on a, listed by b
+    assert [(r["id"], r["status"], r["state"]) for r in listed] == [(iid, "running", "sit")], listed
     a.kill9()
     done = b.ended(iid)
     assert done["status"] == "complete" and done["resumed"] is True, done
@@ -454,6 +456,45 @@ def test_an_event_starts_once_and_wakes_each_waiter_once(cluster: Cluster) -> No
     assert _sql(cluster.url, "SELECT count(*) FROM isolde_events") == [(1,)]
 
 
+BOTH = """
+start:
+  type: eventsAnd
+  correlate: [order]
+  events:
+  - type: paid
+  - type: shipped
+states:
+- id: a
+  type: noop
+  transform:
+    paid: jq(.paid.data)
+    shipped: jq(.shipped.data)
+"""
+
+
+def test_events_and_combines_events_received_by_different_workers(cluster: Cluster) -> None:
+    """The events of one ``eventsAnd`` set sent to different workers combine (correlated
+    on ``order``), and the set starts one instance, on the worker whose event completed it."""
+    cluster.flow("both", BOTH)
+    a, b, c = cluster.start(3)
+
+    def post(w: Served, event: dict[str, Any]) -> list[str]:
+        status, body = w.json("POST", "/api/namespaces/ns1/events", {"specversion": "1.0", "source": "t", **event})
+        assert status == 202, body
+        return list(body["instances"])
+
+    assert post(a, {"type": "paid", "id": "p1", "order": "1", "data": "p1"}) == []
+    assert post(b, {"type": "paid", "id": "p2", "order": "2", "data": "p2"}) == []
+    [first] = post(c, {"type": "shipped", "id": "s2", "order": "2", "data": "s2"})  # a on b, this on c
+    assert c.ended(first)["output"] == {"paid": "p2", "shipped": "s2"}
+    assert post(a, {"type": "shipped", "id": "s2", "order": "2", "data": "again"}) == []  # the same event: once
+    [second] = post(b, {"type": "shipped", "id": "s1", "order": "1", "data": "s1"})
+    assert b.ended(second)["output"] == {"paid": "p1", "shipped": "s1"}
+    rows = _sql(cluster.url, "SELECT count(*) FROM isolde_runs WHERE convert_from(record, 'UTF8')::jsonb->>'workflow' = 'both'")
+    assert rows == [(2,)]
+    assert _sql(cluster.url, "SELECT count(*) FROM isolde_gatherings") == [(0,)]  # nothing left half-gathered
+
+
 class TestPostgresInstanceRecords(InstanceRecordsConformance):
     """The records pass the suite every backend passes.  Its worker never joined (no
     lease), so what it created counts as left by a dead worker, as the suite expects."""
@@ -554,6 +595,9 @@ class _RecordingServices:
         bus: EventBus = make_local()
         return bus
 
+    def gatherings(self) -> None:
+        return None  # eventsAnd in the daemon's memory
+
     def close(self) -> None:
         self.calls.append("close")
 
@@ -600,3 +644,150 @@ def test_hook_isolde_daemon_services(tmp_path: Path, pg_url: str) -> None:
         services = pg.registry.pm.hook.isolde_daemon_services(config=pg.config, store=pg.store)
         assert isinstance(services, PostgresDaemonServices)
         services.close()
+
+
+SINGULAR = """
+singular: true
+states:
+- id: sit
+  log: sitting
+  type: delay
+  duration: PT1S
+"""
+
+
+def test_singular_holds_across_workers(cluster: Cluster) -> None:
+    """A singular workflow runs once at a time across the workers: a start on any worker
+    is refused (409) while an instance of it is pending or running on another, also when
+    two workers are asked at the same moment; once it ended, any worker starts it."""
+    cluster.flow("one", SINGULAR)
+    a, b, c = cluster.start(3)
+    barrier = threading.Barrier(3)
+    answers: dict[str, tuple[int, Any]] = {}
+
+    def ask(w: Served, name: str) -> None:
+        barrier.wait()
+        answers[name] = w.json("POST", "/api/namespaces/ns1/workflows/one/instances")
+
+    threads = [threading.Thread(target=ask, args=(w, n)) for w, n in ((a, "a"), (b, "b"), (c, "c"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [n for n, (status, _) in answers.items() if status == 202]
+    assert len(won) == 1, answers
+    for n, (status, body) in answers.items():
+        if n not in won:
+            assert status == 409 and body["error"]["code"] == "direktiv.mutex", body
+            assert "is singular" in body["error"]["message"], body
+    winner = {"a": a, "b": b, "c": c}[won[0]]
+    iid = answers[won[0]][1]["id"]
+    other = b if winner is not b else c
+    status, body = other.json("POST", "/api/namespaces/ns1/workflows/one/instances?wait=true")
+    assert status == 409 and iid in body["error"]["message"], body  # still running on the winner
+    assert winner.ended(iid)["status"] == "complete"
+    assert other.start("one", wait=True)["status"] == "complete"  # ended: any worker starts it again
+
+
+RESTART_CHAIN = """
+states:
+- id: first
+  type: setter
+  variables:
+  - key: first
+    scope: instance
+    value: jq(.n)
+  transition: sit
+- id: sit
+  log: sitting
+  type: delay
+  duration: PT2S
+  transition: last
+- id: last
+  type: setter
+  variables:
+  - key: done
+    scope: workflow
+    value: jq(.n)
+"""
+
+
+def _cluster_version() -> str | None:
+    import shutil
+
+    etc = Path("/etc/postgresql")
+    if shutil.which("pg_ctlcluster") is None or not etc.is_dir():
+        return None
+    versions = sorted(p.name for p in etc.iterdir() if (p / "main").is_dir())
+    return versions[-1] if versions else None
+
+
+def _pg_up() -> bool:
+    try:
+        with psycopg.connect(BASE, autocommit=True, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def test_the_database_restarted_in_the_middle_of_runs(cluster: Cluster) -> None:
+    """The real server restarted (``pg_ctlcluster restart``, fast shutdown: every session
+    is cut) while instances sit in a delay and clients run the counter through both
+    workers: the workers reconnect, every acknowledged start ends complete, every
+    acknowledged write is there, and each counter run either answered complete (and
+    counted) or failed with a clear error."""
+    version = _cluster_version()
+    if version is None:
+        pytest.skip("no pg_ctlcluster on this machine (the server is not a Debian cluster)")
+    cluster.flow("chain", RESTART_CHAIN)
+    cluster.flow("counter", COUNTER.replace("    scope: workflow\n  transform", "    scope: workflow\n    lock: true\n  transform"))
+    a, b = cluster.start(2)
+    status, _ = a.request("PUT", "/api/namespaces/ns1/variables/kept", b'"yes"', {"Content-Type": "application/json"})
+    assert status == 201
+    started = [(w, w.start("chain", {"n": i}, wait=False)["id"]) for i, w in enumerate([a, b] * 3)]
+    for w, iid in started:
+        w.wait_log(SITTING, f"id={iid}")
+    stop = threading.Event()
+    answers: list[tuple[int, Any]] = []
+
+    def client(w: Served) -> None:
+        while not stop.is_set():
+            answers.append(w.json("POST", "/api/namespaces/ns1/workflows/counter/instances?wait=true"))
+
+    clients = [threading.Thread(target=client, args=(w,)) for w in (a, b)]
+    for t in clients:
+        t.start()
+    try:
+        _until(lambda: len(answers) >= 4, "counter runs before the restart")
+        before = len(answers)
+        booted = _sql(BASE, "SELECT pg_postmaster_start_time()")
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True,
+                       capture_output=True, timeout=TIMEOUT)
+        _until(lambda: len(answers) >= before + 8, "counter runs after the restart")
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(TIMEOUT)
+        if not _pg_up():  # put the server back whatever happened
+            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+                           capture_output=True, timeout=TIMEOUT)
+    assert _sql(BASE, "SELECT pg_postmaster_start_time()") > booted  # it did restart
+    for w, iid in started:  # acknowledged starts: all complete (on their worker, or resumed by the other)
+        done = a.ended(iid)
+        assert done["status"] == "complete", done
+    assert b.var("kept") == b'"yes"'  # an acknowledged write survived
+    complete = [body for status, body in answers if status == 200 and body.get("status") == "complete"]
+    failed = [(status, body) for status, body in answers if not (status == 200 and body.get("status") == "complete")]
+    for status, body in failed:  # in flight when the server went: a clear error, not a hang
+        err = body.get("error") or {}
+        assert err.get("code") and err.get("message"), (status, body)
+    x = int(a.var("x", "counter") or b"0")
+    assert len(complete) <= x <= len(answers), (x, len(complete), len(answers))
+    assert len(complete) >= 8  # the workers went on after the restart
+    print(f"restart during {len(answers)} counter runs: {len(complete)} complete, {len(failed)} failed "
+          f"({sorted({b.get('error', {}).get('code') for _, b in failed})}), counter {x}")
+    for w in (a, b):  # and each still runs instances
+        assert w.start("counter", wait=True)["status"] == "complete"
+    logs = a.text() + "\n" + b.text()
+    assert "Traceback" not in logs, logs[logs.index("Traceback") - 2000:logs.index("Traceback") + 3000]

@@ -9,7 +9,7 @@ import pytest
 
 from isolde.conformance.locks import LocksConformance
 from isolde.conformance.store import StoreConformance
-from isolde.locks import LockTable
+from isolde.locks import FileLocks, LockTable
 from isolde.store import LmdbStore
 
 T = 4096
@@ -26,8 +26,8 @@ class TestLmdbStore(StoreConformance):
 
 class TestLmdbLocks(LocksConformance):
     @pytest.fixture
-    def locks(self, tmp_path: Path) -> LockTable:
-        return LockTable(str(tmp_path))
+    def locks(self, tmp_path: Path) -> LockTable[int]:
+        return LockTable(FileLocks(str(tmp_path)))
 
 
 def test_handed_over_lock_excludes_other_processes_until_durable(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_handed_over_lock_excludes_other_processes_until_durable(tmp_path: Path)
     write is durable (it could not see the value shown in this process)."""
     from isolde.errors import WorkflowError
 
-    here, other = LockTable(str(tmp_path)), LockTable(str(tmp_path))
+    here, other = LockTable(FileLocks(str(tmp_path))), LockTable(FileLocks(str(tmp_path)))
     key = b"ns\x00w\x00wf\x00x"
     here.acquire("a", [key], 1.0)
     durable = here.hand_over("a", [key])

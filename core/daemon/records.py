@@ -39,6 +39,11 @@ class InstanceRecords(Protocol):
     def create(self, record: dict[str, Any]) -> None:
         """Store a new (pending or running) record durably before its id is handed out."""
 
+    def create_alone(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """``create`` for an instance of a ``singular`` workflow: unless another instance of
+        that workflow is pending or running in a daemon sharing these records (then
+        nothing is stored and that one's record is returned), atomically."""
+
     def update(self, record: dict[str, Any]) -> None:
         """Replace a running record durably (e.g. before a state that may call out)."""
 
@@ -57,6 +62,11 @@ class InstanceRecords(Protocol):
 
     def list(self, namespace: str, *, offset: int = 0, limit: int | None = None) -> List[dict[str, Any]]:  # noqa: UP006 (a method named list)
         """The finished records of a namespace, newest outcome first, a page of them."""
+
+    def running(self, namespace: str) -> List[dict[str, Any]]:  # noqa: UP006
+        """The pending and running records of a namespace that daemons sharing these
+        records hold (the other workers on one database; this daemon shows its own live),
+        empty when the records are this daemon's alone."""
 
     def left_running(self) -> List[dict[str, Any]]:  # noqa: UP006
         """Records a previous daemon left pending or running (for recovery), oldest first;
@@ -92,6 +102,10 @@ class LmdbInstanceRecords:
         self.store.write([self._put(record)])
 
     update = create
+
+    def create_alone(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        self.create(record)  # one daemon per data directory: the runner's own check suffices
+        return None
 
     def with_step(self, record: dict[str, Any]) -> Sequence[Put]:
         return (self._put(record),)
@@ -141,6 +155,9 @@ class LmdbInstanceRecords:
         done = [r for r in self._all(namespace) if r.get("status") in ENDED]
         done.sort(key=lambda r: (r.get("ended") or 0, r.get("id") or ""), reverse=True)
         return done[offset:] if limit is None else done[offset : offset + limit]
+
+    def running(self, namespace: str) -> List[dict[str, Any]]:  # noqa: UP006
+        return []  # one daemon per data directory: what runs is this daemon's own
 
     def left_running(self) -> List[dict[str, Any]]:  # noqa: UP006
         running: List[dict[str, Any]] = []  # noqa: UP006

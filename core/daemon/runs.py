@@ -171,10 +171,12 @@ class Runs:
         except IsoldeError as exc:
             raise DaemonError(413 if "limit" in str(exc) else 400, "isolde.input", str(exc)) from None
         iid = new_instance_id()
+        singular = bool(wf.fields.get("singular"))
+        announce = announce or singular  # its record is how daemons sharing the records see it
         info = InstanceInfo(iid, ns, wid, data, trigger, time.time(), state=wf.start.id, recorded=announce,
                             input=capped_input(data, self.engine.history.settings.max_data_bytes))
         with self._lock:
-            if wf.fields.get("singular"):
+            if singular:
                 for other in self.instances.values():
                     if other.namespace == ns and other.workflow == wid and other.status in ("pending", "running"):
                         raise DaemonError(409, "direktiv.mutex",
@@ -185,12 +187,18 @@ class Runs:
                                   "(raise [daemon] max_running / max_queue)")
             self.instances[iid] = info
         try:
-            if announce:
+            other_rec = self.records.create_alone(info.record()) if singular else None
+            if announce and not singular:
                 self.records.create(info.record())
         except StoreError as exc:
             with self._lock:
                 self.instances.pop(iid, None)
             raise DaemonError(507, getattr(exc, "code", "isolde.store"), str(exc)) from None
+        if other_rec is not None:  # running in another daemon (a worker on the same database)
+            with self._lock:
+                self.instances.pop(iid, None)
+            raise DaemonError(409, "direktiv.mutex", f"workflow '{wid}' is singular and instance "
+                              f"{other_rec.get('id')} is still {other_rec.get('status')}")
         self.submit(info, wf, None)
         return info
 

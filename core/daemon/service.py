@@ -87,17 +87,19 @@ class Daemon:
         backend: DaemonServices | None = engine.registry.pm.hook.isolde_daemon_services(config=engine.config, store=store)
         self.backend = backend
         scheduler: Any = self._scheduler
+        gatherings = None
         if backend is not None:
             backend.start()
             if self._records is None:
                 self._records = backend.records(keep=settings.keep_instances, log=log)
             if scheduler is None:
                 scheduler = backend.scheduler
+            gatherings = backend.gatherings()
             engine.wrap_events(backend.events)
         self.records: InstanceRecords = self._records or LmdbInstanceRecords(store, keep=settings.keep_instances, log=log)
         self.runs = Runs(engine, self.records, self.catalog, settings, log,
                          end_instance=store.end_instance, interrupt=lambda iid, why: None if engine.events.interrupt(iid, why) else None)
-        self.triggers = Triggers(self.catalog, lambda: engine.events, self.runs.start, log, scheduler)
+        self.triggers = Triggers(self.catalog, lambda: engine.events, self.runs.start, log, scheduler, gatherings)
         self.manifests = Manifests(store)
         reader = FileReader(self.pending, settings.settle, log)
         drop = DropVariables(store, self.catalog, self.pending, reader, settings, log,
@@ -255,6 +257,8 @@ class Daemon:
         if not self.records.in_history:  # a plugin's own table (with LMDB: the keys just read)
             for rec in self.records.list(ns):
                 by_id.setdefault(rec["id"], summary(rec))
+        for rec in self.records.running(ns):  # other workers' (sharing the records), as they last committed
+            by_id[rec["id"]] = summary(rec)
         for view in self.runs.live_views(ns):
             by_id[view["id"]] = summary(view)
         picked = [r for r in by_id.values()

@@ -10,10 +10,10 @@ function it is given.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
 
 from .catalog import Catalog, WorkflowEntry
@@ -22,12 +22,26 @@ from .settings import DaemonError
 if TYPE_CHECKING:
     from ..events import EventBus
 
-__all__ = ["CronScheduler", "CronThread", "FireFn", "StartFn", "Triggers", "event_filters"]
+__all__ = ["CronScheduler", "CronThread", "FireFn", "Gatherings", "StartFn", "Triggers", "event_filters"]
 
 FireFn = Callable[[str, str, float], None]
 """``fire(namespace, workflow, tick)``: a cron tick is due (``tick``: its epoch seconds)."""
 StartFn = Callable[..., Any]
 """``start(ns, wid, input, trigger=...)`` -> an object with ``id``; raises DaemonError."""
+
+
+Groups = list[dict[str, Any]]
+"""The ``eventsAnd`` groups of one start: ``{"created": epoch seconds, "events": {index
+(a string): event}, "correlation": {attribute: value}}``, oldest first."""
+
+
+class Gatherings(Protocol):
+    """Where ``eventsAnd`` starts gather their events when daemons share them (workers
+    on one database: an event received by one worker and one by another combine)."""
+
+    def change(self, namespace: str, workflow: str, key: str, fn: Callable[[Groups], Groups]) -> None:
+        """Replace the groups of one start (``key``: its definition) by ``fn(groups)``,
+        atomically among the daemons sharing them (``fn`` may run again on a retry)."""
 
 
 class CronScheduler(Protocol):
@@ -128,21 +142,14 @@ def event_filters(start: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-@dataclass(slots=True)
-class _Gathering:
-    """Events collected so far for one ``eventsAnd`` start (at most one per filter)."""
-
-    created: float
-    events: dict[int, dict[str, Any]] = field(default_factory=dict)
-    correlation: dict[str, Any] = field(default_factory=dict)
-
-
 class Triggers:
     """Keeps cron schedules and event subscriptions in step with the served workflows."""
 
     def __init__(self, catalog: Catalog, bus: Callable[[], EventBus], start: StartFn, log: logging.Logger,
-                 scheduler: CronScheduler | Callable[[FireFn, logging.Logger], CronScheduler] | None = None) -> None:
-        """``scheduler``: a ready one, or a factory given the fire function (a shared one)."""
+                 scheduler: CronScheduler | Callable[[FireFn, logging.Logger], CronScheduler] | None = None,
+                 gatherings: Gatherings | None = None) -> None:
+        """``scheduler``: a ready one, or a factory given the fire function (a shared one);
+        ``gatherings``: shared ``eventsAnd`` groups (None: this daemon's own, in memory)."""
         self.catalog = catalog
         self._bus = bus  # the engine's event bus, made on first use
         self._start = start
@@ -155,7 +162,8 @@ class Triggers:
         else:
             self.scheduler = scheduler(self._fire_scheduled, log)
         self._lock = threading.Lock()
-        self._gatherings: dict[tuple[str, str], list[_Gathering]] = {}
+        self._gatherings: dict[tuple[str, str], Groups] = {}
+        self._shared = gatherings
         self._tls = threading.local()  # instance ids started by the event being published
 
     # -- following the served workflows ----------------------------------------
@@ -262,24 +270,36 @@ class Triggers:
         the later one under ``<type>.<index>``, as the waiting states place them)."""
         lifespan = start.get("lifespan")
         correlate = [str(k) for k in start.get("correlate") or []]
-        now = time.time()
         corr = {k: event.get(k) for k in correlate}
-        with self._lock:
-            groups = self._gatherings.setdefault((ns, wid), [])
+        done: list[dict[str, Any]] = []
+
+        def change(groups: Groups) -> Groups:
+            done.clear()
+            now = time.time()
             if lifespan:
-                groups[:] = [g for g in groups if now - g.created <= float(lifespan)]
+                groups = [g for g in groups if now - float(g["created"]) <= float(lifespan)]
             for g in groups:
-                if g.correlation == corr and index not in g.events:
-                    g.events[index] = event
+                if g["correlation"] == corr and str(index) not in g["events"]:
+                    g["events"][str(index)] = event
                     break
             else:
-                g = _Gathering(now, {index: event}, corr)
+                g = {"created": now, "events": {str(index): event}, "correlation": corr}
                 groups.append(g)
-            if len(g.events) < count:
-                return None
-            groups.remove(g)
+            if len(g["events"]) < count:
+                return groups
+            done.append(g)
+            return [other for other in groups if other is not g]
+
+        if self._shared is not None:
+            key = json.dumps([event_filters(start), correlate, lifespan], sort_keys=True, separators=(",", ":"))
+            self._shared.change(ns, wid, key, change)
+        else:
+            with self._lock:
+                self._gatherings[(ns, wid)] = change(self._gatherings.get((ns, wid), []))
+        if not done:
+            return None
         out: dict[str, Any] = {}
-        for i, e in sorted(g.events.items()):
+        for i, e in sorted((int(i), e) for i, e in done[0]["events"].items()):
             key = str(e.get("type"))
             out[f"{key}.{i}" if key in out else key] = e  # a repeated type: .<type>.<index>, as the states do
         return out

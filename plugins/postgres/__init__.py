@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from isolde.plugin import Config, DaemonServices, SchemaAdmin, VariableLocks, VariableStore, hookimpl
 
+from . import claims, cron, events  # noqa: F401  (their migration steps, before any store opens)
 from .locks import LockLost, PostgresLocks
 from .schema import PostgresSchema, migration
 from .store import SCHEMA_VERSION, PostgresStore, redact

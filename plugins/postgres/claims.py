@@ -10,7 +10,8 @@ only succeeds while the row still names this worker and epoch (the fence).  A wo
 paused past its lease, or cut off, finds its instances claimed by another and its next
 commit refused with ``ClaimLost``: nothing it staged is committed.
 
-The tables are created here, idempotently, under the store's advisory setup lock.
+The tables are migration steps of the component ``coordination`` (``schema.py``):
+a store applies them when it opens, ``isolde db status|upgrade`` shows them.
 """
 
 from __future__ import annotations
@@ -19,23 +20,22 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from isolde.plugin import Put, StoreError
 
-from .store import redact
+from .connection import pg_errors, redact
+from .schema import migration, upgrade
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["ClaimLost", "Connections", "RecordWrite", "Worker", "create_tables"]
+__all__ = ["ClaimLost", "Connections", "RecordWrite", "UPSERT_RUN", "Worker", "create_tables"]
 
-_SETUP_LOCK: Final = 0x15_01DF  # advisory lock id guarding the creation of these tables
-
-TABLES: Final = """
+migration("coordination", 1, "workers with leases, instance records with claims", """
 CREATE TABLE IF NOT EXISTS isolde_workers (
     id text PRIMARY KEY, host text NOT NULL, pid integer NOT NULL,
     started timestamptz NOT NULL DEFAULT now(), lease_until timestamptz NOT NULL);
@@ -46,18 +46,18 @@ CREATE TABLE IF NOT EXISTS isolde_runs (
 CREATE INDEX IF NOT EXISTS isolde_runs_live ON isolde_runs (created) WHERE status IN ('pending', 'running');
 CREATE INDEX IF NOT EXISTS isolde_runs_done ON isolde_runs (namespace, ended DESC, id DESC)
     WHERE status IN ('complete', 'failed');
-CREATE TABLE IF NOT EXISTS isolde_cron_ticks (
-    namespace text NOT NULL, workflow text NOT NULL, tick double precision NOT NULL, worker text NOT NULL,
-    fired timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, workflow, tick));
-CREATE TABLE IF NOT EXISTS isolde_events (
-    seq bigserial PRIMARY KEY, namespace text NOT NULL, source text NOT NULL, id text NOT NULL,
-    origin text NOT NULL, body bytea NOT NULL, created timestamptz NOT NULL DEFAULT clock_timestamp(),
-    UNIQUE (namespace, source, id));
-"""
+""")
+migration("coordination", 2, "the workflow of each instance record (singular workflows across workers)", """
+ALTER TABLE isolde_runs ADD COLUMN IF NOT EXISTS workflow text NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS isolde_runs_live_workflow ON isolde_runs (namespace, workflow)
+    WHERE status IN ('pending', 'running');
+""")
+# (``IF NOT EXISTS``: a database whose tables an earlier isolde made without a step
+# gains its row in isolde_schema_version and nothing else.)
 
-_UPSERT_RUN: Final = (
-    "INSERT INTO isolde_runs AS r (namespace, id, owner, epoch, status, created, ended, record) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (namespace, id) DO UPDATE SET status = EXCLUDED.status, "
+UPSERT_RUN: Final = (
+    "INSERT INTO isolde_runs AS r (namespace, id, owner, epoch, status, created, ended, record, workflow) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (namespace, id) DO UPDATE SET status = EXCLUDED.status, "
     "ended = EXCLUDED.ended, record = EXCLUDED.record WHERE r.owner = EXCLUDED.owner AND r.epoch = EXCLUDED.epoch "
     "RETURNING 1"
 )
@@ -88,15 +88,29 @@ class RecordWrite(Put):
     created: float = 0.0
     ended: float | None = None
     prune: int | None = None
+    workflow: str = ""
 
-    def in_transaction(self, cur: psycopg.Cursor[Any]) -> None:
+    def params(self) -> tuple[Any, ...]:
+        """The fenced upsert's parameters."""
+        return (self.ref.namespace, self.ref.key[2:], self.owner, self.epoch, self.status, self.created, self.ended,
+                self.data, self.workflow)
+
+    def in_pipeline(self, conn: psycopg.Connection[Any]) -> Callable[[], None]:
+        """Send the fenced upsert (and the prune) in the batch's pipeline, without
+        waiting; the check it returns, called once the results arrived and before
+        COMMIT, raises ``ClaimLost`` when the fence refused the row (the store then
+        rolls the whole batch back)."""
         ns, iid = self.ref.namespace, self.ref.key[2:]
-        cur.execute(_UPSERT_RUN, (ns, iid, self.owner, self.epoch, self.status, self.created, self.ended, self.data))
-        if cur.fetchone() is None:
-            raise ClaimLost(f"instance {iid} was claimed by another worker (this worker's lease ran out); "
-                            "nothing of this step was committed")
+        cur = conn.execute(UPSERT_RUN, self.params())
         if self.prune is not None:
-            cur.execute(_PRUNE, (ns, self.prune))
+            conn.execute(_PRUNE, (ns, self.prune))
+
+        def check() -> None:
+            if cur.fetchone() is None:
+                raise ClaimLost(f"instance {iid} was claimed by another worker (this worker's lease ran out); "
+                                "nothing of this step was committed")
+
+        return check
 
 
 class Connections:
@@ -152,9 +166,13 @@ class Connections:
 
 
 def create_tables(db: Connections) -> None:
-    with db.tx() as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
-        conn.execute(TABLES)
+    """Apply the plugin's missing migration steps (a store does that when it opens)."""
+    conn = db.connect()
+    try:
+        with pg_errors(redact(db.url)):
+            upgrade(conn, f"[store] url {redact(db.url)}")
+    finally:
+        conn.close()
 
 
 class Worker:

@@ -14,8 +14,15 @@ from collections.abc import Callable
 from isolde.plugin import CronThread, StoreError
 
 from .claims import Connections, Worker
+from .schema import migration
 
 __all__ = ["PostgresCron"]
+
+migration("cron", 1, "cron ticks fired, one row per tick and workflow", """
+CREATE TABLE IF NOT EXISTS isolde_cron_ticks (
+    namespace text NOT NULL, workflow text NOT NULL, tick double precision NOT NULL, worker text NOT NULL,
+    fired timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, workflow, tick));
+""")
 
 
 class PostgresCron(CronThread):

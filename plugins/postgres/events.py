@@ -19,8 +19,21 @@ from typing import Any, Callable, Mapping, Sequence
 from isolde.plugin import EventBus, EventFilter, IsoldeError, Received, StoreError, normalize_event
 
 from .claims import Connections, Worker
+from .schema import migration
 
-__all__ = ["EventNotStored", "PostgresEventBus"]
+__all__ = ["EventNotStored", "PostgresEventBus", "PostgresGatherings"]
+
+migration("events", 1, "events received, unique per namespace, source and id", """
+CREATE TABLE IF NOT EXISTS isolde_events (
+    seq bigserial PRIMARY KEY, namespace text NOT NULL, source text NOT NULL, id text NOT NULL,
+    origin text NOT NULL, body bytea NOT NULL, created timestamptz NOT NULL DEFAULT clock_timestamp(),
+    UNIQUE (namespace, source, id));
+""")
+migration("events", 2, "eventsAnd groups gathered across workers", """
+CREATE TABLE IF NOT EXISTS isolde_gatherings (
+    namespace text NOT NULL, workflow text NOT NULL, start text NOT NULL, groups bytea NOT NULL,
+    PRIMARY KEY (namespace, workflow, start));
+""")
 
 _CHANNEL = "isolde_events"
 SETTLE = 5.0
@@ -34,6 +47,34 @@ class EventNotStored(IsoldeError):
 
     status = 503
     code = "isolde.event.unavailable"
+
+
+class PostgresGatherings:
+    """``eventsAnd`` groups in ``isolde_gatherings``, one row per start (namespace,
+    workflow, its definition): each event is received by one worker only, and every
+    worker adds the events it receives to the shared groups, under the row's lock, so a
+    set whose events arrive at different workers combines, and the worker whose event
+    completes a group is the one that starts the instance (once)."""
+
+    def __init__(self, db: Connections) -> None:
+        self._db = db
+
+    def change(self, namespace: str, workflow: str, key: str,
+               fn: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+        with self._db.tx() as conn:
+            row = None
+            while row is None:  # (a row deleted by the worker it waited for: made again)
+                conn.execute("INSERT INTO isolde_gatherings (namespace, workflow, start, groups) "
+                             "VALUES (%s, %s, %s, '[]') ON CONFLICT DO NOTHING", (namespace, workflow, key))
+                row = conn.execute("SELECT groups FROM isolde_gatherings WHERE namespace = %s AND workflow = %s "
+                                   "AND start = %s FOR UPDATE", (namespace, workflow, key)).fetchone()
+            groups = fn(json.loads(bytes(row[0])))
+            if groups:
+                conn.execute("UPDATE isolde_gatherings SET groups = %s WHERE namespace = %s AND workflow = %s "
+                             "AND start = %s", (json.dumps(groups, separators=(",", ":")).encode(), namespace, workflow, key))
+            else:
+                conn.execute("DELETE FROM isolde_gatherings WHERE namespace = %s AND workflow = %s AND start = %s",
+                             (namespace, workflow, key))
 
 
 class PostgresEventBus:

@@ -18,7 +18,8 @@ from typing import Any, Final, Sequence
 
 from isolde.plugin import Put, Ref, VariableStore
 
-from .claims import Connections, RecordWrite, Worker
+from .claims import UPSERT_RUN, ClaimLost, Connections, RecordWrite, Worker
+from .locks import lock_id
 
 __all__ = ["PostgresInstanceRecords"]
 
@@ -34,6 +35,8 @@ _CLAIM: Final = (
 FORGET_AFTER: Final = 1024
 """Ended instances whose claims are still remembered (an outcome that failed to commit
 with the last state is written again on its own, with the same epoch)."""
+RUNNING_LISTED: Final = 10_000
+"""Other workers' live instances listed at most (the newest)."""
 CLAIM_BATCH: Final = 100
 """Orphaned instances claimed at most in one look (the next look takes more)."""
 
@@ -71,12 +74,32 @@ class PostgresInstanceRecords:
         data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
         return RecordWrite(Ref(ns, "instance", _OWNER, "i-" + iid), data, owner=self.worker.id, epoch=epoch,
                            status=str(record.get("status")), created=float(record.get("created") or 0.0),
-                           ended=record.get("ended"), prune=prune)
+                           ended=record.get("ended"), prune=prune, workflow=str(record.get("workflow") or ""))
 
     def create(self, record: dict[str, Any]) -> None:
         self.store.write([self._write(record)])
 
     update = create
+
+    def create_alone(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """``create`` for a singular workflow: in one transaction, under an advisory lock
+        of the workflow (two workers starting it at once take turns), store the record
+        unless an instance of the workflow is pending or running on any worker; that
+        one's record then, and nothing stored."""
+        write = self._write(record)
+        ns, wf = write.ref.namespace, write.workflow
+        with self.db.tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(f"singular\0{ns}\0{wf}".encode()),))
+            row = conn.execute(
+                "SELECT record FROM isolde_runs WHERE namespace = %s AND workflow = %s AND status IN ('pending', 'running') "
+                "AND id <> %s LIMIT 1", (ns, wf, write.ref.key[2:])).fetchone()
+            if row is not None:
+                with self._lock:
+                    self._epochs.pop((ns, write.ref.key[2:]), None)
+                return _record(ns, row[0])
+            if conn.execute(UPSERT_RUN, write.params()).fetchone() is None:
+                raise ClaimLost(f"instance {write.ref.key[2:]} was claimed by another worker")
+        return None
 
     def with_step(self, record: dict[str, Any]) -> Sequence[Put]:
         return (self._write(record),)
@@ -100,6 +123,14 @@ class PostgresInstanceRecords:
             rows = conn.execute(
                 "SELECT record FROM isolde_runs WHERE namespace = %s AND status IN ('complete', 'failed') "
                 "ORDER BY ended DESC, id DESC OFFSET %s LIMIT %s", (namespace, offset, limit)).fetchall()
+        return [_record(namespace, r[0]) for r in rows]
+
+    def running(self, namespace: str) -> builtins.list[dict[str, Any]]:
+        """The pending and running instances of the other workers, as they last committed."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                "SELECT record FROM isolde_runs WHERE namespace = %s AND status IN ('pending', 'running') "
+                "AND owner <> %s ORDER BY created DESC LIMIT %s", (namespace, self.worker.id, RUNNING_LISTED)).fetchall()
         return [_record(namespace, r[0]) for r in rows]
 
     def left_running(self) -> builtins.list[dict[str, Any]]:

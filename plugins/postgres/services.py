@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from isolde.plugin import Config, ConfigError, CronScheduler, EventBus, InstanceRecords
+from isolde.plugin import Config, ConfigError, CronScheduler, EventBus, Gatherings, InstanceRecords
 
-from .claims import Connections, Worker, create_tables
+from .claims import Connections, Worker
 from .cron import PostgresCron
-from .events import PostgresEventBus
+from .events import PostgresEventBus, PostgresGatherings
 from .records import PostgresInstanceRecords
 from .store import PostgresStore
 
@@ -50,7 +50,6 @@ class PostgresDaemonServices:
         self.store = store
         self.log = log or logging.getLogger("isolde.daemon")
         self.db = Connections(store.url, durable=store.durable)
-        create_tables(self.db)
         self.worker = Worker(self.db, lease=self.cfg["lease"], log=self.log, housekeeping=self._housekeeping)
 
     @property
@@ -69,6 +68,9 @@ class PostgresDaemonServices:
 
     def events(self, make_local: Callable[[], EventBus]) -> EventBus:
         return PostgresEventBus(make_local, self.db, self.worker, poll=self.cfg["event_poll"], log=self.log)
+
+    def gatherings(self) -> Gatherings:
+        return PostgresGatherings(self.db)
 
     def _housekeeping(self) -> None:
         with self.db.tx() as conn:

@@ -21,9 +21,14 @@ Reads are simply run again.
 
 Statements in the commit (the fencing seam for the daemon's claims)
 -------------------------------------------------------------------
-A put that has a method ``in_transaction(cursor)`` is not a variable: ``write``
-calls it first, on a cursor of the batch's own transaction, and whatever it
-raises aborts the whole batch (nothing of it is applied) and propagates.  The
+A put that has a method ``in_pipeline(connection)`` is not a variable: ``write``
+calls it first, in the batch's own transaction and pipeline (it sends its
+statements without waiting for them), and the check it returns once their
+results arrived, before COMMIT; whatever that raises aborts the whole batch
+(nothing of it is applied) and propagates.  So a checked commit still takes two
+round trips (everything up to the transaction id, then COMMIT).  A put with
+``in_transaction(cursor)`` instead runs its statements one by one, reading their
+results as it goes (the batch is then not pipelined).  The
 daemon's instance records on PostgreSQL are such puts: their statement only
 succeeds while the instance's claim still names this worker and epoch, so a
 worker that lost its claim cannot commit a state any more.  Like everything in
@@ -466,12 +471,13 @@ class PostgresStore:
         self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None,
         handover: Callable[[], None] | None = None,
     ) -> None:
-        """``VariableStore.write``; puts with ``in_transaction`` run their statements
-        first in the same transaction (see the module docstring)."""
+        """``VariableStore.write``; puts with ``in_pipeline`` or ``in_transaction`` run
+        their statements in the same transaction (see the module docstring)."""
         staged: dict[_Address, tuple[bytes | None, str]] = {}
-        hooks = [p for p in puts if hasattr(p, "in_transaction")]
+        senders = [p for p in puts if hasattr(p, "in_pipeline")]
+        hooks = [p for p in puts if hasattr(p, "in_transaction") and not hasattr(p, "in_pipeline")]
         for p in puts:
-            if hooks and hasattr(p, "in_transaction"):
+            if hasattr(p, "in_pipeline") or hasattr(p, "in_transaction"):
                 continue
             addr = _address(p.ref)
             staged.pop(addr, None)  # later puts win, in their own order
@@ -479,24 +485,26 @@ class PostgresStore:
         if register_instance is not None:
             _name(register_instance[0], "namespace")
             _name(register_instance[1], "instance id")
-        if staged or register_instance is not None or hooks:
+        if staged or register_instance is not None or hooks or senders:
             now = time.time()
             locked = held_sessions()
             deletes = [addr for addr, (data, _) in staged.items() if data is None]
             upserts = [(*addr, mime, data, len(data), now, now) for addr, (data, mime) in staged.items()
                        if data is not None]
 
-            def body(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any] | None:
+            def body(conn: psycopg.Connection[Any]) -> tuple[psycopg.Cursor[Any] | None, list[Callable[[], None]]]:
                 check = None
                 if locked:  # the instance's variable locks are still its own (see locks.py)
                     check = conn.execute(_STILL_HELD, ([p for p, _ in locked], [k for _, k in locked]))
+                checks = [s.in_pipeline(conn) for s in senders]
                 with conn.cursor() as cur:
                     for hook in hooks:
                         hook.in_transaction(cur)
-                    if deletes:
-                        cur.executemany(_DELETE, deletes)
-                    if upserts:
-                        cur.executemany(_UPSERT, upserts)
+                    for sql, rows in ((_DELETE, deletes), (_UPSERT, upserts)):
+                        if len(rows) == 1:  # the common case, and cheaper than executemany
+                            cur.execute(sql, rows[0])
+                        elif rows:
+                            cur.executemany(sql, rows)
                     if register_instance is not None:
                         cur.execute(
                             "INSERT INTO isolde_instances (namespace, instance, host, registration) "
@@ -504,9 +512,10 @@ class PostgresStore:
                             "host = EXCLUDED.host, registration = EXCLUDED.registration",
                             (*register_instance, self._here[0], registration()),
                         )
-                return check
+                return check, checks
 
-            def settle(check: psycopg.Cursor[Any] | None) -> None:
+            def settle(sent: tuple[psycopg.Cursor[Any] | None, list[Callable[[], None]]]) -> None:
+                check, checks = sent
                 row = None if check is None else check.fetchone()
                 if row is not None and row[0] != len(locked):
                     raise LockLost(
@@ -514,8 +523,10 @@ class PostgresStore:
                         "ended: the server restarted or the session was terminated); nothing of this state "
                         "was committed, as another instance may have changed the variable meanwhile"
                     )
+                for fenced in checks:
+                    fenced()
 
-            self._run(body, pipelined=not hooks, settle=settle)  # a hook reads its statements' results
+            self._run(body, pipelined=not hooks, settle=settle)  # an in_transaction hook reads as it goes
         if handover is not None:
             handover()  # committed: later reads see the batch
 
