@@ -78,17 +78,9 @@ def _vars_list(given: dict[str, str]) -> bool:
         raise
     except Exception:  # the full command line reports it, as it always has
         return False
-    import time
+    from .varlisting import variable_lines
 
-    lines = []
-    stamps: dict[int, str] = {}  # one strftime per distinct second
-    for key, var in rows:
-        second = int(var.updated)
-        updated = stamps.get(second)
-        if updated is None:
-            updated = stamps[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
-        lines.append(f"{key}\t{var.size}\t{var.mime}\t{updated}\n")
-    text = "".join(lines)
+    text = variable_lines(rows)
     if "\x1b" in text:  # click strips escape sequences when stdout is not a terminal
         return False
     try:

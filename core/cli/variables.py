@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any, Callable
 
 import click
 
+from ..varlisting import variable_lines
 from .common import EXIT_FAILED, _common, _engine, _handled, _store
 
 
@@ -54,16 +54,9 @@ def vars_list(namespace: str, workflow: str | None, instance: str | None, data_d
     with _store(data_dir, config_path) as store:
         list_meta = getattr(store, "list_meta", None)  # LMDB: headers only, no blob file opened
         rows = list_meta(namespace, scope, owner) if list_meta else store.list(namespace, scope, owner)
-    lines = []
-    stamps: dict[int, str] = {}  # one strftime per distinct second
-    for key, var in rows:
-        second = int(var.updated)
-        updated = stamps.get(second)
-        if updated is None:
-            updated = stamps[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
-        lines.append(f"{key}\t{var.size}\t{var.mime}\t{updated}\n")
-    if lines:
-        click.echo("".join(lines), nl=False)
+    text = variable_lines(rows)
+    if text:
+        click.echo(text, nl=False)
 
 
 @vars.command("get")
