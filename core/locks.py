@@ -376,12 +376,36 @@ class LockTable(Generic[H]):
         return handles
 
 
-_tables: dict[tuple[str, int, int], LockTable[int]] = {}
+class DirectoryLocks(LockTable[int]):
+    """The process-wide table of one data directory, shared by every engine open on it
+    (deadlock detection must see all of them): one engine's ``close`` leaves the others'
+    locks working; the last one's closes the table and its lock files, and the next
+    engine on the directory gets a new table."""
+
+    def __init__(self, ident: tuple[str, int, int], data_dir: str) -> None:
+        super().__init__(FileLocks(data_dir))
+        self._ident = ident
+        self.users = 0  # engines using the table; changed under _tables_lock
+
+    def close(self) -> list[int]:
+        with _tables_lock:
+            self.users -= 1
+            if self.users > 0:
+                return []
+            if _tables.get(self._ident) is self:
+                del _tables[self._ident]
+        for handle in super().close():  # dropping the descriptors drops their locks
+            self.cross.discard(handle)
+        return []
+
+
+_tables: dict[tuple[str, int, int], DirectoryLocks] = {}
 _tables_lock = threading.Lock()
 
 
 def lock_table(data_dir: str) -> LockTable[int]:
-    """The process-wide table for a data directory (deadlock detection must see every engine)."""
+    """The process-wide table for a data directory, for one more user (its ``close``
+    ends that use)."""
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     st = os.stat(data_dir)
     # the path too: a deleted directory's inode number can come back for a new one
@@ -389,5 +413,6 @@ def lock_table(data_dir: str) -> LockTable[int]:
     with _tables_lock:
         table = _tables.get(ident)
         if table is None:
-            table = _tables[ident] = LockTable(FileLocks(data_dir))
+            table = _tables[ident] = DirectoryLocks(ident, data_dir)
+        table.users += 1
         return table

@@ -282,7 +282,7 @@ def test_a_state_and_the_daemon_record_of_the_next_commit_together(pg: tuple[str
     (root / "txns").mkdir(parents=True)
     (root / "txns" / "waits.yaml").write_text(WAITS)
     engine = isolde.Engine(data_dir=data_dir, config={"store": {"url": pg[0]}})
-    daemon = Daemon(root, engine, DaemonSettings(status_interval=0), logger=logging.getLogger("test.pg"))
+    daemon = Daemon(root, engine, DaemonSettings(status_interval=0, stop_grace=0), logger=logging.getLogger("test.pg"))
     try:
         daemon.start(api=False)
         iid = daemon.start_and_view("txns", "waits", None, wait=False, timeout=None)["id"]
