@@ -29,9 +29,9 @@ def main() -> Any:
         try:
             if given is not None and _vars_list(given):
                 return 0
-        except (EOFError, KeyboardInterrupt):  # as click ends a command interrupted by Ctrl-C
-            print("\nAborted!", file=sys.stderr)
-            return 1
+        except KeyboardInterrupt:  # as the full command line ends a command interrupted by Ctrl-C
+            print("\nisolde: interrupted: vars stopped (exit 130)", file=sys.stderr)
+            return 130
     from .cli import main as cli_main
 
     return cli_main()

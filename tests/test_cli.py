@@ -11,6 +11,7 @@ between calls survived on disk.  The few tests at the end run the real program
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -585,3 +586,24 @@ def test_isolde_toml_is_found_next_to_the_workflow_then_cwd_then_user_config(cli
     good = write(tmp_path / "good.toml", "")
     assert runner("run", flow, "--config", good).code == 0
     assert _env_cli(cli, elsewhere, XDG_CONFIG_HOME=str(home), ISOLDE_DATA_DIR=str(cli.data_dir), ISOLDE_CONFIG=good)("run", flow).code == 0
+
+
+class _CtrlC(io.BytesIO):
+    """Standard input on which the user presses Ctrl-C while a command reads it."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size == 0:
+            return b""
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(data_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from isolde.cli import main
+
+    env = {"ISOLDE_DATA_DIR": str(data_dir)}
+    got = CliRunner().invoke(main, ["vars", "set", "k", "-"], input=_CtrlC(), env=env, prog_name="isolde")
+    assert got.exit_code == 130, got.output
+    assert got.stderr.strip() == "isolde: interrupted: vars stopped (exit 130)"
+    assert "Aborted" not in got.output

@@ -11,7 +11,7 @@ import importlib
 
 import click
 
-from .common import EXIT_FAILED, EXIT_USAGE
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
 # Each command's module is imported when the command is used (or listed by --help): a
 # plain ``isolde run`` does not pay for the modules of ``db``, ``instances`` or ``vars``.
@@ -53,6 +53,16 @@ class _LazyGroup(click.Group):
             for name in _COMMANDS:  # an unknown name: click's "Did you mean" considers every command
                 self.get_command(ctx, name)
         return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Ctrl-C in any command: one line and exit 130, as a shell reports it (click's own
+        answer is "Aborted!" and exit 1).  ``run`` and ``serve`` say more themselves."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            command = ctx.invoked_subcommand or "isolde"
+            click.echo(f"\nisolde: interrupted: {command} stopped (exit {EXIT_INTERRUPTED})", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
