@@ -78,9 +78,9 @@ def _vars_list(given: dict[str, str]) -> bool:
         raise
     except Exception:  # the full command line reports it, as it always has
         return False
-    from .varlisting import variable_lines
+    from .varlisting import listing_lines
 
-    text = variable_lines(rows)
+    text = listing_lines(rows)
     if "\x1b" in text:  # click strips escape sequences when stdout is not a terminal
         return False
     try:
@@ -93,7 +93,7 @@ def _vars_list(given: dict[str, str]) -> bool:
     return True
 
 
-def _read_rows(given: dict[str, str]) -> list[tuple[str, Any]] | None:
+def _read_rows(given: dict[str, str]) -> list[tuple[str, int, str, float]] | None:
     from .config import load_config, resolve_data_dir
     from .entrypoints import entry_points
     from .names import check_name
@@ -112,8 +112,7 @@ def _read_rows(given: dict[str, str]) -> list[tuple[str, Any]] | None:
                       blob_threshold=table.get("blob_threshold", 1 << 20))
     try:
         store.sweep_orphans()
-        rows: list[tuple[str, Any]] = store.list_meta(namespace, scope, owner)
-        return rows
+        return store.list_listing(namespace, scope, owner)
     finally:
         store.close()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,29 @@ from .errors import ConfigError
 from .settings import DEFAULT_LIMITS, check
 
 
-
-@dataclass(slots=True)
 class Config:
-    """The parsed configuration; unknown keys are refused so typos don't pass silently."""
+    """The parsed configuration; unknown keys are refused so typos don't pass silently.
 
-    data: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
+    (Written out rather than a ``@dataclass(slots=True)``, with the same methods:
+    ``dataclasses`` costs a short command several milliseconds to import.)"""
+
+    __slots__ = ("data", "path")
+    __match_args__ = ("data", "path")
+    # mutable: compared by value, not hashable (as a dataclass with eq and not frozen)
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, data: dict[str, Any] | None = None, path: Path | None = None) -> None:
+        self.data: dict[str, Any] = {} if data is None else data
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(data={self.data!r}, path={self.path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            o: Config = other
+            return (self.data, self.path) == (o.data, o.path)
+        return NotImplemented
 
     @property
     def durable(self) -> bool:

@@ -10,22 +10,42 @@ start after an install pays for the scan.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .records import Frozen
 
-@dataclass(frozen=True, slots=True)
-class EntryPoint:
+
+class EntryPoint(Frozen):
+    __slots__ = ("name", "value", "dist", "version")
+    __match_args__ = ("name", "value", "dist", "version")
     name: str
     value: str  # "module:attr" or "module"
     dist: str
     version: str
+
+    def __init__(self, name: str, value: str, dist: str, version: str) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "value", value)
+        object.__setattr__(self, "dist", dist)
+        object.__setattr__(self, "version", version)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__qualname__}(name={self.name!r}, value={self.value!r}, dist={self.dist!r}, "
+                f"version={self.version!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            o: EntryPoint = other
+            return (self.name, self.value, self.dist, self.version) == (o.name, o.value, o.dist, o.version)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.value, self.dist, self.version))
 
     def load(self) -> Any:
         module, _, attr = self.value.partition(":")
@@ -37,15 +57,18 @@ class EntryPoint:
 
 def entry_points(group: str) -> list[EntryPoint]:
     """The entry points of ``group`` installed in this environment."""
-    path = _cache_file(group)
+    fingerprint = _fingerprint(group)
+    path = _cache_file(fingerprint)
     if path is not None:
         try:
-            return [EntryPoint(**e) for e in json.loads(path.read_text(encoding="utf-8"))]
-        except (OSError, ValueError, TypeError):
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            if kept["fingerprint"] == fingerprint:
+                return [EntryPoint(**e) for e in kept["entry_points"]]
+        except (OSError, ValueError, TypeError, KeyError):
             pass
     found = _scan(group)
     if path is not None:
-        _store(path, found)
+        _store(path, fingerprint, found)
     return found
 
 
@@ -66,25 +89,35 @@ def cache_dir() -> Path | None:
     return Path(base) / "isolde" if os.path.isabs(base) else None
 
 
-def _cache_file(group: str) -> Path | None:
-    folder = cache_dir()
-    if folder is None:
-        return None
+def _fingerprint(group: str) -> str:
+    """The interpreter, the group, and each import path entry with its modification time."""
     parts = [sys.executable, sys.version, group]
     for entry in sys.path:
         try:
             parts.append(f"{entry}\0{os.stat(entry or '.').st_mtime_ns}")
         except OSError:
             parts.append(f"{entry}\0-")
-    digest = hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:24]
-    return folder / f"entry-points-{digest}.json"
+    return "\n".join(parts)
 
 
-def _store(path: Path, found: list[EntryPoint]) -> None:
+def _cache_file(fingerprint: str) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    # FNV-1a (64 bits) names the file: no hashlib (OpenSSL) to load at start; the file
+    # holds the whole fingerprint, so two environments that share a name only rescan.
+    digest = 0xCBF29CE484222325
+    for byte in fingerprint.encode("utf-8", "surrogateescape"):
+        digest = ((digest ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return folder / f"entry-points-{digest:016x}.json"
+
+
+def _store(path: Path, fingerprint: str, found: list[EntryPoint]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps([_fields(e) for e in found]), encoding="utf-8")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "entry_points": [_fields(e) for e in found]}),
+                       encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home: scan again next time

@@ -11,22 +11,43 @@ Two families, deliberately kept apart (STYLE.md practice 5):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .records import Frozen
 
 
 class IsoldeError(Exception):
     """Base of every error isolde raises on purpose (a user can act on it)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
+class Diagnostic(Frozen):
     """One problem found in a workflow document."""
 
+    __slots__ = ("file", "line", "col", "message", "state")
+    __match_args__ = ("file", "line", "col", "message", "state")
     file: str
     line: int  # 1-based
     col: int  # 1-based
     message: str
-    state: str | None = None
+    state: str | None
+
+    def __init__(self, file: str, line: int, col: int, message: str, state: str | None = None) -> None:
+        object.__setattr__(self, "file", file)
+        object.__setattr__(self, "line", line)
+        object.__setattr__(self, "col", col)
+        object.__setattr__(self, "message", message)
+        object.__setattr__(self, "state", state)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__qualname__}(file={self.file!r}, line={self.line!r}, col={self.col!r}, "
+                f"message={self.message!r}, state={self.state!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            o: Diagnostic = other
+            return (self.file, self.line, self.col, self.message, self.state) == (o.file, o.line, o.col, o.message, o.state)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.file, self.line, self.col, self.message, self.state))
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}"

@@ -9,7 +9,6 @@ this host: registrations of another host are never orphans here.
 from __future__ import annotations
 
 import os
-import socket
 import struct
 import time
 from typing import Final
@@ -38,8 +37,18 @@ def machine() -> tuple[str, str, str]:
             pidns = os.readlink("/proc/self/ns/pid")
         except OSError:
             pidns = ""
-        _machine_id = (socket.gethostname(), boot, pidns)
+        _machine_id = (_hostname(), boot, pidns)
     return _machine_id
+
+
+def _hostname() -> str:
+    """``socket.gethostname()``: on POSIX the node name of ``uname`` (what gethostname
+    returns), without importing the socket module at every start."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket  # pragma: no cover  (Windows)
+
+    return socket.gethostname()  # pragma: no cover
 
 
 def _proc_start(pid: int) -> int | None:

@@ -11,12 +11,11 @@ plugin's) are checked by their plugins at engine start (``isolde_configure``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from .durations import parse_duration
 from .errors import ConfigError
 from .loopback import loopback_address
+from .records import Frozen
 
 Check = Callable[[Any], str | None]
 """Returns None when a value is fine, else what was expected ("a positive integer")."""
@@ -64,6 +63,8 @@ def _path(v: Any) -> str | None:
 def _seconds(v: Any) -> str | None:
     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
         return None
+    from .durations import parse_duration  # only when a table sets a duration
+
     if isinstance(v, str) and (parse_duration(v) or 0) > 0:
         return None
     return 'a positive number of seconds or an ISO-8601 duration like "PT5M"'
@@ -88,15 +89,33 @@ def _names(what: str, example: str) -> Check:
     return check
 
 
-@dataclass(frozen=True, slots=True)
-class Table:
+class Table(Frozen):
     """One table: its keys and their checks; ``open`` tables take any key (``[secrets]``)."""
 
+    __slots__ = ("keys", "open", "subtables")
+    __match_args__ = ("keys", "open", "subtables")
     keys: dict[str, Check]
-    open: Check | None = None
+    open: Check | None
     """For a table of free names: the check of each value."""
-    subtables: bool = False
+    subtables: bool
     """Whether other keys may hold tables owned by someone else (``[plugins.NAME]``)."""
+
+    def __init__(self, keys: dict[str, Check], open: Check | None = None, subtables: bool = False) -> None:
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(self, "open", open)
+        object.__setattr__(self, "subtables", subtables)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(keys={self.keys!r}, open={self.open!r}, subtables={self.subtables!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            o: Table = other
+            return (self.keys, self.open, self.subtables) == (o.keys, o.open, o.subtables)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.keys, self.open, self.subtables))
 
 
 DEFAULT_LIMITS: dict[str, float | int] = {

@@ -9,12 +9,17 @@ from typing import Any, Iterable
 
 def variable_lines(rows: Iterable[tuple[str, Any]]) -> str:
     """``rows``: (key, variable metadata with ``size``, ``mime``, ``updated``)."""
+    return listing_lines((key, var.size, var.mime, var.updated) for key, var in rows)
+
+
+def listing_lines(rows: Iterable[tuple[str, int, str, float]]) -> str:
+    """``rows``: (key, size, MIME type, updated) as the LMDB store's ``list_listing`` reads them."""
     lines = []
     stamps: dict[int, str] = {}  # one strftime per distinct second
-    for key, var in rows:
-        second = int(var.updated)
-        updated = stamps.get(second)
-        if updated is None:
-            updated = stamps[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
-        lines.append(f"{key}\t{var.size}\t{var.mime}\t{updated}\n")
+    for key, size, mime, updated in rows:
+        second = int(updated)
+        stamp = stamps.get(second)
+        if stamp is None:
+            stamp = stamps[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
+        lines.append(f"{key}\t{size}\t{mime}\t{stamp}\n")
     return "".join(lines)

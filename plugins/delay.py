@@ -10,9 +10,12 @@ run ``catch`` handlers).  The daemon can cancel one instance's delay with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from isolde.plugin import Cancelled, EventBus, IsoldeError, StateContext, StateSpec, StateType, hookimpl
+from isolde.plugin import Cancelled, IsoldeError, StateContext, StateSpec, StateType, hookimpl
+
+if TYPE_CHECKING:
+    from isolde.plugin import EventBus
 
 
 def bus_of(ctx: StateContext) -> EventBus:

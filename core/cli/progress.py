@@ -9,7 +9,6 @@ stderr is a terminal: piped output never sees a control character.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 from typing import Any, TextIO
@@ -38,6 +37,8 @@ class TerminalProgress(Observer):
         if state is None:
             return
         text = f"{state.type} '{state.id}': {done}/{total} done" + (f", {failed} failed" if failed else "")
+        import shutil  # only on a terminal, while a foreach or parallel state runs
+
         width = shutil.get_terminal_size((80, 24)).columns - 1
         with self._lock:
             self._owner = (ctx.instance_id, state.id)

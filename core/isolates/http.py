@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import urllib.parse
 from pathlib import Path
@@ -140,6 +139,7 @@ class HttpIsolate(Runner):
 
     def _exchange(self, method: str, body: bytes, headers: dict[str, str], request: ActionRequest, limit: int) -> Response:
         import http.client
+        import socket
 
         for attempt in (0, 1):
             remaining = request.remaining()

@@ -267,6 +267,11 @@ class LmdbStore:
         prefix = self._keys.scope_prefix(namespace, scope, owner)
         return self._live().read(self._reads.scope_meta, prefix, True)
 
+    def list_listing(self, namespace: str, scope: str, owner: str = "") -> builtins.list[tuple[str, int, str, float]]:
+        """``list_meta`` as (key, size, MIME type, updated) rows (``isolde vars list``)."""
+        prefix = self._keys.scope_prefix(namespace, scope, owner)
+        return self._live().read(self._reads.scope_listing, prefix, True)
+
     def namespaces(self) -> builtins.list[str]:
         """Namespaces holding any variable."""
         return self._live().read(self._reads.namespaces, None)

@@ -90,6 +90,25 @@ class Reads:
                 out.append((str(k[n:], "utf-8"), var))
         return out
 
+    def scope_listing(self, txn: lmdb.Transaction[bytes], prefix: bytes) -> list[tuple[str, int, str, float]]:
+        """``scope_meta`` as (key, size, MIME type, updated) rows, without a Variable each
+        (``isolde vars list``)."""
+        out: list[tuple[str, int, str, float]] = []
+        cur = txn.cursor(self.vars)
+        n = len(prefix)
+        if cur.set_range(prefix):
+            for k, v in cur:
+                if bytes(k[:n]) != prefix:
+                    break
+                version, created, updated, ml = hdr_unpack(v)
+                if ml & BLOB_FLAG:
+                    blob = stub(v, ml, version, created, updated)
+                    out.append((str(k[n:], "utf-8"), blob.size, blob.mime, updated))
+                else:
+                    end = HDR_SIZE + ml
+                    out.append((str(k[n:], "utf-8"), len(v) - end, str(v[HDR_SIZE:end], "utf-8"), updated))
+        return out
+
     def namespaces(self, txn: lmdb.Transaction[bytes], _: None) -> list[str]:
         """Skips from one namespace to the next rather than walking every key."""
         out: list[str] = []

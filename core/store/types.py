@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import IsoldeError
+from ..records import Frozen, typed_as_dataclass
 
 __all__ = ["StoreError", "InvalidKey", "StoreFull", "Variable", "Ref", "Put", "make_var", "make_ref", "make_put"]
 
@@ -27,47 +28,116 @@ class StoreFull(StoreError):
     code: str = "isolde.store.full"
 
 
-@dataclass(frozen=True, slots=True)
-class Variable:
+@typed_as_dataclass(frozen=True)
+class Variable(Frozen):
     """A stored variable.  ``data`` is left out of ``repr`` so logging a
     Variable never dumps a 100 MB archive.  ``version`` is unique per write
     across the whole store (a new write, even after a delete, never repeats an
     earlier version), so it can serve as a strong ETag."""
 
-    data: bytes = field(repr=False)
+    __slots__ = ("data", "mime", "size", "created", "updated", "version")
+    __match_args__ = ("data", "mime", "size", "created", "updated", "version")
+    _no_repr = ("data",)
+    data: bytes
     mime: str
     size: int
     created: float
     updated: float
     version: int
 
+    def __init__(self, data: bytes, mime: str, size: int, created: float, updated: float, version: int) -> None:
+        _set_data(self, data)
+        _set_mime(self, mime)
+        _set_size(self, size)
+        _set_created(self, created)
+        _set_updated(self, updated)
+        _set_version(self, version)
 
-@dataclass(frozen=True, slots=True)
-class Ref:
+    def __repr__(self) -> str:
+        return (f"{type(self).__qualname__}(mime={self.mime!r}, size={self.size!r}, created={self.created!r}, "
+                f"updated={self.updated!r}, version={self.version!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            o: Variable = other
+            return ((self.data, self.mime, self.size, self.created, self.updated, self.version)
+                    == (o.data, o.mime, o.size, o.created, o.updated, o.version))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.data, self.mime, self.size, self.created, self.updated, self.version))
+
+
+@typed_as_dataclass(frozen=True)
+class Ref(Frozen):
     """Where a variable lives.  ``owner`` is the instance id (instance scope),
     the workflow id (workflow scope), and ignored for namespace scope (it is
     always stored as ``""``, so callers that pass the workflow id anyway still
     address the one namespace variable)."""
 
+    __slots__ = ("namespace", "scope", "owner", "key")
+    __match_args__ = ("namespace", "scope", "owner", "key")
     namespace: str
     scope: str
     owner: str
     key: str
 
+    def __init__(self, namespace: str, scope: str, owner: str, key: str) -> None:
+        ns, sc, ow, ke = _set_ref
+        ns(self, namespace)
+        sc(self, scope)
+        ow(self, owner)
+        ke(self, key)
 
-@dataclass(frozen=True, slots=True)
-class Put:
+    def __repr__(self) -> str:
+        return (f"{type(self).__qualname__}(namespace={self.namespace!r}, scope={self.scope!r}, "
+                f"owner={self.owner!r}, key={self.key!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            o: Ref = other
+            return (self.namespace, self.scope, self.owner, self.key) == (o.namespace, o.scope, o.owner, o.key)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.namespace, self.scope, self.owner, self.key))
+
+
+@typed_as_dataclass(frozen=True)
+class Put(Frozen):
     """One write of a batch; ``data=None`` deletes, the only way a workflow
     removes a variable."""
 
+    __slots__ = ("ref", "data", "mime")
+    __match_args__ = ("ref", "data", "mime")
     ref: Ref
     data: bytes | None
-    mime: str = "application/json"
+    if TYPE_CHECKING:  # the default as the type checker sees it (a slot cannot have a class value)
+        mime: str = "application/json"
+    else:
+        mime: str
+
+    def __init__(self, ref: Ref, data: bytes | None, mime: str = "application/json") -> None:
+        rf, da, mi = _set_put
+        rf(self, ref)
+        da(self, data)
+        mi(self, mime)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(ref={self.ref!r}, data={self.data!r}, mime={self.mime!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            o: Put = other
+            return (self.ref, self.data, self.mime) == (o.ref, o.data, o.mime)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.ref, self.data, self.mime))
 
 
-# A frozen dataclass __init__ goes through object.__setattr__ once per field,
-# which would be the most expensive step of a get().  Setting the slots through
-# their member descriptors builds the identical object at about half the cost.
+# The classes are frozen (``Frozen.__setattr__`` refuses): their slots are set
+# through the member descriptors, also the cheapest way to build one.
 _new_object = object.__new__
 _set_data = Variable.__dict__["data"].__set__
 _set_mime = Variable.__dict__["mime"].__set__

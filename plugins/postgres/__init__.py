@@ -22,17 +22,44 @@ the database server may lose the last commits, never corrupt them.
 
 from __future__ import annotations
 
-from isolde.plugin import Config, DaemonServices, SchemaAdmin, VariableLocks, VariableStore, hookimpl
+import importlib
+import sys
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from . import claims, cron, events  # noqa: F401  (their migration steps, before any store opens)
-from .locks import LockLost, PostgresLocks
-from .schema import PostgresSchema, migration
-from .store import SCHEMA_VERSION, PostgresStore, redact
+from isolde.plugin import hookimpl
+
+if TYPE_CHECKING:
+    from isolde.plugin import Config, DaemonServices, SchemaAdmin, VariableLocks, VariableStore
+
+    from .locks import LockLost, PostgresLocks
+    from .schema import PostgresSchema, migration
+    from .store import SCHEMA_VERSION, PostgresStore, redact
 
 __all__ = [
     "LockLost", "PostgresLocks", "PostgresSchema", "PostgresStore", "SCHEMA_VERSION",
     "isolde_daemon_services", "isolde_locks", "isolde_schema_admin", "isolde_store", "migration", "redact",
 ]
+
+# The modules are imported on first use (a name below, or a hook with a URL): without
+# ``[store] url`` a start does not pay for them.  ``schema.steps()`` imports every module
+# that registers migration steps before it answers.
+_HOMES = {"LockLost": "locks", "PostgresLocks": "locks", "PostgresSchema": "schema", "migration": "schema",
+          "SCHEMA_VERSION": "store", "PostgresStore": "store", "redact": "store"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def _is_postgres(store: object) -> TypeGuard[PostgresStore]:
+    """Whether ``store`` is a PostgresStore (never one while its module is not imported)."""
+    module = sys.modules.get(f"{__name__}.store")
+    return module is not None and isinstance(store, module.PostgresStore)
 
 
 def _url(config: Config) -> str | None:
@@ -46,6 +73,8 @@ def isolde_store(config: Config, data_dir: str) -> VariableStore | None:
     url = _url(config)
     if url is None:
         return None
+    from .store import PostgresStore
+
     store = PostgresStore(url, durable=config.durable)
     store.sweep_orphans()
     return store
@@ -54,7 +83,7 @@ def isolde_store(config: Config, data_dir: str) -> VariableStore | None:
 @hookimpl
 def isolde_daemon_services(config: Config, store: VariableStore) -> DaemonServices | None:
     """With a PostgreSQL store, ``isolde serve`` is one worker of many (docs/scale-out.md)."""
-    if not isinstance(store, PostgresStore):
+    if not _is_postgres(store):
         return None
     from .services import PostgresDaemonServices
 
@@ -64,7 +93,9 @@ def isolde_daemon_services(config: Config, store: VariableStore) -> DaemonServic
 @hookimpl
 def isolde_locks(config: Config, store: VariableStore, data_dir: str) -> VariableLocks | None:
     """Advisory locks on the store's database, when the store is PostgreSQL."""
-    if isinstance(store, PostgresStore):
+    if _is_postgres(store):
+        from .locks import PostgresLocks
+
         return PostgresLocks(store)
     return None
 
@@ -73,4 +104,8 @@ def isolde_locks(config: Config, store: VariableStore, data_dir: str) -> Variabl
 def isolde_schema_admin(config: Config, data_dir: str) -> SchemaAdmin | None:
     """The database's migrations (``isolde db``), when ``[store] url`` is set."""
     url = _url(config)
-    return None if url is None else PostgresSchema(url)
+    if url is None:
+        return None
+    from .schema import PostgresSchema
+
+    return PostgresSchema(url)

@@ -12,8 +12,9 @@ its steps when it is imported::
         CREATE TABLE isolde_claims (...);
     ''')
 
-(the package ``__init__`` imports every module, so every step is known before
-the first store opens).  Steps of one component apply in version order;
+(``steps()`` imports every module of the package that keeps tables, so every step
+is known before the first store opens, although the package imports them only on
+first use).  Steps of one component apply in version order;
 components apply in the order their first step was registered.
 
 ``upgrade(conn)`` applies the missing steps in one transaction, holding the
@@ -81,8 +82,15 @@ def migration(component: str, version: int, description: str,
     return step
 
 
+def _load_steps() -> None:
+    """Import the package's modules that register steps (the package imports them on
+    first use, not at start); the order of their imports is the order of components."""
+    from . import claims, cron, events  # noqa: F401
+
+
 def steps() -> list[Step]:
     """Every registered step, in the order they apply."""
+    _load_steps()
     order = list(dict.fromkeys(s.component for s in _STEPS))
     return sorted(_STEPS, key=lambda s: (order.index(s.component), s.version))
 
@@ -104,7 +112,7 @@ def _applied(conn: psycopg.Connection[Any]) -> dict[str, int] | None:
 
 def _check_not_newer(applied: dict[str, int], where: str) -> None:
     known: dict[str, int] = {}
-    for s in _STEPS:
+    for s in steps():
         known[s.component] = max(known.get(s.component, 0), s.version)
     for component, version in sorted(applied.items()):
         if version > known.get(component, 0):
