@@ -3,6 +3,7 @@ alternating blocks of instances in one process; the minimum CPU time per instanc
 
     python benchmarks/bench_history.py                 # counter, durable and fast store; chain100
     python benchmarks/bench_history.py --blocks 30 --size 100
+    python benchmarks/bench_history.py --long 40000    # the background writer's share (retention)
 
 The machines are shared and noisy: the minimum over many short alternating blocks is the
 figure least moved by other work.  (For a comparison with the code before history, run
@@ -50,11 +51,50 @@ def measure(case: str, blocks: int, size: int) -> dict[bool, float]:
     return best
 
 
+def long_run(n: int) -> None:
+    """The fast-store counter with history on for ``n`` instances (after 3,000): CPU time per
+    instance, the background writer's share (its rounds: retention deletes and rescans), and
+    the records kept once it caught up (``keep`` is 1,000)."""
+    from isolde.history import HistoryService
+
+    spent = [0.0]
+    round_ = HistoryService._round
+
+    def timed(self: HistoryService, *, poll: bool) -> None:
+        start = time.thread_time()
+        try:
+            round_(self, poll=poll)
+        finally:
+            spent[0] += time.thread_time() - start
+
+    HistoryService._round = timed  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as tmp:
+        with isolde.Engine(data_dir=Path(tmp), config={"store": {"durability": "fast"}}) as engine:
+            wf = engine.load(COUNTER)
+            for _ in range(3000):
+                engine.run(wf)
+            spent[0] = 0.0
+            start = time.process_time()
+            for _ in range(n):
+                engine.run(wf)
+            cpu = time.process_time() - start
+            engine.history.flush()
+            engine.history.flush()
+            kept = len(engine.store.list("default", "instance", "~isolde-history"))
+    print(f"| {n} instances | {cpu / n * 1e6:.1f} µs CPU / instance | background writer {spent[0] / n * 1e6:.2f} µs "
+          f"| records kept {kept} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--blocks", type=int, default=30)
     ap.add_argument("--size", type=int, default=50)
+    ap.add_argument("--long", type=int, default=0, metavar="N",
+                    help="instead: one long run of N fast-store counter instances, history on (retention's cost)")
     args = ap.parse_args()
+    if args.long:
+        long_run(args.long)
+        return
     print("| case | history off | history on | on / off |")
     print("| --- | --- | --- | --- |")
     for case in ("counter (durable)", "counter, fast store", "chain100"):

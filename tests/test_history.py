@@ -209,6 +209,43 @@ def test_retention_counts_what_another_engine_stored(data_dir: Path) -> None:
         assert second.history.show("default", older[2])["timeline"][0]["output"]["big"].endswith("xy")
 
 
+def test_retention_keeps_an_instance_that_ended_during_its_scan(data_dir: Path) -> None:
+    """An instance that ends while the retention reads the stored records (its record
+    committed after the listing) is counted at once, not left until the next scan."""
+    with isolde.Engine(data_dir=data_dir, config={"history": {"keep": 2}}) as eng:
+        stored = eng.history.history
+        listing = stored.finished
+        during: list[str] = []
+
+        def finished(namespace: str, known: Any) -> Any:
+            got = listing(namespace, known)
+            if not during:
+                during.append(eng.run(COUNTER).instance_id)  # ends after the listing
+            return got
+
+        stored.finished = finished  # type: ignore[method-assign]
+        ids = [eng.run(COUNTER).instance_id for _ in range(3)]
+        eng.history.flush()
+        eng.history.flush()
+        newest = sorted([*ids, *during])[-2:]
+        assert sorted(k for k, _ in eng.store.list("default", "instance", "~isolde-history")) == [f"i-{i}" for i in newest]
+
+
+def test_a_record_with_its_timeline_as_text_is_read(engine: isolde.Engine) -> None:
+    """Records written before the embedded timeline became a JSON object keep it as JSON text."""
+    iid = engine.run(COUNTER).instance_id
+    engine.history.flush()
+    before = engine.history.show("default", iid)
+    (key, var), = [(k, v) for k, v in engine.store.list("default", "instance", "~isolde-history") if k == f"i-{iid}"]
+    record = json.loads(var.data)
+    assert isinstance(record["tl"], dict)
+    record["tl"] = json.dumps(record["tl"], separators=(",", ":"))
+    from isolde.store import Put, Ref
+
+    engine.store.write([Put(Ref("default", "instance", "~isolde-history", key), json.dumps(record).encode())])
+    assert engine.history.show("default", iid) == before
+
+
 def test_max_age_and_disabled_history(data_dir: Path) -> None:
     with isolde.Engine(data_dir=data_dir, config={"history": {"max_age": 0.001}}) as eng:
         iid = eng.run(COUNTER).instance_id

@@ -13,7 +13,7 @@ no instance of these names is ever registered, so the orphan sweep leaves them):
   ``~isolde-timeline/ID``, each a JSON object ``{"e": [entries], "l": [log lines]}``
   written in the commit of a state that writes variables (``with_state_commit``), else by
   the background writer; a short instance's whole timeline is kept in its record instead
-  (``tl``, one chunk's JSON text);
+  (``tl``, one chunk's object; older records have its JSON text, a string);
   a chunk also has ``t0`` (Unix time), and an entry is ``{"n": step, "s": state,
   "t": type, "a": started (microseconds after t0), "d": how long (microseconds),
   "o": output, "i": input (only where it is not the previous output), "v": [[scope, key]],
@@ -118,7 +118,9 @@ def assemble(record: dict[str, Any] | None,
     entries: list[dict[str, Any]] = []
     logs: list[dict[str, Any]] = []
     embedded = (record or {}).get("tl")
-    if isinstance(embedded, str):  # a short instance's whole timeline (chunk JSON), kept in its record
+    if isinstance(embedded, dict):  # a short instance's whole timeline (one chunk), kept in its record
+        chunks = [embedded, *chunks]
+    elif isinstance(embedded, str):  # (as its JSON text: a record written before 2026-12, or one in memory)
         chunks = [embedded.encode(), *chunks]
     by_step: dict[int, dict[str, Any]] = {}
     prev: Any = (record or {}).get("input")

@@ -53,6 +53,7 @@ def _q(text: str) -> str:
 _FIELDS = 14
 """Fields of a record as ``HistoryService.recorder`` makes it, with ``chunks`` (and ``tl``)."""
 
+_O = ',"o":'
 _BOOL: dict[Any, str] = {True: "true", False: "false"}
 _repr_float = float.__repr__
 _repr_int = int.__repr__
@@ -73,6 +74,14 @@ def _head(sid: str, typ: str) -> str:
     if len(_heads) < 10_000:
         _heads[(sid, typ)] = head
     return head
+
+
+def _written(puts: Sequence[Put]) -> str:
+    """An entry's ``v``: the scope and key of each write, as JSON text."""
+    if len(puts) == 1:
+        ref = puts[0].ref
+        return f"[[{_quoted.get(ref.scope) or _q(ref.scope)},{_quoted.get(ref.key) or _q(ref.key)}]]"
+    return "[" + ",".join([f"[{_q(p.ref.scope)},{_q(p.ref.key)}]" for p in puts]) + "]"
 
 
 Entry = tuple[int, str, str, float, float, "str | None", "Sequence[Put] | None", "dict[str, Any] | None"]
@@ -253,7 +262,7 @@ class Recorder:
             out_text = self.out_text
         else:
             out_text = _encode(out)
-        tail = "}" if tl is None else f',"tl":{_encode(tl)}}}'
+        tail = "}" if tl is None else f',"tl":{tl}}}'  # the chunk's JSON object as it is (codec.assemble)
         started = rec["started"]
         same = rec["created"] is started  # (one float object: an instance started when it was created)
         created = _num(rec["created"])
@@ -290,12 +299,15 @@ class Recorder:
         add = parts.append
         for e in self.entries[e0:e1]:
             n, sid, typ, a, b, text, written, err = e
-            if written or err is not None or (n == 0 and first is not None) or (text is not None and len(text) > cap):
+            if err is not None or (n == 0 and first is not None) or (text is not None and len(text) > cap):
                 add(self._entry(e))
                 continue
             head = _heads.get((sid, typ)) or _head(sid, typ)
             # the common entries, inline (a chain of states makes one each): as _entry writes them
-            if text is None:
+            if written:
+                add(f'{{"n":{n},{head},"a":{int((a - t0) * 1e6)},"d":{int((b - a) * 1e6)}'
+                    f'{"" if text is None else _O + text},"v":{_written(written)}}}')
+            elif text is None:
                 add(f'{{"n":{n},{head},"a":{int((a - t0) * 1e6)},"d":{int((b - a) * 1e6)}}}')
             else:
                 add(f'{{"n":{n},{head},"a":{int((a - t0) * 1e6)},"d":{int((b - a) * 1e6)},"o":{text}}}')
@@ -327,7 +339,7 @@ class Recorder:
             else:
                 out += f',"ot":{capped(text, self.cap)[0]}'
         if written:
-            out += ',"v":[' + ",".join([f"[{_q(p.ref.scope)},{_q(p.ref.key)}]" for p in written]) + "]"
+            out += ',"v":' + _written(written)
         if err is not None:
             out += ',"e":' + _encode(err)
         return out + "}"

@@ -57,6 +57,7 @@ class HistoryService:
         self._queue: list[Put] = []
         self._finished: dict[str, deque[tuple[float, str, int | None]]] = {}  # per namespace: (ended, id, chunks), oldest first
         self._since_scan: dict[str, int] = {}
+        self._scanned: set[str] = set()  # namespaces whose stored records were read (the first rescan)
         self._retain: set[str] = set()  # namespaces to apply the retention to
         self._wake = threading.Event()
         self._stop = False
@@ -121,11 +122,12 @@ class HistoryService:
     def _note_finished(self, namespace: str, instance_id: str, ended: float, chunks: int | None = None) -> None:
         done = self._finished.get(namespace)
         since = self._since_scan[namespace] = self._since_scan.get(namespace, 0) + 1
-        if done is not None:
-            done.append((ended, instance_id, chunks))
-            if len(done) == self.settings.keep + RETAIN_BATCH:
-                self._wake.set()  # delete a batch now, not a round's worth (see RETAIN_BATCH)
-        elif since == RETAIN_BATCH:
+        if done is None:
+            done = self._finished[namespace] = deque()
+        done.append((ended, instance_id, chunks))
+        if len(done) == self.settings.keep + RETAIN_BATCH:
+            self._wake.set()  # delete a batch now, not a round's worth (see RETAIN_BATCH)
+        elif since == RETAIN_BATCH and namespace not in self._scanned:
             self._wake.set()  # the first scan of the namespace, not a round later
         self._retain.add(namespace)
 
@@ -297,13 +299,20 @@ class HistoryService:
         with self._lock:
             done = self._finished.get(ns)
             # a rescan catches what other processes added (amortised: one per 4 x keep outcomes)
-            rescan = done is None or self._since_scan.get(ns, 0) >= 4 * max(keep, 250)
+            rescan = ns not in self._scanned or self._since_scan.get(ns, 0) >= 4 * max(keep, 250)
         if rescan:
             with self._lock:
                 known = {} if done is None else {d[1]: d for d in done}
-            stored = sorted(self.history.finished(ns, known))
+                seen = 0 if done is None else len(done)
+                self._scanned.add(ns)
+            stored = self.history.finished(ns, known)
             with self._lock:
-                self._finished[ns] = done = deque(stored)
+                if done is not None and len(done) > seen:
+                    # ended while the store was read (only this thread pops): a record committed
+                    # after the listing began is not in it, and would stay until the next rescan
+                    listed = {d[1] for d in stored}
+                    stored.extend(d for d in list(done)[seen:] if d[1] not in listed)
+                self._finished[ns] = done = deque(sorted(stored))
                 self._since_scan[ns] = 0
         assert done is not None
         doomed = []

@@ -89,20 +89,22 @@ class StoreHistory:
         """``(ended, id, chunks)`` of every ended instance of a namespace (retention);
         the records of ids in ``known`` are not read again (their entry is taken)."""
         out = []
-        meta = getattr(self.store, "list_meta", None)  # keys without the values, where the store has it
-        for key, var in (meta or self.store.list)(namespace, "instance", RECORD_OWNER):
+        list_keys = getattr(self.store, "list_keys", None)  # keys without the values, where the store has it
+        listed = ([(key, None) for key in list_keys(namespace, "instance", RECORD_OWNER)] if list_keys is not None
+                  else self.store.list(namespace, "instance", RECORD_OWNER))
+        skip = len(RECORD_PREFIX)
+        for key, var in listed:
             if not key.startswith(RECORD_PREFIX):
                 continue
-            hit = known.get(key[len(RECORD_PREFIX):])
+            hit = known.get(key[skip:])
             if hit is not None:
                 out.append(hit)
                 continue
-            data = var.data
-            if meta is not None:
-                got = self.store.get(Ref(namespace, "instance", RECORD_OWNER, key))
-                if got is None:
+            if var is None:
+                var = self.store.get(Ref(namespace, "instance", RECORD_OWNER, key))
+                if var is None:
                     continue
-                data = got.data
+            data = var.data
             try:
                 rec = decode_record(data, namespace)
             except ValueError:
@@ -126,8 +128,10 @@ class StoreHistory:
     def remove(self, namespace: str, instance_ids: Sequence[str], chunks: Sequence[int | None] | None = None) -> None:
         groups: list[tuple[str, list[str]]] = [(RECORD_OWNER, [RECORD_PREFIX + iid for iid in instance_ids])]
         for i, iid in enumerate(instance_ids):
-            owner = timeline_owner(iid)
             count = chunks[i] if chunks is not None else None
+            if count == 0:
+                continue  # (most instances: a short one's timeline is in its record)
+            owner = timeline_owner(iid)
             keys = ([chunk_key(n) for n in range(count)] if count is not None
                     else [key for key, _ in self.store.list(namespace, "instance", owner)])
             if keys:

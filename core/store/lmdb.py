@@ -272,6 +272,10 @@ class LmdbStore:
         prefix = self._keys.scope_prefix(namespace, scope, owner)
         return self._live().read(self._reads.scope_listing, prefix, True)
 
+    def list_keys(self, namespace: str, scope: str, owner: str = "") -> builtins.list[str]:
+        """The keys ``list`` would give, without reading a value (the history's retention)."""
+        return self._live().read(self._reads.scope_keys, self._keys.scope_prefix(namespace, scope, owner), True)
+
     def namespaces(self) -> builtins.list[str]:
         """Namespaces holding any variable."""
         return self._live().read(self._reads.namespaces, None)

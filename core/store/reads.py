@@ -109,6 +109,18 @@ class Reads:
                     out.append((str(k[n:], "utf-8"), len(v) - end, str(v[HDR_SIZE:end], "utf-8"), updated))
         return out
 
+    def scope_keys(self, txn: lmdb.Transaction[bytes], prefix: bytes) -> list[str]:
+        """The keys under ``prefix`` (without it), no value read (``buffers=True``)."""
+        out: list[str] = []
+        cur = txn.cursor(self.vars)
+        n = len(prefix)
+        if cur.set_range(prefix):
+            for k in cur.iternext(keys=True, values=False):
+                if bytes(k[:n]) != prefix:
+                    break
+                out.append(str(k[n:], "utf-8"))
+        return out
+
     def namespaces(self, txn: lmdb.Transaction[bytes], _: None) -> list[str]:
         """Skips from one namespace to the next rather than walking every key."""
         out: list[str] = []

@@ -253,7 +253,7 @@ class Writes:
             raw = get(kb, db=db)
             if raw is None:
                 continue
-            if is_blob(raw):
+            if hdr_unpack(raw)[3] & BLOB_FLAG:  # (is_blob, inlined: the retention deletes thousands)
                 name = blob_name(raw)
                 delete(name, db=self.blobs)
                 drop.append(name)
