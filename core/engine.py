@@ -191,10 +191,11 @@ class Engine:
         self.services.events = self._service(lambda: wrap(self._open_events))
 
     def _open_history(self) -> HistoryService:
-        from .history import HistoryService, HistorySettings, StoreHistory
+        from .history import HistoryService, HistorySettings, InstanceHistory, StoreHistory
 
         store = self.services.store.get()  # made first, so it is closed after the history
-        return HistoryService(StoreHistory(store), store, HistorySettings.from_config(self.config),
+        kept: InstanceHistory | None = self.registry.pm.hook.isolde_instance_history(config=self.config, store=store)
+        return HistoryService(kept or StoreHistory(store), store, HistorySettings.from_config(self.config),
                               interrupt=self._interrupt, report=self._report_internal)
 
     def _interrupt(self, instance_id: str, reason: str) -> None:

@@ -780,3 +780,105 @@ def _restarted_in_the_middle_of_runs(cluster: Cluster, server: PrivateServer) ->
         assert w.start("counter", wait=True)["status"] == "complete"
     logs = a.text() + "\n" + b.text()
     assert "Traceback" not in logs, logs[logs.index("Traceback") - 2000:logs.index("Traceback") + 3000]
+
+
+SIT = """
+states:
+- id: mark
+  type: setter
+  variables:
+  - key: marked
+    scope: instance
+    value: true
+  transition: sit
+- id: sit
+  log: sitting
+  type: delay
+  duration: PT60S
+"""
+
+
+def test_the_cli_lists_shows_and_cancels_every_workers_instances(cluster: Cluster, cli: Any) -> None:
+    """``isolde instances`` with ``--store postgresql://...`` sees the instances of every
+    ``isolde serve`` worker on the database, pending, running and finished; its cancel is a
+    stored request that the worker holding the instance picks up (the API's too, on any worker)."""
+    cluster.flow("counter", COUNTER)
+    cluster.flow("sit", SIT)
+    (a,) = cluster.start(1, daemon="max_running = 1\n")
+    (b,) = cluster.start(1)
+    done = b.start("counter", wait=True)["id"]  # finished, on b
+    running = a.start("sit", wait=False)["id"]
+    a.wait_log("sitting", f"id={running}")
+    queued = a.start("sit", wait=False)["id"]  # pending behind it on a
+    db = ("-n", "ns1", "--store", cluster.url)
+
+    listed = cli("instances", "list", "--json", *db)
+    assert listed.code == 0, listed.stderr
+    rows = {r["id"]: (r["workflow"], r["status"]) for r in listed.json["instances"]}
+    assert rows == {done: ("counter", "complete"), running: ("sit", "running"), queued: ("sit", "pending")}, rows
+    table = cli("instances", "list", "--status", "running", *db).stdout
+    assert running in table and queued not in table and done not in table
+
+    shown = cli("instances", "show", running, "--json", *db).json
+    assert (shown["status"], shown["state"], shown["workflow"]) == ("running", "sit", "sit"), shown
+    text = cli("instances", "show", done[-8:], *db)  # the end of an id is enough
+    assert text.code == 0 and "complete" in text.stdout and "a   " in text.stdout, text.stdout
+    # the log line of the state under way is stored by the worker's history within [history] flush_interval
+    _until(lambda: "[sit] \"sitting\"" in cli("instances", "logs", running, *db).stdout, "the log line stored")
+
+    out = cli("instances", "cancel", running, *db)
+    assert out.code == 0 and "cancel requested" in out.stderr, out.stderr
+    ended = _until(lambda: (lambda r: r if r.get("status") == "cancelled" else None)(b.instance(running)),
+                   f"instance {running} cancelled on a")
+    assert ended["error"]["code"] == "direktiv.cancels.api", ended
+    a.wait_log("sitting", f"id={queued}")  # then the queued one ran: the API of b cancels it on a
+    status, body = b.json("POST", f"/api/namespaces/ns1/instances/{queued}/cancel")
+    assert status == 202 and body["status"] == "running", (status, body)
+    _until(lambda: b.instance(queued).get("status") == "cancelled", f"instance {queued} cancelled on a")
+
+    rows = {r["id"]: r["status"] for r in cli("instances", "list", "--json", *db).json["instances"]}
+    assert rows == {done: "complete", running: "cancelled", queued: "cancelled"}, rows
+    again = cli("instances", "cancel", running, *db)
+    assert again.code == 1 and "already ended (cancelled)" in again.stderr, again.stderr
+    assert "cancelled" in cli("instances", "show", queued, *db).stdout
+
+
+def test_hook_isolde_instance_history(tmp_path: Path, pg_url: str) -> None:
+    """A plugin answering the hook keeps the engine's history (its ``elsewhere`` records are
+    listed and found with the others); the PostgreSQL plugin answers only for its own store,
+    with the history that reads the workers' ``isolde_runs``."""
+    import isolde
+    from isolde.history import StoreHistory
+    from isolde.plugin import hookimpl
+    from isolde.plugins.postgres.history import PostgresHistory
+
+    far = {"v": 1, "id": "far-1", "workflow": "wf", "status": "running", "state": "s", "trigger": "api",
+           "created": 5.0, "started": 5.0, "ended": None, "input": {}, "input_truncated": False, "output": None,
+           "error": None}
+
+    class Shared(StoreHistory):
+        def elsewhere(self, namespace: str) -> list[dict[str, Any]]:
+            return [{**far, "namespace": namespace}] if namespace == "ns1" else []
+
+        def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
+            return super().get(namespace, instance_id) or next(
+                (r for r in self.elsewhere(namespace) if r["id"] == instance_id), None)
+
+    class Plugin:
+        @hookimpl
+        def isolde_instance_history(self, config: Any, store: Any) -> Any:
+            return Shared(store)
+
+    with isolde.Engine(data_dir=tmp_path / "own", config={}, plugins=[Plugin()]) as engine:
+        assert isinstance(engine.history.history, Shared)
+        here = engine.run(COUNTER, namespace="ns1")
+        rows, total = engine.history.list("ns1")
+        assert [(r["id"], r["status"]) for r in rows] == [(here.instance_id, "complete"), ("far-1", "running")]
+        assert engine.history.show("ns1", "far-1")["state"] == "s"
+        assert engine.cancel("far-1", "ns1") == "requested"  # a stored request, for whoever runs it
+
+    with isolde.Engine(data_dir=tmp_path / "pg", config={"store": {"url": pg_url}}) as pg, \
+            isolde.Engine(data_dir=tmp_path / "lmdb", config={}) as lmdb:
+        assert type(lmdb.history.history) is StoreHistory
+        assert lmdb.registry.pm.hook.isolde_instance_history(config=lmdb.config, store=lmdb.store) is None
+        assert isinstance(pg.history.history, PostgresHistory)

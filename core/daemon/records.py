@@ -33,8 +33,9 @@ class InstanceRecords(Protocol):
     """The daemon's instance records, behind one interface so a second backend can hold them."""
 
     in_history: bool
-    """True when the records are the instance history's own entries (the same store keys),
-    so a listing that already read the history need not read them again."""
+    """True when the engine's instance history lists these records (LMDB: they are its own
+    store keys; a plugin's table: its ``InstanceHistory`` reads it), so a listing that
+    already read the history need not read them again."""
 
     def create(self, record: dict[str, Any]) -> None:
         """Store a new (pending or running) record durably before its id is handed out."""

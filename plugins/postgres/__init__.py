@@ -10,6 +10,9 @@
 * ``isolde_daemon_services`` answers, for that store, with the coordination of many
   ``isolde serve`` workers (``claims``, ``records``, ``cron``, ``events``, ``services``;
   docs/scale-out.md);
+* ``isolde_instance_history`` answers, for that store, with ``PostgresHistory``
+  (``history.py``): the history in the store, plus the workers' instance records, so
+  ``isolde instances`` and every worker's API see every worker's instances;
 * ``isolde_schema_admin`` answers with ``PostgresSchema``: ``isolde db status`` and
   ``isolde db upgrade`` over the versioned migrations of ``schema.py``, which every
   module of this package that keeps tables registers its steps with.
@@ -22,6 +25,8 @@ the database server may lose the last commits, never corrupt them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from isolde.plugin import Config, DaemonServices, SchemaAdmin, VariableLocks, VariableStore, hookimpl
 
 from . import claims, cron, events  # noqa: F401  (their migration steps, before any store opens)
@@ -29,9 +34,12 @@ from .locks import LockLost, PostgresLocks
 from .schema import PostgresSchema, migration
 from .store import SCHEMA_VERSION, PostgresStore, redact
 
+if TYPE_CHECKING:
+    from isolde.plugin import InstanceHistory
+
 __all__ = [
     "LockLost", "PostgresLocks", "PostgresSchema", "PostgresStore", "SCHEMA_VERSION",
-    "isolde_daemon_services", "isolde_locks", "isolde_schema_admin", "isolde_store", "migration", "redact",
+    "isolde_daemon_services", "isolde_instance_history", "isolde_locks", "isolde_schema_admin", "isolde_store", "migration", "redact",
 ]
 
 
@@ -59,6 +67,16 @@ def isolde_daemon_services(config: Config, store: VariableStore) -> DaemonServic
     from .services import PostgresDaemonServices
 
     return PostgresDaemonServices(store, config)
+
+
+@hookimpl
+def isolde_instance_history(config: Config, store: VariableStore) -> InstanceHistory | None:
+    """The history in the store, which also reads the workers' records (``isolde_runs``)."""
+    if not isinstance(store, PostgresStore):
+        return None
+    from .history import PostgresHistory
+
+    return PostgresHistory(store)
 
 
 @hookimpl

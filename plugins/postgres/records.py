@@ -44,7 +44,7 @@ CLAIM_BATCH: Final = 100
 class PostgresInstanceRecords:
     """The daemon's records, shared by every worker on the database."""
 
-    in_history = False  # a table of their own, beside the history kept in the variable store
+    in_history = True  # a table of their own, which the engine's history lists too (history.py)
 
     def __init__(self, store: VariableStore, db: Connections, worker: Worker, *, keep: int,
                  log: logging.Logger | None = None) -> None:

@@ -453,6 +453,11 @@ class PostgresStore:
             begin=None)
         return [(r[0], _var(r[1:])) for r in rows]
 
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[tuple[Any, ...]]:
+        """The rows of one read statement on the plugin's own tables (autocommit, run again
+        on a new session when the connection was lost)."""
+        return self._run(lambda conn: conn.execute(sql, params).fetchall(), begin=None)
+
     def namespaces(self) -> builtins.list[str]:
         rows = self._run(lambda conn: conn.execute("SELECT DISTINCT namespace FROM isolde_variables").fetchall(),
                          begin=None)
