@@ -73,6 +73,12 @@ class InstanceRecords(Protocol):
         """Records a previous daemon left pending or running (for recovery), oldest first;
         also makes the finished ones count towards the kept number."""
 
+    def instance_store(self, store: VariableStore, namespace: str, instance_id: str) -> VariableStore:
+        """The store through which an instance this daemon runs writes (its states' commits,
+        its isolates' writes through the sidecar, its subflows'): ``store`` itself where no
+        other daemon can take an instance over; where one can (claims), a view of it whose
+        every write commits only while this daemon still holds the instance."""
+
     def claim(self, namespace: str, instance_id: str) -> None:
         """Take over an instance left by a dead daemon: its instance variables are now this
         process's (not swept as orphans)."""
@@ -175,6 +181,9 @@ class LmdbInstanceRecords:
             self._finished.extendleft(reversed([(ns, iid) for _, ns, iid in finished if (ns, iid) not in known]))
         running.sort(key=lambda r: float(r.get("created") or 0.0))
         return running
+
+    def instance_store(self, store: VariableStore, namespace: str, instance_id: str) -> VariableStore:
+        return store  # one daemon per data directory: nothing takes its instances over
 
     def claim(self, namespace: str, instance_id: str) -> None:
         self.store.write([], register_instance=(namespace, instance_id))

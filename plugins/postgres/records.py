@@ -148,6 +148,22 @@ class PostgresInstanceRecords:
         out.sort(key=lambda r: float(r.get("created") or 0.0))
         return out
 
+    def instance_store(self, store: VariableStore, namespace: str, instance_id: str) -> VariableStore:
+        """``store`` with every write checked by this worker's claim of the instance (the
+        claim its run begins with): its isolates' writes through the sidecar, its subflows'
+        commits, the rest of what carries no record (``fence.py``)."""
+        from .fence import ClaimCheck, ClaimedStore
+        from .store import PostgresStore
+
+        if not isinstance(store, PostgresStore):
+            return store
+        key = (namespace, instance_id)
+        with self._lock:
+            epoch = self._epochs.get(key, 1)
+        check = ClaimCheck(Ref(namespace, "instance", _OWNER, "i-" + instance_id), None, owner=self.worker.id,
+                           epoch=epoch, recorded=lambda: key in self._epochs)
+        return ClaimedStore(store, check)
+
     def claim(self, namespace: str, instance_id: str) -> None:
         """Its instance variables are now this process's (not swept as a dead process's)."""
         self.store.write([], register_instance=(namespace, instance_id))
