@@ -65,15 +65,30 @@ class ClaimedStore:
     instance's ``ClaimCheck`` in its own transaction.  A batch that carries the instance's
     record is fenced by the record already and goes as it is."""
 
-    def __init__(self, store: PostgresStore, check: ClaimCheck) -> None:
+    __slots__ = ("store", "_make", "_check")
+
+    def __init__(self, store: PostgresStore, check: Callable[[], ClaimCheck]) -> None:
         self.store = store
-        self.check = check
+        self._make = check
+        self._check: ClaimCheck | None = None
+
+    @property
+    def check(self) -> ClaimCheck:
+        """The instance's check (made on first use)."""
+        made = self._check
+        if made is None:
+            made = self._check = self._make()
+        return made
 
     # -- writes: fenced -------------------------------------------------------------
     def write(self, puts: Sequence[Put], *, register_instance: tuple[str, str] | None = None,
               handover: Callable[[], None] | None = None) -> None:
-        if (puts or register_instance is not None) and not any(p.__class__ is RecordWrite for p in puts):
-            puts = [*puts, self.check]
+        if puts or register_instance is not None:
+            for p in puts:
+                if p.__class__ is RecordWrite:
+                    break  # fenced by the record already
+            else:
+                puts = [*puts, self.check]
         self.store.write(puts, register_instance=register_instance, handover=handover)
 
     def update(self, ref: Ref, fn: Callable[[Variable | None], tuple[bytes | None, str] | None]) -> Variable | None:

@@ -19,7 +19,9 @@ from typing import Any, Final, Sequence
 from isolde.plugin import Put, Ref, VariableStore
 
 from .claims import UPSERT_RUN, ClaimLost, Connections, RecordWrite, Worker
+from .fence import ClaimCheck, ClaimedStore
 from .locks import lock_id
+from .store import PostgresStore
 
 __all__ = ["PostgresInstanceRecords"]
 
@@ -152,16 +154,16 @@ class PostgresInstanceRecords:
         """``store`` with every write checked by this worker's claim of the instance (the
         claim its run begins with): its isolates' writes through the sidecar, its subflows'
         commits, the rest of what carries no record (``fence.py``)."""
-        from .fence import ClaimCheck, ClaimedStore
-        from .store import PostgresStore
-
         if not isinstance(store, PostgresStore):
             return store
         key = (namespace, instance_id)
-        with self._lock:
-            epoch = self._epochs.get(key, 1)
-        check = ClaimCheck(Ref(namespace, "instance", _OWNER, "i-" + instance_id), None, owner=self.worker.id,
-                           epoch=epoch, recorded=lambda: key in self._epochs)
+        epoch = self._epochs.get(key, 1)  # (one dict read: atomic)
+        epochs = self._epochs
+
+        def check() -> ClaimCheck:  # made on the first write that needs it (most instances make none)
+            return ClaimCheck(Ref(namespace, "instance", _OWNER, "i-" + instance_id), None, owner=self.worker.id,
+                              epoch=epoch, recorded=lambda: key in epochs)
+
         return ClaimedStore(store, check)
 
     def claim(self, namespace: str, instance_id: str) -> None:
