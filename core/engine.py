@@ -191,10 +191,11 @@ class Engine:
         self.services.events = self._service(lambda: wrap(self._open_events))
 
     def _open_history(self) -> HistoryService:
-        from .history import HistoryService, HistorySettings, StoreHistory
+        from .history import HistoryService, HistorySettings, InstanceHistory, StoreHistory
 
         store = self.services.store.get()  # made first, so it is closed after the history
-        return HistoryService(StoreHistory(store), store, HistorySettings.from_config(self.config),
+        kept: InstanceHistory | None = self.registry.pm.hook.isolde_instance_history(config=self.config, store=store)
+        return HistoryService(kept or StoreHistory(store), store, HistorySettings.from_config(self.config),
                               interrupt=self._interrupt, report=self._report_internal)
 
     def _interrupt(self, instance_id: str, reason: str) -> None:
@@ -392,12 +393,14 @@ class Engine:
     def run_loaded(self, wf: Workflow, data: dict[str, Any], *, namespace: str = "default",
                    instance_id: str | None = None, sink: LogSink | None = None, start: str | None = None,
                    on_step: StepHook | None = None, started_at: float | None = None,
-                   recorder: HistoryRecorder | None = None) -> Result:
+                   recorder: HistoryRecorder | None = None, store: VariableStore | None = None) -> Result:
         """Run a loaded workflow on instance data (already an object).  The daemon resumes
         an instance from state ``start`` (counting its timeouts from ``started_at``) and
         keeps its record with ``on_step`` and its history with its own ``recorder``
         (``history.recorder(..., owns_record=False)``); ``sink`` replaces the engine's log
-        sink.  Otherwise the instance's history is kept here (``[history] enabled``)."""
+        sink; ``store``, the engine's store as this instance writes to it (the daemon's
+        ``InstanceRecords.instance_store``: fenced by a claim).  Otherwise the instance's
+        history is kept here (``[history] enabled``)."""
         if namespace not in self._good_namespaces:
             check_name(namespace, "namespace")
             if len(self._good_namespaces) < 1024:
@@ -414,7 +417,7 @@ class Engine:
                 rec = history.recorder(namespace, iid, wf.id, data, enabled=history.settings.enabled)
             result = run_instance(self.services, wf, data, namespace=namespace, instance_id=iid,
                                   sink=sink or self.log_sink, start=start, on_step=on_step, started_at=started_at,
-                                  recorder=rec)
+                                  recorder=rec, store=store)
             history.ended(rec, result)
             return result
         finally:

@@ -17,6 +17,7 @@ import pluggy
 if TYPE_CHECKING:
     from .config import Config
     from .daemon.backend import DaemonServices
+    from .history import InstanceHistory
     from .isolates.runner import Runner
     from .locks import VariableLocks
     from .migrations import SchemaAdmin
@@ -121,6 +122,20 @@ def isolde_schema_admin(config: Config, data_dir: str) -> SchemaAdmin | None:
     ``isolde db status`` and ``isolde db upgrade`` use it: a plugin whose store
     keeps tables reports and applies its versioned migrations here, without
     opening the store.
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec(firstresult=True)
+def isolde_instance_history(config: Config, store: VariableStore) -> InstanceHistory | None:
+    """Return where the instance history of an engine on ``store`` is kept, or None.
+
+    Called once per engine, on the first use of its history, with the store already
+    opened.  A plugin whose daemons keep their instance records in a table of their own
+    (the PostgreSQL one: the records every ``isolde serve`` worker shares) answers with an
+    ``isolde.plugin.InstanceHistory`` that also reads them (``get``, ``elsewhere``), so
+    ``isolde instances`` and every worker's API see those instances; the first non-None
+    answer wins, none keeps ``isolde.plugin.StoreHistory`` (the history in the store).
     """
     raise NotImplementedError  # a specification: plugins implement it
 

@@ -31,7 +31,9 @@ for every plugin.  What each name is for:
   process, as an instance owner), :func:`machine` and :func:`is_orphan` (did that owner die here?);
 * services that make several daemons one (``isolde_daemon_services``): :class:`DaemonServices`,
   with :class:`InstanceRecords`, :class:`CronScheduler` (:class:`CronThread` is the in-process
-  one a backend may drive), :class:`Gatherings` (``eventsAnd`` groups shared by the workers), :func:`normalize_event` (what ``EventBus.publish`` checks).
+  one a backend may drive), :class:`Gatherings` (``eventsAnd`` groups shared by the workers), :func:`normalize_event` (what ``EventBus.publish`` checks);
+* where instance history is kept (``isolde_instance_history``): :class:`InstanceHistory`, and
+  :class:`StoreHistory`, the built-in one in the store, which a backend may extend.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from .events import Cancelled, EventBus, EventError, EventFilter, Received
     from .events import normalize as normalize_event
     from .expr import Expr, Interpolation, Literal, Query, to_text, truthy
+    from .history import InstanceHistory, StoreHistory
     from .hookspecs import hookimpl
     from .isolates import (
         UNAVAILABLE_CODE,
@@ -108,6 +111,7 @@ _HOME: dict[str, tuple[str, str]] = {
     "Gatherings": ("daemon.triggers", "Gatherings"),
     "HttpIsolate": ("isolates", "HttpIsolate"),
     "InstanceFailure": ("errors", "InstanceFailure"),
+    "InstanceHistory": ("history", "InstanceHistory"),
     "InstanceRecords": ("daemon.records", "InstanceRecords"),
     "Interpolation": ("expr", "Interpolation"),
     "InvalidKey": ("store", "InvalidKey"),
@@ -132,6 +136,7 @@ _HOME: dict[str, tuple[str, str]] = {
     "StateSpec": ("workflow", "StateSpec"),
     "StateType": ("workflow", "StateType"),
     "StoreError": ("store", "StoreError"),
+    "StoreHistory": ("history", "StoreHistory"),
     "TEXT": ("variables", "TEXT"),
     "TIMEOUT_CODE": ("locks", "TIMEOUT_CODE"),
     "UNAVAILABLE_CODE": ("isolates", "UNAVAILABLE_CODE"),
@@ -183,8 +188,8 @@ __all__ = [
     "DEADLOCK_CODE", "SchemaAdmin", "SchemaStatus", "TIMEOUT_CODE", "VariableLocks",
     "ActionRequest", "ActionSpec", "ActionTimeout", "Branch", "Cancelled", "Config", "ConfigError", "CronScheduler", "CrossProcess", "CronThread", "DaemonServices", "ErrorReply", "EventBus", "EventError",
     "EventFilter", "Expr", "FileItem", "Gatherings", "HttpIsolate", "InstanceFailure", "Interpolation", "InvalidKey", "IsolateProcess",
-    "InstanceRecords", "IsoldeError", "JSON", "Literal", "LockTable", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
-    "Runner", "RunnerHost", "StateContext", "StateSpec", "StateType", "StoreError", "TEXT", "UNAVAILABLE_CODE",
+    "InstanceHistory", "InstanceRecords", "IsoldeError", "JSON", "Literal", "LockTable", "OCTETS", "Outcome", "Put", "Query", "Received", "Ref", "Report", "Response",
+    "Runner", "RunnerHost", "StateContext", "StateSpec", "StateType", "StoreError", "StoreHistory", "TEXT", "UNAVAILABLE_CODE",
     "ValidationError", "ValueReader", "Variable", "VariableStore", "Workflow", "WorkflowError", "check_key", "check_name", "check_ref", "compile_action",
     "decode", "encode", "hookimpl", "is_orphan", "machine", "normalize_event", "parse_duration", "parse_json", "parse_url", "registration", "resolve_key", "scope_owner", "stderr_line", "to_text", "truthy",
 ]

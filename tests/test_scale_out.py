@@ -780,3 +780,195 @@ def _restarted_in_the_middle_of_runs(cluster: Cluster, server: PrivateServer) ->
         assert w.start("counter", wait=True)["status"] == "complete"
     logs = a.text() + "\n" + b.text()
     assert "Traceback" not in logs, logs[logs.index("Traceback") - 2000:logs.index("Traceback") + 3000]
+
+
+SIT = """
+states:
+- id: mark
+  type: setter
+  variables:
+  - key: marked
+    scope: instance
+    value: true
+  transition: sit
+- id: sit
+  log: sitting
+  type: delay
+  duration: PT60S
+"""
+
+
+def test_the_cli_lists_shows_and_cancels_every_workers_instances(cluster: Cluster, cli: Any) -> None:
+    """``isolde instances`` with ``--store postgresql://...`` sees the instances of every
+    ``isolde serve`` worker on the database, pending, running and finished; its cancel is a
+    stored request that the worker holding the instance picks up (the API's too, on any worker)."""
+    cluster.flow("counter", COUNTER)
+    cluster.flow("sit", SIT)
+    (a,) = cluster.start(1, daemon="max_running = 1\n")
+    (b,) = cluster.start(1)
+    done = b.start("counter", wait=True)["id"]  # finished, on b
+    running = a.start("sit", wait=False)["id"]
+    a.wait_log("sitting", f"id={running}")
+    queued = a.start("sit", wait=False)["id"]  # pending behind it on a
+    db = ("-n", "ns1", "--store", cluster.url)
+
+    listed = cli("instances", "list", "--json", *db)
+    assert listed.code == 0, listed.stderr
+    rows = {r["id"]: (r["workflow"], r["status"]) for r in listed.json["instances"]}
+    assert rows == {done: ("counter", "complete"), running: ("sit", "running"), queued: ("sit", "pending")}, rows
+    table = cli("instances", "list", "--status", "running", *db).stdout
+    assert running in table and queued not in table and done not in table
+
+    shown = cli("instances", "show", running, "--json", *db).json
+    assert (shown["status"], shown["state"], shown["workflow"]) == ("running", "sit", "sit"), shown
+    text = cli("instances", "show", done[-8:], *db)  # the end of an id is enough
+    assert text.code == 0 and "complete" in text.stdout and "a   " in text.stdout, text.stdout
+    # the log line of the state under way is stored by the worker's history within [history] flush_interval
+    _until(lambda: "[sit] \"sitting\"" in cli("instances", "logs", running, *db).stdout, "the log line stored")
+
+    out = cli("instances", "cancel", running, *db)
+    assert out.code == 0 and "cancel requested" in out.stderr, out.stderr
+    ended = _until(lambda: (lambda r: r if r.get("status") == "cancelled" else None)(b.instance(running)),
+                   f"instance {running} cancelled on a")
+    assert ended["error"]["code"] == "direktiv.cancels.api", ended
+    a.wait_log("sitting", f"id={queued}")  # then the queued one ran: the API of b cancels it on a
+    status, body = b.json("POST", f"/api/namespaces/ns1/instances/{queued}/cancel")
+    assert status == 202 and body["status"] == "running", (status, body)
+    _until(lambda: b.instance(queued).get("status") == "cancelled", f"instance {queued} cancelled on a")
+
+    rows = {r["id"]: r["status"] for r in cli("instances", "list", "--json", *db).json["instances"]}
+    assert rows == {done: "complete", running: "cancelled", queued: "cancelled"}, rows
+    again = cli("instances", "cancel", running, *db)
+    assert again.code == 1 and "already ended (cancelled)" in again.stderr, again.stderr
+    assert "cancelled" in cli("instances", "show", queued, *db).stdout
+
+
+def test_hook_isolde_instance_history(tmp_path: Path, pg_url: str) -> None:
+    """A plugin answering the hook keeps the engine's history (its ``elsewhere`` records are
+    listed and found with the others); the PostgreSQL plugin answers only for its own store,
+    with the history that reads the workers' ``isolde_runs``."""
+    import isolde
+    from isolde.history import StoreHistory
+    from isolde.plugin import hookimpl
+    from isolde.plugins.postgres.history import PostgresHistory
+
+    far = {"v": 1, "id": "far-1", "workflow": "wf", "status": "running", "state": "s", "trigger": "api",
+           "created": 5.0, "started": 5.0, "ended": None, "input": {}, "input_truncated": False, "output": None,
+           "error": None}
+
+    class Shared(StoreHistory):
+        def elsewhere(self, namespace: str) -> list[dict[str, Any]]:
+            return [{**far, "namespace": namespace}] if namespace == "ns1" else []
+
+        def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
+            return super().get(namespace, instance_id) or next(
+                (r for r in self.elsewhere(namespace) if r["id"] == instance_id), None)
+
+    class Plugin:
+        @hookimpl
+        def isolde_instance_history(self, config: Any, store: Any) -> Any:
+            return Shared(store)
+
+    with isolde.Engine(data_dir=tmp_path / "own", config={}, plugins=[Plugin()]) as engine:
+        assert isinstance(engine.history.history, Shared)
+        here = engine.run(COUNTER, namespace="ns1")
+        rows, total = engine.history.list("ns1")
+        assert [(r["id"], r["status"]) for r in rows] == [(here.instance_id, "complete"), ("far-1", "running")]
+        assert engine.history.show("ns1", "far-1")["state"] == "s"
+        assert engine.cancel("far-1", "ns1") == "requested"  # a stored request, for whoever runs it
+
+    with isolde.Engine(data_dir=tmp_path / "pg", config={"store": {"url": pg_url}}) as pg, \
+            isolde.Engine(data_dir=tmp_path / "lmdb", config={}) as lmdb:
+        assert type(lmdb.history.history) is StoreHistory
+        assert lmdb.registry.pm.hook.isolde_instance_history(config=lmdb.config, store=lmdb.store) is None
+        assert isinstance(pg.history.history, PostgresHistory)
+
+
+def test_an_isolate_of_a_worker_that_lost_its_claim_cannot_write_through_the_sidecar(cluster: Cluster) -> None:
+    """Writes through the sidecar are fenced like a state's commit: once another worker
+    claimed the instance (the first one was paused past its lease), every write its isolate
+    still sends -- plain, compare-and-set, instance scope -- is refused (409, nothing
+    written), while the write it sent before the claim stays."""
+    record = cluster.tmp / "probe.jsonl"
+    gate = cluster.tmp / "gate"
+    fn = {"id": "probe", "type": "process", "command": [sys.executable, str(PROBE)], "env": {"RECORD": str(record)}}
+    calls = [["POST", "/var?scope=workflow&key=early", '"before"'],
+             ["WAIT", str(gate), 60],
+             ["POST", "/var?scope=workflow&key=late", '"after"'],
+             ["POST", "/var?scope=workflow&key=cas", '"after"', {"If-None-Match": "*"}],
+             ["POST", "/var?scope=instance&key=mine", '"after"']]
+    cluster.flow("fenced", json.dumps({"functions": [fn], "states": [
+        {"id": "call", "type": "action", "action": {"function": "probe", "input": {"op": "sidecar", "calls": calls}}}]}))
+    a, b = cluster.start(2)
+    iid = a.start("fenced", wait=False)["id"]
+
+    def sidecar_results() -> list[tuple[str, int, str]]:
+        lines = [json.loads(ln) for ln in record.read_text().splitlines()] if record.exists() else []
+        return [(e["call"][1].split("key=")[1], *e["result"]) for e in lines if e["method"] == "SIDECAR"]
+
+    assert _until(lambda: sidecar_results(), "the first write through the sidecar") == [("early", 200, "")]
+    a.proc.send_signal(signal.SIGSTOP)  # paused in the action, its isolate waiting at the gate
+    try:
+        done = b.ended(iid)  # its lease ran out: b claimed it, and ended it (an action may have started)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    assert done["status"] == "failed" and done["error"]["code"] == "interrupted", done
+    gate.touch()  # the isolate goes on writing through a's sidecar
+    results = _until(lambda: (lambda r: r if len(r) == 4 else None)(sidecar_results()), "the isolate's writes")
+    assert [(key, status) for key, status, _ in results] == [("early", 200), ("late", 409), ("cas", 409), ("mine", 409)]
+    for _, _, body in results[1:]:
+        assert f"instance {iid} was claimed by another worker" in body and "nothing of this write was committed" in body
+    a.wait_log("instance taken over by another worker", f"id={iid}")  # then its own commit was refused too
+    assert b.var("early", "fenced") == b'"before"'
+    assert b.var("late", "fenced") is None and b.var("cas", "fenced") is None
+    assert _sql(cluster.url, "SELECT count(*) FROM isolde_variables WHERE owner = %s", iid) == [(0,)]
+    assert cluster.run_row(iid) == (b.worker, 2, "failed")
+
+
+def test_an_instances_store_writes_only_while_its_worker_holds_the_claim(pg_url: str) -> None:
+    """``instance_store`` (what the sidecar and subflows write through): a write, an update
+    and a compare-and-set commit while the row names this worker and the run's epoch, or
+    while the instance has no row and this worker never recorded it (``?wait=true``, nothing
+    committed yet); once another worker claimed it, each is refused whole (``ClaimLost``)."""
+    from isolde.plugin import Put, Ref, StoreError
+
+    store = PostgresStore(pg_url)
+    db = Connections(pg_url, durable=True)
+    _empty(pg_url)
+    worker = Worker(db, lease=LEASE, log=None)
+    records = PostgresInstanceRecords(store, db, worker, keep=10)
+    try:
+        fresh = records.instance_store(store, "ns1", "fresh")  # no row: nobody else's
+        fresh.write([Put(Ref("ns1", "workflow", "wf", "a"), b"1")])
+        records.create({"id": "held", "namespace": "ns1", "workflow": "wf", "status": "running", "created": 1.0})
+        held = records.instance_store(store, "ns1", "held")
+        held.write([Put(Ref("ns1", "workflow", "wf", "b"), b"1")])
+        assert held.compare_and_set(Ref("ns1", "workflow", "wf", "c"), None, b"1") > 0
+        assert held.update(Ref("ns1", "workflow", "wf", "c"), lambda v: (b"2", "application/json")) is not None
+
+        _sql(pg_url, "UPDATE isolde_runs SET owner = 'someone-else', epoch = 2 WHERE id = 'held' RETURNING 1")
+        refused = [
+            lambda: held.write([Put(Ref("ns1", "workflow", "wf", "b"), b"2"), Put(Ref("ns1", "workflow", "wf", "d"), b"2")]),
+            lambda: held.write([], register_instance=("ns1", "held")),
+            lambda: held.compare_and_set(Ref("ns1", "workflow", "wf", "e"), None, b"2"),
+            lambda: held.update(Ref("ns1", "workflow", "wf", "c"), lambda v: (b"3", "application/json")),
+        ]
+        for attempt in refused:
+            with pytest.raises(StoreError, match="claimed by another worker") as info:
+                attempt()
+            assert getattr(info.value, "instance_lost", False) and info.value.code == "isolde.claim.lost"
+        values = {k: bytes(v.data) for k, v in store.list("ns1", "workflow", "wf")}
+        assert values == {"a": b"1", "b": b"1", "c": b"2"}  # nothing of a refused write
+        # a run that began before its own worker claimed the instance again is fenced as well
+        _sql(pg_url, "UPDATE isolde_runs SET owner = %s, epoch = 3 WHERE id = 'held' RETURNING 1", worker.id)
+        with pytest.raises(StoreError, match="claimed by another worker"):
+            held.write([Put(Ref("ns1", "workflow", "wf", "b"), b"3")])
+        # and an instance this worker recorded whose row is gone is no longer its own
+        fresh.write([Put(Ref("ns1", "workflow", "wf", "a"), b"2")])
+        records.create({"id": "fresh", "namespace": "ns1", "workflow": "wf", "status": "running", "created": 1.0})
+        _sql(pg_url, "DELETE FROM isolde_runs WHERE id = 'fresh' RETURNING 1")
+        with pytest.raises(StoreError, match="claimed by another worker"):
+            fresh.write([Put(Ref("ns1", "workflow", "wf", "a"), b"3")])
+    finally:
+        db.close()
+        store.close()

@@ -9,10 +9,14 @@ from ..workflow import StateContext
 
 if TYPE_CHECKING:
     from ..files import ValueStream
+    from ..store import VariableStore
 
 
 class CallerContext(StateContext, Protocol):
     """A :class:`StateContext` plus what only the engine's own machinery uses."""
+
+    store: VariableStore
+    """The store as this instance writes to it (its isolates' writes through the sidecar too)."""
 
     def commit(self) -> None: ...
 

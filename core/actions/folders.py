@@ -62,7 +62,8 @@ class ActionFiles:
         try:
             folder.write_files(_file_specs(spec, source), call.open_value)
             try:
-                call.action_id = self.sidecar.grant(ctx.namespace, ctx.workflow.id, ctx.instance_id, ctx.log)
+                call.action_id = self.sidecar.grant(ctx.namespace, ctx.workflow.id, ctx.instance_id, ctx.log,
+                                                    store=ctx.store)
                 call.sidecar = self.sidecar.address
             except SidecarError as exc:
                 raise WorkflowError("isolde.sidecar.unavailable", str(exc)) from None

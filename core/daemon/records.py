@@ -33,8 +33,9 @@ class InstanceRecords(Protocol):
     """The daemon's instance records, behind one interface so a second backend can hold them."""
 
     in_history: bool
-    """True when the records are the instance history's own entries (the same store keys),
-    so a listing that already read the history need not read them again."""
+    """True when the engine's instance history lists these records (LMDB: they are its own
+    store keys; a plugin's table: its ``InstanceHistory`` reads it), so a listing that
+    already read the history need not read them again."""
 
     def create(self, record: dict[str, Any]) -> None:
         """Store a new (pending or running) record durably before its id is handed out."""
@@ -71,6 +72,12 @@ class InstanceRecords(Protocol):
     def left_running(self) -> List[dict[str, Any]]:  # noqa: UP006
         """Records a previous daemon left pending or running (for recovery), oldest first;
         also makes the finished ones count towards the kept number."""
+
+    def instance_store(self, store: VariableStore, namespace: str, instance_id: str) -> VariableStore:
+        """The store through which an instance this daemon runs writes (its states' commits,
+        its isolates' writes through the sidecar, its subflows'): ``store`` itself where no
+        other daemon can take an instance over; where one can (claims), a view of it whose
+        every write commits only while this daemon still holds the instance."""
 
     def claim(self, namespace: str, instance_id: str) -> None:
         """Take over an instance left by a dead daemon: its instance variables are now this
@@ -174,6 +181,9 @@ class LmdbInstanceRecords:
             self._finished.extendleft(reversed([(ns, iid) for _, ns, iid in finished if (ns, iid) not in known]))
         running.sort(key=lambda r: float(r.get("created") or 0.0))
         return running
+
+    def instance_store(self, store: VariableStore, namespace: str, instance_id: str) -> VariableStore:
+        return store  # one daemon per data directory: nothing takes its instances over
 
     def claim(self, namespace: str, instance_id: str) -> None:
         self.store.write([], register_instance=(namespace, instance_id))

@@ -333,7 +333,7 @@ class Runs:
                     raise InstanceFailure(info.cancel, code="isolde.daemon.cancelled")
                 result = self.engine.run_loaded(wf, info.data, namespace=ns, instance_id=iid, sink=sink, start=start,
                                                 on_step=on_step, started_at=info.created if start is not None else None,
-                                                recorder=recorder)
+                                                recorder=recorder, store=records.instance_store(self.engine.store, ns, iid))
         except Exception as exc:  # the store closed under us (stopping), or a bug
             if self.abandon or self.stopping:
                 info.done.set()

@@ -254,11 +254,11 @@ class Daemon:
         self.catalog.check_namespace(ns)
         rows, _ = self.engine.history.list(ns)
         by_id = {r["id"]: r for r in rows}
-        if not self.records.in_history:  # a plugin's own table (with LMDB: the keys just read)
+        if not self.records.in_history:  # records the history does not list (LMDB: its own keys)
             for rec in self.records.list(ns):
                 by_id.setdefault(rec["id"], summary(rec))
-        for rec in self.records.running(ns):  # other workers' (sharing the records), as they last committed
-            by_id[rec["id"]] = summary(rec)
+            for rec in self.records.running(ns):  # other workers' (sharing the records), as they last committed
+                by_id[rec["id"]] = summary(rec)
         for view in self.runs.live_views(ns):
             by_id[view["id"]] = summary(view)
         picked = [r for r in by_id.values()

@@ -28,11 +28,19 @@ class InstanceHistory(Protocol):
         ...
 
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:
-        """One record (``namespace`` filled in), None when unknown or when the id is not one."""
+        """One record (``namespace`` filled in), None when unknown or when the id is not one;
+        also a record ``elsewhere`` lists."""
         ...
 
     def records(self, namespace: str) -> list[dict[str, Any]]:
-        """Every record of a namespace, in no particular order."""
+        """Every record of a namespace this history writes, in no particular order."""
+        ...
+
+    def elsewhere(self, namespace: str) -> list[dict[str, Any]]:
+        """Records of a namespace's instances kept outside this history's own writes, listed
+        with them (the instances of ``isolde serve`` workers sharing a database, whose records
+        are the workers' shared table): pending, running and finished, as last committed;
+        empty when there are none (``StoreHistory``: the daemon's records are its own keys)."""
         ...
 
     def finished(self, namespace: str, known: Mapping[str, tuple[float, str, int | None]]) -> list[tuple[float, str, int | None]]:

@@ -208,7 +208,8 @@ class HistoryService:
              offset: int = 0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """Summaries of a namespace's instances, newest first, filtered; and how many matched."""
         self.flush()
-        rows = {r["id"]: r for r in self.history.records(namespace) if isinstance(r.get("id"), str)}
+        rows = {r["id"]: r for r in self.history.elsewhere(namespace) if isinstance(r.get("id"), str)}
+        rows.update((r["id"], r) for r in self.history.records(namespace) if isinstance(r.get("id"), str))
         with self._lock:
             live = [r for r in self._live.values() if r.namespace == namespace and r.owns_record and r.enabled]
         for rec in live:

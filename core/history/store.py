@@ -85,6 +85,9 @@ class StoreHistory:
                 self._decoded[namespace] = fresh
         return out
 
+    def elsewhere(self, namespace: str) -> list[dict[str, Any]]:
+        return []
+
     def finished(self, namespace: str, known: Mapping[str, tuple[float, str, int | None]]) -> list[tuple[float, str, int | None]]:
         """``(ended, id, chunks)`` of every ended instance of a namespace (retention);
         the records of ids in ``known`` are not read again (their entry is taken)."""

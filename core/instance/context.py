@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..events import EventBus
     from ..files import ValueStream
     from ..guards import InstanceGuard
+    from ..store import VariableStore
     from ..workflow import StateSpec, Workflow
     from .services import LogSink, Services
 
@@ -40,9 +41,9 @@ class InstanceContext:
     )
 
     def __init__(self, services: Services, workflow: Workflow, namespace: str, instance_id: str,
-                 sink: LogSink | None, *, depth: int = 0) -> None:
+                 sink: LogSink | None, *, depth: int = 0, store: VariableStore | None = None) -> None:
         self.services = services
-        self.store = services.store.get()
+        self.store = services.store.get() if store is None else store
         self.namespace = namespace
         self.workflow = workflow
         self.instance_id = instance_id

@@ -25,7 +25,7 @@ CANCEL_CODE = "direktiv.cancels.api"
 
 if TYPE_CHECKING:
     from ..observers import Observer
-    from ..store import Put
+    from ..store import Put, VariableStore
     from ..workflow import StateSpec, Workflow
     from .services import LogSink, Services
 
@@ -61,6 +61,7 @@ def run_instance(
     depth: int = 0,
     deadline: float | None = None,
     recorder: Recorder | None = None,
+    store: VariableStore | None = None,
 ) -> Result:
     """Run ``wf`` from its start state (or from state ``start``, to resume) to its end.
 
@@ -68,8 +69,9 @@ def run_instance(
     workflow ``timeouts`` count from then.  ``depth`` is how deep a subflow nests;
     ``deadline`` (``time.monotonic()``) ends a subflow called with a timeout there
     (uncatchable inside it, as the workflow's ``timeouts.kill``).  ``recorder`` keeps the
-    instance's history (it wraps ``on_step`` and the log sink) and carries a cancel."""
-    ctx = InstanceContext(services, wf, namespace, instance_id, sink, depth=depth)
+    instance's history (it wraps ``on_step`` and the log sink) and carries a cancel.  ``store``
+    replaces the services' store for this instance's reads and writes (and its subflows')."""
+    ctx = InstanceContext(services, wf, namespace, instance_id, sink, depth=depth, store=store)
     if recorder is not None:
         on_step, ctx._sink = recorder.begin(ctx, on_step, sink)
     states = wf.states

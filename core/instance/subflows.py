@@ -93,7 +93,7 @@ class Subflows:
         data = self.instance_input(input)
         deadline = None if timeout is None else time.monotonic() + timeout
         result = run_instance(self.services, workflow, data, namespace=ctx.namespace, instance_id=child,
-                              sink=self.services.sink, depth=depth, deadline=deadline)
+                              sink=self.services.sink, depth=depth, deadline=deadline, store=ctx.store)
         if deadline is not None and not result.ok and time.monotonic() >= deadline:
             raise WorkflowError(SOFT, f"subflow '{name}' did not finish within the action's timeout ({timeout:g}s)")
         if not result.ok:

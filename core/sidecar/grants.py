@@ -13,10 +13,13 @@ import logging
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .errors import SidecarError
 from .settings import REVOKE_WAIT
+
+if TYPE_CHECKING:
+    from ..store import VariableStore
 
 _logger = logging.getLogger("isolde.sidecar")
 
@@ -32,6 +35,7 @@ class Grant:
     active: int = 0
     revoked: bool = False
     registered: bool = False  # it wrote an instance variable (the instance must remove it at its end)
+    store: VariableStore | None = None  # the store its writes go to, when not the sidecar's (a fenced view)
 
 
 class Grants:
@@ -41,13 +45,14 @@ class Grants:
         self._grants: dict[str, Grant] = {}
         self._cond = threading.Condition(threading.Lock())
 
-    def add(self, namespace: str, workflow: str, instance: str, log: Callable[[str], None]) -> str:
+    def add(self, namespace: str, workflow: str, instance: str, log: Callable[[str], None], *,
+            store: VariableStore | None = None) -> str:
         """A new, unguessable action id reaching exactly these namespace / workflow / instance scopes."""
         for value, what in ((namespace, "namespace"), (workflow, "workflow"), (instance, "instance id")):
             if not value or "\x00" in value:
                 raise SidecarError(f"sidecar grant: {what} must be a non-empty string without NUL, got {value!r}")
         aid = secrets.token_urlsafe(32)
-        grant = Grant(namespace, workflow, instance, log)
+        grant = Grant(namespace, workflow, instance, log, store=store)
         with self._cond:
             self._grants[aid] = grant
         return aid

@@ -108,6 +108,9 @@ class Routes:
             raise Refused(404, "the action id (aid) was revoked: its action has ended") from None
         except StoreError as exc:
             code = getattr(exc, "code", "")
+            if getattr(exc, "instance_lost", False):  # another worker holds the instance now (its claim)
+                raise Refused(409, f"{exc} (this instance now runs on another worker: nothing more of "
+                                   "this action is kept)", grant=grant) from None
             status = 400 if code == _INVALID_KEY else 507 if code == _FULL else 500
             raise Refused(status, f"variable store: {exc}", grant=grant) from None
 
@@ -122,7 +125,7 @@ class Routes:
             raise Refused(400, str(exc)) from None
         owner = grant.instance if scope == "instance" else grant.workflow if scope == "workflow" else ""
         ref = Ref(grant.namespace, scope, owner, key)
-        store = self.store
+        store = grant.store or self.store  # the instance's own view: writes fenced by its claim
         if not post:
             with self.grants.in_flight(grant):
                 var = store.get(ref)

@@ -151,11 +151,14 @@ class Sidecar:
                    request_timeout=settings.request_timeout, notice=notice)
 
     # -- public API ----------------------------------------------------------------
-    def grant(self, namespace: str, workflow: str, instance: str, log: Callable[[str], None]) -> str:
+    def grant(self, namespace: str, workflow: str, instance: str, log: Callable[[str], None], *,
+              store: VariableStore | None = None) -> str:
         """A new, unguessable action id reaching exactly these namespace /
-        workflow / instance scopes until :meth:`revoke`; starts the server if needed."""
+        workflow / instance scopes until :meth:`revoke`; starts the server if needed.
+        ``store``: the store as the instance writes to it (a daemon's view fenced by the
+        instance's claim), used for this id's writes instead of the sidecar's own."""
         self._start()
-        return self._grants.add(namespace, workflow, instance, log)
+        return self._grants.add(namespace, workflow, instance, log, store=None if store is self.store else store)
 
     def revoke(self, aid: str) -> bool:
         """End an action id.  Returns once no write or log of it is under way,

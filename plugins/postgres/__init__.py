@@ -10,6 +10,9 @@
 * ``isolde_daemon_services`` answers, for that store, with the coordination of many
   ``isolde serve`` workers (``claims``, ``records``, ``cron``, ``events``, ``services``;
   docs/scale-out.md);
+* ``isolde_instance_history`` answers, for that store, with ``PostgresHistory``
+  (``history.py``): the history in the store, plus the workers' instance records, so
+  ``isolde instances`` and every worker's API see every worker's instances;
 * ``isolde_schema_admin`` answers with ``PostgresSchema``: ``isolde db status`` and
   ``isolde db upgrade`` over the versioned migrations of ``schema.py``, which every
   module of this package that keeps tables registers its steps with.
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from isolde.plugin import hookimpl
 
 if TYPE_CHECKING:
-    from isolde.plugin import Config, DaemonServices, SchemaAdmin, VariableLocks, VariableStore
+    from isolde.plugin import Config, DaemonServices, InstanceHistory, SchemaAdmin, VariableLocks, VariableStore
 
     from .locks import LockLost, PostgresLocks
     from .schema import PostgresSchema, migration
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LockLost", "PostgresLocks", "PostgresSchema", "PostgresStore", "SCHEMA_VERSION",
-    "isolde_daemon_services", "isolde_locks", "isolde_schema_admin", "isolde_store", "migration", "redact",
+    "isolde_daemon_services", "isolde_instance_history", "isolde_locks", "isolde_schema_admin", "isolde_store", "migration", "redact",
 ]
 
 # The modules are imported on first use (a name below, or a hook with a URL): without
@@ -88,6 +91,16 @@ def isolde_daemon_services(config: Config, store: VariableStore) -> DaemonServic
     from .services import PostgresDaemonServices
 
     return PostgresDaemonServices(store, config)
+
+
+@hookimpl
+def isolde_instance_history(config: Config, store: VariableStore) -> InstanceHistory | None:
+    """The history in the store, which also reads the workers' records (``isolde_runs``)."""
+    if not _is_postgres(store):
+        return None
+    from .history import PostgresHistory
+
+    return PostgresHistory(store)
 
 
 @hookimpl

@@ -19,7 +19,9 @@ from typing import Any, Final, Sequence
 from isolde.plugin import Put, Ref, VariableStore
 
 from .claims import UPSERT_RUN, ClaimLost, Connections, RecordWrite, Worker
+from .fence import ClaimCheck, ClaimedStore
 from .locks import lock_id
+from .store import PostgresStore
 
 __all__ = ["PostgresInstanceRecords"]
 
@@ -44,7 +46,7 @@ CLAIM_BATCH: Final = 100
 class PostgresInstanceRecords:
     """The daemon's records, shared by every worker on the database."""
 
-    in_history = False  # a table of their own, beside the history kept in the variable store
+    in_history = True  # a table of their own, which the engine's history lists too (history.py)
 
     def __init__(self, store: VariableStore, db: Connections, worker: Worker, *, keep: int,
                  log: logging.Logger | None = None) -> None:
@@ -147,6 +149,22 @@ class PostgresInstanceRecords:
             self.log.info("claimed orphaned instances", extra={"fields": {"worker": self.worker.id, "count": len(out)}})
         out.sort(key=lambda r: float(r.get("created") or 0.0))
         return out
+
+    def instance_store(self, store: VariableStore, namespace: str, instance_id: str) -> VariableStore:
+        """``store`` with every write checked by this worker's claim of the instance (the
+        claim its run begins with): its isolates' writes through the sidecar, its subflows'
+        commits, the rest of what carries no record (``fence.py``)."""
+        if not isinstance(store, PostgresStore):
+            return store
+        key = (namespace, instance_id)
+        epoch = self._epochs.get(key, 1)  # (one dict read: atomic)
+        epochs = self._epochs
+
+        def check() -> ClaimCheck:  # made on the first write that needs it (most instances make none)
+            return ClaimCheck(Ref(namespace, "instance", _OWNER, "i-" + instance_id), None, owner=self.worker.id,
+                              epoch=epoch, recorded=lambda: key in epochs)
+
+        return ClaimedStore(store, check)
 
     def claim(self, namespace: str, instance_id: str) -> None:
         """Its instance variables are now this process's (not swept as a dead process's)."""

@@ -192,6 +192,13 @@ class _ChunkReader(io.RawIOBase):
                 super().close()
 
 
+def _check(conn: psycopg.Connection[Any], checks: Sequence[Put]) -> None:
+    """Run the statements of puts with ``in_pipeline`` (outside a pipeline: one by one) and
+    their checks, in the caller's transaction; what a check raises aborts it."""
+    for check in [c.in_pipeline(conn) for c in checks]:  # type: ignore[attr-defined]
+        check()
+
+
 class PostgresStore:
     """Variables in PostgreSQL tables; connections kept in a small pool, one per thread at a time."""
 
@@ -453,6 +460,11 @@ class PostgresStore:
             begin=None)
         return [(r[0], _var(r[1:])) for r in rows]
 
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[tuple[Any, ...]]:
+        """The rows of one read statement on the plugin's own tables (autocommit, run again
+        on a new session when the connection was lost)."""
+        return self._run(lambda conn: conn.execute(sql, params).fetchall(), begin=None)
+
     def namespaces(self) -> builtins.list[str]:
         rows = self._run(lambda conn: conn.execute("SELECT DISTINCT namespace FROM isolde_variables").fetchall(),
                          begin=None)
@@ -542,11 +554,15 @@ class PostgresStore:
         row = conn.execute(_UPSERT if exists else _INSERT_NEW, (*addr, mime, data, len(data), now, now)).fetchone()
         return None if row is None else Variable(data, mime, len(data), float(row[1]), now, int(row[0]))
 
-    def update(self, ref: Ref, fn: Callable[[Variable | None], tuple[bytes | None, str] | None]) -> Variable | None:
+    def update(self, ref: Ref, fn: Callable[[Variable | None], tuple[bytes | None, str] | None], *,
+               checks: Sequence[Put] = ()) -> Variable | None:
+        """``VariableStore.update``; ``checks``: puts with ``in_pipeline`` whose statements
+        and checks run first in the same transaction (a claim's fence, ``fence.py``)."""
         addr = _address(ref)
         missing = object()
 
         def body(conn: psycopg.Connection[Any]) -> Any:
+            _check(conn, checks)
             cur = self._locked(conn, addr)
             res = fn(cur)
             if res is None:
@@ -564,14 +580,17 @@ class PostgresStore:
                 return got  # type: ignore[no-any-return]
 
     def compare_and_set(
-        self, ref: Ref, expected_version: int | None, data: bytes | None, mime: str = "application/json"
+        self, ref: Ref, expected_version: int | None, data: bytes | None, mime: str = "application/json", *,
+        checks: Sequence[Put] = (),
     ) -> int:
+        """``VariableStore.compare_and_set``; ``checks`` as for ``update``."""
         addr = _address(ref)
         if expected_version is not None and expected_version < 0:
             raise StoreError(f"expected_version must be positive or None, got {expected_version}")
         value = None if data is None else _data(ref, data)
 
         def body(conn: psycopg.Connection[Any]) -> int:
+            _check(conn, checks)
             cur = self._locked(conn, addr)
             if (cur.version if cur is not None else None) != (expected_version or None):
                 return 0

@@ -12,8 +12,10 @@ input's ``op`` asks, so one program covers every case:
 ``status``    reply HTTP ``status`` with a plain body and no error headers
 ``text``      reply a non-JSON body
 ``hang``      wait (up to ``seconds``) until a ``DELETE`` for this action id arrives
-``sidecar``   run ``calls`` against the sidecar (``[method, "/var?scope=..&key=..", body]``;
-              ``aid`` is added) and reply their statuses and bodies
+``sidecar``   run ``calls`` against the sidecar (``[method, "/var?scope=..&key=..", body]``, optionally
+              with a fourth item of request headers; ``aid`` is added) and reply their statuses and
+              bodies (each also recorded as it comes); a call ``["WAIT", path, seconds]`` instead
+              waits until the file ``path`` exists
 ``symlink``   create ``out/<scope>/<name>`` as a symlink to ``target``
 
 Every request (method, action id, op) is appended as a JSON line to ``$RECORD``
@@ -27,6 +29,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,15 +133,23 @@ class Handler(BaseHTTPRequestHandler):
         elif op == "sidecar":
             address = self.headers.get("Direktiv-Sidecar") or os.environ.get("DIREKTIV_SIDECAR", "")
             results = []
-            for method, path, body in data.get("calls", []):
+            for method, path, body, *more in data.get("calls", []):
+                if method == "WAIT":
+                    gate = Path(path)
+                    ends = time.monotonic() + float(body)
+                    while not gate.exists() and time.monotonic() < ends:
+                        time.sleep(0.02)
+                    continue
                 sep = "&" if "?" in path else "?"
                 url = f"http://{address}{path}{sep}aid={aid}"
-                req = urllib.request.Request(url, data=None if body is None else body.encode(), method=method)
+                req = urllib.request.Request(url, data=None if body is None else body.encode(), method=method,
+                                             headers=more[0] if more else {})
                 try:
-                    with urllib.request.urlopen(req, timeout=10) as resp:
+                    with urllib.request.urlopen(req, timeout=30) as resp:
                         results.append([resp.status, resp.read().decode("utf-8", "replace")])
                 except urllib.error.HTTPError as exc:
                     results.append([exc.code, exc.read().decode("utf-8", "replace")])
+                record({"method": "SIDECAR", "aid": aid, "call": [method, path], "result": results[-1]})
             self.reply(200, json.dumps({"results": results, "aid": aid, "env": os.environ.get("DIREKTIV_SIDECAR")}).encode())
         elif op == "symlink":
             link = temp / "out" / data.get("scope", "instance") / data["name"]
