@@ -304,6 +304,9 @@ class PythonRunner(Runner):
                 done.set()
 
         with self._lock:
+            if request.stopped():  # decided before the call was registered: not started at all
+                raise InstanceFailure(f"{self.describe()}: the state no longer needs this call; it was not made",
+                                      code="isolde.cancelled")
             self._inflight.add(request)
         try:
             threading.Thread(target=work, name=f"isolde-python-{self.target}", daemon=True).start()

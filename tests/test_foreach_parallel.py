@@ -412,3 +412,41 @@ def test_state_timeout_bounds_retries_too(eng: isolde.Engine) -> None:
     res = eng.run(FUNCTIONS + "states:\n- " + json.dumps(body) + "\n", {"items": [{"id": "r", "fail": "x.y"}]})
     assert res.error is not None and res.error.code == "direktiv.cancels.timeout.soft", res.error
     assert time.monotonic() - start < 2.5
+
+
+ATTEMPTS: list[bool] = []
+FIRST_FAILED = threading.Event()
+
+
+def retried_after_the_answer(data: Any, request: Any) -> Any:
+    """``fail``: waits for the other item's first attempt to fail, then decides the
+    foreach.  Otherwise: the first attempt fails with a retried code; a later attempt
+    waits to be cancelled and records whether it was."""
+    if data.get("fail"):
+        FIRST_FAILED.wait(60)
+        raise isolde.WorkflowError("x.decides", "decides the foreach")
+    if not FIRST_FAILED.is_set():
+        FIRST_FAILED.set()
+        raise isolde.WorkflowError("x.retry", "try again")
+    ATTEMPTS.append(request.cancelled.wait(30))
+    return {}
+
+
+def test_a_retry_due_after_the_state_was_decided_is_not_made(data_dir: Path) -> None:
+    """A branch's retry that comes after another branch decided the foreach must not
+    start a call nobody cancels (it would run to its end and could write through the
+    sidecar after the state moved on): it is not made, or it is cancelled."""
+    wf = (
+        "functions:\n- id: f\n  type: python\n  call: test_foreach_parallel:retried_after_the_answer\n"
+        "states:\n- id: each\n  type: foreach\n  array: 'jq(.items)'\n  action:\n    function: f\n    input: 'jq(.)'\n"
+        "    retries:\n      max_attempts: 3\n      delay: PT0.2S\n      codes: [x.retry]\n"
+    )
+    ATTEMPTS.clear()
+    FIRST_FAILED.clear()
+    with isolde.Engine(data_dir=data_dir, config={"sidecar": {"port": 0}}) as engine:
+        res = engine.run(wf, {"items": [{"retry": True}, {"fail": True}]})
+        assert res.error is not None and res.error.code == "x.decides", res.error
+        for thread in threading.enumerate():  # the branches' threads end after their last attempt
+            if thread.name.startswith(f"isolde-branch-{res.instance_id[:8]}"):
+                thread.join(120)
+    assert all(ATTEMPTS), ATTEMPTS  # every later attempt made was cancelled (usually none is made)

@@ -41,6 +41,9 @@ class _Run:
         self.next = 0
         self.finished = 0
         self.decided = False  # the state has its answer: start nothing more, drop late output
+        # set with ``decided``: a call whose branch was taken before the answer but that
+        # registers for cancelling after it is then not made (ActionRequest.stop)
+        self.stop = threading.Event()
 
     # -- workers -------------------------------------------------------------------------
     def work(self) -> None:
@@ -57,7 +60,7 @@ class _Run:
                     raise WorkflowError(SOFT_TIMEOUT, "the state's timeout passed before this call could start")
                 value = self.perform(
                     self.ctx, branch.spec, branch.source, timeout=left, iterator=i, deadline=self.deadline,
-                    stage=functools.partial(self._stage, i), flush=functools.partial(self._flush, i),
+                    stage=functools.partial(self._stage, i), flush=functools.partial(self._flush, i), stop=self.stop,
                 )
             except WorkflowError as exc:
                 self._done(i, error=exc)
@@ -109,6 +112,7 @@ class _Run:
             # reported under the lock, so no report can come after the state's answer
             self.ctx.progress(self.finished, len(self.branches), len(self.errors))
             if self.decided:
+                self.stop.set()
                 self.cond.notify_all()
 
 
@@ -148,6 +152,7 @@ def run_branches(
         elif not run.cond.wait_for(lambda: run.decided, timeout=max(deadline - time.monotonic(), 0) + 1.0):
             # the calls overran the state's timeout (a runner that ignores its deadline)
             run.decided = True
+            run.stop.set()
             run.failure = WorkflowError(SOFT_TIMEOUT, "the state's timeout passed with calls still under way")
         if run.next < len(branches) or any(t.is_alive() for t in threads if t is not threading.current_thread()):
             # decided with calls still under way: first end their action ids (the sidecar

@@ -35,6 +35,8 @@ from .secrets import with_secrets
 from .spec import ActionSpec, Branch, Outcome
 
 if TYPE_CHECKING:
+    import threading
+
     from ..isolates.hub import Isolates
     from ..isolates.runner import Runner
     from ..observers import Observer
@@ -73,6 +75,7 @@ class Functions:
         flush: Callable[[], None] | None = None,
         background: bool = False,
         deadline: float | None = None,
+        stop: threading.Event | None = None,
     ) -> Any:
         """Run one action (with its retries) and return its result (``.return``).
 
@@ -84,14 +87,16 @@ class Functions:
         as ``Direktiv-Iterator``.  Collected ``out/`` values go to ``stage`` (default
         ``ctx.set``: they commit with the state); after an error reply they are staged
         and then ``flush`` is called (default ``ctx.commit``), because a failing state
-        commits nothing itself.  Raises ``WorkflowError`` / ``InstanceFailure``.
+        commits nothing itself.  ``stop`` (foreach / parallel) is set when the state no
+        longer needs the call: an attempt not yet made then is not made (see
+        ``ActionRequest.stop``).  Raises ``WorkflowError`` / ``InstanceFailure``.
         """
         obs = self._observer()
         if obs is None:
-            return self._perform(ctx, spec, data, timeout, iterator, stage, flush, background, deadline)
+            return self._perform(ctx, spec, data, timeout, iterator, stage, flush, background, deadline, stop)
         began = time.perf_counter()
         try:
-            value = self._perform(ctx, spec, data, timeout, iterator, stage, flush, background, deadline)
+            value = self._perform(ctx, spec, data, timeout, iterator, stage, flush, background, deadline, stop)
         except WorkflowError as exc:
             obs.action_done(ctx, spec.function_id, time.perf_counter() - began, exc.code)
             raise
@@ -100,7 +105,7 @@ class Functions:
 
     def _perform(self, ctx: CallerContext, spec: ActionSpec, data: dict[str, Any], timeout: float | None,
                  iterator: int | None, stage: Stage | None, flush: Callable[[], None] | None, background: bool,
-                 deadline: float | None) -> Any:
+                 deadline: float | None, stop: threading.Event | None = None) -> Any:
         settings = self.isolates.settings
         source = with_secrets(self._secrets, spec, data) if spec.secrets else data
         value = source if spec.input is None else spec.input.eval(source)
@@ -117,7 +122,7 @@ class Functions:
             try:
                 return self._call_once(
                     ctx, spec, runner, value, body, limit, iterator, stage or ctx.set, flush or ctx.commit, source,
-                    background,
+                    background, stop,
                 )
             except WorkflowError as exc:
                 if not (spec.retry_codes and exc.catchable and any(p.search(exc.code) for p in spec.retry_codes)):
@@ -144,13 +149,14 @@ class Functions:
     def _call_once(
         self, ctx: CallerContext, spec: ActionSpec, runner: Runner, value: Any, body: bytes, timeout: float,
         iterator: int | None, stage: Stage, flush: Callable[[], None], source: dict[str, Any], background: bool,
+        stop: threading.Event | None = None,
     ) -> Any:
         wf = ctx.workflow
         if not runner.uses_folder:
             request = ActionRequest(
                 body=body, input=value, action_id=_secrets.token_urlsafe(16), namespace=ctx.namespace,
                 workflow=wf.id, instance_id=ctx.instance_id, step=ctx.step, timeout=timeout, function=spec.function,
-                iterator=iterator, ctx=ctx, background=background,
+                iterator=iterator, ctx=ctx, background=background, stop=stop,
             )
             return interpret(runner.call(request), runner.describe())
         with self.files.prepare(ctx, spec, source) as call:
@@ -158,6 +164,7 @@ class Functions:
                 body=body, input=value, action_id=call.action_id, namespace=ctx.namespace, workflow=wf.id,
                 instance_id=ctx.instance_id, step=ctx.step, timeout=timeout, function=spec.function,
                 temp_dir=call.path, sidecar=call.sidecar, iterator=iterator, ctx=ctx, background=background,
+                stop=stop,
             )
             try:
                 try:

@@ -72,6 +72,9 @@ class HttpIsolate(Runner):
         headers = request.headers()
         limit = self._max_reply
         with self._pool_lock:
+            if request.stopped():  # decided before the call was registered: not sent at all
+                raise InstanceFailure(f"{self.describe()}: the state no longer needs this call; it was not made",
+                                      code="isolde.cancelled")
             self._inflight.add(request)
         try:
             return self._exchange("POST", request.body, headers, request, limit)

@@ -79,10 +79,19 @@ class ActionRequest:
     _expires: float = field(init=False, repr=False)
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     """Set when the action timed out: in-process runners may poll it and stop early."""
+    stop: threading.Event | None = field(default=None, repr=False)
+    """Set when the state that made the call no longer needs it (a ``foreach`` or
+    ``parallel`` state was decided by another branch).  A runner checks :meth:`stopped`
+    where it registers the call for cancelling, under the same lock: a call that missed
+    the state's cancelling is then never sent."""
 
     def __post_init__(self) -> None:
         self.deadline = time.time() + self.timeout
         self._expires = time.monotonic() + self.timeout
+
+    def stopped(self) -> bool:
+        """Whether the calling state no longer needs this call (see ``stop``)."""
+        return self.stop is not None and self.stop.is_set()
 
     def remaining(self) -> float:
         """Seconds left before the deadline (never negative)."""
