@@ -459,3 +459,10 @@ def test_a_long_timeline_is_kept_in_chunks(engine: isolde.Engine) -> None:
     assert [e["state"] for e in steps] == [f"s{i}" for i in range(41)]
     assert steps[39]["input"] == {"i": 39} and steps[39]["output"] == {"i": 40} and steps[40]["output"] == {"i": 40}
     assert engine.store.list("default", "instance", f"~isolde-timeline/{res.instance_id}")  # too long for the record
+
+
+def test_instance_ids_sort_in_the_order_the_instances_started(engine: isolde.Engine) -> None:
+    """Several instances start in one millisecond: their ids (the history's keys) still sort
+    in the order they started, which is what the retention and the listings rely on."""
+    ids = [engine.run("states:\n- id: a\n  type: noop\n").instance_id for _ in range(200)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
