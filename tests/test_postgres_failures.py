@@ -320,13 +320,40 @@ def test_refused_auth_is_one_line_and_exit_2(cli: Any, data_dir: Path) -> None:
     assert "cannot connect to PostgreSQL" in got.stderr
 
 
+def test_a_database_at_coordination_version_2_is_upgraded_to_list_and_prune_cancelled(cli: Any) -> None:
+    """Coordination step 3 (cancelled instances are finished): a database whose
+    ``isolde_runs_done`` index was made by version 2 (complete and failed only) gets the
+    index over cancelled rows too from ``isolde db upgrade``, and its status says so."""
+    url, _, drop = pg_schema_url("db3")
+    try:
+        assert cli("db", "upgrade", "--store", url).code == 0
+        with psycopg.connect(url, autocommit=True) as conn:  # back to the layout of version 2
+            conn.execute("DROP INDEX isolde_runs_done")
+            conn.execute("CREATE INDEX isolde_runs_done ON isolde_runs (namespace, ended DESC, id DESC) "
+                         "WHERE status IN ('complete', 'failed')")
+            conn.execute("DELETE FROM isolde_schema_version WHERE component = 'coordination' AND version = 3")
+        got = cli("db", "status", "--store", url)
+        assert "coordination: version 2 of 3 (upgrade pending)" in got.stdout, got.stdout
+        assert "pending: coordination 3: cancelled instances are finished" in got.stdout, got.stdout
+        got = cli("db", "upgrade", "--store", url)
+        assert got.code == 0 and "applied: coordination 3: cancelled instances are finished" in got.stdout, got.stdout
+        assert "applied: store" not in got.stdout and "applied: coordination 2" not in got.stdout, got.stdout
+        with psycopg.connect(url, autocommit=True) as conn:
+            (index,) = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'isolde_runs_done' "
+                                    "AND schemaname = current_schema()").fetchone() or ("",)
+        assert "'cancelled'" in index and "'complete'" in index and "'failed'" in index, index
+        assert "coordination: version 3 of 3\n" in cli("db", "status", "--store", url).stdout
+    finally:
+        drop()
+
+
 def test_hook_isolde_schema_admin(cli: Any, tmp_path: Path) -> None:
     url, _, drop = pg_schema_url("db")
     try:
         got = cli("db", "status", "--store", url)
         assert got.code == 0 and "store: version 0 of 1 (upgrade pending)" in got.stdout, got.stdout + got.stderr
         assert "pending: store 1: variables" in got.stdout
-        for component, version in (("coordination", 2), ("cron", 1), ("events", 2)):  # the workers' tables
+        for component, version in (("coordination", 3), ("cron", 1), ("events", 2)):  # the workers' tables
             assert f"{component}: version 0 of {version} (upgrade pending)" in got.stdout, got.stdout
             assert f"pending: {component} {version}: " in got.stdout, got.stdout
         got = cli("db", "upgrade", "--store", url)
@@ -336,11 +363,11 @@ def test_hook_isolde_schema_admin(cli: Any, tmp_path: Path) -> None:
         assert got.code == 0 and "(nothing to do)" in got.stdout
         got = cli("db", "status", "--store", url)
         assert got.code == 0 and "store: version 1 of 1\n" in got.stdout and "up to date" in got.stdout
-        assert "coordination: version 2 of 2\n" in got.stdout, got.stdout
+        assert "coordination: version 3 of 3\n" in got.stdout, got.stdout
         with psycopg.connect(url, autocommit=True) as conn:
             rows = conn.execute("SELECT component, version, description FROM isolde_schema_version").fetchall()
             tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
-        assert sorted(r[:2] for r in rows) == [("coordination", 1), ("coordination", 2), ("cron", 1), ("events", 1), ("events", 2),
+        assert sorted(r[:2] for r in rows) == [("coordination", 1), ("coordination", 2), ("coordination", 3), ("cron", 1), ("events", 1), ("events", 2),
                                          ("store", 1)]
         assert {"isolde_workers", "isolde_runs", "isolde_cron_ticks", "isolde_events", "isolde_gatherings"} <= tables
     finally:
@@ -397,7 +424,7 @@ def test_workers_starting_at_once_migrate_once() -> None:
         assert not errors
         with psycopg.connect(url, autocommit=True) as conn:
             assert sorted(conn.execute("SELECT component, version FROM isolde_schema_version").fetchall()) == \
-                [("coordination", 1), ("coordination", 2), ("cron", 1), ("events", 1), ("events", 2),
+                [("coordination", 1), ("coordination", 2), ("coordination", 3), ("cron", 1), ("events", 1), ("events", 2),
                                          ("store", 1)]
     finally:
         drop()
@@ -428,7 +455,7 @@ def test_a_module_registers_its_own_migration_steps(cli: Any) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             rows = conn.execute("SELECT component, version FROM isolde_schema_version").fetchall()
             conn.execute("SELECT x, y FROM isolde_extra")
-        assert sorted(rows) == [("coordination", 1), ("coordination", 2), ("cron", 1), ("events", 1), ("events", 2),
+        assert sorted(rows) == [("coordination", 1), ("coordination", 2), ("coordination", 3), ("cron", 1), ("events", 1), ("events", 2),
                                 ("extra", 1), ("extra", 2), ("store", 1)]
         got = cli("db", "status", "--store", url)
         assert got.code == 1 and "extra: version 2 of 0 (newer than this isolde knows" in got.stdout, got.stdout

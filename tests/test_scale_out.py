@@ -925,6 +925,28 @@ def test_an_isolate_of_a_worker_that_lost_its_claim_cannot_write_through_the_sid
     assert cluster.run_row(iid) == (b.worker, 2, "failed")
 
 
+def test_cancelled_instances_are_finished_listed_and_pruned(pg_url: str) -> None:
+    """A cancelled instance is a finished one on PostgreSQL: listed with the complete and
+    failed ones, and pruned under the same retention (``keep``), oldest first."""
+    store = PostgresStore(pg_url)
+    db = Connections(pg_url, durable=True)
+    _empty(pg_url)
+    records = PostgresInstanceRecords(store, db, Worker(db, lease=LEASE, log=None), keep=3)
+    try:
+        statuses = ["cancelled", "complete", "cancelled", "failed", "cancelled", "cancelled", "complete", "cancelled"]
+        for n, status in enumerate(statuses):
+            iid = f"i{n}"
+            records.create({"id": iid, "namespace": "ns1", "workflow": "wf", "status": "running", "created": float(n)})
+            records.finish({"id": iid, "namespace": "ns1", "workflow": "wf", "status": status, "created": float(n),
+                            "ended": float(n) + 0.5})
+        rows = _sql(pg_url, "SELECT id, status FROM isolde_runs WHERE namespace = 'ns1' ORDER BY id")
+        assert rows == [("i5", "cancelled"), ("i6", "complete"), ("i7", "cancelled")], rows
+        assert [r["id"] for r in records.list("ns1")] == ["i7", "i6", "i5"]
+    finally:
+        db.close()
+        store.close()
+
+
 def test_an_instances_store_writes_only_while_its_worker_holds_the_claim(pg_url: str) -> None:
     """``instance_store`` (what the sidecar and subflows write through): a write, an update
     and a compare-and-set commit while the row names this worker and the run's epoch, or

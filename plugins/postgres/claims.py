@@ -52,6 +52,11 @@ ALTER TABLE isolde_runs ADD COLUMN IF NOT EXISTS workflow text NOT NULL DEFAULT 
 CREATE INDEX IF NOT EXISTS isolde_runs_live_workflow ON isolde_runs (namespace, workflow)
     WHERE status IN ('pending', 'running');
 """)
+migration("coordination", 3, "cancelled instances are finished (listed and pruned)", """
+DROP INDEX IF EXISTS isolde_runs_done;
+CREATE INDEX isolde_runs_done ON isolde_runs (namespace, ended DESC, id DESC)
+    WHERE status IN ('complete', 'failed', 'cancelled');
+""")
 # (``IF NOT EXISTS``: a database whose tables an earlier isolde made without a step
 # gains its row in isolde_schema_version and nothing else.)
 
@@ -63,7 +68,7 @@ UPSERT_RUN: Final = (
 )
 _PRUNE: Final = (
     "DELETE FROM isolde_runs WHERE (namespace, id) IN (SELECT namespace, id FROM isolde_runs "
-    "WHERE namespace = %s AND status IN ('complete', 'failed') ORDER BY ended DESC, id DESC OFFSET %s)"
+    "WHERE namespace = %s AND status IN ('complete', 'failed', 'cancelled') ORDER BY ended DESC, id DESC OFFSET %s)"
 )
 
 

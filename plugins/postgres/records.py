@@ -26,7 +26,7 @@ from .store import PostgresStore
 __all__ = ["PostgresInstanceRecords"]
 
 _OWNER: Final = "~isolde-daemon"  # the ref a RecordWrite carries, as LMDB keeps records
-_FINISHED: Final = ("complete", "failed")
+_FINISHED: Final = ("complete", "failed", "cancelled")
 _CLAIM: Final = (
     "WITH c AS (SELECT namespace, id FROM isolde_runs r WHERE status IN ('pending', 'running') "
     "AND NOT EXISTS (SELECT 1 FROM isolde_workers w WHERE w.id = r.owner AND w.lease_until > now()) "
@@ -123,7 +123,7 @@ class PostgresInstanceRecords:
     def list(self, namespace: str, *, offset: int = 0, limit: int | None = None) -> builtins.list[dict[str, Any]]:
         with self.db.tx() as conn:
             rows = conn.execute(
-                "SELECT record FROM isolde_runs WHERE namespace = %s AND status IN ('complete', 'failed') "
+                "SELECT record FROM isolde_runs WHERE namespace = %s AND status IN ('complete', 'failed', 'cancelled') "
                 "ORDER BY ended DESC, id DESC OFFSET %s LIMIT %s", (namespace, offset, limit)).fetchall()
         return [_record(namespace, r[0]) for r in rows]
 
