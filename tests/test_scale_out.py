@@ -369,7 +369,9 @@ def test_a_worker_paused_past_its_lease_cannot_commit(cluster: Cluster) -> None:
 
 
 def test_a_worker_stopped_gracefully_hands_its_instances_over_at_once(cluster: Cluster) -> None:
-    cluster.flow("chain", CHAIN)
+    # a delay long enough that a's stop (0.5 s grace) finds the instance still in it even when
+    # the machine is busy (with 3 s a loaded run once saw it complete first)
+    cluster.flow("chain", CHAIN.replace("PT3S", "PT10S"))
     a, b = cluster.start(2)
     iid = a.start("chain", {"n": 2}, wait=False)["id"]
     a.wait_log(SITTING, f"id={iid}")
