@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from helpers import wait_until
 from test_daemon import InProcess, Served, _Client
 
 LIMITS = """
@@ -232,6 +233,8 @@ def test_start_without_waiting_then_poll(api: InProcess) -> None:
     r = api.start("ns1", "slow", wait=False)
     assert r.status == 202 and r.json["status"] in ("pending", "running")
     iid = r.json["id"]
+    # 202 answers before a worker thread has taken the instance: it may still be pending
+    wait_until(lambda: api.get(f"/api/namespaces/ns1/instances/{iid}").json["status"] != "pending")
     running = api.get(f"/api/namespaces/ns1/instances/{iid}").json
     assert running["status"] == "running" and running["state"] == "a" and running["workflow"] == "slow"
     listed = {i["id"]: i for i in api.get("/api/namespaces/ns1/instances").json["instances"]}

@@ -36,7 +36,7 @@ from pgcluster import PrivateServer, private_server
 
 BASE = os.environ.get("ISOLDE_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 TIMEOUT = 60.0  # a hang guard only: far above what a loaded machine needs
-LEASE = 1.5
+LEASE = 3.0  # heartbeats every second: a busy machine must not stall one past the lease
 PROBE = Path(__file__).resolve().parent / "isolates" / "probe.py"
 
 
@@ -384,7 +384,7 @@ def test_a_worker_stopped_gracefully_hands_its_instances_over_at_once(cluster: C
 
 
 def test_bad_worker_settings_are_one_clear_line(cluster: Cluster) -> None:
-    cluster.config.write_text(cluster.config.read_text().replace("lease = 1.5", 'lease = "soon"'))  # as start() reads it
+    cluster.config.write_text(cluster.config.read_text().replace(f"lease = {LEASE}", 'lease = "soon"'))  # as start() reads it
     proc = subprocess.run([sys.executable, "-m", "isolde.cli", "serve", str(cluster.root), "--data-dir",
                            str(cluster.tmp / "w"), "--config", str(cluster.config), "--api", "127.0.0.1:0"],
                           capture_output=True, text=True, timeout=TIMEOUT)
@@ -692,7 +692,8 @@ def test_singular_holds_across_workers(cluster: Cluster) -> None:
     other = b if winner is not b else c
     status, body = other.json("POST", "/api/namespaces/ns1/workflows/one/instances?wait=true")
     assert status == 409 and iid in body["error"]["message"], body  # still running on the winner
-    assert winner.ended(iid)["status"] == "complete"
+    ended = winner.ended(iid)
+    assert ended["status"] == "complete", ended
     assert other.start("one", wait=True)["status"] == "complete"  # ended: any worker starts it again
 
 
