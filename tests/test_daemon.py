@@ -843,6 +843,45 @@ def test_queue_beyond_max_running(root: Path, serve: Callable[..., InProcess]) -
     assert d.get("/api/status").json["complete"] == 2
 
 
+def test_outcomes_beyond_keep_go_in_the_commit_of_the_newest(root: Path, serve: Callable[..., InProcess]) -> None:
+    """Past ``keep_instances``, the oldest outcome and its timeline are dropped in the
+    transaction that stores the newest: as many commits per instance as before the limit
+    (a second durable commit each would halve a busy daemon's rate)."""
+    from isolde.history.codec import timeline_owner
+
+    write(root / "ns1" / "two.yaml", """
+        states:
+        - id: a
+          type: setter
+          variables:
+          - key: n
+            scope: workflow
+            value: jq(.x)
+          transition: b
+        - id: b
+          type: noop
+    """)
+    d = serve(root, config="[daemon]\nkeep_instances = 3\n")
+    store = d.engine.store
+    commits = store._live().commits
+
+    def one(i: int) -> tuple[str, int]:
+        before = commits.batches
+        r = d.start("ns1", "two", {"x": i})
+        assert r.status == 200 and r.json["status"] == "complete", r.json
+        return r.json["id"], commits.batches - before
+
+    first = [one(i) for i in range(3)]
+    later = [one(i) for i in range(3, 8)]
+    assert {n for _, n in later} == {first[-1][1]}, (first, later)
+    listed = [i["id"] for i in d.get("/api/namespaces/ns1/instances").json["instances"]]
+    assert listed == [iid for iid, _ in reversed(later[-3:])]
+    for iid, _ in first + later[:2]:  # gone, timelines too
+        assert d.get(f"/api/namespaces/ns1/instances/{iid}").status == 404
+        assert store.list("ns1", "instance", timeline_owner(iid)) == []
+    assert store.list("ns1", "instance", timeline_owner(later[-1][0])) != []
+
+
 # --------------------------------------------------------------------------- 5. restarts
 
 SITTING = """

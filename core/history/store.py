@@ -147,6 +147,15 @@ class StoreHistory:
             return
         self.store.write([Put(Ref(namespace, "instance", owner, key), None) for owner, keys in groups for key in keys])
 
+    def removal(self, namespace: str, instance_ids: Sequence[str]) -> list[Put]:
+        """``remove`` as writes, to go in the transaction of another write (the daemon's
+        retention rides on the commit of the outcome that pushes the oldest out)."""
+        puts = [Put(Ref(namespace, "instance", RECORD_OWNER, RECORD_PREFIX + iid), None) for iid in instance_ids]
+        for iid in instance_ids:
+            owner = timeline_owner(iid)
+            puts.extend(Put(Ref(namespace, "instance", owner, key), None) for key, _ in self.store.list(namespace, "instance", owner))
+        return puts
+
     def request_cancel(self, namespace: str, instance_id: str, reason: str) -> None:
         self.store.write([Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(instance_id)), json.dumps(reason).encode())])
 
