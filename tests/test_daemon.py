@@ -882,6 +882,24 @@ def test_outcomes_beyond_keep_go_in_the_commit_of_the_newest(root: Path, serve: 
     assert store.list("ns1", "instance", timeline_owner(later[-1][0])) != []
 
 
+def test_outcomes_beyond_keep_are_dropped_a_tenth_at_a_time(root: Path, serve: Callable[..., InProcess]) -> None:
+    write(root / "ns1" / "nop.yaml", """
+        states:
+        - id: a
+          type: noop
+    """)
+    d = serve(root, config="[daemon]\nkeep_instances = 20\n")
+    ids = [d.start("ns1", "nop").json["id"] for _ in range(22)]
+
+    def listed() -> list[str]:
+        return [i["id"] for i in d.get("/api/namespaces/ns1/instances?limit=100").json["instances"]]
+
+    assert listed() == ids[::-1]  # 20 kept and 2 more (a tenth)
+    ids.append(d.start("ns1", "nop").json["id"])
+    assert listed() == ids[:2:-1]  # the 3 oldest dropped at once: 20 left
+    assert all(d.get(f"/api/namespaces/ns1/instances/{iid}").status == 404 for iid in ids[:3])
+
+
 # --------------------------------------------------------------------------- 5. restarts
 
 SITTING = """

@@ -124,10 +124,12 @@ class LmdbInstanceRecords:
         doomed: list[tuple[str, str]] = []
         with self._lock:
             self._finished.append((record["namespace"], record["id"]))
-            while len(self._finished) > self.keep:
-                doomed.append(self._finished.popleft())
-        # beyond the kept number already: gone with their timelines, in the same commit (a
-        # second, durable one per instance would halve a busy daemon's rate)
+            if len(self._finished) > self.keep + self.keep // 10:  # a tenth at a time, as PostgreSQL's
+                while len(self._finished) > self.keep:
+                    doomed.append(self._finished.popleft())
+        # beyond the kept number: gone with their timelines, in the same commit (a second,
+        # durable one per instance would halve a busy daemon's rate), and a tenth of the kept
+        # number at once (one at a time, each commit would rewrite the B-tree's far end too)
         gone = [put for ns, iid in doomed for put in self._history.removal(ns, [iid])]
         return (*gone, self._put(record))
 
