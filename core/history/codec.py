@@ -135,8 +135,10 @@ def assemble(record: dict[str, Any] | None,
             cut: list[str] = []
             started = ended = None
             if isinstance(t0, (int, float)) and isinstance(e.get("a"), int) and isinstance(e.get("d"), int):
-                started = round(t0 + e["a"] / 1e6, 6)
-                ended = round(started + e["d"] / 1e6, 6)
+                # not rounded: a rounded start could precede its instance's, and an end taken from a
+                # rounded start could follow the next state's start by a microsecond
+                started = t0 + e["a"] / 1e6
+                ended = t0 + (e["a"] + e["d"]) / 1e6
             if "it" in e:
                 inp, in_cut = e["it"], True
             elif "i" in e:
