@@ -118,6 +118,29 @@ def eng(data_dir: Path) -> Iterator[isolde.Engine]:
 # --------------------------------------------------------------------------- the call
 
 
+def test_every_call_gets_a_fresh_folder_and_a_closed_engine_leaves_none(tmp_path: Path, data_dir: Path, record: Path) -> None:
+    """Folders are made ahead for the next calls (off the call's path), yet each call gets one
+    no call had before: empty but for ``out/<scope>/``, and a path of its own.  Closing the
+    engine removes the used ones and those made ahead."""
+    base = tmp_path / "actions"
+    base.mkdir()
+    fn = probe_function(record)
+    empty = {"out": "<dir>", "out/instance": "<dir>", "out/workflow": "<dir>", "out/namespace": "<dir>"}
+    with isolde.Engine(data_dir=data_dir, config={"sidecar": {"port": 0}, "actions": {"temp_dir": str(base)}}) as eng:
+        for _ in range(3):  # a call that leaves files behind, then one that looks
+            res = eng.run(workflow(fn, [action("a", {"op": "out", "files": {"instance/a": "x", "workflow/b": "y"}},
+                                               transition="b"), action("b", {"op": "tree"})]))
+            assert res.ok, res.error
+            assert res.output["return"]["tree"] == empty
+        dirs = []
+        for _ in range(6):
+            res = eng.run(workflow(fn, [action("a", {"op": "echo"})]))
+            assert res.ok, res.error
+            dirs.append(res.output["return"]["headers"]["Direktiv-TempDir"])
+        assert len(set(dirs)) == 6
+    assert [p.name for p in base.iterdir()] == []  # used, made ahead or staging: all gone
+
+
 def test_call_sends_direktivs_headers_and_returns_json(eng: isolde.Engine, record: Path) -> None:
     wf = workflow(probe_function(record), [action("a", {"op": "echo", "n": 1})])
     res = eng.run(wf, input={"x": 1})

@@ -52,6 +52,7 @@ class ActionFiles:
     def close(self) -> None:
         self.later.close()
         self.reaper.close()
+        self.folders.close()  # after the reaper: it may be making one ahead
         self.watcher.close()
         self.sidecar.close()
 
@@ -76,6 +77,7 @@ class ActionFiles:
                 # instance variables the isolate wrote through the sidecar end with the instance
                 ctx.owns_instance_variables()
             self.reaper.put(folder.close)  # removing the tree is disk work the instance need not wait for
+            self.reaper.put(self.folders.premake)  # and so is making the next call's folder
 
 
 class FolderCall:

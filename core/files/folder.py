@@ -55,6 +55,8 @@ __all__ = ["ActionFolder", "ActionFolders", "sweep_dead_folders"]
 
 FOLDER_PREFIX: Final = "isolde-action-"
 STAGE_PREFIX: Final = "isolde-stage-"
+READY_MAX: Final = 2
+"""Folders an engine keeps made ahead for its next calls (:meth:`ActionFolders.premake`)."""
 _OWNED: Final = re.compile(r"isolde-(?:action|stage)-(\d+)-(\d+)-([0-9a-f]{8})-")
 
 
@@ -106,6 +108,40 @@ def sweep_dead_folders(base: str | None = None) -> int:
 
 
 # --------------------------------------------------------------------------- one folder
+
+
+def _make(base: str | None, owner: str) -> tuple[str, int]:
+    """A new, empty folder with ``out/<scope>/``: its path and an open descriptor of it."""
+    path = tempfile.mkdtemp(prefix=FOLDER_PREFIX + owner, dir=base)  # 0700, unguessable
+    try:
+        root_fd = os.open(path, DIR_FLAGS)
+        try:  # four mkdirs relative to the folder: no lookups of the path or checks first
+            os.mkdir("out", dir_fd=root_fd)
+            for scope in SCOPES:
+                os.mkdir(f"out/{scope}", mode=0o700, dir_fd=root_fd)
+        except BaseException:
+            os.close(root_fd)
+            raise
+    except BaseException:
+        remove_tree(path)
+        raise
+    return path, root_fd
+
+
+def _discard_all(ready: list[tuple[str, int]], lock: threading.Lock) -> None:
+    with lock:
+        taken = ready[:]
+        ready.clear()
+    for made in taken:
+        _discard(made)
+
+
+def _discard(made: tuple[str, int]) -> None:
+    try:
+        os.close(made[1])
+    except OSError:
+        pass
+    remove_tree(made[0])
 
 
 class _Resources:
@@ -163,21 +199,10 @@ class ActionFolder:
         limits: ArchiveLimits = ArchiveLimits(),
         max_variable_bytes: int = 64 << 20,
         keep: bool = False,
+        made: tuple[str, int] | None = None,
     ) -> None:
         owner = "" if keep else _owner_tag()
-        path = tempfile.mkdtemp(prefix=FOLDER_PREFIX + owner, dir=base)  # 0700, unguessable
-        try:
-            root_fd = os.open(path, DIR_FLAGS)
-            try:  # four mkdirs relative to the folder: no lookups of the path or checks first
-                os.mkdir("out", dir_fd=root_fd)
-                for scope in SCOPES:
-                    os.mkdir(f"out/{scope}", mode=0o700, dir_fd=root_fd)
-            except BaseException:
-                os.close(root_fd)
-                raise
-        except BaseException:
-            remove_tree(path)
-            raise
+        path, root_fd = _make(base, owner) if made is None else made  # (made: by ActionFolders.premake)
         res = _Resources(path, root_fd, StageArea(base, STAGE_PREFIX + owner), keep)
         self.path = Path(path)
         self.limits = limits
@@ -262,6 +287,10 @@ class ActionFolders:
         self.keep = keep
         self._lock = threading.Lock()
         self._swept = False
+        self._ready: list[tuple[str, int]] = []  # made ahead by premake, never used by a call yet
+        self._closed = False
+        # (as a folder's own finalizer does: at exit, an engine not closed leaves none made ahead)
+        self._finalizer = weakref.finalize(self, _discard_all, self._ready, self._lock)
 
     def new(self, *, max_variable_bytes: int) -> ActionFolder:
         if not self._swept:
@@ -269,4 +298,29 @@ class ActionFolders:
                 if not self._swept:
                     sweep_dead_folders(self.base)
                     self._swept = True
-        return ActionFolder(base=self.base, limits=self.limits, max_variable_bytes=max_variable_bytes, keep=self.keep)
+        made = None
+        if self._ready:
+            with self._lock:
+                made = self._ready.pop() if self._ready else None
+        return ActionFolder(base=self.base, limits=self.limits, max_variable_bytes=max_variable_bytes, keep=self.keep,
+                            made=made)
+
+    def premake(self) -> None:
+        """Make the next call's folder ahead (off the call's path: a background thread calls
+        this after a call ended), up to :data:`READY_MAX` of them.  A made-ahead folder is as
+        fresh as one made by :meth:`new`: empty, never given to a call before; the folders
+        of a process are only ever made, used once and removed.  Not for kept folders."""
+        if self.keep or self._closed or len(self._ready) >= READY_MAX:
+            return
+        made = _make(self.base, _owner_tag())
+        with self._lock:
+            if not self._closed and len(self._ready) < READY_MAX:
+                self._ready.append(made)
+                return
+        _discard(made)
+
+    def close(self) -> None:
+        """Remove the folders made ahead and not used; no more are made."""
+        with self._lock:
+            self._closed = True
+        self._finalizer()
