@@ -445,7 +445,7 @@ def watcher(request: pytest.FixtureRequest) -> Iterator[OutWatcher | None]:
 
 def wait_staged(folder: ActionFolder, scope: str, name: str) -> str:
     """The watcher's staged copy (an internal: the only way to see the cache work)."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a hang guard: far above what a loaded machine needs
     stage = folder._res.stage
     while stage.known(scope, name) is None:
         assert time.monotonic() < deadline, f"the watcher never staged {scope}/{name}"
