@@ -108,7 +108,6 @@ def run_in_thread() -> Iterator[Any]:
         assert not t.is_alive()
 
 
-
 def test_a_state_never_seems_to_end_after_the_next_one_started() -> None:
     """Entry times are microseconds after the chunk's ``t0``: a state's end is ``t0 + a + d``
     (rounding ``started`` first and then the sum put it a microsecond after the next state's
@@ -119,6 +118,7 @@ def test_a_state_never_seems_to_end_after_the_next_one_started() -> None:
                                              {"n": 1, "s": "b", "t": "noop", "a": 53, "d": 1}]}
     a, b = assemble(None, [chunk])[0]
     assert a["started"] <= a["ended"] <= b["started"] <= b["ended"], (a, b)
+
 
 # --------------------------------------------------------------------------- the library
 

@@ -130,7 +130,7 @@ class LmdbInstanceRecords:
         # beyond the kept number: gone with their timelines, in the same commit (a second,
         # durable one per instance would halve a busy daemon's rate), and a tenth of the kept
         # number at once (one at a time, each commit would rewrite the B-tree's far end too)
-        gone = [put for ns, iid in doomed for put in self._history.removal(ns, [iid])]
+        gone = [put for ns, iid in doomed for put in self._history.removal(ns, (iid,))]
         return (*gone, self._put(record))
 
     def get(self, namespace: str, instance_id: str) -> dict[str, Any] | None:

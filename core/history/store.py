@@ -129,6 +129,24 @@ class StoreHistory:
         return out
 
     def remove(self, namespace: str, instance_ids: Sequence[str], chunks: Sequence[int | None] | None = None) -> None:
+        if not instance_ids:
+            return
+        groups = self._groups(namespace, instance_ids, chunks)
+        bulk = getattr(self.store, "delete_keys", None)  # one transaction, no Put per key (LmdbStore)
+        if bulk is not None:
+            bulk(namespace, "instance", groups)
+            return
+        self.store.write(_deletions(namespace, groups))
+
+    def removal(self, namespace: str, instance_ids: Sequence[str]) -> list[Put]:
+        """``remove`` as writes, to go in the transaction of another write (the daemon's
+        retention rides on the commit of the outcome that pushes the oldest out)."""
+        return _deletions(namespace, self._groups(namespace, instance_ids, None))
+
+    def _groups(self, namespace: str, instance_ids: Sequence[str],
+                chunks: Sequence[int | None] | None) -> list[tuple[str, list[str]]]:
+        """The keys of the instances' records and timelines, as ``(owner, keys)``; a timeline
+        whose chunk count is not given is listed."""
         groups: list[tuple[str, list[str]]] = [(RECORD_OWNER, [RECORD_PREFIX + iid for iid in instance_ids])]
         for i, iid in enumerate(instance_ids):
             count = chunks[i] if chunks is not None else None
@@ -139,22 +157,7 @@ class StoreHistory:
                     else [key for key, _ in self.store.list(namespace, "instance", owner)])
             if keys:
                 groups.append((owner, keys))
-        if not instance_ids:
-            return
-        bulk = getattr(self.store, "delete_keys", None)  # one transaction, no Put per key (LmdbStore)
-        if bulk is not None:
-            bulk(namespace, "instance", groups)
-            return
-        self.store.write([Put(Ref(namespace, "instance", owner, key), None) for owner, keys in groups for key in keys])
-
-    def removal(self, namespace: str, instance_ids: Sequence[str]) -> list[Put]:
-        """``remove`` as writes, to go in the transaction of another write (the daemon's
-        retention rides on the commit of the outcome that pushes the oldest out)."""
-        puts = [Put(Ref(namespace, "instance", RECORD_OWNER, RECORD_PREFIX + iid), None) for iid in instance_ids]
-        for iid in instance_ids:
-            owner = timeline_owner(iid)
-            puts.extend(Put(Ref(namespace, "instance", owner, key), None) for key, _ in self.store.list(namespace, "instance", owner))
-        return puts
+        return groups
 
     def request_cancel(self, namespace: str, instance_id: str, reason: str) -> None:
         self.store.write([Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(instance_id)), json.dumps(reason).encode())])
@@ -171,6 +174,10 @@ class StoreHistory:
 
     def cancel_done(self, namespace: str, instance_id: str) -> list[Put]:
         return [Put(Ref(namespace, "instance", CANCEL_OWNER, cancel_key(instance_id)), None)]
+
+
+def _deletions(namespace: str, groups: Sequence[tuple[str, Sequence[str]]]) -> list[Put]:
+    return [Put(Ref(namespace, "instance", owner, key), None) for owner, keys in groups for key in keys]
 
 
 def _chunks(record: dict[str, Any]) -> int | None:
