@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import dataclasses
 import os
 import sys
 import threading
@@ -167,6 +166,8 @@ class Engine:
         return Deadlines()
 
     def _open_functions(self) -> Functions:
+        import dataclasses
+
         from .actions.call import Functions
         from .actions.folders import ActionFiles
         from .files import ArchiveLimits

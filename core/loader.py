@@ -10,12 +10,12 @@ strings, sets and custom tags are refused).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from .errors import Diagnostic
+from .records import NEW, Record, typed_as_dataclass
 
 try:  # libyaml is ~8x faster; fall back to the pure-Python loader when absent
     _Loader: Any = yaml.CSafeLoader
@@ -29,17 +29,34 @@ DEFAULT_MAX_NODES = 100_000
 MAX_DEPTH = 200
 
 
-@dataclass(slots=True)
-class Document:
+@typed_as_dataclass()
+class Document(Record):
     """A parsed YAML document plus the source position of each of its parts."""
 
+    __slots__ = ("filename", "text", "value", "pos", "kpos", "styles", "has_templates")
+    __match_args__ = ("filename", "text", "value", "pos", "kpos", "styles", "has_templates")
     filename: str
     text: str
     value: Any
-    pos: dict[Path, tuple[int, int]] = field(default_factory=dict)  # path -> 0-based (line, col) of the value
-    kpos: dict[Path, tuple[int, int]] = field(default_factory=dict)  # path -> position of the mapping key
-    styles: dict[Path, str | None] = field(default_factory=dict)  # scalar style of string values ('' plain, "'", '"', '|', '>')
-    has_templates: bool = False  # a string value contains "jq(" or "js("
+    pos: dict[Path, tuple[int, int]]
+    """path -> 0-based (line, col) of the value"""
+    kpos: dict[Path, tuple[int, int]]
+    """path -> position of the mapping key"""
+    styles: dict[Path, str | None]
+    """Scalar style of string values ('' plain, "'", '"', '|', '>')."""
+    has_templates: bool
+    """A string value contains "jq(" or "js("."""
+
+    def __init__(self, filename: str, text: str, value: Any, pos: dict[Path, tuple[int, int]] = NEW,
+                 kpos: dict[Path, tuple[int, int]] = NEW, styles: dict[Path, str | None] = NEW,
+                 has_templates: bool = False) -> None:
+        self.filename = filename
+        self.text = text
+        self.value = value
+        self.pos = {} if pos is NEW else pos
+        self.kpos = {} if kpos is NEW else kpos
+        self.styles = {} if styles is NEW else styles
+        self.has_templates = has_templates
 
     def where(self, path: Path, *, key: bool = False) -> tuple[int, int]:
         """Best known 1-based position for ``path``: the node itself, else its nearest parent."""

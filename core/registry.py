@@ -9,7 +9,6 @@ disable = [...]``).  Each ``Engine`` builds its own manager: no module globals.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import pluggy
@@ -20,6 +19,7 @@ from .entrypoints import entry_points
 from .hookspecs import SPECS
 from .errors import ConfigError
 from .isolates.runner import Runner
+from .records import NEW, Record, typed_as_dataclass
 from .schema import Schema, SchemaError, parse_declarations
 from .validate import STATE_BASE, Validator
 from .version import __version__
@@ -31,26 +31,52 @@ BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error
 """Modules of ``isolde.plugins`` registered at every start, under these names."""
 
 
-@dataclass(slots=True)
-class PluginInfo:
+@typed_as_dataclass()
+class PluginInfo(Record):
+    __slots__ = ("name", "version", "source", "state_types", "declarations", "runners", "services")
+    __match_args__ = ("name", "version", "source", "state_types", "declarations", "runners", "services")
     name: str
     version: str
-    source: str  # "builtin" or the distribution name
-    state_types: list[str] = field(default_factory=list)
-    declarations: list[str] = field(default_factory=list)
-    runners: list[str] = field(default_factory=list)  # function types served by its isolate runners
-    services: list[str] = field(default_factory=list)  # "variable store" when it answers isolde_store
+    source: str
+    """"builtin" or the distribution name."""
+    state_types: list[str]
+    declarations: list[str]
+    runners: list[str]
+    """Function types served by its isolate runners."""
+    services: list[str]
+    """"variable store" when it answers isolde_store."""
+
+    def __init__(self, name: str, version: str, source: str, state_types: list[str] = NEW,
+                 declarations: list[str] = NEW, runners: list[str] = NEW, services: list[str] = NEW) -> None:
+        self.name = name
+        self.version = version
+        self.source = source
+        self.state_types = [] if state_types is NEW else state_types
+        self.declarations = [] if declarations is NEW else declarations
+        self.runners = [] if runners is NEW else runners
+        self.services = [] if services is NEW else services
 
 
-@dataclass(slots=True)
-class Registry:
+@typed_as_dataclass()
+class Registry(Record):
     """What the plugins of one engine provide."""
 
+    __slots__ = ("pm", "schema", "state_types", "plugins", "runners")
+    __match_args__ = ("pm", "schema", "state_types", "plugins", "runners")
     pm: pluggy.PluginManager
     schema: Schema
     state_types: dict[str, StateType]
     plugins: list[PluginInfo]
-    runners: dict[str, type[Runner]] = field(default_factory=dict)  # function type -> runner class
+    runners: dict[str, type[Runner]]
+    """Function type -> runner class."""
+
+    def __init__(self, pm: pluggy.PluginManager, schema: Schema, state_types: dict[str, StateType],
+                 plugins: list[PluginInfo], runners: dict[str, type[Runner]] = NEW) -> None:
+        self.pm = pm
+        self.schema = schema
+        self.state_types = state_types
+        self.plugins = plugins
+        self.runners = {} if runners is NEW else runners
 
 
 def _register(pm: pluggy.PluginManager, name: str, load: Callable[[], Any], info: list[PluginInfo], version: str, source: str) -> None:

@@ -9,15 +9,15 @@ language reference and the JSON Schema generator all read those.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+import zlib
 from typing import Any
 
 from .entrypoints import cache_dir
 from .errors import IsoldeError
+from .records import NEW, Frozen, Record, typed_as_dataclass
 
 
 class _Missing:
@@ -30,52 +30,97 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-@dataclass(frozen=True, slots=True)
-class Named:
+@typed_as_dataclass(frozen=True)
+class Named(Frozen):
+    __slots__ = ("name",)
+    __match_args__ = ("name",)
     name: str
 
+    def __init__(self, name: str) -> None:
+        object.__setattr__(self, "name", name)
 
-@dataclass(frozen=True, slots=True)
-class ListOf:
+
+@typed_as_dataclass(frozen=True)
+class ListOf(Frozen):
+    __slots__ = ("item",)
+    __match_args__ = ("item",)
     item: "Type"
 
+    def __init__(self, item: "Type") -> None:
+        object.__setattr__(self, "item", item)
 
-@dataclass(frozen=True, slots=True)
-class MapOf:
+
+@typed_as_dataclass(frozen=True)
+class MapOf(Frozen):
+    __slots__ = ("item",)
+    __match_args__ = ("item",)
     item: "Type"
 
+    def __init__(self, item: "Type") -> None:
+        object.__setattr__(self, "item", item)
 
-@dataclass(frozen=True, slots=True)
-class Lit:
+
+@typed_as_dataclass(frozen=True)
+class Lit(Frozen):
+    __slots__ = ("value",)
+    __match_args__ = ("value",)
     value: Any
 
+    def __init__(self, value: Any) -> None:
+        object.__setattr__(self, "value", value)
 
-@dataclass(frozen=True, slots=True)
-class Union:
+
+@typed_as_dataclass(frozen=True)
+class Union(Frozen):
+    __slots__ = ("alts",)
+    __match_args__ = ("alts",)
     alts: tuple["Type", ...]
+
+    def __init__(self, alts: tuple["Type", ...]) -> None:
+        object.__setattr__(self, "alts", alts)
 
 
 Type = Named | ListOf | MapOf | Lit | Union
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+@typed_as_dataclass(frozen=True)
+class Field(Frozen):
+    __slots__ = ("name", "type", "required", "default", "doc")
+    __match_args__ = ("name", "type", "required", "default", "doc")
     name: str
     type: Type
-    required: bool = False
-    default: Any = MISSING
-    doc: str = ""
+    required: bool
+    default: Any
+    doc: str
+
+    def __init__(self, name: str, type: Type, required: bool = False, default: Any = MISSING, doc: str = "") -> None:
+        _set = object.__setattr__
+        _set(self, "name", name)
+        _set(self, "type", type)
+        _set(self, "required", required)
+        _set(self, "default", default)
+        _set(self, "doc", doc)
 
 
-@dataclass(slots=True)
-class Decl:
+@typed_as_dataclass()
+class Decl(Record):
     """One ``state`` / ``function`` / ``struct`` declaration."""
 
+    __slots__ = ("kind", "name", "fields", "doc", "origin")
+    __match_args__ = ("kind", "name", "fields", "doc", "origin")
     kind: str
     name: str
     fields: dict[str, Field]
-    doc: str = ""
-    origin: str = ""  # which plugin declared it, for error messages and `isolde plugins`
+    doc: str
+    origin: str
+    """Which plugin declared it, for error messages and `isolde plugins`."""
+
+    def __init__(self, kind: str, name: str, fields: dict[str, Field], doc: str = "", origin: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        self.fields = fields
+        self.doc = doc
+        self.origin = origin
 
 
 class SchemaError(IsoldeError):
@@ -125,9 +170,15 @@ def _parser() -> Any:
     folder = _cache_dir()
     cache: Any = False
     if folder is not None:
-        digest = hashlib.sha256(grammar.encode()).hexdigest()[:16]
-        cache = os.path.join(folder, f"schema-{digest}.lark.cache")
+        cache = os.path.join(folder, f"schema-{_digest(grammar)}.lark.cache")
     return Lark(grammar, parser="lalr", propagate_positions=True, cache=cache)
+
+
+def _digest(grammar: str) -> str:
+    """The grammar's part of a cache file's name: its CRC-32 and length (no ``hashlib``,
+    which loads OpenSSL, on every start)."""
+    data = grammar.encode()
+    return f"{zlib.crc32(data):08x}{len(data):x}"
 
 
 def _cache_dir() -> str | None:
@@ -165,8 +216,7 @@ class _DeclCache:
         folder = _cache_dir()
         if folder is None:
             return
-        digest = hashlib.sha256(_grammar().encode()).hexdigest()[:16]
-        self.path = os.path.join(folder, f"decls-{digest}.json")
+        self.path = os.path.join(folder, f"decls-{_digest(_grammar())}.json")
         try:
             with open(self.path, encoding="utf-8") as fh:
                 raw = json.load(fh)
@@ -342,13 +392,21 @@ def parse_declarations(text: str, origin: str = "") -> list[Decl]:
     return out
 
 
-@dataclass(slots=True)
-class Schema:
+@typed_as_dataclass()
+class Schema(Record):
     """Every declaration known to one engine, by kind and name."""
 
-    structs: dict[str, Decl] = field(default_factory=dict)
-    states: dict[str, Decl] = field(default_factory=dict)
-    functions: dict[str, Decl] = field(default_factory=dict)
+    __slots__ = ("structs", "states", "functions")
+    __match_args__ = ("structs", "states", "functions")
+    structs: dict[str, Decl]
+    states: dict[str, Decl]
+    functions: dict[str, Decl]
+
+    def __init__(self, structs: dict[str, Decl] = NEW, states: dict[str, Decl] = NEW,
+                 functions: dict[str, Decl] = NEW) -> None:
+        self.structs = {} if structs is NEW else structs
+        self.states = {} if states is NEW else states
+        self.functions = {} if functions is NEW else functions
 
     def add(self, decls: list[Decl]) -> None:
         for d in decls:

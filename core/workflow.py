@@ -31,12 +31,12 @@ writes only its own step (STYLE.md practice 3)::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence, TypeVar
 
 from .errors import WorkflowError
 from .expr import Expr
+from .records import NEW, Record, typed_as_dataclass
 
 if TYPE_CHECKING:
     from .actions.spec import ActionSpec, Branch, Outcome
@@ -82,35 +82,70 @@ class StateType:
         raise NotImplementedError
 
 
-@dataclass(slots=True, eq=False)
-class StateSpec:
+@typed_as_dataclass(eq=False)
+class StateSpec(Record):
     """One validated state of a workflow, with its ``jx`` fields compiled."""
 
+    __slots__ = ("id", "type", "impl", "fields", "path", "transform", "transition", "log", "catch", "extra")
+    __match_args__ = ("id", "type", "impl", "fields", "path", "transform", "transition", "log", "catch", "extra")
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__  # type: ignore[assignment]
     id: str
     type: str
     impl: StateType
     fields: dict[str, Any]
     path: tuple[Any, ...]
-    transform: Expr | None = None
-    transition: str | None = None
-    log: Expr | None = None
-    catch: tuple[tuple[str, str | None], ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)  # per-plugin precomputed data (set in check)
+    transform: Expr | None
+    transition: str | None
+    log: Expr | None
+    catch: tuple[tuple[str, str | None], ...]
+    extra: dict[str, Any]
+    """Per-plugin precomputed data (set in ``check``)."""
+
+    def __init__(self, id: str, type: str, impl: StateType, fields: dict[str, Any], path: tuple[Any, ...],
+                 transform: Expr | None = None, transition: str | None = None, log: Expr | None = None,
+                 catch: tuple[tuple[str, str | None], ...] = (), extra: dict[str, Any] = NEW) -> None:
+        self.id = id
+        self.type = type
+        self.impl = impl
+        self.fields = fields
+        self.path = path
+        self.transform = transform
+        self.transition = transition
+        self.log = log
+        self.catch = catch
+        self.extra = {} if extra is NEW else extra
 
 
-@dataclass(slots=True, eq=False)
-class Workflow:
+@typed_as_dataclass(eq=False)
+class Workflow(Record):
     """A workflow ready to run: states by id with their expressions compiled."""
 
+    __slots__ = ("id", "document", "raw", "fields", "states", "functions", "start", "root")
+    __match_args__ = ("id", "document", "raw", "fields", "states", "functions", "root")
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__  # type: ignore[assignment]
     id: str
     document: Document
-    raw: bool  # raw-jq era document (strings in jq fields are programs)
+    raw: bool
+    """A raw-jq era document (strings in jq fields are programs)."""
     fields: dict[str, Any]
     states: dict[str, StateSpec]
     functions: dict[str, dict[str, Any]]
-    start: StateSpec = field(init=False)
-    root: Path | None = None
+    start: StateSpec
+    """The first state (set by validation)."""
+    root: Path | None
     """The namespace root (the daemon sets its namespace folder); see ``namespace_root``."""
+
+    def __init__(self, id: str, document: Document, raw: bool, fields: dict[str, Any], states: dict[str, StateSpec],
+                 functions: dict[str, dict[str, Any]], root: Path | None = None) -> None:
+        self.id = id
+        self.document = document
+        self.raw = raw
+        self.fields = fields
+        self.states = states
+        self.functions = functions
+        self.root = root
 
     @property
     def filename(self) -> str:

@@ -544,3 +544,88 @@ class _MisspeltHook:
 def test_a_misspelt_hook_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(isolde.ConfigError, match="isolde_stat_types"):
         isolde.Engine(data_dir=tmp_path / "d", config={}, plugins=[_MisspeltHook()])
+
+
+def test_value_classes_of_the_plugin_api_behave_as_dataclasses() -> None:
+    """The value classes a plugin gets are written out (no ``dataclasses`` at start-up), yet
+    ``dataclasses`` sees them as the dataclasses they were: fields, replace, asdict, a
+    ``@dataclass`` subclass, frozen fields, equality by field, pickling."""
+    import dataclasses
+    import pickle
+
+    from isolde.plugin import ActionSpec, EventFilter, Put, Ref, Response
+    from isolde.history.settings import HistorySettings
+
+    result = isolde.Result("i1", "failed", error=isolde.ErrorInfo("x.y", "broke", "s1"))
+    assert dataclasses.is_dataclass(result)
+    assert [f.name for f in dataclasses.fields(result)] == [
+        "instance_id", "status", "output", "error", "log", "workflow", "namespace", "states"]
+    assert dataclasses.asdict(result)["error"] == {"code": "x.y", "message": "broke", "state": "s1"}
+    again = dataclasses.replace(result, status="complete", error=None)
+    assert (again.status, again.instance_id, again.error, result.status) == ("complete", "i1", None, "failed")
+    assert result == pickle.loads(pickle.dumps(result)) and result != again
+    assert isolde.Result("a", "complete").log is not isolde.Result("a", "complete").log  # a fresh list each
+    assert repr(isolde.ErrorInfo("c", "m")) == "ErrorInfo(code='c', message='m', state=None)"
+    with pytest.raises(TypeError):
+        hash(result)  # mutable, compared by value: not hashable (as @dataclass)
+
+    settings = HistorySettings(keep=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.keep = 6  # type: ignore[misc]
+    assert settings == HistorySettings(keep=5) and hash(settings) == hash(HistorySettings(keep=5))
+    assert dataclasses.replace(settings, keep=7).keep == 7 and settings.keep == 5
+    assert pickle.loads(pickle.dumps(EventFilter("t", {"source": "a"}))) == EventFilter("t", {"source": "a"})
+
+    spec = ActionSpec("f", {}, None, (), ())
+    assert spec.extra == {} and spec.extra is not ActionSpec("f", {}, None, (), ()).extra
+    assert dataclasses.replace(spec, retry_max=3).retry_max == 3
+
+    @dataclasses.dataclass
+    class Timed(Response):  # a runner's reply with a field of its own
+        seconds: float = 0.0
+
+    timed = Timed(200, {"a": "b"}, b"{}", "OK", seconds=1.5)
+    assert [f.name for f in dataclasses.fields(timed)][-2:] == ["value", "seconds"]
+    assert (timed.status, timed.headers, timed.seconds) == (200, {"a": "b"}, 1.5)
+
+    @dataclasses.dataclass(frozen=True)
+    class Tagged(Put):
+        tag: str = ""
+
+    tagged = Tagged(Ref("ns", "namespace", "", "k"), b"1", "application/json", tag="t")
+    assert tagged.ref.key == "k" and tagged.tag == "t"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tagged.tag = "u"  # type: ignore[misc]
+
+
+def test_a_run_from_the_command_line_does_not_load_what_it_does_not_use(tmp_path: Path) -> None:
+    """Start-up cost (docs/performance.md, cold CLI): ``isolde run`` of the counter makes no
+    class with ``dataclasses``; ``isolde vars list`` loads no click either (unless a
+    third-party plugin is installed: contrib's checksum plugin is, here).  A fresh
+    interpreter is the only place to see what a start imports."""
+    import subprocess
+
+    probe = textwrap.dedent("""
+        import sys
+        from isolde.cli_entry import main
+        sys.argv = ["isolde", *sys.argv[1:]]
+        try:
+            main()
+        except SystemExit as exc:
+            assert not exc.code, exc.code
+        print("LOADED", sorted(m for m in ("dataclasses", "click") if m in sys.modules))
+    """)
+    env = {**__import__("os").environ, "ISOLDE_DATA_DIR": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("ISOLDE_CONFIG", None)
+
+    def loaded(*args: str) -> list[str]:
+        out = ""
+        for _ in range(2):  # the first start after an install reads the entry points (cached)
+            out = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, env=env, check=True,
+                                 capture_output=True, text=True).stdout
+        return json.loads(out.rsplit("LOADED ", 1)[1].replace("'", '"'))
+
+    assert loaded("run", str(EXAMPLES / "counter.yaml")) == ["click"]
+    with isolde.Engine(data_dir=tmp_path / "probe") as engine:
+        third_party = any(p.source != "builtin" for p in engine.registry.plugins)
+    assert loaded("vars", "list") == (["click"] if third_party else [])

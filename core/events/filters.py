@@ -12,18 +12,24 @@ expressions; isolde reads them as globs.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..records import NEW, Frozen, typed_as_dataclass
 from .cloudevents import RESERVED, as_text
 
 
-@dataclass(frozen=True, slots=True)
-class EventFilter:
+@typed_as_dataclass(frozen=True)
+class EventFilter(Frozen):
     """Which events a waiter or subscriber wants: an exact ``type`` and context conditions."""
 
+    __slots__ = ("type", "context")
+    __match_args__ = ("type", "context")
     type: str
-    context: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any]
+
+    def __init__(self, type: str, context: Mapping[str, Any] = NEW) -> None:
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "context", {} if context is NEW else context)
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         if event.get("type") != self.type:

@@ -18,10 +18,10 @@ import datetime as _dt
 import json
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Mapping
 
 from ..errors import InstanceFailure, WorkflowError
+from ..records import NEW, Record, typed_as_dataclass
 
 if TYPE_CHECKING:
     from ..workflow import StateContext
@@ -51,14 +51,21 @@ def rfc3339(epoch: float) -> str:
     return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(slots=True, eq=False)
-class ActionRequest:
+@typed_as_dataclass(eq=False)
+class ActionRequest(Record):
     """One call of an isolate: the input and everything the ``Direktiv-*`` headers carry.
 
     ``deadline`` is wall-clock (``time.time()``) for the header; runners use
     :meth:`remaining`, computed from a monotonic clock, to bound their waits.
     """
 
+    __slots__ = ("body", "input", "action_id", "namespace", "workflow", "instance_id", "step", "timeout", "function",
+                 "temp_dir", "sidecar", "iterator", "ctx", "background", "deadline", "_expires", "cancelled", "stop")
+    __match_args__ = ("body", "input", "action_id", "namespace", "workflow", "instance_id", "step", "timeout",
+                      "function", "temp_dir", "sidecar", "iterator", "ctx", "background", "cancelled", "stop")
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__  # type: ignore[assignment]
+    _no_repr = ("cancelled", "stop")
     body: bytes
     input: Any
     action_id: str
@@ -68,26 +75,45 @@ class ActionRequest:
     step: int
     timeout: float
     function: Mapping[str, Any]
-    temp_dir: str = ""
-    sidecar: str = ""
-    iterator: int | None = None
-    ctx: StateContext | None = None
+    temp_dir: str
+    sidecar: str
+    iterator: int | None
+    ctx: StateContext | None
     """The calling state's context, for runners that act inside the engine (subflow)."""
-    background: bool = False
+    background: bool
     """True for an ``async`` action: nothing waits for the result."""
-    deadline: float = field(init=False)
-    _expires: float = field(init=False, repr=False)
-    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    deadline: float
+    _expires: float
+    cancelled: threading.Event
     """Set when the action timed out: in-process runners may poll it and stop early."""
-    stop: threading.Event | None = field(default=None, repr=False)
+    stop: threading.Event | None
     """Set when the state that made the call no longer needs it (a ``foreach`` or
     ``parallel`` state was decided by another branch).  A runner checks :meth:`stopped`
     where it registers the call for cancelling, under the same lock: a call that missed
     the state's cancelling is then never sent."""
 
-    def __post_init__(self) -> None:
-        self.deadline = time.time() + self.timeout
-        self._expires = time.monotonic() + self.timeout
+    def __init__(self, body: bytes, input: Any, action_id: str, namespace: str, workflow: str, instance_id: str,
+                 step: int, timeout: float, function: Mapping[str, Any], temp_dir: str = "", sidecar: str = "",
+                 iterator: int | None = None, ctx: StateContext | None = None, background: bool = False,
+                 cancelled: threading.Event = NEW, stop: threading.Event | None = None) -> None:
+        self.body = body
+        self.input = input
+        self.action_id = action_id
+        self.namespace = namespace
+        self.workflow = workflow
+        self.instance_id = instance_id
+        self.step = step
+        self.timeout = timeout
+        self.function = function
+        self.temp_dir = temp_dir
+        self.sidecar = sidecar
+        self.iterator = iterator
+        self.ctx = ctx
+        self.background = background
+        self.cancelled = threading.Event() if cancelled is NEW else cancelled
+        self.stop = stop
+        self.deadline = time.time() + timeout
+        self._expires = time.monotonic() + timeout
 
     def stopped(self) -> bool:
         """Whether the calling state no longer needs this call (see ``stop``)."""
@@ -116,19 +142,29 @@ class ActionRequest:
         return h
 
 
-@dataclass(slots=True)
-class Response:
+@typed_as_dataclass()
+class Response(Record):
     """An isolate's reply.  ``headers`` keys are lower-case.
 
     In-process runners may set ``value`` to hand over a result without
     encoding it to bytes and back.
     """
 
+    __slots__ = ("status", "headers", "body", "reason", "value")
+    __match_args__ = ("status", "headers", "body", "reason", "value")
     status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    reason: str = ""
-    value: Any = _NO_VALUE
+    headers: Mapping[str, str]
+    body: bytes
+    reason: str
+    value: Any
+
+    def __init__(self, status: int, headers: Mapping[str, str] = NEW, body: bytes = b"", reason: str = "",
+                 value: Any = _NO_VALUE) -> None:
+        self.status = status
+        self.headers = {} if headers is NEW else headers
+        self.body = body
+        self.reason = reason
+        self.value = value
 
     @classmethod
     def of(cls, value: Any) -> Response:
