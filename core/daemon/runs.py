@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 from ..errors import InstanceFailure, IsoldeError
@@ -90,6 +90,14 @@ class InstanceInfo:
             "error": self.error,
             "resumed": self.resumed,
         }
+
+    def ended_record(self, status: str, output: Any, error: dict[str, Any] | None, ended: float) -> dict[str, Any]:
+        """The record of this instance once it ended so (what ``record`` gives after those
+        fields are set, without setting them: the API shows the outcome once it is stored)."""
+        rec = self.view()
+        rec.update(status=status, output=output, error=error, ended=ended, v=1, data=None, ivars=self.ivars,
+                   log=list(self.log))
+        return rec
 
     def record(self) -> dict[str, Any]:
         rec = self.view()
@@ -301,8 +309,7 @@ class Runs:
                 # instance completes here, its outcome: no commit of its own for it.
                 if ctx.error_at_end is not None:
                     return records.with_step(info.record())
-                outcome = replace(info, status="complete", output=data, error=None, ended=time.time(), data={},
-                                  lock_at=None, lock_data=None).record()
+                outcome = info.ended_record("complete", data, None, time.time())
                 ended_with[0] = outcome
                 return records.finish_with_step(outcome)
             info.state = nxt
@@ -346,16 +353,15 @@ class Runs:
         outcome = ended_with[0] if result.status == "complete" else None
         # the outcome is shown (API, waiters) only once it is stored: until then the
         # instance reads as it last committed
-        final = replace(info, status=result.status, output=result.output, error=_error_dict(result.error),
-                                    ended=time.time() if outcome is None else outcome["ended"], data={},
-                                    ctx=None, lock_at=None, lock_data=None)
+        final = info.ended_record(result.status, result.output, _error_dict(result.error),
+                                  time.time() if outcome is None else outcome["ended"])
         with self._lock:
             self.stats[result.status] = self.stats.get(result.status, 0) + 1
             self.stats["started"] += 1
         gone = info.cancel is not None and not info.cancel_api and "namespace" in info.cancel
         try:
             if not gone and outcome is None:
-                records.finish(final.record(), also=recorder.leftover)
+                records.finish(final, also=recorder.leftover)
             elif recorder.leftover:  # the outcome went with the last state: the rest of its timeline
                 self.engine.store.write(recorder.leftover)
             if info.resumed:
@@ -367,7 +373,7 @@ class Runs:
             else:
                 log.error("could not store the instance's outcome", extra={"fields": {"ns": ns, "id": iid, "error": str(exc)}})
         with self._lock:
-            info.status, info.output, info.error, info.ended = final.status, final.output, final.error, final.ended
+            info.status, info.output, info.error, info.ended = final["status"], final["output"], final["error"], final["ended"]
             info.data, info.ctx, info.lock_at, info.lock_data = {}, None, None, None
         history.release(recorder)
         if result.status == "failed":
@@ -376,7 +382,7 @@ class Runs:
                 "ns": ns, "workflow": info.workflow, "id": iid,
                 "code": err.code if err else None, "error": err.message if err else None, "state": err.state if err else None}})
         elif log.isEnabledFor(logging.DEBUG):
-            ended = final.ended or time.time()
+            ended = final["ended"] or time.time()
             log.debug("instance complete", extra={"fields": {"ns": ns, "workflow": info.workflow, "id": iid,
                                                             "ms": round((ended - (info.started or ended)) * 1000, 1)}})
         with self._lock:
