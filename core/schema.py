@@ -40,8 +40,9 @@ class Named(Frozen):
         object.__setattr__(self, "name", name)
 
 
-@typed_as_dataclass(frozen=True)
-class ListOf(Frozen):
+class _Of(Frozen):
+    """A type made of one other (the item of a list or of a map)."""
+
     __slots__ = ("item",)
     __match_args__ = ("item",)
     item: "Type"
@@ -51,13 +52,13 @@ class ListOf(Frozen):
 
 
 @typed_as_dataclass(frozen=True)
-class MapOf(Frozen):
-    __slots__ = ("item",)
-    __match_args__ = ("item",)
-    item: "Type"
+class ListOf(_Of):
+    __slots__ = ()
 
-    def __init__(self, item: "Type") -> None:
-        object.__setattr__(self, "item", item)
+
+@typed_as_dataclass(frozen=True)
+class MapOf(_Of):
+    __slots__ = ()
 
 
 @typed_as_dataclass(frozen=True)
