@@ -35,6 +35,7 @@ class Document(Record):
 
     __slots__ = ("filename", "text", "value", "pos", "kpos", "styles", "has_templates")
     __match_args__ = ("filename", "text", "value", "pos", "kpos", "styles", "has_templates")
+    _fresh = {"pos": dict, "kpos": dict, "styles": dict}
     filename: str
     text: str
     value: Any

@@ -18,8 +18,9 @@ give by field:
 To ``dataclasses`` they look like dataclasses when asked: ``fields``, ``replace``,
 ``asdict`` and ``is_dataclass`` work, and a ``@dataclass`` may subclass one (a
 plugin's ``Put`` with extra fields).  The description is made on first use, from the
-fields and the defaults of ``__init__`` (``NEW`` stands for a field's fresh default,
-``default_factory`` in a dataclass), so that nothing is generated at import.
+fields and the defaults of ``__init__`` (``NEW`` stands for a field's fresh default, made
+by what the class's ``_fresh`` names: ``default_factory`` in a dataclass), so that nothing
+is generated at import.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ _T = TypeVar("_T")
 
 NEW: Any = type("_New", (), {"__repr__": lambda self: "NEW", "__slots__": ()})()
 """The default of a field whose value is made fresh per instance (a new list or dict):
-``__init__`` tests ``value is NEW``."""
+``__init__`` tests ``value is NEW``, and the class's ``_fresh`` maps the field to what
+makes the value (for ``dataclasses``: its ``default_factory``)."""
 
 if TYPE_CHECKING:
     # The type checker is told the truth about the fields, the frozen instances and
@@ -126,11 +128,15 @@ def _describe_fields(cls: Any) -> None:
     names = cls.__match_args__
     first_default = len(names) - len(defaults)
     hidden = getattr(cls, "_no_repr", ())
+    fresh = getattr(cls, "_fresh", {})
     spec = []
     for i, name in enumerate(names):
         default = defaults[i - first_default] if i >= first_default else dataclasses.MISSING
-        spec.append((name, cls.__annotations__.get(name, "object"),
-                     dataclasses.field(default=default, repr=name not in hidden)))
+        if default is NEW:  # made per instance: the class's _fresh names what makes it
+            described = dataclasses.field(default_factory=fresh[name], repr=name not in hidden)
+        else:
+            described = dataclasses.field(default=default, repr=name not in hidden)
+        spec.append((name, cls.__annotations__.get(name, "object"), described))
     twin = dataclasses.make_dataclass(cls.__name__, spec, frozen=issubclass(cls, Frozen), eq=cls.__eq__ is not object.__eq__)
     type.__setattr__(cls, "__dataclass_fields__", twin.__dataclass_fields__)  # type: ignore[attr-defined]
     type.__setattr__(cls, "__dataclass_params__", twin.__dataclass_params__)  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = ("getter", "setter", "noop", "switch", "error
 class PluginInfo(Record):
     __slots__ = ("name", "version", "source", "state_types", "declarations", "runners", "services")
     __match_args__ = ("name", "version", "source", "state_types", "declarations", "runners", "services")
+    _fresh = {"state_types": list, "declarations": list, "runners": list, "services": list}
     name: str
     version: str
     source: str
@@ -63,6 +64,7 @@ class Registry(Record):
 
     __slots__ = ("pm", "schema", "state_types", "plugins", "runners")
     __match_args__ = ("pm", "schema", "state_types", "plugins", "runners")
+    _fresh = {"runners": dict}
     pm: pluggy.PluginManager
     schema: Schema
     state_types: dict[str, StateType]

@@ -399,6 +399,7 @@ class Schema(Record):
 
     __slots__ = ("structs", "states", "functions")
     __match_args__ = ("structs", "states", "functions")
+    _fresh = {"structs": dict, "states": dict, "functions": dict}
     structs: dict[str, Decl]
     states: dict[str, Decl]
     functions: dict[str, Decl]

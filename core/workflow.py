@@ -88,6 +88,7 @@ class StateSpec(Record):
 
     __slots__ = ("id", "type", "impl", "fields", "path", "transform", "transition", "log", "catch", "extra")
     __match_args__ = ("id", "type", "impl", "fields", "path", "transform", "transition", "log", "catch", "extra")
+    _fresh = {"extra": dict}
     __eq__ = object.__eq__
     __hash__ = object.__hash__  # type: ignore[assignment]
     id: str

@@ -553,7 +553,7 @@ def test_value_classes_of_the_plugin_api_behave_as_dataclasses() -> None:
     import dataclasses
     import pickle
 
-    from isolde.plugin import ActionSpec, EventFilter, Put, Ref, Response
+    from isolde.plugin import ActionRequest, ActionSpec, EventFilter, Put, Ref, Response
     from isolde.history.settings import HistorySettings
 
     result = isolde.Result("i1", "failed", error=isolde.ErrorInfo("x.y", "broke", "s1"))
@@ -587,6 +587,16 @@ def test_value_classes_of_the_plugin_api_behave_as_dataclasses() -> None:
     timed = Timed(200, {"a": "b"}, b"{}", "OK", seconds=1.5)
     assert [f.name for f in dataclasses.fields(timed)][-2:] == ["value", "seconds"]
     assert (timed.status, timed.headers, timed.seconds) == (200, {"a": "b"}, 1.5)
+    bare = Timed(204)  # the fields' defaults as the base gives them: a fresh dict each
+    assert bare.headers == {} and bare.headers is not Timed(204).headers and bare.body == b""
+
+    @dataclasses.dataclass(eq=False)
+    class Tracked(ActionRequest):  # a request with a field of its own: deadline and cancel event as before
+        trace: str = ""
+
+    tracked = Tracked(b"{}", {}, "a1", "ns", "wf", "i1", 1, 30.0, {}, trace="t")
+    assert 0 < tracked.remaining() <= 30.0 and not tracked.cancelled.is_set() and tracked.trace == "t"
+    assert tracked.cancelled is not Tracked(b"{}", {}, "a2", "ns", "wf", "i1", 1, 30.0, {}).cancelled
 
     @dataclasses.dataclass(frozen=True)
     class Tagged(Put):

@@ -47,6 +47,7 @@ class ActionSpec(Record):
                  "retry_multiplier", "retry_codes", "base_dir", "extra")
     __match_args__ = ("function_id", "function", "input", "secrets", "files", "retry_max", "retry_delay",
                       "retry_multiplier", "retry_codes", "base_dir", "extra")
+    _fresh = {"extra": dict}
     function_id: str
     function: Mapping[str, Any]
     input: Expr | None
@@ -102,6 +103,7 @@ class Outcome(Record):
 
     __slots__ = ("results", "errors", "winner")
     __match_args__ = ("results", "errors", "winner")
+    _fresh = {"errors": list}
     results: list[Any]
     errors: list[tuple[int, WorkflowError]]
     winner: int | None

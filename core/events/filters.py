@@ -24,6 +24,7 @@ class EventFilter(Frozen):
 
     __slots__ = ("type", "context")
     __match_args__ = ("type", "context")
+    _fresh = {"context": dict}
     type: str
     context: Mapping[str, Any]
 

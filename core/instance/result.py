@@ -31,6 +31,7 @@ class Result(Record):
 
     __slots__ = ("instance_id", "status", "output", "error", "log", "workflow", "namespace", "states")
     __match_args__ = ("instance_id", "status", "output", "error", "log", "workflow", "namespace", "states")
+    _fresh = {"log": list, "states": list}
     instance_id: str
     status: str
     """"complete" or "failed" (or "cancelled")."""

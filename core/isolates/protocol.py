@@ -66,6 +66,7 @@ class ActionRequest(Record):
     __eq__ = object.__eq__
     __hash__ = object.__hash__  # type: ignore[assignment]
     _no_repr = ("cancelled", "stop")
+    _fresh = {"cancelled": threading.Event}
     body: bytes
     input: Any
     action_id: str
@@ -112,8 +113,12 @@ class ActionRequest(Record):
         self.background = background
         self.cancelled = threading.Event() if cancelled is NEW else cancelled
         self.stop = stop
-        self.deadline = time.time() + timeout
-        self._expires = time.monotonic() + timeout
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """The deadline, from ``timeout`` (a ``@dataclass`` subclass's ``__init__`` calls this too)."""
+        self.deadline = time.time() + self.timeout
+        self._expires = time.monotonic() + self.timeout
 
     def stopped(self) -> bool:
         """Whether the calling state no longer needs this call (see ``stop``)."""
@@ -152,6 +157,7 @@ class Response(Record):
 
     __slots__ = ("status", "headers", "body", "reason", "value")
     __match_args__ = ("status", "headers", "body", "reason", "value")
+    _fresh = {"headers": dict}
     status: int
     headers: Mapping[str, str]
     body: bytes
