@@ -341,6 +341,39 @@ def test_chunked_and_expect_continue(api: InProcess) -> None:
     assert out.startswith(b"HTTP/1.1 400") and b"Content-Length" in out, out
 
 
+def test_request_heads_are_parsed_strictly_and_read_in_any_case(api: InProcess) -> None:
+    """The API parses request heads by the sidecar's rules (isolde.httphead): what request
+    smuggling needs is refused with 400 and the connection closed; names read in any case."""
+    head = b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    for bad, status, says in [
+        (head + b"X-Long: a\r\n  folded\r\n\r\n", b"400", b"malformed header line"),
+        (head + b"Host: 127.0.0.1\r\n\r\n", b"400", b"duplicate host"),
+        (head + b"Bad Name: x\r\n\r\n", b"400", b"malformed header line"),
+        (head + b"Transfer-Encoding: gzip\r\n\r\n", b"400", b"Transfer-Encoding"),
+        (head + b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", b"400", b"not both"),
+        (head + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n", b"431", b"more than 100"),
+        (head + b"X-Big: " + b"y" * 70000 + b"\r\n\r\n", b"431", b"longer than"),
+        (b"GET /api/status HTTP/2.0\r\n\r\n", b"505", b"HTTP/1.1"),
+        (b"GET /api/status\r\n\r\n", b"400", b"malformed request line"),
+    ]:
+        out = raw(api, bad)
+        assert out.startswith(b"HTTP/1.1 " + status) and b"Connection: close" in out and says in out, (bad[:80], out)
+    # lower- and upper-case names, an HTTP/1.0 request closed after its answer unless kept alive
+    out = raw(api, b"PUT /api/namespaces/ns1/variables/cased HTTP/1.0\r\nhost: 127.0.0.1\r\n"
+                   b"CONTENT-LENGTH: 2\r\ncontent-type: text/plain\r\n\r\nhi")
+    assert out.startswith(b"HTTP/1.1 201") and b"Connection: close" in out, out  # (the server speaks 1.1)
+    assert api.get("/api/namespaces/ns1/variables/cased").body == b"hi"
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
+        for _ in range(2):  # the same connection twice: kept alive
+            s.sendall(b"GET /api/status HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            got = b""
+            while b"\r\n\r\n" not in got or not got.rstrip().endswith(b"}"):
+                chunk = s.recv(65536)
+                assert chunk, got
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 200") and b"Connection: close" not in got, got
+
+
 # --------------------------------------------------------------------------- events
 
 

@@ -11,7 +11,9 @@ loopback without a token is refused at start.  Bodies are capped
 before they are read.  Errors are ``{"error": {"code": ..., "message": ...}}``.
 
 Why the stdlib server: with keep-alive it serves thousands of small requests a second on
-loopback, and an instance start is bounded by its durable store commit anyway.
+loopback, and an instance start is bounded by its durable store commit anyway.  Its request
+heads are parsed by ``isolde.httphead`` (the sidecar's strict rules) instead of the e-mail
+parser ``http.server`` uses: stricter, and 60-70 µs less CPU per request.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ..errors import ConfigError, IsoldeError
+from ..httphead import MAX_FIELDS, Fields, HeadError, parse_fields, parse_request_line
 from ..loopback import is_loopback_host, loopback_address
 from ..store import StoreError
 from ..ui import PREFIX as UI_PREFIX
@@ -41,6 +44,8 @@ __all__ = ["ApiServer", "parse_address"]
 _JSON: Final = "application/json"
 MAX_CONNECTIONS: Final = 512
 IDLE_TIMEOUT: Final = 120.0
+MAX_LINE: Final = 65536
+"""Bytes of one header line (as http.server's request line)."""
 _METHOD_ORDER: Final = ("GET", "POST", "PUT", "DELETE", "PATCH")
 
 
@@ -163,6 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = IDLE_TIMEOUT
     query: dict[str, str]
+    raw_requestline: bytes  # (set by http.server before parse_request)
 
     # -- plumbing ---------------------------------------------------------------
     def setup(self) -> None:
@@ -177,6 +183,39 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_expect_100(self) -> bool:
         return True  # answered in read_body, once the request is known to be acceptable
+
+    def parse_request(self) -> bool:
+        """The request line and header fields, parsed by the strict rules the sidecar
+        uses (``isolde.httphead``) instead of the e-mail parser; on an error the answer
+        is sent and the connection closed (False)."""
+        self.command = ""  # (set in case of an error on the first line)
+        self.request_version = "HTTP/1.1"
+        self.close_connection = True
+        line = self.raw_requestline
+        self.requestline = line.rstrip(b"\r\n").decode("latin-1")
+        lines: list[bytes] = []
+        try:
+            self.command, path, version = parse_request_line(line)
+            self.request_version = version.decode()
+            rfile = self.rfile
+            while True:
+                raw = rfile.readline(MAX_LINE + 1)
+                if len(raw) > MAX_LINE:
+                    raise HeadError(431, f"a header line is longer than {MAX_LINE} bytes")
+                if raw in (b"\r\n", b"\n", b""):
+                    break
+                lines.append(raw)
+                if len(lines) > MAX_FIELDS:
+                    raise HeadError(431, f"more than {MAX_FIELDS} header lines")
+            fields = Fields(parse_fields(lines))
+        except HeadError as exc:
+            self.send_error(exc.status, exc.message)
+            return False
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path  # no scheme-relative paths
+        self.headers = fields  # type: ignore[assignment]  # read as http.server's Message is
+        tokens = {t.strip().lower() for t in (fields.get("connection") or "").split(",")}
+        self.close_connection = "close" in tokens or (version == b"HTTP/1.0" and "keep-alive" not in tokens)
+        return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         self.close_connection = True
