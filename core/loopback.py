@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 
+
+@functools.lru_cache(maxsize=256)  # checked on every API request: the same few values
 def is_loopback_host(value: str) -> bool:
     """True for a ``Host`` header naming this machine's loopback: ``localhost``,
     ``127.0.0.0/8`` or ``[::1]``, each with or without ``:port``.
