@@ -23,6 +23,8 @@ import hmac
 import json
 import socket
 import threading
+import time
+from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
@@ -32,6 +34,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ..errors import ConfigError, IsoldeError
 from ..httphead import MAX_FIELDS, Fields, HeadError, parse_fields, parse_request_line
+from ..jsontext import compact
 from ..loopback import is_loopback_host, loopback_address
 from ..store import StoreError
 from ..ui import PREFIX as UI_PREFIX
@@ -48,6 +51,27 @@ IDLE_TIMEOUT: Final = 120.0
 MAX_LINE: Final = 65536
 """Bytes of one header line (as http.server's request line)."""
 _METHOD_ORDER: Final = ("GET", "POST", "PUT", "DELETE", "PATCH")
+
+
+_encode = compact()
+_date: list[tuple[int, str]] = [(0, "")]  # the Date header of the current second
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    second, text = _date[0]
+    if second != now:
+        text = formatdate(now, usegmt=True)  # (two threads may both make it: the same text)
+        _date[0] = (now, text)
+    return text
+
+
+@functools.lru_cache(maxsize=64)
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 @functools.lru_cache(maxsize=256)
@@ -323,22 +347,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- responses --------------------------------------------------------------
     def send(self, status: int, body: bytes, ctype: str | None, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
+        """The answer, its head and body in one write (one packet for a small one)."""
+        self.log_request(status)
+        head = [f"HTTP/1.1 {status} {_phrase(status)}\r\nServer: {self.version_string()}\r\nDate: {_http_date()}\r\n"]
         if ctype:
-            self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+            head.append(f"Content-Type: {ctype}\r\n")
+        head.append(f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n")
         for k, v in (headers or {}).items():
-            self.send_header(k, v)
+            head.append(f"{k}: {v}\r\n")
         if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+            head.append("Connection: close\r\n")
+        head.append("\r\n")
+        data = "".join(head).encode("latin-1", "strict")
+        self.wfile.write(data if self.command == "HEAD" else data + body)
 
     def json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-        self.send(status, body, _JSON, headers)
+        self.send(status, _encode(value).encode() + b"\n", _JSON, headers)
 
     def _error(self, exc: ApiError) -> None:
         if not self._body_read:
