@@ -341,6 +341,20 @@ def test_chunked_and_expect_continue(api: InProcess) -> None:
     assert out.startswith(b"HTTP/1.1 400") and b"Content-Length" in out, out
 
 
+def test_answers_small_and_large_arrive_whole(api: InProcess) -> None:
+    """A small answer goes out with its head in one write, a large one after it: both whole,
+    with their length; HEAD gets the head alone."""
+    from isolde.store import Put, Ref
+
+    for size in (10, 70_000, 3 << 20):  # (over this server's upload limit: written to its store)
+        data = os.urandom(size)
+        api.engine.store.write([Put(Ref("ns1", "namespace", "", f"blob{size}"), data, "application/octet-stream")])
+        r = api.get(f"/api/namespaces/ns1/variables/blob{size}")
+        assert r.status == 200 and r.body == data and r.headers["content-length"] == str(size)
+    out = raw(api, b"HEAD /api/namespaces/ns1/variables/blob70000 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and b"Content-Length: 70000" in out and out.endswith(b"\r\n\r\n"), out[:300]
+
+
 def test_request_heads_are_parsed_strictly_and_read_in_any_case(api: InProcess) -> None:
     """The API parses request heads by the sidecar's rules (isolde.httphead): what request
     smuggling needs is refused with 400 and the connection closed; names read in any case."""

@@ -49,6 +49,8 @@ _JSON: Final = "application/json"
 MAX_CONNECTIONS: Final = 512
 IDLE_TIMEOUT: Final = 120.0
 MAX_LINE: Final = 65536
+_ONE_WRITE: Final = 1 << 16
+"""Bytes of body sent in one write with the head (a larger body is written on its own)."""
 """Bytes of one header line (as http.server's request line)."""
 _METHOD_ORDER: Final = ("GET", "POST", "PUT", "DELETE", "PATCH")
 
@@ -354,12 +356,20 @@ class _Handler(BaseHTTPRequestHandler):
             head.append(f"Content-Type: {ctype}\r\n")
         head.append(f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n")
         for k, v in (headers or {}).items():
+            if "\n" in v or "\r" in v:
+                raise ValueError(f"header {k} holds a line break")  # (an answer's head is never split)
             head.append(f"{k}: {v}\r\n")
         if self.close_connection:
             head.append("Connection: close\r\n")
         head.append("\r\n")
         data = "".join(head).encode("latin-1", "strict")
-        self.wfile.write(data if self.command == "HEAD" else data + body)
+        if self.command == "HEAD":
+            self.wfile.write(data)
+        elif len(body) <= _ONE_WRITE:
+            self.wfile.write(data + body)
+        else:  # a large body is not copied to go with its head
+            self.wfile.write(data)
+            self.wfile.write(body)
 
     def json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
         self.send(status, _encode(value).encode() + b"\n", _JSON, headers)
