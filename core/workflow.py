@@ -68,6 +68,13 @@ class StateType:
     state; at any other state (an action already called an isolate) it marks the
     instance failed with code ``interrupted`` instead of repeating the effect."""
 
+    waits: ClassVar[bool] = True
+    """False when running this state never waits on anything outside the engine: no
+    isolate call, timer, event or subflow; only expressions and variable reads and writes
+    (a ``lock: true`` write may still wait its turn for a lock).  ``isolde serve`` runs an
+    instance whose states all say False in the thread of the ``?wait=true`` request that
+    started it, without the hand-off to an instance thread and back."""
+
     def check(self, state: StateSpec, workflow: Workflow, report: Report) -> None:
         """Extra validation beyond the declared fields; report problems with ``report.error``
         and precompute what ``run`` needs into ``state.extra``."""

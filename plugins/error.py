@@ -20,6 +20,7 @@ _VERB = re.compile(r"%[vsdqf%]")
 class Error(StateType):
     name = "error"
     resumable = True
+    waits = False
     schema = """
     state error "Fails the instance with an error code when it ends." {
         error!: string    "The error code, e.g. myapp.notFound (a catch glob can match it)."

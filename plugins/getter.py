@@ -34,6 +34,7 @@ from isolde.plugin import (
 class Getter(StateType):
     name = "getter"
     resumable = True
+    waits = False
     schema = """
     state getter "Reads variables and places each at .var.<as or key>: JSON as its value, other bytes as a base64 string (whatever the mime type); a missing variable reads as null; scope system reads instance, uuid or epoch." {
         variables!: [getvar]  "The variables to read."

@@ -10,6 +10,7 @@ from isolde.plugin import StateContext, StateSpec, StateType, hookimpl
 class Noop(StateType):
     name = "noop"
     resumable = True
+    waits = False
     schema = """
     state noop "Does nothing itself: a place for a transform, a log line or a transition." {
     }

@@ -10,6 +10,7 @@ from isolde.plugin import JSON, Report, StateContext, StateSpec, StateType, Work
 class Setter(StateType):
     name = "setter"
     resumable = True
+    waits = False
     schema = """
     state setter "Writes variables; null deletes one. Every variable of one setter commits atomically." {
         variables!: [setvar]  "The variables to write."

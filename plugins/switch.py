@@ -13,6 +13,7 @@ CRASH = "direktiv.switch.condition"
 class Switch(StateType):
     name = "switch"
     resumable = True
+    waits = False
     schema = """
     state switch "Goes to the transition of the first condition that is true (null, false, 0, \\"\\", [] and {} are false)." {
         conditions!: [condition]  "Tried in order."

@@ -83,9 +83,39 @@ class Boom(StateType):
         raise RuntimeError("a bug in boom's check")
 
 
+class Where(StateType):
+    name = "where"
+    resumable = True
+    waits = False
+    schema = """
+    state where "Says which thread runs it; never waits." {
+    }
+    """
+
+    def run(self, state, data, ctx):
+        import threading
+        return {**data, "thread": threading.current_thread().name}
+
+
+HELD = __import__("threading").Event()  # set by a test: lets each `hold` state go on
+
+
+class Hold(Where):
+    name = "hold"
+    schema = """
+    state hold "Says which thread runs it once the test lets it go on (claims not to wait)." {
+    }
+    """
+
+    def run(self, state, data, ctx):
+        if not HELD.wait(60):
+            raise RuntimeError("the test never let the hold state go on")
+        return super().run(state, data, ctx)
+
+
 @hookimpl
 def isolde_state_types():
-    return [Nap, Poke, Boom]
+    return [Nap, Poke, Boom, Where, Hold]
 '''
 
 
@@ -841,6 +871,47 @@ def test_queue_beyond_max_running(root: Path, serve: Callable[..., InProcess]) -
     for iid in (first, second):
         d.until(lambda: d.get(f"/api/namespaces/ns1/instances/{iid}").json["status"] == "complete")
     assert d.get("/api/status").json["complete"] == 2
+
+
+def test_a_waited_start_of_states_that_never_wait_runs_in_the_request_thread(root: Path, serve: Callable[..., InProcess]) -> None:
+    """``?wait=true`` on a workflow whose states all never wait (``StateType.waits``) runs
+    the instance in the request's own thread; one that may wait, or a wait with a
+    ``timeout``, goes to an instance thread as before."""
+    write(root / "ns1" / "quick.yaml", "states:\n- id: a\n  type: where\n  transition: b\n- id: b\n  type: noop\n")
+    write(root / "ns1" / "slow.yaml", "states:\n- id: a\n  type: where\n  transition: b\n- id: b\n  type: nap\n  seconds: 0\n")
+    d = serve(root)
+    quick = d.start("ns1", "quick")
+    assert quick.status == 200 and quick.json["status"] == "complete"
+    assert quick.json["output"]["thread"] != "isolde-instance", quick.json
+    slow = d.start("ns1", "slow")
+    assert slow.status == 200 and slow.json["output"]["thread"] == "isolde-instance", slow.json
+    timed = d.request("POST", "/api/namespaces/ns1/workflows/quick/instances?wait=true&timeout=30")
+    assert timed.status == 200 and timed.json["output"]["thread"] == "isolde-instance", timed.json
+    later = d.start("ns1", "quick", wait=False)
+    assert d.done("ns1", later.json["id"])["output"]["thread"] == "isolde-instance"
+    status = d.get("/api/status").json
+    assert status["complete"] == 4 and status["running"] == 0
+
+
+def test_an_instance_queued_behind_one_run_in_a_request_thread_runs_after_it(root: Path, serve: Callable[..., InProcess]) -> None:
+    """With ``max_running = 1`` held by an instance running in a request's thread, a
+    start without wait is queued; when the first ends, the queued one takes the slot."""
+    write(root / "ns1" / "held.yaml", "states:\n- id: a\n  type: hold\n")
+    d = serve(root, config="[daemon]\nmax_running = 1\nmax_queue = 1\n")
+    plugin = next(m for m in d.engine.registry.pm.get_plugins() if getattr(m, "HELD", None) is not None)
+    answers: list[Response] = []
+    first = threading.Thread(target=lambda: answers.append(d.start("ns1", "held")))
+    first.start()
+    try:
+        d.until(lambda: d.get("/api/status").json["running"] == 1)
+        queued = d.start("ns1", "held", wait=False)
+        assert queued.status == 202 and d.get(f"/api/namespaces/ns1/instances/{queued.json['id']}").json["status"] == "pending"
+    finally:
+        plugin.HELD.set()
+        first.join(60)
+    assert answers[0].status == 200 and answers[0].json["output"]["thread"] != "isolde-instance", answers[0].json
+    assert d.done("ns1", queued.json["id"])["output"]["thread"] == "isolde-instance"
+    assert d.get("/api/status").json["running"] == 0
 
 
 def test_outcomes_beyond_keep_go_in_the_commit_of_the_newest(root: Path, serve: Callable[..., InProcess]) -> None:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # imported on first use below: ``isolde.plugin`` reaches a fe
     from .catalog import Catalog, WorkflowEntry
     from .layout import Item, classify, guess_mime, workflow_id
     from .records import RECORD_OWNER, InstanceRecords, LmdbInstanceRecords
-    from .runs import InstanceInfo, Runs
+    from .instance_info import InstanceInfo
+    from .runs import Runs
     from .serve import serve
     from .service import Daemon
     from .settings import DEFAULT_API, DaemonError, DaemonSettings, LogfmtFormatter, configure_logging
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # imported on first use below: ``isolde.plugin`` reaches a fe
 _WHERE = {
     "Catalog": "catalog", "WorkflowEntry": "catalog", "Item": "layout", "classify": "layout",
     "guess_mime": "layout", "workflow_id": "layout", "RECORD_OWNER": "records", "InstanceRecords": "records",
-    "LmdbInstanceRecords": "records", "InstanceInfo": "runs", "Runs": "runs", "serve": "serve", "Daemon": "service",
+    "LmdbInstanceRecords": "records", "InstanceInfo": "instance_info", "Runs": "runs", "serve": "serve", "Daemon": "service",
     "DEFAULT_API": "settings", "DaemonError": "settings", "DaemonSettings": "settings",
     "LogfmtFormatter": "settings", "configure_logging": "settings", "CronScheduler": "triggers",
     "CronThread": "triggers", "event_filters": "triggers",

@@ -1,7 +1,9 @@
 """The run queue: instances of served workflows, their threads, records and outcomes.
 
 An instance runs in its own thread (at most ``max_running`` at once, the rest wait in a
-FIFO queue of at most ``max_queue``; idle threads are reused).  Where each instance
+FIFO queue of at most ``max_queue``; idle threads are reused), or, when a ``?wait=true``
+request starts it and none of its states waits (``StateType.waits``), in that request's
+thread (it takes a slot of ``max_running`` all the same).  Where each instance
 stands is kept in ``InstanceRecords``: written with a state's own writes (``on_step``),
 and before and after every state whose type is not ``resumable``, so a record never
 claims less progress than what was committed.  While an instance holds variable locks
@@ -15,7 +17,6 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 from ..errors import InstanceFailure, IsoldeError
@@ -24,13 +25,13 @@ from ..history import ENDED, capped_input
 from ..instance import CANCEL_CODE, ErrorInfo, InstanceContext, Result, manual_start_refused
 from ..store import Put, StoreError
 from .catalog import Catalog
+from .instance_info import InstanceInfo, error_dict
 from .layout import workflow_id
 from .records import InstanceRecords
 from .settings import DaemonError, DaemonSettings
 
 if TYPE_CHECKING:
     from ..engine import Engine
-    from ..history import Recorder
     from ..workflow import StateSpec
     from ..workflow import Workflow
 
@@ -41,83 +42,7 @@ LOG_LINE_MAX: Final = 4096
 WORKER_IDLE: Final = 30.0
 """Seconds an idle instance-runner thread waits for work before it ends."""
 
-Job = tuple["InstanceInfo", "Workflow", "str | None"]
-
-
-@dataclass(slots=True, eq=False)
-class InstanceInfo:
-    """A pending or running instance, as the API reports it."""
-
-    id: str
-    namespace: str
-    workflow: str
-    data: dict[str, Any]
-    trigger: str
-    created: float
-    input: Any = None  # the instance's input as its record keeps it (capped: [history] max_data_bytes)
-    status: str = "pending"  # pending | running | complete | failed | cancelled
-    state: str | None = None  # the state it is in (or will resume at)
-    started: float | None = None
-    ended: float | None = None
-    output: Any = None
-    error: dict[str, Any] | None = None
-    log: deque[list[Any]] = field(default_factory=deque)
-    done: threading.Event = field(default_factory=threading.Event)
-    resumed: bool = False
-    ivars: bool = False  # may hold instance variables (the record says so at restart)
-    cancel: str | None = None
-    cancel_api: bool = False  # cancelled by a user (ends "cancelled", direktiv.cancels.api)
-    recorder: Recorder | None = None  # its history while it runs
-    ctx: InstanceContext | None = None  # its context, once it finished a state (to detach it at stop)
-    lock_at: str | None = None  # while it holds variable locks: the state that took them
-    lock_data: dict[str, Any] | None = None  # ... and that state's input
-    lock_safe: bool = True  # no state that must not run twice ran while it held them
-    recorded: bool = True  # its record is in the store (a start that is waited for has none until it commits)
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "namespace": self.namespace,
-            "workflow": self.workflow,
-            "status": self.status,
-            "state": self.state,
-            "trigger": self.trigger,
-            "created": self.created,
-            "started": self.started,
-            "ended": self.ended,
-            "input": self.input,
-            "output": self.output,
-            "error": self.error,
-            "resumed": self.resumed,
-        }
-
-    def ended_record(self, status: str, output: Any, error: dict[str, Any] | None, ended: float) -> dict[str, Any]:
-        """The record of this instance once it ended so (what ``record`` gives after those
-        fields are set, without setting them: the API shows the outcome once it is stored)."""
-        rec = self.view()
-        rec.update(status=status, output=output, error=error, ended=ended, v=1, data=None, ivars=self.ivars,
-                   log=list(self.log))
-        return rec
-
-    def record(self) -> dict[str, Any]:
-        rec = self.view()
-        rec["v"] = 1
-        live = self.status in ("pending", "running")
-        if live and self.lock_at is not None:
-            rec["state"] = self.lock_at
-            rec["data"] = self.lock_data
-            rec["lock"] = {"state": self.lock_at, "safe": self.lock_safe}
-        else:
-            rec["data"] = self.data if live else None
-        rec["ivars"] = self.ivars
-        rec["log"] = list(self.log)
-        return rec
-
-
-def _error_dict(err: ErrorInfo | None) -> dict[str, Any] | None:
-    if err is None:
-        return None
-    return {"code": err.code, "message": err.message, "state": err.state}
+Job = tuple[InstanceInfo, "Workflow", "str | None"]
 
 
 class _Worker:
@@ -149,13 +74,18 @@ class Runs:
         self._queue: deque[Job] = deque()
         self.running = 0
         self._idle: list[_Worker] = []
+        self._quick: dict[Workflow, bool] = {}  # workflow -> none of its states waits
         self.stats = {"started": 0, "complete": 0, "failed": 0}
         self.stopping = False
         self.abandon = False
 
     # -- starting -----------------------------------------------------------------
-    def start(self, ns: str, path: str, input: Any = None, *, trigger: str = "api", announce: bool = True) -> InstanceInfo:
+    def start(self, ns: str, path: str, input: Any = None, *, trigger: str = "api", announce: bool = True,
+              here: bool = False) -> InstanceInfo:
         """Queue an instance of a served workflow; raises DaemonError (404, 409, 503, 400).
+        With ``here`` (the caller waits for the outcome anyway), an instance whose states
+        never wait (``StateType.waits``) runs in the calling thread, when a slot is free,
+        and has ended when this returns.
 
         With ``announce`` its record is durable before this returns, so an id handed out
         survives a crash.  A caller that waits for the outcome passes False and saves that
@@ -207,8 +137,41 @@ class Runs:
                 self.instances.pop(iid, None)
             raise DaemonError(409, "direktiv.mutex", f"workflow '{wid}' is singular and instance "
                               f"{other_rec.get('id')} is still {other_rec.get('status')}")
+        if here and self._never_waits(wf) and self._run_here(info, wf):
+            return info
         self.submit(info, wf, None)
         return info
+
+    def _never_waits(self, wf: Workflow) -> bool:
+        """Whether none of ``wf``'s states waits (looked up once per loaded workflow)."""
+        known = self._quick.get(wf)
+        if known is None:
+            known = not any(spec.impl.waits for spec in wf.states.values())
+            if len(self._quick) >= 1024:  # old versions of reloaded workflows
+                self._quick.clear()
+            self._quick[wf] = known
+        return known
+
+    def _run_here(self, info: InstanceInfo, wf: Workflow) -> bool:
+        """Run a new instance in this thread if a slot is free (False: none is)."""
+        with self._lock:
+            if self.running >= self.settings.max_running:
+                return False
+            self.running += 1
+        try:
+            self._run_one(info, wf, None)
+        except Exception as exc:  # a bug: as on a worker thread, keep the daemon alive
+            self.log.error("instance runner failed", exc_info=exc, extra={"fields": {"id": info.id}})
+            info.done.set()
+        finally:
+            with self._lock:
+                job = self._queue.popleft() if self._queue and not self.stopping else None
+                if job is None:
+                    self.running -= 1
+                    self._idle_cond.notify_all()
+            if job is not None:  # queued while this one held the slot: it takes the slot over
+                self._hand(job)
+        return True
 
     def adopt(self, info: InstanceInfo, wf: Workflow, start: str | None) -> None:
         """Run an instance taken over from a previous daemon (``start``: its state)."""
@@ -224,6 +187,11 @@ class Runs:
                 self._queue.append(job)
                 return
             self.running += 1
+        self._hand(job)
+
+    def _hand(self, job: Job) -> None:
+        """Run ``job`` on an idle worker thread or a new one (its slot is counted already)."""
+        with self._lock:
             if self._idle:
                 worker = self._idle.pop()
                 worker.job = job
@@ -353,7 +321,7 @@ class Runs:
         outcome = ended_with[0] if result.status == "complete" else None
         # the outcome is shown (API, waiters) only once it is stored: until then the
         # instance reads as it last committed
-        final = info.ended_record(result.status, result.output, _error_dict(result.error),
+        final = info.ended_record(result.status, result.output, error_dict(result.error),
                                   time.time() if outcome is None else outcome["ended"])
         with self._lock:
             self.stats[result.status] = self.stats.get(result.status, 0) + 1

@@ -214,7 +214,7 @@ class Daemon:
         commit of its own: the outcome's record is the one commit (docs/daemon.md)."""
         if not wait:
             return self.runs.start(ns, path, body).view()
-        info = self.runs.start(ns, path, body, announce=False)
+        info = self.runs.start(ns, path, body, announce=False, here=timeout is None)
         info.done.wait(self.settings.max_wait if timeout is None else timeout)
         return info.view() if info.status in ENDED else self.instance(ns, info.id)
 
