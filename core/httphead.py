@@ -40,7 +40,7 @@ def parse_request_line(line: bytes) -> tuple[str, str, bytes]:
     """``(method, target, version)`` of a request line (its line end stripped or not)."""
     parts = line.rstrip(b"\r\n").split()
     if len(parts) != 3:
-        raise HeadError(400, "malformed request line")
+        raise HeadError(400, "malformed request line (send METHOD TARGET HTTP/1.1)")
     method, target, version = parts
     if version not in _VERSIONS:
         raise HeadError(505, "only HTTP/1.1 and HTTP/1.0 are supported")
@@ -52,16 +52,17 @@ def parse_fields(lines: Sequence[bytes]) -> dict[str, str]:
     if len(lines) > MAX_FIELDS:
         raise HeadError(431, f"more than {MAX_FIELDS} header lines")
     fields: dict[str, str] = {}
-    for raw in lines:
+    for number, raw in enumerate(lines, 1):
         line = raw.rstrip(b"\r\n")
         name_b, sep, value_b = line.partition(b":")
         if not sep or not _TOKEN(name_b):  # also refuses obsolete folding (a leading space)
-            raise HeadError(400, "malformed header line")
+            raise HeadError(400, f"malformed header line {number} (send NAME: value, the name a token, "
+                                 "on one line: folded lines are refused)")
         name = name_b.decode("latin-1").lower()
         value = value_b.strip().decode("latin-1")
         if name in fields:
             if name in _SINGLE:
-                raise HeadError(400, f"duplicate {name} header")
+                raise HeadError(400, f"duplicate {name} header (send it once)")
             value = f"{fields[name]}, {value}"
         fields[name] = value
     te = fields.get("transfer-encoding")

@@ -133,6 +133,8 @@ def _describe_fields(cls: Any) -> None:
     for i, name in enumerate(names):
         default = defaults[i - first_default] if i >= first_default else dataclasses.MISSING
         if default is NEW:  # made per instance: the class's _fresh names what makes it
+            if name not in fresh:
+                raise TypeError(f"{cls.__qualname__}.{name} defaults to NEW: name what makes it in {cls.__qualname__}._fresh")
             described = dataclasses.field(default_factory=fresh[name], repr=name not in hidden)
         else:
             described = dataclasses.field(default=default, repr=name not in hidden)

@@ -360,9 +360,9 @@ def test_request_heads_are_parsed_strictly_and_read_in_any_case(api: InProcess) 
     smuggling needs is refused with 400 and the connection closed; names read in any case."""
     head = b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     for bad, status, says in [
-        (head + b"X-Long: a\r\n  folded\r\n\r\n", b"400", b"malformed header line"),
+        (head + b"X-Long: a\r\n  folded\r\n\r\n", b"400", b"malformed header line 3"),
         (head + b"Host: 127.0.0.1\r\n\r\n", b"400", b"duplicate host"),
-        (head + b"Bad Name: x\r\n\r\n", b"400", b"malformed header line"),
+        (head + b"Bad Name: x\r\n\r\n", b"400", b"malformed header line 2"),
         (head + b"Transfer-Encoding: gzip\r\n\r\n", b"400", b"Transfer-Encoding"),
         (head + b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", b"400", b"not both"),
         (head + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n", b"431", b"more than 100"),

@@ -613,19 +613,20 @@ def test_a_run_from_the_command_line_does_not_load_what_it_does_not_use(tmp_path
     class with ``dataclasses``; ``isolde vars list`` loads no click either (unless a
     third-party plugin is installed: contrib's checksum plugin is, here).  A fresh
     interpreter is the only place to see what a start imports."""
+    import os
     import subprocess
 
     probe = textwrap.dedent("""
-        import sys
+        import json, sys
         from isolde.cli_entry import main
         sys.argv = ["isolde", *sys.argv[1:]]
         try:
             main()
         except SystemExit as exc:
             assert not exc.code, exc.code
-        print("LOADED", sorted(m for m in ("dataclasses", "click") if m in sys.modules))
+        print("LOADED", json.dumps(sorted(m for m in ("dataclasses", "click") if m in sys.modules)))
     """)
-    env = {**__import__("os").environ, "ISOLDE_DATA_DIR": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {**os.environ, "ISOLDE_DATA_DIR": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("ISOLDE_CONFIG", None)
 
     def loaded(*args: str) -> list[str]:
@@ -633,7 +634,7 @@ def test_a_run_from_the_command_line_does_not_load_what_it_does_not_use(tmp_path
         for _ in range(2):  # the first start after an install reads the entry points (cached)
             out = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, env=env, check=True,
                                  capture_output=True, text=True).stdout
-        return json.loads(out.rsplit("LOADED ", 1)[1].replace("'", '"'))
+        return json.loads(out.rsplit("LOADED ", 1)[1])
 
     assert loaded("run", str(EXAMPLES / "counter.yaml")) == ["click"]
     with isolde.Engine(data_dir=tmp_path / "probe") as engine:

@@ -74,7 +74,7 @@ class Runs:
         self._queue: deque[Job] = deque()
         self.running = 0
         self._idle: list[_Worker] = []
-        self._quick: dict[Workflow, bool] = {}  # workflow -> none of its states waits
+        self._never_waits_of: dict[Workflow, bool] = {}  # workflow -> none of its states waits
         self.stats = {"started": 0, "complete": 0, "failed": 0}
         self.stopping = False
         self.abandon = False
@@ -144,12 +144,12 @@ class Runs:
 
     def _never_waits(self, wf: Workflow) -> bool:
         """Whether none of ``wf``'s states waits (looked up once per loaded workflow)."""
-        known = self._quick.get(wf)
+        known = self._never_waits_of.get(wf)
         if known is None:
             known = not any(spec.impl.waits for spec in wf.states.values())
-            if len(self._quick) >= 1024:  # old versions of reloaded workflows
-                self._quick.clear()
-            self._quick[wf] = known
+            if len(self._never_waits_of) >= 1024:  # old versions of reloaded workflows
+                self._never_waits_of.clear()
+            self._never_waits_of[wf] = known
         return known
 
     def _run_here(self, info: InstanceInfo, wf: Workflow) -> bool:
@@ -159,19 +159,31 @@ class Runs:
                 return False
             self.running += 1
         try:
-            self._run_one(info, wf, None)
-        except Exception as exc:  # a bug: as on a worker thread, keep the daemon alive
-            self.log.error("instance runner failed", exc_info=exc, extra={"fields": {"id": info.id}})
-            info.done.set()
+            self._run_guarded(info, wf, None)
         finally:
             with self._lock:
-                job = self._queue.popleft() if self._queue and not self.stopping else None
-                if job is None:
-                    self.running -= 1
-                    self._idle_cond.notify_all()
+                job = self._next_or_release()
             if job is not None:  # queued while this one held the slot: it takes the slot over
                 self._hand(job)
         return True
+
+    def _run_guarded(self, info: InstanceInfo, wf: Workflow, start: str | None) -> None:
+        """``_run_one``; a bug in it is logged and ends the wait for the instance, and the
+        thread (a worker's or a request's) and the daemon go on."""
+        try:
+            self._run_one(info, wf, start)
+        except Exception as exc:
+            self.log.error("instance runner failed", exc_info=exc, extra={"fields": {"id": info.id}})
+            info.done.set()
+
+    def _next_or_release(self) -> Job | None:
+        """With ``_lock`` held, by a thread whose instance ended: the next queued job, which
+        takes over its slot, or None once the slot is given back."""
+        if self._queue and not self.stopping:
+            return self._queue.popleft()
+        self.running -= 1
+        self._idle_cond.notify_all()
+        return None
 
     def adopt(self, info: InstanceInfo, wf: Workflow, start: str | None) -> None:
         """Run an instance taken over from a previous daemon (``start``: its state)."""
@@ -205,18 +217,11 @@ class Runs:
         me = _Worker()
         current: Job | None = job
         while current is not None:
-            try:
-                self._run_one(*current)
-            except Exception as exc:  # a bug: keep the worker (and the daemon) alive
-                self.log.error("instance runner failed", exc_info=exc, extra={"fields": {"id": current[0].id}})
-                current[0].done.set()
-            current = None
+            self._run_guarded(*current)
             with self._lock:
-                if self._queue and not self.stopping:
-                    current = self._queue.popleft()
+                current = self._next_or_release()
+                if current is not None:
                     continue
-                self.running -= 1
-                self._idle_cond.notify_all()
                 if self.stopping:
                     return
                 me.job = None
