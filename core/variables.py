@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import WorkflowError
 from .expr import Expr
+from .jsontext import compact
 from .store import InvalidKey, check_key
 
 JSON = "application/json"
@@ -20,8 +21,10 @@ TEXT = "text/plain"
 OCTETS = "application/octet-stream"
 
 
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-"""Compact JSON, as Direktiv stores it (one encoder, built once: it is on the hot path)."""
+dumps = compact()
+"""Compact JSON, as Direktiv stores it (the C encoder built once: ``JSONEncoder.encode``
+builds one per call, and this is on the hot path).  It has no cycle check: a cyclic value
+(only a Python caller can pass one) ends in ``RecursionError``, reported as not JSON."""
 
 
 def encode(value: Any, mime: str | None) -> tuple[bytes, str]:
@@ -35,7 +38,7 @@ def encode(value: Any, mime: str | None) -> tuple[bytes, str]:
     if mime == JSON:
         try:
             return dumps(value).encode(), mime
-        except (TypeError, ValueError) as exc:  # only reachable from Python callers' non-JSON data
+        except (TypeError, ValueError, RecursionError) as exc:  # only reachable from Python callers' non-JSON data
             raise WorkflowError("direktiv.var.invalidValue", f"value is not JSON: {exc}") from None
     if mime == OCTETS:
         if not isinstance(value, str):

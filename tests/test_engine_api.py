@@ -385,3 +385,13 @@ def test_non_json_python_input_reaching_a_setter(engine: isolde.Engine) -> None:
     assert engine.variables.list(scope="workflow", workflow="x") == []
     engine.history.flush()
     assert engine.history.get("default", res.instance_id)["input"] == {"a": "<set: not JSON>"}
+
+
+def test_a_cyclic_python_value_is_refused_as_not_json(engine: isolde.Engine) -> None:
+    """Variables are encoded without a cycle check (the fast encoder): a cyclic value from a
+    Python caller is refused with the invalid-value error, and nothing is stored."""
+    cyclic: dict = {}
+    cyclic["self"] = cyclic
+    with pytest.raises(isolde.IsoldeError, match="not JSON"):
+        engine.variables.set("k", cyclic)
+    assert engine.variables.list() == []

@@ -189,9 +189,18 @@ class Recorder:
             puts[:0] = extra
         return puts
 
-    def end(self, result: Result) -> list[Put]:
-        """The instance ended: the writes that complete its history (the caller commits them)."""
-        now = _time()
+    def deferrable(self, result: Result) -> bool:
+        """Whether ``end`` may run later, in another thread: the output is the data whose
+        JSON text the instance loop made (or none), so nothing the caller may change after
+        the run is encoded late."""
+        out = result.output
+        return out is None or (out is self.out_obj and self.out_text is not None)
+
+    def end(self, result: Result, now: float | None = None) -> list[Put]:
+        """The instance ended (at ``now``, by default now): the writes that complete its
+        history (the caller commits them)."""
+        if now is None:
+            now = _time()
         with self.lock:
             ctx = self.ctx
             err = result.error

@@ -27,13 +27,18 @@ if TYPE_CHECKING:
     from .protocol import InstanceHistory
     from .settings import HistorySettings
 
-__all__ = ["HistoryService", "NotFound", "RETAIN_BATCH"]
+__all__ = ["ENDING_BATCH", "HistoryService", "NotFound", "RETAIN_BATCH"]
 
 RETAIN_BATCH = 128
 """Finished instances past ``keep`` that wake the background writer to delete them (besides
 its rounds every ``flush_interval``).  Deleting a round's worth at a time (thousands at a
 high rate) left LMDB with hundreds of free pages that every later commit carried in its
 free list: instance commits cost twice as much, for good (the file does not shrink)."""
+
+
+ENDING_BATCH = 1024
+"""Ended instances whose history waits to be encoded that wake the background writer
+(besides its rounds every ``flush_interval``): a bound on the memory they hold."""
 
 
 class NotFound(IsoldeError):
@@ -55,6 +60,7 @@ class HistoryService:
         self._lock = threading.Lock()
         self._live: dict[str, Recorder] = {}
         self._queue: list[Put] = []
+        self._ending: list[tuple[Recorder, Result, float]] = []  # ended, their history not yet encoded
         self._finished: dict[str, deque[tuple[float, str, int | None]]] = {}  # per namespace: (ended, id, chunks), oldest first
         self._since_scan: dict[str, int] = {}
         self._scanned: set[str] = set()  # namespaces whose stored records were read (the first rescan)
@@ -100,7 +106,19 @@ class HistoryService:
 
     def ended(self, rec: Recorder, result: Result) -> None:
         """An instance ended: its last writes go out with the next background round (the
-        daemon commits them with its outcome instead: ``rec.leftover``)."""
+        daemon commits them with its outcome instead: ``rec.leftover``).  Unless its states
+        write the history with them (``with_state_commit``), the record and the rest of the
+        timeline are also encoded by the background writer, batched: in the instance's
+        thread that work would add to each instance what the writer does while another
+        instance waits for its commit's fsync (and encodes faster many at a time)."""
+        if rec.enabled and rec.owns_record and not rec.with_state and rec.deferrable(result):
+            ended = time.time()
+            with self._lock:
+                self._live.pop(rec.instance_id, None)
+                self._ending.append((rec, result, ended))
+                if len(self._ending) == ENDING_BATCH:
+                    self._wake.set()
+            return
         puts = rec.end(result) if rec.enabled else []
         with self._lock:
             if rec.owns_record or not rec.enabled:
@@ -244,6 +262,13 @@ class HistoryService:
             self._write_queued()
 
     def _write_queued(self) -> None:
+        with self._lock:
+            ending, self._ending = self._ending, []
+        for rec, result, ended in ending:
+            puts = rec.end(result, ended)
+            with self._lock:
+                self._queue.extend(puts)
+                self._note_finished(rec.namespace, rec.instance_id, ended, rec.seq)
         with self._lock:
             queued, self._queue = self._queue, []
             retain, self._retain = self._retain, set()

@@ -35,7 +35,7 @@ class HistorySettings(Frozen):
     outcomes of instances that wrote nothing, cancel requests from other processes."""
 
     def __init__(self, enabled: bool = True, keep: int = 1000, max_age: float | None = None,
-                 max_data_bytes: int = 4096, max_log_lines: int = 1000, with_state_commit: bool = True,
+                 max_data_bytes: int = 4096, max_log_lines: int = 1000, with_state_commit: bool = False,
                  flush_interval: float = 0.5) -> None:
         _set = object.__setattr__
         _set(self, "enabled", enabled)
