@@ -7,6 +7,7 @@ processes, because that is where LMDB's locking and map handling matter.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -703,3 +704,107 @@ def test_sidecar_etag_never_matches_different_content(store: LmdbStore) -> None:
         assert got == answered + "next"  # the ETag a conditional POST answers is the one a GET gives
     finally:
         sc.close()
+
+
+# -- isolde's own records in a database of their own ------------------------------------
+
+COUNTER_YAML = (Path(__file__).parent.parent / "examples" / "counter.yaml").read_text()
+RECORD_KEY = b"default\x00i\x00~isolde-history\x00i-0190a0b0-0000-7000-8000-000000000001"
+
+
+def _depth_and_entries(path: Path, name: bytes) -> tuple[int, int]:
+    import lmdb
+
+    env = lmdb.open(str(path), readonly=True, max_dbs=8, lock=False)
+    try:
+        db = env.open_db(name, create=False)
+        with env.begin() as txn:
+            stat = txn.stat(db)
+        return stat["depth"], stat["entries"]
+    finally:
+        env.close()
+
+
+def test_instance_history_stays_out_of_the_variables_btree(tmp_path: Path) -> None:
+    """A thousand instance records among the variables made their B-tree three levels deep,
+    and every commit of a variable then wrote a path of three pages: the records are kept in
+    a database of their own, and the variables' tree of the counter stays one page."""
+    import isolde
+
+    with isolde.Engine(data_dir=tmp_path / "d", config={"history": {"keep": 2000}}) as engine:
+        for _ in range(1200):
+            engine.run(COUNTER_YAML)
+        engine.history.flush()
+        assert engine.variables.value("x", scope="workflow", workflow="counter") == 1200
+        listed, total = engine.history.list("default")
+        assert total == 1200
+        iid = listed[0]["id"]
+        assert engine.history.show("default", iid)["status"] == "complete"
+        keys = {k for k, _ in engine.store.list("default", "instance", "~isolde-history")}
+        assert len(keys) == 1200 and f"i-{iid}" in keys
+        assert engine.namespaces() == ["default"]
+    depth, entries = _depth_and_entries(tmp_path / "d", b"vars")
+    assert (depth, entries) == (1, 2)  # the version sequence and x
+    depth, entries = _depth_and_entries(tmp_path / "d", b"reserved")
+    assert entries == 1200 and depth >= 2
+
+
+def _old_layout(path: Path) -> None:
+    """An environment as isolde wrote it before the ``reserved`` database: an instance
+    record among the variables, next to a workflow variable."""
+    import lmdb
+
+    from isolde.store.codec import hdr_pack
+
+    record = json.dumps({"v": 1, "id": RECORD_KEY.decode().rsplit("i-", 1)[1], "workflow": "counter",
+                         "status": "complete", "state": None, "trigger": "run", "created": 1.0e9,
+                         "started": 1.0e9, "ended": 1.0e9 + 1, "input": {}, "input_truncated": False,
+                         "output": {"var": {"x": 1}}, "error": None, "chunks": 0}).encode()
+    mime = b"application/json"
+    env = lmdb.open(str(path), max_dbs=8, map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        vars_db = env.open_db(b"vars", txn=txn)
+        env.open_db(b"inst", txn=txn)
+        env.open_db(b"blobs", txn=txn)
+        txn.put(RECORD_KEY, hdr_pack(1, 1.0e9, 1.0e9, len(mime)) + mime + record, db=vars_db)
+        txn.put(b"default\x00w\x00counter\x00x", hdr_pack(2, 1.0e9, 1.0e9, len(mime)) + mime + b"1", db=vars_db)
+    env.close()
+
+
+def test_a_store_written_before_the_reserved_database_is_read_and_moved(tmp_path: Path) -> None:
+    import isolde
+
+    path = tmp_path / "d"
+    path.mkdir(parents=True)
+    _old_layout(path)
+    # read-only (no write to move anything): the record is found where it is
+    with LmdbStore(path, readonly=True) as old:
+        ref = Ref("default", "instance", "~isolde-history", RECORD_KEY.decode().rsplit("\x00", 1)[1])
+        got = old.get(ref)
+        assert got is not None and json.loads(got.data)["status"] == "complete"
+        assert [k for k, _ in old.list("default", "instance", "~isolde-history")] == [ref.key]
+    # a writable open moves it, once, and nothing is lost
+    with isolde.Engine(data_dir=tmp_path / "d") as engine:
+        iid = ref.key[2:]
+        assert engine.history.show("default", iid)["output"] == {"var": {"x": 1}}
+        assert engine.variables.value("x", scope="workflow", workflow="counter") == 1
+        engine.run(COUNTER_YAML)
+        assert engine.variables.value("x", scope="workflow", workflow="counter") == 2
+        assert engine.store.get(Ref("default", "workflow", "counter", "x")).version > 2  # the sequence went on
+    assert _depth_and_entries(path, b"vars")[1] == 2
+    assert _depth_and_entries(path, b"reserved")[1] >= 2  # the old record and the new one's
+    with isolde.Engine(data_dir=tmp_path / "d") as engine:
+        _, total = engine.history.list("default")
+        assert total == 2
+
+
+def test_deleting_a_namespace_deletes_its_reserved_records(store: LmdbStore) -> None:
+    rec = Ref("ns1", "instance", "~isolde-history", "i-a")
+    other = Ref("ns2", "instance", "~isolde-history", "i-b")
+    store.write([Put(rec, b"{}"), Put(other, b"{}"), Put(Ref("ns1", "namespace", "", "k"), b"1")])
+    assert store.namespaces() == ["ns1", "ns2"]
+    assert store.delete_namespace("ns1") == 2
+    assert store.get(rec) is None and store.get(other) is not None
+    assert store.namespaces() == ["ns2"]  # a namespace holding only isolde's records is still one
+    assert store.delete_keys("ns2", "instance", [("~isolde-history", ["i-b"])]) == 1
+    assert store.namespaces() == []

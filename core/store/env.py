@@ -30,6 +30,7 @@ from typing import Any, Final, TypeVar
 import lmdb
 
 from .commit import GroupCommit, Pending
+from .keys import RESERVED_MARK
 from .types import StoreError, StoreFull, Variable
 
 __all__ = ["SharedEnv", "share", "RETRY_LIMIT", "READER_CHECK_EVERY"]
@@ -54,19 +55,20 @@ class SharedEnv:
     the same directory in this process."""
 
     __slots__ = (
-        "env", "vars", "inst", "blobs", "lock", "cond", "active", "excl", "gen",
+        "env", "vars", "inst", "blobs", "reserved", "lock", "cond", "active", "excl", "gen",
         "refs", "pid", "durable", "readonly", "max_map", "registered", "ident", "path",
         "commits", "_checked", "overlay", "_overlay_lock",
     )
 
     def __init__(
-        self, path: str, env: lmdb.Environment, dbs: tuple[Any, Any, Any], *,
+        self, path: str, env: lmdb.Environment, dbs: tuple[Any, Any, Any, Any], *,
         durable: bool, readonly: bool, max_map: int, ident: tuple[int, int],
     ) -> None:
         self.path = path
         self.env: lmdb.Environment | None = env
         # blobs is None only in a read-only store opened on an old environment
-        self.vars, self.inst, self.blobs = dbs
+        # blobs and reserved are None only in a read-only store opened on an older environment
+        self.vars, self.inst, self.blobs, self.reserved = dbs
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.active = 0
@@ -396,19 +398,43 @@ def share(path: str, *, map_size: int, max_map_size: int, durable: bool, readonl
         return sh
 
 
-def _open_dbs(env: lmdb.Environment, readonly: bool) -> tuple[Any, Any, Any]:
+def _open_dbs(env: lmdb.Environment, readonly: bool) -> tuple[Any, Any, Any, Any]:
     if not readonly:
         with env.begin(write=True) as txn:
-            return tuple(env.open_db(name, txn=txn) for name in (b"vars", b"inst", b"blobs"))  # type: ignore[return-value]
+            dbs = tuple(env.open_db(name, txn=txn) for name in (b"vars", b"inst", b"blobs", b"reserved"))
+            move_reserved(txn, dbs[0], dbs[3])
+            return dbs  # type: ignore[return-value]
     # Without txn=: py-lmdb then keeps the handles (a handle opened inside a
     # caller's read transaction dies with it).
     vars_db = env.open_db(b"vars", create=False)
     inst_db = env.open_db(b"inst", create=False)
-    try:
-        blobs_db = env.open_db(b"blobs", create=False)
-    except lmdb.NotFoundError:
-        blobs_db = None  # written before blobs existed: none to index
-    return vars_db, inst_db, blobs_db
+    found: list[Any] = []
+    for name in (b"blobs", b"reserved"):
+        try:
+            found.append(env.open_db(name, create=False))
+        except lmdb.NotFoundError:
+            found.append(None)  # written before it existed: none to index / records among the variables
+    return vars_db, inst_db, found[0], found[1]
+
+
+def move_reserved(txn: lmdb.Transaction[bytes], vars_db: Any, reserved_db: Any) -> int:
+    """Move isolde's own records (``keys.in_reserved``) that an environment written before
+    the ``reserved`` database kept among the variables; returns how many moved.  One skip
+    per namespace when there is nothing to move (every open of a writable store)."""
+    cur = txn.cursor(vars_db)
+    moved = 0
+    ok = cur.set_range(b"\x01")  # past the version sequence (key NUL)
+    while ok:
+        k = bytes(cur.key())
+        ns = k[: k.index(b"\x00") + 1]
+        mark = ns + RESERVED_MARK
+        ok = cur.set_range(mark)
+        while ok and bytes(cur.key()).startswith(mark):
+            txn.put(bytes(cur.key()), bytes(cur.value()), db=reserved_db)
+            ok = cur.delete()  # (moves to the next record)
+            moved += 1
+        ok = cur.set_range(ns[:-1] + b"\x01")
+    return moved
 
 
 def _open(

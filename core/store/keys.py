@@ -16,7 +16,8 @@ from typing import Final
 
 from .types import InvalidKey, Ref, StoreError
 
-__all__ = ["SCOPES", "KEY_RE", "MAX_KEY_BYTES", "check_key", "check_name", "check_ref", "check_scope", "scope_owner", "KeyCodec"]
+__all__ = ["SCOPES", "KEY_RE", "MAX_KEY_BYTES", "RESERVED_MARK", "check_key", "check_name", "check_ref", "check_scope", "in_reserved",
+           "scope_owner", "KeyCodec"]
 
 SCOPES: Final[tuple[str, str, str]] = ("instance", "workflow", "namespace")
 
@@ -87,6 +88,20 @@ def check_ref(ref: Ref) -> tuple[str, str, str, str]:
     owner = scope_owner(ref.namespace, ref.scope, ref.owner)
     check_key(ref.key)
     return ref.namespace, ref.scope, owner, ref.key
+
+
+RESERVED_MARK: Final[bytes] = b"i\x00~isolde-"
+"""What follows the namespace in the key of an instance-scope variable of a reserved owner
+(``~isolde-history``, ``~isolde-timeline/ID``, ``~isolde-cancel``, ``~isolde-daemon``:
+isolde's own records, not a workflow's variables)."""
+
+
+def in_reserved(kb: bytes) -> bool:
+    """Whether a key or scope prefix is one of isolde's own records, which the LMDB store
+    keeps in a database of their own (``reserved``): a thousand instance records in the
+    variables' B-tree make it three levels deep, and every commit of a variable then
+    copies and writes a path three pages long instead of one page."""
+    return kb.startswith(RESERVED_MARK, kb.find(b"\x00") + 1)
 
 
 def key_name(kb: bytes) -> str:

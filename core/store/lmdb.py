@@ -8,7 +8,8 @@ server process.
 
 Layout: ``path/`` (mode 0700) holds ``data.mdb``, ``lock.mdb`` and ``blobs/``
 (large values, ``blobs.py``).  Named databases: ``vars`` (records, ``codec.py``,
-keyed as ``keys.py`` says), ``inst`` (instance registrations, ``liveness.py``),
+keyed as ``keys.py`` says), ``reserved`` (the same for isolde's own records, such as
+the instance history: ``keys.in_reserved``), ``inst`` (instance registrations, ``liveness.py``),
 ``blobs`` (blob file name -> the ``vars`` key that references it, so sweeping
 unreferenced files costs one lookup per file); the version sequence is a
 record of ``vars`` (``writes.py``).  The collaborators: ``KeyCodec`` builds keys,
@@ -42,7 +43,7 @@ import lmdb
 from .blobs import GRACE, BlobFiles, NewBlob
 from .codec import BLOB_FLAG, HDR_SIZE, MAX_MIME, Stub, hdr_unpack, stub
 from .env import RETRY_LIMIT, SharedEnv, share
-from .keys import KeyCodec, check_name
+from .keys import RESERVED_MARK, KeyCodec, check_name
 from ..liveness import machine, registration
 from .protocol import ValueReader
 from .readers import InlineReader
@@ -88,8 +89,8 @@ class LmdbStore:
         assert sh.env is not None
         self._keys = KeyCodec(sh.env.max_key_size())
         self._files = BlobFiles(self.path, sh.durable)
-        dbs = (sh.vars, sh.inst, sh.blobs)
-        self._reads = Reads(sh.vars, sh.inst, sh.blobs)
+        dbs = (sh.vars, sh.inst, sh.blobs, sh.reserved)
+        self._reads = Reads(sh.vars, sh.inst, sh.blobs, sh.reserved)
         self._writes = Writes(dbs, self._files, blob_threshold)
 
     # ----------------------------------------------------------------- lifecycle
@@ -164,7 +165,8 @@ class LmdbStore:
             env = sh.env
             if env is None:
                 raise StoreError(f"variable store {self.path!r} is closed")
-            txn = env.begin(db=sh.vars)
+            txn = env.begin(db=sh.reserved if kb.startswith(RESERVED_MARK, kb.find(b"\x00") + 1) and sh.reserved
+                            is not None else sh.vars)  # (keys.in_reserved, inlined)
             raw: bytes | None | bool = txn.get(kb)
             txn.abort()
         except lmdb.MapResizedError:

@@ -1,4 +1,5 @@
-"""Read-transaction bodies over the ``vars``, ``inst`` and ``blobs`` databases.
+"""Read-transaction bodies over the ``vars``, ``reserved``, ``inst`` and ``blobs`` databases
+(a key or scope prefix is read from ``reserved`` when ``keys.in_reserved`` says so).
 
 Each method is ``body(txn, arg)`` run by ``SharedEnv.read``; blob records come
 back as ``Stub``s, whose files the store reads after the transaction.
@@ -12,6 +13,7 @@ from typing import Any
 import lmdb
 
 from .codec import BLOB_FLAG, HDR_SIZE, Stub, decode, hdr_unpack, stub
+from .keys import in_reserved
 from ..liveness import is_orphan
 from .types import Variable, make_var
 
@@ -21,23 +23,30 @@ __all__ = ["Reads"]
 class Reads:
     """The read bodies of one environment's databases."""
 
-    __slots__ = ("vars", "inst", "blobs")
+    __slots__ = ("vars", "inst", "blobs", "reserved")
 
-    def __init__(self, vars_db: Any, inst_db: Any, blobs_db: Any) -> None:
+    def __init__(self, vars_db: Any, inst_db: Any, blobs_db: Any, reserved_db: Any = None) -> None:
         self.vars = vars_db
         self.inst = inst_db
         self.blobs = blobs_db
+        # (None only in a read-only store opened on an environment written before it existed:
+        # isolde's records are then still among the variables)
+        self.reserved = vars_db if reserved_db is None else reserved_db
+
+    def db(self, kb: bytes) -> Any:
+        """The database holding a key, or the keys under a scope prefix."""
+        return self.reserved if in_reserved(kb) else self.vars
 
     def get(self, txn: lmdb.Transaction, kb: bytes) -> Variable | Stub | None:
-        raw = txn.get(kb, db=self.vars)
+        raw = txn.get(kb, db=self.db(kb))
         return None if raw is None else decode(raw)
 
     def get_many(self, txn: lmdb.Transaction, keys: list[bytes]) -> list[Any]:
         get = txn.get
-        db = self.vars
+        db = self.db
         out: list[Any] = []
         for kb in keys:
-            raw = get(kb, db=db)
+            raw = get(kb, db=db(kb))
             out.append(None if raw is None else decode(raw))
         return out
 
@@ -46,7 +55,7 @@ class Reads:
     ) -> Variable | Stub | None:
         """Stream an inline value to ``write`` from the map (``buffers=True``)."""
         kb, write, chunk = arg
-        raw = txn.get(kb, db=self.vars)
+        raw = txn.get(kb, db=self.db(kb))
         if raw is None:
             return None
         version, created, updated, ml = hdr_unpack(raw)
@@ -61,7 +70,7 @@ class Reads:
 
     def scope(self, txn: lmdb.Transaction[bytes], prefix: bytes) -> list[Any]:
         out: list[Any] = []
-        cur = txn.cursor(self.vars)
+        cur = txn.cursor(self.db(prefix))
         n = len(prefix)
         if cur.set_range(prefix):
             for k, v in cur:
@@ -75,7 +84,7 @@ class Reads:
         the value's): only the headers are read, from the map (``buffers=True``), and
         blob files are not opened."""
         out: list[tuple[str, Variable]] = []
-        cur = txn.cursor(self.vars)
+        cur = txn.cursor(self.db(prefix))
         n = len(prefix)
         if cur.set_range(prefix):
             for k, v in cur:
@@ -94,7 +103,7 @@ class Reads:
         """``scope_meta`` as (key, size, MIME type, updated) rows, without a Variable each
         (``isolde vars list``)."""
         out: list[tuple[str, int, str, float]] = []
-        cur = txn.cursor(self.vars)
+        cur = txn.cursor(self.db(prefix))
         n = len(prefix)
         if cur.set_range(prefix):
             for k, v in cur:
@@ -112,7 +121,7 @@ class Reads:
     def scope_keys(self, txn: lmdb.Transaction[bytes], prefix: bytes) -> list[str]:
         """The keys under ``prefix`` (without it), no value read (``buffers=True``)."""
         out: list[str] = []
-        cur = txn.cursor(self.vars)
+        cur = txn.cursor(self.db(prefix))
         n = len(prefix)
         if cur.set_range(prefix):
             for k in cur.iternext(keys=True, values=False):
@@ -122,16 +131,18 @@ class Reads:
         return out
 
     def namespaces(self, txn: lmdb.Transaction[bytes], _: None) -> list[str]:
-        """Skips from one namespace to the next rather than walking every key."""
-        out: list[str] = []
-        cur = txn.cursor(self.vars)
-        ok = cur.set_range(b"\x01")  # past the version sequence (key NUL, see writes.py)
-        while ok:
-            k = cur.key()
-            ns = k[: k.index(b"\x00")]
-            out.append(ns.decode())
-            ok = cur.set_range(ns + b"\x01")
-        return out
+        """Skips from one namespace to the next rather than walking every key (in both
+        databases of records: a namespace may hold only isolde's records)."""
+        found: set[str] = set()
+        for db in {id(self.vars): self.vars, id(self.reserved): self.reserved}.values():
+            cur = txn.cursor(db)
+            ok = cur.set_range(b"\x01")  # past the version sequence (key NUL, see writes.py)
+            while ok:
+                k = cur.key()
+                ns = k[: k.index(b"\x00")]
+                found.add(ns.decode())
+                ok = cur.set_range(ns + b"\x01")
+        return sorted(found)
 
     def owners(self, txn: lmdb.Transaction[bytes], prefix: bytes) -> list[str]:
         out: list[str] = []

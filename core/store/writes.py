@@ -1,4 +1,5 @@
-"""Write-transaction bodies over the ``vars``, ``inst`` and ``blobs`` databases.
+"""Write-transaction bodies over the ``vars``, ``reserved``, ``inst`` and ``blobs`` databases
+(a key or scope prefix goes to ``reserved`` when ``keys.in_reserved`` says so).
 
 Each method is ``body(txn, arg) -> (commit?, result)`` run by ``SharedEnv.write``.
 
@@ -24,6 +25,7 @@ import lmdb
 
 from .blobs import BlobFiles, NewBlob
 from .codec import BLOB_FLAG, MAX_MIME, Stub, blob_name, decode, hdr_pack, hdr_unpack, is_blob
+from .keys import RESERVED_MARK, in_reserved
 from .types import StoreError, Variable, make_var
 
 __all__ = ["Writes", "Item"]
@@ -40,12 +42,18 @@ class Writes:
     """The write bodies of one environment; large results of ``update`` go to
     ``files`` (values above ``threshold`` bytes)."""
 
-    __slots__ = ("vars", "inst", "blobs", "files", "threshold")
+    __slots__ = ("vars", "inst", "blobs", "reserved", "files", "threshold")
 
-    def __init__(self, dbs: tuple[Any, Any, Any], files: BlobFiles, threshold: int) -> None:
-        self.vars, self.inst, self.blobs = dbs
+    def __init__(self, dbs: tuple[Any, Any, Any, Any], files: BlobFiles, threshold: int) -> None:
+        self.vars, self.inst, self.blobs, self.reserved = dbs
+        if self.reserved is None:  # (an environment written before it existed, read-only)
+            self.reserved = self.vars
         self.files = files
         self.threshold = threshold
+
+    def db(self, kb: bytes) -> Any:
+        """The database holding a key, or the keys under a scope prefix."""
+        return self.reserved if in_reserved(kb) else self.vars
 
     # ------------------------------------------------------------------ versions
 
@@ -54,12 +62,13 @@ class Writes:
         if raw is not None:
             return int(_SEQ.unpack(raw)[0])
         top = 0
-        for k, v in txn.cursor(self.vars):  # once per environment: start above every version
-            if k == SEQ_KEY:
-                continue
-            version = hdr_unpack(v)[0]
-            if version > top:
-                top = version
+        for db in {id(self.vars): self.vars, id(self.reserved): self.reserved}.values():  # once per environment: start above every version
+            for k, v in txn.cursor(db):
+                if k == SEQ_KEY:
+                    continue
+                version = hdr_unpack(v)[0]
+                if version > top:
+                    top = version
         return top
 
     def _save_seq(self, txn: lmdb.Transaction, seq: int) -> None:
@@ -72,10 +81,10 @@ class Writes:
     ) -> None:
         """Put one record, inline or (for a NewBlob) as a blob reference."""
         if data.__class__ is NewBlob:
-            txn.put(kb, hdr_pack(version, created, now, len(mb) | BLOB_FLAG) + mb + data.ref, db=self.vars)
+            txn.put(kb, hdr_pack(version, created, now, len(mb) | BLOB_FLAG) + mb + data.ref, db=self.db(kb))
             txn.put(data.name.encode(), kb, db=self.blobs)
         else:
-            txn.put(kb, hdr_pack(version, created, now, len(mb)) + mb + data, db=self.vars)
+            txn.put(kb, hdr_pack(version, created, now, len(mb)) + mb + data, db=self.db(kb))
 
     def _drop_old(self, txn: lmdb.Transaction, raw: bytes | memoryview | None) -> list[bytes] | None:
         """If the record about to be replaced or deleted is a blob, unindex it
@@ -95,7 +104,7 @@ class Writes:
         the flag already in its mime length and its reference as data;
         ``index`` lists the new names."""
         items, reg, index = arg
-        db = self.vars
+        vdb, rdb = self.vars, self.reserved
         get = txn.get
         put = txn.put
         now = time.time()
@@ -106,6 +115,7 @@ class Writes:
                 put(name, kb, db=bdb)
         seq = start = self._seq(txn)
         for kb, mb, ml, data in items:
+            db = rdb if kb.startswith(RESERVED_MARK, kb.find(b"\x00") + 1) else vdb  # (in_reserved, inlined)
             old = get(kb, db=db)
             if old is None:
                 if data is None:
@@ -137,7 +147,7 @@ class Writes:
         self, txn: lmdb.Transaction, arg: tuple[bytes, Updater, list[NewBlob]],
     ) -> tuple[bool, tuple[Variable | None, list[bytes] | None]]:
         kb, fn, made = arg
-        raw = txn.get(kb, db=self.vars)
+        raw = txn.get(kb, db=self.db(kb))
         cur = None if raw is None else decode(raw)
         if isinstance(cur, Stub):
             # The writer lock is held: the current record's file cannot be
@@ -155,7 +165,7 @@ class Writes:
             if cur is None:
                 return False, (None, None)
             drop = self._drop_old(txn, raw)
-            txn.delete(kb, db=self.vars)
+            txn.delete(kb, db=self.db(kb))
             return True, (None, drop)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise StoreError(f"update of {kb!r}: data must be bytes, got {type(data).__name__}")
@@ -187,7 +197,7 @@ class Writes:
         """Result: the new version (0 on a mismatch; for a delete, the deleted
         value's version, or -1 when it was already absent) and the dropped blob."""
         kb, expected, data, mb = arg
-        raw = txn.get(kb, db=self.vars)
+        raw = txn.get(kb, db=self.db(kb))
         now = time.time()
         if raw is None:
             if expected is not None:
@@ -203,7 +213,7 @@ class Writes:
             return False, (0, None)
         drop = self._drop_old(txn, raw)
         if data is None:
-            txn.delete(kb, db=self.vars)
+            txn.delete(kb, db=self.db(kb))
             return True, (old, drop)
         version = max(self._seq(txn), old) + 1
         self._put_value(txn, kb, mb, data, version, created, now)
@@ -238,18 +248,21 @@ class Writes:
     ) -> tuple[bool, tuple[int, list[bytes]]]:
         var_prefix, inst_prefix = arg
         drop: list[bytes] = []
-        n = self.delete_prefix(txn, self.vars, var_prefix, drop)
+        n = self.delete_prefix(txn, self.db(var_prefix), var_prefix, drop)
+        if self.reserved is not self.vars and not in_reserved(var_prefix):  # a namespace's prefix covers both
+            n += self.delete_prefix(txn, self.reserved, var_prefix, drop)
         m = 0 if inst_prefix is None else self.delete_prefix(txn, self.inst, inst_prefix)
         return bool(n or m), (n, drop)
 
     def delete_keys(self, txn: lmdb.Transaction, keys: list[bytes]) -> tuple[bool, tuple[int, list[bytes]]]:
         """Delete records by key (run with ``buffers=True``: only a blob's header is read)."""
-        db = self.vars
+        which = self.db
         get = txn.get
         delete = txn.delete
         drop: list[bytes] = []
         n = 0
         for kb in keys:
+            db = which(kb)
             raw = get(kb, db=db)
             if raw is None:
                 continue
@@ -264,7 +277,7 @@ class Writes:
     def end_instance(self, txn: lmdb.Transaction, arg: tuple[bytes, bytes]) -> tuple[bool, list[bytes]]:
         rk, prefix = arg
         drop: list[bytes] = []
-        n = self.delete_prefix(txn, self.vars, prefix, drop)
+        n = self.delete_prefix(txn, self.db(prefix), prefix, drop)
         found = txn.delete(rk, db=self.inst)
         return bool(n or found), drop
 
@@ -277,7 +290,8 @@ class Writes:
             if txn.get(rk, db=self.inst) != rv:
                 continue  # re-registered or ended meanwhile
             ns, _, iid = rk.partition(b"\x00")
-            self.delete_prefix(txn, self.vars, ns + b"\x00i\x00" + iid + b"\x00", drop)
+            prefix = ns + b"\x00i\x00" + iid + b"\x00"
+            self.delete_prefix(txn, self.db(prefix), prefix, drop)
             txn.delete(rk, db=self.inst)
             swept += 1
         return bool(swept), (swept, drop)
