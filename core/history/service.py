@@ -36,9 +36,12 @@ high rate) left LMDB with hundreds of free pages that every later commit carried
 free list: instance commits cost twice as much, for good (the file does not shrink)."""
 
 
-ENDING_BATCH = 1024
-"""Ended instances whose history waits to be encoded that wake the background writer
-(besides its rounds every ``flush_interval``): a bound on the memory they hold."""
+ENDING_BATCH = 256
+"""Ended instances whose history waits to be encoded that the thread ending the last of
+them encodes and writes at once, batched (besides the background writer's rounds every
+``flush_interval``).  In that thread, not by waking the background writer: two threads
+busy at once hand the GIL back and forth, and the instances' thread then waited for
+the writer about as long again as the writer worked (docs/performance.md)."""
 
 
 class NotFound(IsoldeError):
@@ -116,8 +119,12 @@ class HistoryService:
             with self._lock:
                 self._live.pop(rec.instance_id, None)
                 self._ending.append((rec, result, ended))
-                if len(self._ending) == ENDING_BATCH:
-                    self._wake.set()
+                full = len(self._ending) >= ENDING_BATCH
+            if full and self._io.acquire(blocking=False):  # (else another thread is writing them)
+                try:
+                    self._write_queued()
+                finally:
+                    self._io.release()
             return
         puts = rec.end(result) if rec.enabled else []
         with self._lock:
@@ -137,13 +144,18 @@ class HistoryService:
             if self._live.get(rec.instance_id) is rec:
                 del self._live[rec.instance_id]
 
-    def _note_finished(self, namespace: str, instance_id: str, ended: float, chunks: int | None = None) -> None:
+    def _note_finished(self, namespace: str, instance_id: str, ended: float, chunks: int | None = None, *,
+                       wake: bool = True) -> None:
+        """(``wake``: whether the background writer is to apply the retention early; not
+        when the caller applies it next itself.)"""
         done = self._finished.get(namespace)
         since = self._since_scan[namespace] = self._since_scan.get(namespace, 0) + 1
         if done is None:
             done = self._finished[namespace] = deque()
         done.append((ended, instance_id, chunks))
-        if len(done) == self.settings.keep + RETAIN_BATCH:
+        if not wake:
+            pass
+        elif len(done) == self.settings.keep + RETAIN_BATCH:
             self._wake.set()  # delete a batch now, not a round's worth (see RETAIN_BATCH)
         elif since == RETAIN_BATCH and namespace not in self._scanned:
             self._wake.set()  # the first scan of the namespace, not a round later
@@ -268,7 +280,7 @@ class HistoryService:
             puts = rec.end(result, ended)
             with self._lock:
                 self._queue.extend(puts)
-                self._note_finished(rec.namespace, rec.instance_id, ended, rec.seq)
+                self._note_finished(rec.namespace, rec.instance_id, ended, rec.seq, wake=False)  # applied below
         with self._lock:
             queued, self._queue = self._queue, []
             retain, self._retain = self._retain, set()
