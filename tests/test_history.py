@@ -478,3 +478,29 @@ def test_instance_ids_sort_in_the_order_the_instances_started(engine: isolde.Eng
     in the order they started, which is what the retention and the listings rely on."""
     ids = [engine.run("states:\n- id: a\n  type: noop\n").instance_id for _ in range(200)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_ended_instances_are_written_in_batches_by_the_thread_that_ends_them(data_dir: Path) -> None:
+    """By default an ended instance's record waits to be written with others: queries see it
+    at once (they write what waits), and the 256th instance to end writes the batch, without
+    waiting for the background writer's round (an hour here)."""
+    from isolde.history.service import ENDING_BATCH
+    from isolde.store import Ref
+
+    def stored(eng: isolde.Engine, iid: str) -> bool:
+        return eng.store.get(Ref("default", "instance", "~isolde-history", "i-" + iid)) is not None
+
+    with isolde.Engine(data_dir=data_dir, config={"history": {"flush_interval": 3600}}) as eng:
+        wf = eng.load(COUNTER)
+        first = eng.run(wf).instance_id
+        assert not stored(eng, first)  # waiting for the batch
+        for _ in range(ENDING_BATCH - 2):
+            eng.run(wf)
+        assert not stored(eng, first)
+        last = eng.run(wf).instance_id  # the batch is full: written by this run's thread
+        assert stored(eng, first) and stored(eng, last)
+        after = eng.run(wf).instance_id
+        assert not stored(eng, after)
+        assert eng.history.get("default", after)["status"] == "complete"  # a query writes what waits
+        assert stored(eng, after)
+        assert eng.history.list("default")[1] == ENDING_BATCH + 1
