@@ -1,14 +1,16 @@
 """``Recorder``: the history of one running instance, kept as it runs.
 
 The instance loop calls ``step`` after each state (it is the loop's step hook, wrapping
-the daemon's).  A step only notes a tuple; the entries noted since the last write are
-encoded into one timeline chunk when a state commits anyway (``[history]
-with_state_commit``, the default: the chunk and the record are one or two more writes in
-that transaction, no extra fsync; the final state's commit carries the completed record,
-with a short instance's whole timeline in it), in the commit of a state that writes its
-daemon record, by the background writer while the instance runs longer than ``[history]
-flush_interval``, and when the instance ends (the background writer stores what is left,
-batched with other instances').
+the daemon's).  A step only notes a tuple.  By default the entries wait for the instance's
+end: ``HistoryService.ended`` keeps the ended recorder with others, and ``end`` encodes its
+record and timeline when they are written in a batch (by the thread that ends the batch's
+last instance, the background writer or a query).  With ``[history] with_state_commit``, the
+entries noted since the last write are encoded into one timeline chunk when a state commits
+anyway (one or two more writes in that transaction, no extra fsync; the final state's commit
+carries the completed record, with a short instance's whole timeline in it).  Either way a
+daemon instance's chunk goes with the commit of a state that writes its daemon record, and
+the background writer stores the timeline so far of an instance running longer than
+``[history] flush_interval``.
 """
 
 from __future__ import annotations

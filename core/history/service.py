@@ -64,6 +64,7 @@ class HistoryService:
         self._live: dict[str, Recorder] = {}
         self._queue: list[Put] = []
         self._ending: list[tuple[Recorder, Result, float]] = []  # ended, their history not yet encoded
+        self.batch = ENDING_BATCH
         self._finished: dict[str, deque[tuple[float, str, int | None]]] = {}  # per namespace: (ended, id, chunks), oldest first
         self._since_scan: dict[str, int] = {}
         self._scanned: set[str] = set()  # namespaces whose stored records were read (the first rescan)
@@ -119,7 +120,7 @@ class HistoryService:
             with self._lock:
                 self._live.pop(rec.instance_id, None)
                 self._ending.append((rec, result, ended))
-                full = len(self._ending) >= ENDING_BATCH
+                full = len(self._ending) >= self.batch
             if full and self._io.acquire(blocking=False):  # (else another thread is writing them)
                 try:
                     self._write_queued()

@@ -28,8 +28,9 @@ class HistorySettings(Frozen):
     """Log lines kept per instance (the first ones; a marker line says how many were left out)."""
     with_state_commit: bool
     """Write the timeline and record in the commit of each state that writes variables
-    (durable with them; the final state's commit carries the outcome).  False: the
-    background writer stores them batched across instances (docs/performance.md)."""
+    (durable with them; the final state's commit carries the outcome).  False (the
+    default): an ended instance's history is written with other instances', in batches
+    (``history.service.ENDING_BATCH``; docs/performance.md)."""
     flush_interval: float
     """Seconds between the background writer's rounds: timelines of long-running instances,
     outcomes of instances that wrote nothing, cancel requests from other processes."""
