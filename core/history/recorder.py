@@ -195,6 +195,8 @@ class Recorder:
         """Whether ``end`` may run later, in another thread: the output is the data whose
         JSON text the instance loop made (or none), so nothing the caller may change after
         the run is encoded late."""
+        if result.error is not None or self.cancelled is not None:
+            return False  # (rare: written at once, with what the context knows of the error)
         out = result.output
         return out is None or (out is self.out_obj and self.out_text is not None)
 

@@ -117,6 +117,7 @@ class HistoryService:
         instance waits for its commit's fsync (and encodes faster many at a time)."""
         if rec.enabled and rec.owns_record and not rec.with_state and rec.deferrable(result):
             ended = time.time()
+            rec.ctx = rec.inner = rec.outer_sink = None  # (nothing kept alive longer than the history needs)
             with self._lock:
                 self._live.pop(rec.instance_id, None)
                 self._ending.append((rec, result, ended))
