@@ -808,3 +808,28 @@ def test_deleting_a_namespace_deletes_its_reserved_records(store: LmdbStore) -> 
     assert store.namespaces() == ["ns2"]  # a namespace holding only isolde's records is still one
     assert store.delete_keys("ns2", "instance", [("~isolde-history", ["i-b"])]) == 1
     assert store.namespaces() == []
+
+
+def _last_txn(path: Path) -> int:
+    import lmdb
+
+    env = lmdb.open(str(path), readonly=True, max_dbs=8, lock=False)
+    try:
+        return int(env.info()["last_txnid"])
+    finally:
+        env.close()
+
+
+def test_delete_keys_with_writes_is_one_transaction_writes_first(tmp_path: Path) -> None:
+    """The history's batch and the retention it makes due: one commit; a record written and
+    deleted in it ends deleted."""
+    ref = lambda key: Ref("ns", "instance", "~isolde-history", key)  # noqa: E731
+    with LmdbStore(tmp_path) as s:
+        s.write([Put(ref("i-old"), b"{}")])
+    before = _last_txn(tmp_path)
+    with LmdbStore(tmp_path) as s:
+        n = s.delete_keys("ns", "instance", [("~isolde-history", ["i-old", "i-gone"])],
+                          writes=[Put(ref("i-new"), b"{}"), Put(ref("i-gone"), b"{}")])
+        assert n == 2
+        assert s.get(ref("i-old")) is None and s.get(ref("i-gone")) is None and s.get(ref("i-new")) is not None
+    assert _last_txn(tmp_path) == before + 1

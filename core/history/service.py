@@ -286,10 +286,15 @@ class HistoryService:
         with self._lock:
             queued, self._queue = self._queue, []
             retain, self._retain = self._retain, set()
-        if queued:
+        doomed = [(ns, d) for ns in retain if (d := self._doomed(ns))]
+        combined = getattr(self.history, "write_and_remove", None)  # (StoreHistory: one commit for both)
+        if queued and doomed and combined is not None:
+            ns, d = doomed.pop()
+            combined(queued, ns, [x[1] for x in d], [x[2] for x in d])
+        elif queued:
             self.store.write(queued)
-        for ns in retain:
-            self._apply_retention(ns)
+        for ns, d in doomed:
+            self.history.remove(ns, [x[1] for x in d], [x[2] for x in d])
         self._expire()
 
     def _run(self) -> None:
@@ -334,7 +339,9 @@ class HistoryService:
                 if found is not None and found.cancelled is None:
                     self.cancel_live(found, reason)
 
-    def _apply_retention(self, ns: str) -> None:
+    def _doomed(self, ns: str) -> builtins.list[tuple[float, str, int | None]]:
+        """The finished instances of a namespace past the retention, taken off its list
+        (the caller removes them)."""
         keep = self.settings.keep
         with self._lock:
             done = self._finished.get(ns)
@@ -343,15 +350,15 @@ class HistoryService:
         if rescan:
             with self._lock:
                 known = {} if done is None else {d[1]: d for d in done}
-                seen = 0 if done is None else len(done)
                 self._scanned.add(ns)
             stored = self.history.finished(ns, known)
             with self._lock:
-                if done is not None and len(done) > seen:
-                    # ended while the store was read (only this thread pops): a record committed
-                    # after the listing began is not in it, and would stay until the next rescan
+                if done is not None:
+                    # noted here but not in the listing: its record is written with this round's
+                    # retention (after the listing), or ended while the store was read; either
+                    # way it would stay until the next rescan if dropped from the list
                     listed = {d[1] for d in stored}
-                    stored.extend(d for d in list(done)[seen:] if d[1] not in listed)
+                    stored.extend(d for d in done if d[1] not in listed)
                 self._finished[ns] = done = deque(sorted(stored))
                 self._since_scan[ns] = 0
         assert done is not None
@@ -359,8 +366,7 @@ class HistoryService:
         with self._lock:
             while len(done) > keep:
                 doomed.append(done.popleft())
-        if doomed:
-            self.history.remove(ns, [d[1] for d in doomed], [d[2] for d in doomed])
+        return doomed
 
     def _expire(self) -> None:
         age = self.settings.max_age

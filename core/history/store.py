@@ -138,6 +138,18 @@ class StoreHistory:
             return
         self.store.write(_deletions(namespace, groups))
 
+    def write_and_remove(self, writes: Sequence[Put], namespace: str, instance_ids: Sequence[str],
+                         chunks: Sequence[int | None] | None = None) -> None:
+        """``store.write(writes)`` and ``remove`` in one transaction, the writes first (a
+        record written and removed at once ends removed): a batch of ended instances'
+        history and the retention it makes due cost one commit, not two."""
+        groups = self._groups(namespace, instance_ids, chunks)
+        bulk = getattr(self.store, "delete_keys", None)
+        if bulk is not None:
+            bulk(namespace, "instance", groups, writes=writes)
+            return
+        self.store.write([*writes, *_deletions(namespace, groups)])
+
     def removal(self, namespace: str, instance_ids: Sequence[str]) -> list[Put]:
         """``remove`` as writes, to go in the transaction of another write (the daemon's
         retention rides on the commit of the outcome that pushes the oldest out)."""

@@ -49,7 +49,7 @@ from .protocol import ValueReader
 from .readers import InlineReader
 from .reads import Reads
 from .types import Put, Ref, StoreError, Variable, make_var
-from .writes import Item, Updater, Writes
+from .writes import Updater, Writes, items_of
 
 __all__ = ["LmdbStore", "DEFAULT_BLOB_THRESHOLD"]
 
@@ -299,27 +299,7 @@ class LmdbStore:
         ``blob_threshold`` go to blob files first.  With ``handover``, the
         batch's values are shown to this process's reads from the moment it is
         queued (``SharedEnv.write``)."""
-        items: builtins.list[Item] = []
-        threshold = self._threshold
-        big: builtins.list[int] | None = None
-        var_key = self._keys.var_key
-        for p in puts:
-            kb = var_key(p.ref)
-            data = p.data
-            if data is None:
-                items.append((kb, b"", 0, None))
-                continue
-            if not isinstance(data, _Bytes):
-                raise StoreError(f"variable {p.ref.key!r}: data must be bytes, got {type(data).__name__}")
-            mb = p.mime.encode()
-            ml = len(mb)
-            if ml > MAX_MIME:
-                raise StoreError(f"variable {p.ref.key!r}: mime type is too long")
-            if len(data) > threshold:
-                if big is None:
-                    big = []
-                big.append(len(items))
-            items.append((kb, mb, ml, data))
+        items, big = items_of(puts, self._keys.var_key, self._threshold)
         reg: tuple[bytes, bytes] | None = None
         reg_id: tuple[str, str] | None = None
         sh = self._live()
@@ -414,11 +394,14 @@ class LmdbStore:
         self._files.unlink(drop)
         return int(n)
 
-    def delete_keys(self, namespace: str, scope: str, groups: Sequence[tuple[str, Sequence[str]]]) -> int:
+    def delete_keys(self, namespace: str, scope: str, groups: Sequence[tuple[str, Sequence[str]]], *,
+                    writes: Sequence[Put] = ()) -> int:
         """Delete the variables ``keys`` of each ``(owner, keys)`` in one transaction (absent
         ones are skipped); returns how many were deleted.  The bulk delete of the history's
         retention: one prefix per owner instead of a ``Put`` and a key check per variable
-        (a key is refused only if it could leave its owner's prefix: empty or with a NUL)."""
+        (a key is refused only if it could leave its owner's prefix: empty or with a NUL).
+        ``writes`` are applied first in the same transaction (one commit, one fsync), unless
+        one is large enough for a blob file (then in a transaction of their own, first)."""
         keys: builtins.list[bytes] = []
         limit = self._keys.max_key
         for owner, names in groups:
@@ -429,9 +412,16 @@ class LmdbStore:
                 kb = prefix + name.encode()
                 if len(kb) <= limit:  # (a longer one cannot be stored)
                     keys.append(kb)
-        if not keys:
+        items, big = items_of(writes, self._keys.var_key, self._threshold)
+        if big is not None:
+            self.write(writes)
+            items = []
+        if not keys and not items:
             return 0
-        n, drop = self._live().write(self._writes.delete_keys, keys)
+        if items:
+            n, drop = self._live().write(self._writes.batch_then_delete, (items, keys))
+        else:
+            n, drop = self._live().write(self._writes.delete_keys, keys)
         if drop:
             self._files.unlink(drop)
         return int(n)

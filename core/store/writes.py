@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import lmdb
@@ -26,9 +26,9 @@ import lmdb
 from .blobs import BlobFiles, NewBlob
 from .codec import BLOB_FLAG, MAX_MIME, Stub, blob_name, decode, hdr_pack, hdr_unpack, is_blob
 from .keys import RESERVED_MARK, in_reserved
-from .types import StoreError, Variable, make_var
+from .types import Put, Ref, StoreError, Variable, make_var
 
-__all__ = ["Writes", "Item"]
+__all__ = ["Writes", "Item", "items_of"]
 
 SEQ_KEY: Final[bytes] = b"\x00"
 _SEQ: Final[struct.Struct] = struct.Struct("<Q")
@@ -36,6 +36,34 @@ _SEQ: Final[struct.Struct] = struct.Struct("<Q")
 # (key, mime, mime length field, data or blob reference; None deletes)
 Item = tuple[bytes, bytes, int, Any]
 Updater = Callable[[Variable | None], tuple[bytes | None, str] | None]
+
+
+_Bytes = (bytes, bytearray, memoryview)
+
+
+def items_of(puts: Sequence[Put], var_key: Callable[[Ref], bytes], threshold: int) -> tuple[list[Item], list[int] | None]:
+    """A batch's puts as checked items ``(key, mime, mime length, data or None)``, and the
+    indexes of those larger than ``threshold`` (for blob files; None when there is none)."""
+    items: list[Item] = []
+    big: list[int] | None = None
+    for p in puts:
+        kb = var_key(p.ref)
+        data = p.data
+        if data is None:
+            items.append((kb, b"", 0, None))
+            continue
+        if not isinstance(data, _Bytes):
+            raise StoreError(f"variable {p.ref.key!r}: data must be bytes, got {type(data).__name__}")
+        mb = p.mime.encode()
+        ml = len(mb)
+        if ml > MAX_MIME:
+            raise StoreError(f"variable {p.ref.key!r}: mime type is too long")
+        if len(data) > threshold:
+            if big is None:
+                big = []
+            big.append(len(items))
+        items.append((kb, mb, ml, data))
+    return items, big
 
 
 class Writes:
@@ -273,6 +301,16 @@ class Writes:
             delete(kb, db=db)
             n += 1
         return bool(n), (n, drop)
+
+    def batch_then_delete(
+        self, txn: lmdb.Transaction, arg: tuple[list[Item], list[bytes]],
+    ) -> tuple[bool, tuple[int, list[bytes]]]:
+        """``batch`` (no registration, no blob item), then ``delete_keys``, in one
+        transaction: a key both written and deleted ends deleted."""
+        items, keys = arg
+        _, dropped = self.batch(txn, (items, None, None))
+        _, (n, drop) = self.delete_keys(txn, keys)
+        return True, (n, drop if dropped is None else dropped + drop)
 
     def end_instance(self, txn: lmdb.Transaction, arg: tuple[bytes, bytes]) -> tuple[bool, list[bytes]]:
         rk, prefix = arg
