@@ -504,3 +504,18 @@ def test_ended_instances_are_written_in_batches_by_the_thread_that_ends_them(dat
         assert eng.history.get("default", after)["status"] == "complete"  # a query writes what waits
         assert stored(eng, after)
         assert eng.history.list("default")[1] == ENDING_BATCH + 1
+
+
+def test_a_program_that_does_not_close_its_engine_still_keeps_the_history(tmp_path: Path) -> None:
+    """History waits to be written in batches: a script that runs an instance and exits
+    without closing the engine (or waiting for the background writer) still leaves it."""
+    script = textwrap.dedent(f"""
+        import isolde
+        engine = isolde.Engine(data_dir={str(tmp_path / 'd')!r}, config={{"history": {{"flush_interval": 3600}}}})
+        print(engine.run({str(COUNTER)!r}).instance_id)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    iid = out.stdout.strip()
+    with isolde.Engine(data_dir=tmp_path / "d") as eng:
+        assert eng.history.get("default", iid)["status"] == "complete"

@@ -9,9 +9,11 @@ here, and answers queries, merging what is still in memory with what is stored.
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -64,7 +66,7 @@ class HistoryService:
         self._live: dict[str, Recorder] = {}
         self._queue: list[Put] = []
         self._ending: list[tuple[Recorder, Result, float]] = []  # ended, their history not yet encoded
-        self.batch = ENDING_BATCH
+        self.batch = ENDING_BATCH  # ended instances written together (benchmarks compare sizes)
         self._finished: dict[str, deque[tuple[float, str, int | None]]] = {}  # per namespace: (ended, id, chunks), oldest first
         self._since_scan: dict[str, int] = {}
         self._scanned: set[str] = set()  # namespaces whose stored records were read (the first rescan)
@@ -73,6 +75,7 @@ class HistoryService:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._io = threading.Lock()  # one background round at a time (the thread, flush())
+        self._at_exit: Callable[[], None] | None = None
 
     # -- instances starting and ending -----------------------------------------------
     def recorder(self, namespace: str, instance_id: str, workflow: str, data: dict[str, Any], *,
@@ -106,15 +109,19 @@ class HistoryService:
             if self._thread is None and not self._stop:
                 self._thread = threading.Thread(target=self._run, name="isolde-history", daemon=True)
                 self._thread.start()
+                # a program that exits without closing its engine still writes what waits
+                self._at_exit = _at_exit(weakref.ref(self))
+                atexit.register(self._at_exit)
         return rec
 
     def ended(self, rec: Recorder, result: Result) -> None:
         """An instance ended: its last writes go out with the next background round (the
         daemon commits them with its outcome instead: ``rec.leftover``).  Unless its states
         write the history with them (``with_state_commit``), the record and the rest of the
-        timeline are also encoded by the background writer, batched: in the instance's
-        thread that work would add to each instance what the writer does while another
-        instance waits for its commit's fsync (and encodes faster many at a time)."""
+        timeline are encoded later too, with other ended instances': by the thread that ends
+        the batch's last (``batch``), by the background writer's round or by a query.  The
+        recorder then drops its context, so that a waiting instance keeps little alive (the
+        cyclic GC traverses what survives; docs/performance.md)."""
         if rec.enabled and rec.owns_record and not rec.with_state and rec.deferrable(result):
             ended = time.time()
             rec.ctx = rec.inner = rec.outer_sink = None  # (nothing kept alive longer than the history needs)
@@ -155,11 +162,9 @@ class HistoryService:
         if done is None:
             done = self._finished[namespace] = deque()
         done.append((ended, instance_id, chunks))
-        if not wake:
-            pass
-        elif len(done) == self.settings.keep + RETAIN_BATCH:
+        if wake and len(done) == self.settings.keep + RETAIN_BATCH:
             self._wake.set()  # delete a batch now, not a round's worth (see RETAIN_BATCH)
-        elif since == RETAIN_BATCH and namespace not in self._scanned:
+        elif wake and since == RETAIN_BATCH and namespace not in self._scanned:
             self._wake.set()  # the first scan of the namespace, not a round later
         self._retain.add(namespace)
 
@@ -386,6 +391,9 @@ class HistoryService:
         with self._lock:
             self._stop = True
             thread = self._thread
+            at_exit, self._at_exit = self._at_exit, None
+        if at_exit is not None:
+            atexit.unregister(at_exit)
         self._wake.set()
         if thread is not None:
             thread.join(10)
@@ -393,6 +401,19 @@ class HistoryService:
             self._round(poll=False)
         except Exception as exc:  # a closed or full store: the history is what was written
             self._report(exc)
+
+
+def _at_exit(ref: weakref.ReferenceType[HistoryService]) -> Callable[[], None]:
+    """What ``atexit`` calls for a service its program did not close: write what waits
+    (a weak reference: a closed or collected service is not kept alive for it)."""
+    def flush() -> None:
+        service = ref()
+        if service is not None and not service._stop:
+            try:
+                service.flush()
+            except Exception:  # the store went first: the history is what was written
+                pass
+    return flush
 
 
 def _decoded(text: str) -> Any:
