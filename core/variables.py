@@ -38,8 +38,11 @@ def encode(value: Any, mime: str | None) -> tuple[bytes, str]:
     if mime == JSON:
         try:
             return dumps(value).encode(), mime
-        except (TypeError, ValueError, RecursionError) as exc:  # only reachable from Python callers' non-JSON data
+        except (TypeError, ValueError) as exc:  # only reachable from Python callers' non-JSON data
             raise WorkflowError("direktiv.var.invalidValue", f"value is not JSON: {exc}") from None
+        except RecursionError:
+            raise WorkflowError("direktiv.var.invalidValue", "value is not JSON: it refers to itself or nests "
+                                "too deeply (pass plain dicts, lists, strings, numbers, booleans and None)") from None
     if mime == OCTETS:
         if not isinstance(value, str):
             raise WorkflowError(

@@ -392,6 +392,6 @@ def test_a_cyclic_python_value_is_refused_as_not_json(engine: isolde.Engine) -> 
     Python caller is refused with the invalid-value error, and nothing is stored."""
     cyclic: dict = {}
     cyclic["self"] = cyclic
-    with pytest.raises(isolde.IsoldeError, match="not JSON"):
+    with pytest.raises(isolde.IsoldeError, match="not JSON: it refers to itself"):
         engine.variables.set("k", cyclic)
     assert engine.variables.list() == []

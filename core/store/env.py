@@ -67,7 +67,8 @@ class SharedEnv:
         self.path = path
         self.env: lmdb.Environment | None = env
         # blobs is None only in a read-only store opened on an old environment
-        # blobs and reserved are None only in a read-only store opened on an older environment
+        # blobs is None only in a read-only store opened on an older environment, reserved
+        # then the vars database itself (isolde's records are still among the variables)
         self.vars, self.inst, self.blobs, self.reserved = dbs
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
@@ -413,8 +414,9 @@ def _open_dbs(env: lmdb.Environment, readonly: bool) -> tuple[Any, Any, Any, Any
         try:
             found.append(env.open_db(name, create=False))
         except lmdb.NotFoundError:
-            found.append(None)  # written before it existed: none to index / records among the variables
-    return vars_db, inst_db, found[0], found[1]
+            found.append(None)  # written before it existed
+    # no blobs: none to index; no reserved: isolde's records are among the variables
+    return vars_db, inst_db, found[0], vars_db if found[1] is None else found[1]
 
 
 def move_reserved(txn: lmdb.Transaction[bytes], vars_db: Any, reserved_db: Any) -> int:

@@ -165,8 +165,8 @@ class LmdbStore:
             env = sh.env
             if env is None:
                 raise StoreError(f"variable store {self.path!r} is closed")
-            txn = env.begin(db=sh.reserved if kb.startswith(RESERVED_MARK, kb.find(b"\x00") + 1) and sh.reserved
-                            is not None else sh.vars)  # (keys.in_reserved, inlined)
+            txn = env.begin(db=sh.reserved if kb.startswith(RESERVED_MARK, kb.find(b"\x00") + 1)
+                            else sh.vars)  # (keys.in_reserved, inlined)
             raw: bytes | None | bool = txn.get(kb)
             txn.abort()
         except lmdb.MapResizedError:

@@ -25,13 +25,11 @@ class Reads:
 
     __slots__ = ("vars", "inst", "blobs", "reserved")
 
-    def __init__(self, vars_db: Any, inst_db: Any, blobs_db: Any, reserved_db: Any = None) -> None:
+    def __init__(self, vars_db: Any, inst_db: Any, blobs_db: Any, reserved_db: Any) -> None:
         self.vars = vars_db
         self.inst = inst_db
         self.blobs = blobs_db
-        # (None only in a read-only store opened on an environment written before it existed:
-        # isolde's records are then still among the variables)
-        self.reserved = vars_db if reserved_db is None else reserved_db
+        self.reserved = reserved_db  # (vars_db itself in an older environment opened read-only)
 
     def db(self, kb: bytes) -> Any:
         """The database holding a key, or the keys under a scope prefix."""
@@ -134,7 +132,7 @@ class Reads:
         """Skips from one namespace to the next rather than walking every key (in both
         databases of records: a namespace may hold only isolde's records)."""
         found: set[str] = set()
-        for db in {id(self.vars): self.vars, id(self.reserved): self.reserved}.values():
+        for db in (self.vars,) if self.reserved is self.vars else (self.vars, self.reserved):
             cur = txn.cursor(db)
             ok = cur.set_range(b"\x01")  # past the version sequence (key NUL, see writes.py)
             while ok:

@@ -73,9 +73,7 @@ class Writes:
     __slots__ = ("vars", "inst", "blobs", "reserved", "files", "threshold")
 
     def __init__(self, dbs: tuple[Any, Any, Any, Any], files: BlobFiles, threshold: int) -> None:
-        self.vars, self.inst, self.blobs, self.reserved = dbs
-        if self.reserved is None:  # (an environment written before it existed, read-only)
-            self.reserved = self.vars
+        self.vars, self.inst, self.blobs, self.reserved = dbs  # (reserved may be vars: SharedEnv)
         self.files = files
         self.threshold = threshold
 
@@ -89,8 +87,8 @@ class Writes:
         raw = txn.get(SEQ_KEY, db=self.vars)
         if raw is not None:
             return int(_SEQ.unpack(raw)[0])
-        top = 0
-        for db in {id(self.vars): self.vars, id(self.reserved): self.reserved}.values():  # once per environment: start above every version
+        top = 0  # (once per environment: start above every version)
+        for db in (self.vars,) if self.reserved is self.vars else (self.vars, self.reserved):
             for k, v in txn.cursor(db):
                 if k == SEQ_KEY:
                     continue
@@ -277,7 +275,7 @@ class Writes:
         var_prefix, inst_prefix = arg
         drop: list[bytes] = []
         n = self.delete_prefix(txn, self.db(var_prefix), var_prefix, drop)
-        if self.reserved is not self.vars and not in_reserved(var_prefix):  # a namespace's prefix covers both
+        if self.reserved is not self.vars and var_prefix.count(b"\x00") == 1:  # a namespace's prefix covers both
             n += self.delete_prefix(txn, self.reserved, var_prefix, drop)
         m = 0 if inst_prefix is None else self.delete_prefix(txn, self.inst, inst_prefix)
         return bool(n or m), (n, drop)
