@@ -6,11 +6,12 @@ The API for programs that embed isolde is what this module exports; plugins use
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .version import __version__
 
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config import Config, load_config
     from .engine import Engine
     from .errors import ConfigError, Diagnostic, InstanceFailure, IsoldeError, ValidationError, WorkflowError

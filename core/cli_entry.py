@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 _VARS_LIST_OPTIONS = {
     "-n": "namespace", "--namespace": "namespace", "-w": "workflow", "--workflow": "workflow",

@@ -15,9 +15,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from .records import Frozen
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class EntryPoint(Frozen):

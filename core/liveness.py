@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 import struct
 import time
-from typing import Final
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["machine", "registration", "is_orphan"]
 

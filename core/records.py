@@ -25,11 +25,14 @@ is generated at import.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar
 
 __all__ = ["NEW", "Frozen", "Record", "typed_as_dataclass"]
 
-_T = TypeVar("_T")
+if TYPE_CHECKING:
+    _T = TypeVar("_T")
 
 NEW: Any = type("_New", (), {"__repr__": lambda self: "NEW", "__slots__": ()})()
 """The default of a field whose value is made fresh per instance (a new list or dict):

@@ -11,14 +11,17 @@ plugin's) are checked by their plugins at engine start (``isolde_configure``).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
 
 from .errors import ConfigError
 from .loopback import loopback_address
 from .records import Frozen
 
-Check = Callable[[Any], str | None]
-"""Returns None when a value is fine, else what was expected ("a positive integer")."""
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, TypeAlias
+
+    Check: TypeAlias = Callable[[Any], str | None]
+    """Returns None when a value is fine, else what was expected ("a positive integer")."""
 
 
 def _int(lo: int | None = None, hi: int | None = None) -> Check:

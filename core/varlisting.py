@@ -4,7 +4,10 @@ type, local update time), shared by the click command and the console script's f
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any, Iterable
 
 
 def variable_lines(rows: Iterable[tuple[str, Any]]) -> str:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from .keys import KEY_RE, MAX_KEY_BYTES, SCOPES, check_key, check_name, check_ref, check_scope, scope_owner
 from .lmdb import DEFAULT_BLOB_THRESHOLD, LmdbStore
-from .protocol import ValueReader, VariableStore
 from .types import InvalidKey, Put, Ref, StoreError, StoreFull, Variable
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from .protocol import ValueReader, VariableStore
 
 __all__ = [
     "SCOPES",
@@ -39,3 +42,12 @@ __all__ = [
     "ValueReader",
     "VariableStore",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The interfaces (``protocol``, which needs ``typing``), imported on first use."""
+    if name in ("ValueReader", "VariableStore"):
+        from . import protocol
+
+        return getattr(protocol, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

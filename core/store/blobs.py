@@ -32,12 +32,15 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
 
 from .codec import BLOB_NAME_LEN, Stub, blob_ref
 from .keys import key_name
 from .readers import FileReader
 from .types import StoreError, Variable
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["BlobFiles", "NewBlob", "BLOB_CHUNK", "GRACE"]
 

@@ -10,9 +10,12 @@ ends with a reference instead: ``<Q`` size, then the file's 32-character name.
 from __future__ import annotations
 
 import struct
-from typing import Final
 
 from .types import Variable, make_var
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "HDR_SIZE", "BLOB_FLAG", "MAX_MIME", "BLOB_NAME_LEN", "Stub", "hdr_pack", "hdr_unpack",

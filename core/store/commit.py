@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
 
-__all__ = ["Pending", "GroupCommit", "Body"]
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any
 
-# A transaction body: fn(txn, arg) -> (commit?, result).
-Body = Callable[[Any, Any], tuple[bool, Any]]
+    # A transaction body: fn(txn, arg) -> (commit?, result).
+    Body = Callable[[Any, Any], tuple[bool, Any]]
+
+__all__ = ["Pending", "GroupCommit"]
 
 
 class Pending:

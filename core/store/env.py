@@ -25,7 +25,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
 
 import lmdb
 
@@ -33,11 +32,16 @@ from .commit import GroupCommit, Pending
 from .keys import RESERVED_MARK
 from .types import StoreError, StoreFull, Variable
 
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any, Final, TypeVar
+
 __all__ = ["SharedEnv", "share", "RETRY_LIMIT", "READER_CHECK_EVERY"]
 
 RETRY_LIMIT: Final[int] = 64
 READER_CHECK_EVERY: Final[float] = 5.0  # seconds between two stale-reader checks of a writer
-T = TypeVar("T")
+if TYPE_CHECKING:
+    T = TypeVar("T")
 
 
 def _abort_quietly(txn: lmdb.Transaction) -> None:

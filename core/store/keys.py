@@ -12,9 +12,12 @@ NUL``) selects exactly one namespace (or workflow): ``foo`` never matches
 from __future__ import annotations
 
 import re
-from typing import Final
 
 from .types import InvalidKey, Ref, StoreError
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["SCOPES", "KEY_RE", "MAX_KEY_BYTES", "RESERVED_MARK", "check_key", "check_name", "check_ref", "check_scope", "in_reserved",
            "scope_owner", "KeyCodec"]

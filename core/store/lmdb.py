@@ -36,7 +36,6 @@ import builtins
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import lmdb
 
@@ -45,11 +44,16 @@ from .codec import BLOB_FLAG, HDR_SIZE, MAX_MIME, Stub, hdr_unpack, stub
 from .env import RETRY_LIMIT, SharedEnv, share
 from .keys import RESERVED_MARK, KeyCodec, check_name
 from ..liveness import machine, registration
-from .protocol import ValueReader
 from .readers import InlineReader
 from .reads import Reads
 from .types import Put, Ref, StoreError, Variable, make_var
 from .writes import Updater, Writes, items_of
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .protocol import ValueReader
 
 __all__ = ["LmdbStore", "DEFAULT_BLOB_THRESHOLD"]
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
-from typing import Final
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["InlineReader", "FileReader"]
 

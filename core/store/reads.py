@@ -8,7 +8,6 @@ back as ``Stub``s, whose files the store reads after the transaction.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import lmdb
 
@@ -16,6 +15,10 @@ from .codec import BLOB_FLAG, HDR_SIZE, Stub, decode, hdr_unpack, stub
 from .keys import in_reserved
 from ..liveness import is_orphan
 from .types import Variable, make_var
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Reads"]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..errors import IsoldeError
 from ..records import Frozen, typed_as_dataclass
+
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
 
 __all__ = ["StoreError", "InvalidKey", "StoreFull", "Variable", "Ref", "Put", "make_var", "make_ref", "make_put"]
 

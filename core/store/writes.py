@@ -19,7 +19,6 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
 
 import lmdb
 
@@ -28,13 +27,18 @@ from .codec import BLOB_FLAG, MAX_MIME, Stub, blob_name, decode, hdr_pack, hdr_u
 from .keys import RESERVED_MARK, in_reserved
 from .types import Put, Ref, StoreError, Variable, make_var
 
-__all__ = ["Writes", "Item", "items_of"]
+TYPE_CHECKING = False  # (not typing's: a short command never imports typing; docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+    # (key, mime, mime length field, data or blob reference; None deletes)
+    Item = tuple[bytes, bytes, int, Any]
+
+__all__ = ["Writes", "items_of"]
 
 SEQ_KEY: Final[bytes] = b"\x00"
 _SEQ: Final[struct.Struct] = struct.Struct("<Q")
 
-# (key, mime, mime length field, data or blob reference; None deletes)
-Item = tuple[bytes, bytes, int, Any]
 Updater = Callable[[Variable | None], tuple[bytes | None, str] | None]
 
 
