@@ -483,4 +483,4 @@ class Engine:
             traceback.print_exception(exc, file=sys.stderr)
 
 
-__all__ = ["Engine", "SCOPES"]
+__all__ = ["Engine"]

@@ -49,9 +49,9 @@ _JSON: Final = "application/json"
 MAX_CONNECTIONS: Final = 512
 IDLE_TIMEOUT: Final = 120.0
 MAX_LINE: Final = 65536
+"""Bytes of one header line (as http.server's request line)."""
 _ONE_WRITE: Final = 1 << 16
 """Bytes of body sent in one write with the head (a larger body is written on its own)."""
-"""Bytes of one header line (as http.server's request line)."""
 _METHOD_ORDER: Final = ("GET", "POST", "PUT", "DELETE", "PATCH")
 
 

@@ -70,7 +70,6 @@ class SharedEnv:
     ) -> None:
         self.path = path
         self.env: lmdb.Environment | None = env
-        # blobs is None only in a read-only store opened on an old environment
         # blobs is None only in a read-only store opened on an older environment, reserved
         # then the vars database itself (isolde's records are still among the variables)
         self.vars, self.inst, self.blobs, self.reserved = dbs
